@@ -1,0 +1,97 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The request context.  An internal redirect (error_page ... = @fallback,
+ * try_files, rewrite ... last) clears every module's ctx, but the facts of
+ * the request must go on: the ctx is registered as a pool cleanup and found
+ * again there, as the realip module does.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+static void ngx_http_ai_gateway_ctx_cleanup(void *data);
+
+
+ngx_http_ai_gateway_ctx_t *
+ngx_http_ai_gateway_create_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     ctx->state = NGX_HTTP_AI_GATEWAY_STATE_NEW;
+     *     ctx->status = 0;
+     *     ctx->body = NULL;
+     *     ctx->api = NGX_HTTP_AI_GATEWAY_API_UNKNOWN;
+     *     ctx->model = { 0, NULL };
+     *     ...
+     */
+
+    ctx->stream = -1;
+    ctx->max_tokens = -1;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_ai_gateway_ctx_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+
+    return ctx;
+}
+
+
+ngx_http_ai_gateway_ctx_t *
+ngx_http_ai_gateway_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    /* subrequests share the main request's pool, and so its cleanups */
+
+    if (ctx != NULL || r != r->main || !(r->internal || r->filter_finalize))
+    {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_ai_gateway_ctx_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_ai_gateway_ctx_cleanup(void *data)
+{
+    (void) data;
+
+    /*
+     * Nothing to release yet: the body and the facts live in r->pool.
+     * The handler's identity is what marks the ctx in the cleanup list.
+     */
+}

@@ -1,0 +1,900 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The scanner accepts exactly what jansson's json_loadb(data, len, 0, ..)
+ * accepts (an object or an array at the top, RFC 8259 grammar, valid UTF-8,
+ * no "\u0000", integers within int64, finite reals, depth <= 2048) and
+ * reports the top-level fields as jansson would see them: with duplicate
+ * keys the last one wins.  t/unit/test_json.c checks both against jansson.
+ *
+ * Prompt text (input_chars) is the sum of the Unicode code points of:
+ *   - the top-level "system", "prompt", "input" and "instructions" values,
+ *     when strings, or of the strings in them when arrays;
+ *   - in objects inside those or inside "messages": the "content", "text"
+ *     and "output" values, counted by the same rule, recursively.
+ * So message contents, text parts, tool results and Anthropic system blocks
+ * count, while roles, types, names, image URLs and base64 data do not.
+ */
+
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_http_ai_gateway_json.h"
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_ROLE_NONE = 0,
+    NGX_HTTP_AI_GATEWAY_ROLE_TEXT,        /* strings here are prompt text */
+    NGX_HTTP_AI_GATEWAY_ROLE_CONTAINER    /* text lives in known keys */
+} ngx_http_ai_gateway_json_role_e;
+
+
+typedef struct {
+    const unsigned char               *start;
+    const unsigned char               *p;
+    const unsigned char               *end;
+    ngx_http_ai_gateway_json_facts_t  *facts;
+    unsigned                           depth;
+} ngx_http_ai_gateway_json_scanner_t;
+
+
+static int ngx_http_ai_gateway_json_value(
+    ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars,
+    ngx_http_ai_gateway_json_value_t *v);
+static int ngx_http_ai_gateway_json_object(
+    ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars, int top);
+static int ngx_http_ai_gateway_json_array(
+    ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars);
+static int ngx_http_ai_gateway_json_string(
+    ngx_http_ai_gateway_json_scanner_t *s, uint64_t *chars,
+    ngx_http_ai_gateway_json_value_t *v);
+static int ngx_http_ai_gateway_json_number(
+    ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_value_t *v);
+static int ngx_http_ai_gateway_json_literal(
+    ngx_http_ai_gateway_json_scanner_t *s, const char *word, size_t len);
+static int ngx_http_ai_gateway_json_hex4(const unsigned char *p,
+    unsigned *code);
+static int ngx_http_ai_gateway_json_key_lookup(const unsigned char *key,
+    size_t len, int top);
+static int ngx_http_ai_gateway_json_fail(
+    ngx_http_ai_gateway_json_scanner_t *s, const char *error);
+
+
+static const struct {
+    const char  *name;
+    size_t       len;
+} ngx_http_ai_gateway_json_keys[] = {
+    { "model", 5 },
+    { "stream", 6 },
+    { "max_tokens", 10 },
+    { "max_completion_tokens", 21 },
+    { "max_output_tokens", 17 },
+    { "user", 4 },
+    { "messages", 8 },
+    { "system", 6 },
+    { "prompt", 6 },
+    { "input", 5 },
+    { "instructions", 12 },
+    { "anthropic_version", 17 },
+    { "encoding_format", 15 },
+    { "dimensions", 10 },
+    { "previous_response_id", 20 },
+};
+
+
+/* the keys that hold text inside a container object, in slot order */
+#define NGX_HTTP_AI_GATEWAY_JSON_TEXT_SLOTS  3
+
+static const struct {
+    const char  *name;
+    size_t       len;
+} ngx_http_ai_gateway_json_text_keys[] = {
+    { "content", 7 },
+    { "text", 4 },
+    { "output", 6 },
+};
+
+
+#define ngx_http_ai_gateway_json_ws(c)                                        \
+    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
+
+
+int
+ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
+    ngx_http_ai_gateway_json_facts_t *facts)
+{
+    uint64_t                            chars;
+    unsigned char                       first;
+    ngx_http_ai_gateway_json_scanner_t  s;
+
+    memset(facts, 0, sizeof(ngx_http_ai_gateway_json_facts_t));
+
+    s.start = data;
+    s.p = data;
+    s.end = data + len;
+    s.facts = facts;
+    s.depth = 0;
+
+    while (s.p < s.end && ngx_http_ai_gateway_json_ws(*s.p)) {
+        s.p++;
+    }
+
+    if (s.p == s.end) {
+        return ngx_http_ai_gateway_json_fail(&s, "empty document");
+    }
+
+    chars = 0;
+    first = *s.p;
+
+    if (first == '{') {
+        s.depth = 1;
+
+        if (ngx_http_ai_gateway_json_object(&s, NGX_HTTP_AI_GATEWAY_ROLE_NONE,
+                                            &chars, 1)
+            != 0)
+        {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+        }
+
+    } else if (first == '[') {
+        s.depth = 1;
+
+        if (ngx_http_ai_gateway_json_array(&s, NGX_HTTP_AI_GATEWAY_ROLE_NONE,
+                                           &chars)
+            != 0)
+        {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+        }
+
+    } else {
+        return ngx_http_ai_gateway_json_fail(&s, "'[' or '{' expected");
+    }
+
+    while (s.p < s.end && ngx_http_ai_gateway_json_ws(*s.p)) {
+        s.p++;
+    }
+
+    if (s.p != s.end) {
+        return ngx_http_ai_gateway_json_fail(&s, "end of file expected");
+    }
+
+    if (first == '[') {
+        return NGX_HTTP_AI_GATEWAY_JSON_NOT_OBJECT;
+    }
+
+    return NGX_HTTP_AI_GATEWAY_JSON_OK;
+}
+
+
+static int
+ngx_http_ai_gateway_json_fail(ngx_http_ai_gateway_json_scanner_t *s,
+    const char *error)
+{
+    if (s->facts->error == NULL) {
+        s->facts->error = error;
+        s->facts->error_offset = s->p - s->start;
+    }
+
+    return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+}
+
+
+static int
+ngx_http_ai_gateway_json_value(ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars,
+    ngx_http_ai_gateway_json_value_t *v)
+{
+    int  rc;
+
+    if (s->p == s->end) {
+        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    }
+
+    if (++s->depth > NGX_HTTP_AI_GATEWAY_JSON_MAX_DEPTH) {
+        return ngx_http_ai_gateway_json_fail(s,
+                                             "maximum parsing depth reached");
+    }
+
+    switch (*s->p) {
+
+    case '"':
+        rc = ngx_http_ai_gateway_json_string(s,
+                        role == NGX_HTTP_AI_GATEWAY_ROLE_TEXT ? chars : NULL,
+                        v);
+        break;
+
+    case '{':
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_OBJECT;
+        rc = ngx_http_ai_gateway_json_object(s,
+                        role == NGX_HTTP_AI_GATEWAY_ROLE_NONE
+                        ? NGX_HTTP_AI_GATEWAY_ROLE_NONE
+                        : NGX_HTTP_AI_GATEWAY_ROLE_CONTAINER,
+                        chars, 0);
+        break;
+
+    case '[':
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_ARRAY;
+        rc = ngx_http_ai_gateway_json_array(s, role, chars);
+        break;
+
+    case 't':
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_TRUE;
+        rc = ngx_http_ai_gateway_json_literal(s, "true", 4);
+        break;
+
+    case 'f':
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_FALSE;
+        rc = ngx_http_ai_gateway_json_literal(s, "false", 5);
+        break;
+
+    case 'n':
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_NULL;
+        rc = ngx_http_ai_gateway_json_literal(s, "null", 4);
+        break;
+
+    default:
+        rc = ngx_http_ai_gateway_json_number(s, v);
+        break;
+    }
+
+    s->depth--;
+
+    return rc;
+}
+
+
+static int
+ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars, int top)
+{
+    int                               k;
+    uint64_t                          slot[NGX_HTTP_AI_GATEWAY_KEY_LAST];
+    uint64_t                          n;
+    ngx_http_ai_gateway_json_role_e   vrole;
+    ngx_http_ai_gateway_json_value_t  key, val;
+
+    /*
+     * Text counts are kept per key and summed at the end, so that a
+     * duplicate key replaces the earlier count, as it replaces the value.
+     */
+    memset(slot, 0, sizeof(slot));
+
+    s->p++;   /* '{' */
+
+    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+        s->p++;
+    }
+
+    if (s->p == s->end) {
+        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    }
+
+    if (*s->p == '}') {
+        s->p++;
+        return 0;
+    }
+
+    for ( ;; ) {
+        if (*s->p != '"') {
+            return ngx_http_ai_gateway_json_fail(s, "string or '}' expected");
+        }
+
+        if (ngx_http_ai_gateway_json_string(s, NULL, &key) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+        }
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+
+        if (s->p == s->end || *s->p != ':') {
+            return ngx_http_ai_gateway_json_fail(s, "':' expected");
+        }
+
+        s->p++;
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+
+        k = -1;
+        vrole = NGX_HTTP_AI_GATEWAY_ROLE_NONE;
+
+        if (top || role == NGX_HTTP_AI_GATEWAY_ROLE_CONTAINER) {
+            k = ngx_http_ai_gateway_json_key_lookup(key.str, key.len, top);
+        }
+
+        if (k >= 0) {
+            if (!top) {
+                vrole = NGX_HTTP_AI_GATEWAY_ROLE_TEXT;
+
+            } else if (k == NGX_HTTP_AI_GATEWAY_KEY_MESSAGES) {
+                vrole = NGX_HTTP_AI_GATEWAY_ROLE_CONTAINER;
+
+            } else if (k >= NGX_HTTP_AI_GATEWAY_KEY_SYSTEM
+                       && k <= NGX_HTTP_AI_GATEWAY_KEY_INSTRUCTIONS)
+            {
+                vrole = NGX_HTTP_AI_GATEWAY_ROLE_TEXT;
+            }
+        }
+
+        n = 0;
+        memset(&val, 0, sizeof(val));
+
+        if (ngx_http_ai_gateway_json_value(s, vrole, &n, &val) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+        }
+
+        if (k >= 0) {
+            slot[k] = n;
+
+            if (top) {
+                s->facts->field[k] = val;
+            }
+        }
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+
+        if (s->p == s->end) {
+            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        }
+
+        if (*s->p == '}') {
+            s->p++;
+            break;
+        }
+
+        if (*s->p != ',') {
+            return ngx_http_ai_gateway_json_fail(s, "'}' expected");
+        }
+
+        s->p++;
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+
+        if (s->p == s->end) {
+            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        }
+    }
+
+    n = 0;
+
+    for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
+        n += slot[k];
+    }
+
+    if (top) {
+        s->facts->input_chars = n;
+
+    } else {
+        *chars += n;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_json_array(ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_role_e role, uint64_t *chars)
+{
+    ngx_http_ai_gateway_json_value_t  val;
+
+    s->p++;   /* '[' */
+
+    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+        s->p++;
+    }
+
+    if (s->p == s->end) {
+        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    }
+
+    if (*s->p == ']') {
+        s->p++;
+        return 0;
+    }
+
+    for ( ;; ) {
+        if (ngx_http_ai_gateway_json_value(s, role, chars, &val) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
+        }
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+
+        if (s->p == s->end) {
+            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        }
+
+        if (*s->p == ']') {
+            s->p++;
+            return 0;
+        }
+
+        if (*s->p != ',') {
+            return ngx_http_ai_gateway_json_fail(s, "']' expected");
+        }
+
+        s->p++;
+
+        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+            s->p++;
+        }
+    }
+}
+
+
+/*
+ * Validates one string, counting code points when chars is set.
+ * UTF-8 rules are jansson's: no overlong forms, no surrogates, nothing
+ * above U+10FFFF.
+ */
+
+static int
+ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
+    uint64_t *chars, ngx_http_ai_gateway_json_value_t *v)
+{
+    unsigned              c, code, low, need, min;
+    uint64_t              n;
+    const unsigned char  *p, *end;
+
+    p = s->p + 1;
+    end = s->end;
+    n = 0;
+
+    v->type = NGX_HTTP_AI_GATEWAY_JSON_STRING;
+    v->str = p;
+    v->escaped = 0;
+
+    for ( ;; ) {
+
+        /* the common case: printable ASCII */
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        {
+            p++;
+            n++;
+        }
+
+        if (p == end) {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "premature end of input");
+        }
+
+        c = *p;
+
+        if (c == '"') {
+            break;
+        }
+
+        if (c < 0x20) {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s,
+                                         "control character in string");
+        }
+
+        if (c == '\\') {
+            v->escaped = 1;
+
+            if (end - p < 2) {
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s,
+                                                     "premature end of input");
+            }
+
+            switch (p[1]) {
+            case '"': case '\\': case '/': case 'b':
+            case 'f': case 'n': case 'r': case 't':
+                p += 2;
+                n++;
+                continue;
+
+            case 'u':
+                break;
+
+            default:
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s, "invalid escape");
+            }
+
+            if (end - p < 6 || ngx_http_ai_gateway_json_hex4(p + 2, &code)) {
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s, "invalid \\u escape");
+            }
+
+            if (code == 0) {
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s,
+                                             "\\u0000 is not allowed");
+            }
+
+            if (code >= 0xdc00 && code <= 0xdfff) {
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s,
+                                             "invalid Unicode surrogate");
+            }
+
+            if (code >= 0xd800 && code <= 0xdbff) {
+                if (end - p < 12 || p[6] != '\\' || p[7] != 'u'
+                    || ngx_http_ai_gateway_json_hex4(p + 8, &low)
+                    || low < 0xdc00 || low > 0xdfff)
+                {
+                    s->p = p;
+                    return ngx_http_ai_gateway_json_fail(s,
+                                             "invalid Unicode surrogate");
+                }
+
+                p += 6;
+            }
+
+            p += 6;
+            n++;
+            continue;
+        }
+
+        /* a multi-byte UTF-8 sequence */
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+            min = 0x80;
+            code = c & 0x1f;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            need = 2;
+            min = 0x800;
+            code = c & 0x0f;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 3;
+            min = 0x10000;
+            code = c & 0x07;
+
+        } else {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
+        }
+
+        if ((size_t) (end - p) <= need) {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
+        }
+
+        for (c = 1; c <= need; c++) {
+            if ((p[c] & 0xc0) != 0x80) {
+                s->p = p;
+                return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
+            }
+
+            code = (code << 6) | (p[c] & 0x3f);
+        }
+
+        if (code < min || code > 0x10ffff
+            || (code >= 0xd800 && code <= 0xdfff))
+        {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
+        }
+
+        p += need + 1;
+        n++;
+    }
+
+    v->len = p - v->str;
+    s->p = p + 1;
+
+    if (chars) {
+        *chars += n;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_json_hex4(const unsigned char *p, unsigned *code)
+{
+    unsigned  i, c, v;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            c -= '0';
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            c = (c | 0x20) - 'a' + 10;
+
+        } else {
+            return -1;
+        }
+
+        v = (v << 4) | c;
+    }
+
+    *code = v;
+
+    return 0;
+}
+
+
+/*
+ * Integers must fit int64_t (jansson's json_int_t); reals must be finite,
+ * as strtod() sees them.
+ */
+
+static int
+ngx_http_ai_gateway_json_number(ngx_http_ai_gateway_json_scanner_t *s,
+    ngx_http_ai_gateway_json_value_t *v)
+{
+    int                   neg, real, rc;
+    char                  buf[128], *copy;
+    double                d;
+    size_t                len;
+    uint64_t              u, limit;
+    const unsigned char  *p, *start;
+
+    p = s->p;
+    start = p;
+    neg = 0;
+    real = 0;
+    u = 0;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+
+    if (p == s->end || *p < '0' || *p > '9') {
+        return ngx_http_ai_gateway_json_fail(s, "invalid token");
+    }
+
+    limit = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+
+    if (*p == '0') {
+        p++;
+
+    } else {
+        while (p < s->end && *p >= '0' && *p <= '9') {
+            if (u > (limit - (*p - '0')) / 10) {
+                u = limit + 1;   /* overflow, unless this is a real */
+
+            } else {
+                u = u * 10 + (*p - '0');
+            }
+
+            p++;
+        }
+    }
+
+    if (p < s->end && *p == '.') {
+        real = 1;
+        p++;
+
+        if (p == s->end || *p < '0' || *p > '9') {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "invalid number");
+        }
+
+        while (p < s->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < s->end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+
+        if (p < s->end && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == s->end || *p < '0' || *p > '9') {
+            s->p = p;
+            return ngx_http_ai_gateway_json_fail(s, "invalid number");
+        }
+
+        while (p < s->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    s->p = p;
+
+    if (!real) {
+        if (u > limit) {
+            s->p = start;
+            return ngx_http_ai_gateway_json_fail(s, "too big integer");
+        }
+
+        v->type = NGX_HTTP_AI_GATEWAY_JSON_INTEGER;
+        v->integer = neg ? (int64_t) (0 - u) : (int64_t) u;
+
+        return 0;
+    }
+
+    v->type = NGX_HTTP_AI_GATEWAY_JSON_REAL;
+
+    len = p - start;
+    copy = buf;
+
+    if (len >= sizeof(buf)) {
+        copy = malloc(len + 1);
+        if (copy == NULL) {
+            return ngx_http_ai_gateway_json_fail(s, "out of memory");
+        }
+    }
+
+    memcpy(copy, start, len);
+    copy[len] = '\0';
+
+    errno = 0;
+    d = strtod(copy, NULL);
+    rc = (errno == ERANGE && (d > 1.0 || d < -1.0));
+
+    if (copy != buf) {
+        free(copy);
+    }
+
+    if (rc) {
+        s->p = start;
+        return ngx_http_ai_gateway_json_fail(s, "real number overflow");
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_json_literal(ngx_http_ai_gateway_json_scanner_t *s,
+    const char *word, size_t len)
+{
+    if ((size_t) (s->end - s->p) < len || memcmp(s->p, word, len) != 0) {
+        return ngx_http_ai_gateway_json_fail(s, "invalid token");
+    }
+
+    s->p += len;
+
+    return 0;
+}
+
+
+/*
+ * Returns the slot of a key we care about, or -1.  Keys with escapes are
+ * decoded first: "mod\u0065l" is "model" to jansson too.
+ */
+
+static int
+ngx_http_ai_gateway_json_key_lookup(const unsigned char *key, size_t len,
+    int top)
+{
+    int            i;
+    unsigned char  buf[32];
+
+    if (memchr(key, '\\', len) != NULL) {
+        if (len > sizeof(buf)) {
+            return -1;
+        }
+
+        len = ngx_http_ai_gateway_json_unescape(buf, key, len);
+        key = buf;
+    }
+
+    if (top) {
+        for (i = 0; i < NGX_HTTP_AI_GATEWAY_KEY_LAST; i++) {
+            if (ngx_http_ai_gateway_json_keys[i].len == len
+                && memcmp(ngx_http_ai_gateway_json_keys[i].name, key, len)
+                   == 0)
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_JSON_TEXT_SLOTS; i++) {
+        if (ngx_http_ai_gateway_json_text_keys[i].len == len
+            && memcmp(ngx_http_ai_gateway_json_text_keys[i].name, key, len)
+               == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+size_t
+ngx_http_ai_gateway_json_unescape(unsigned char *dst,
+    const unsigned char *src, size_t len)
+{
+    unsigned              code, low;
+    unsigned char        *d;
+    const unsigned char  *p, *end;
+
+    d = dst;
+    p = src;
+    end = src + len;
+
+    while (p < end) {
+        if (*p != '\\') {
+            *d++ = *p++;
+            continue;
+        }
+
+        if (end - p < 2) {
+            break;
+        }
+
+        switch (p[1]) {
+        case 'b': *d++ = '\b'; p += 2; continue;
+        case 'f': *d++ = '\f'; p += 2; continue;
+        case 'n': *d++ = '\n'; p += 2; continue;
+        case 'r': *d++ = '\r'; p += 2; continue;
+        case 't': *d++ = '\t'; p += 2; continue;
+        case 'u': break;
+        default: *d++ = p[1]; p += 2; continue;
+        }
+
+        if (end - p < 6 || ngx_http_ai_gateway_json_hex4(p + 2, &code)) {
+            break;
+        }
+
+        p += 6;
+
+        if (code >= 0xd800 && code <= 0xdbff && end - p >= 6
+            && ngx_http_ai_gateway_json_hex4(p + 2, &low) == 0
+            && low >= 0xdc00 && low <= 0xdfff)
+        {
+            code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+            p += 6;
+        }
+
+        if (code < 0x80) {
+            *d++ = (unsigned char) code;
+
+        } else if (code < 0x800) {
+            *d++ = (unsigned char) (0xc0 | (code >> 6));
+            *d++ = (unsigned char) (0x80 | (code & 0x3f));
+
+        } else if (code < 0x10000) {
+            *d++ = (unsigned char) (0xe0 | (code >> 12));
+            *d++ = (unsigned char) (0x80 | ((code >> 6) & 0x3f));
+            *d++ = (unsigned char) (0x80 | (code & 0x3f));
+
+        } else {
+            *d++ = (unsigned char) (0xf0 | (code >> 18));
+            *d++ = (unsigned char) (0x80 | ((code >> 12) & 0x3f));
+            *d++ = (unsigned char) (0x80 | ((code >> 6) & 0x3f));
+            *d++ = (unsigned char) (0x80 | (code & 0x3f));
+        }
+    }
+
+    return d - dst;
+}
+
+
+const char *
+ngx_http_ai_gateway_json_key_name(ngx_http_ai_gateway_json_key_e key)
+{
+    if (key >= NGX_HTTP_AI_GATEWAY_KEY_LAST) {
+        return "";
+    }
+
+    return ngx_http_ai_gateway_json_keys[key].name;
+}

@@ -1,0 +1,281 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Directives, configuration and phase registration.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+static void *ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_ai_gateway_max_body(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ai_gateway_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
+
+
+#define NGX_HTTP_AI_GATEWAY_MAX_ENDPOINT_LEN  128
+
+
+ngx_http_request_body_filter_pt  ngx_http_ai_gateway_next_request_body_filter;
+
+
+static ngx_command_t  ngx_http_ai_gateway_commands[] = {
+
+    { ngx_string("ai_gateway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("ai_gateway_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_max_body,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, max_body),
+      NULL },
+
+    { ngx_string("ai_gateway_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("ai_gateway_endpoint"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_endpoint,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, endpoint),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
+    ngx_http_ai_gateway_preconfiguration,  /* preconfiguration */
+    ngx_http_ai_gateway_postconfiguration, /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ai_gateway_create_loc_conf,   /* create location configuration */
+    ngx_http_ai_gateway_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ai_gateway_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ai_gateway_module_ctx,       /* module context */
+    ngx_http_ai_gateway_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->user = NULL;
+     *     conf->endpoint = { 0, NULL };
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->max_body = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ai_gateway_loc_conf_t *prev = parent;
+    ngx_http_ai_gateway_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * The core module has merged its own settings of every location before
+     * any other module merges, so clcf here is this location's, final.
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * A location that uses any ai_gateway_* directive is inspected without
+     * "ai_gateway on"; at server and http level they only set defaults, so
+     * that static locations beside the AI ones stay untouched.
+     */
+    if (conf->enable == NGX_CONF_UNSET
+        && clcf->name.len != 0
+        && (conf->user != NULL
+            || conf->endpoint.data != NULL
+            || conf->max_body != NGX_CONF_UNSET_SIZE))
+    {
+        conf->enable = 1;
+    }
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_size_value(conf->max_body, prev->max_body,
+                              NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_BODY);
+    ngx_conf_merge_str_value(conf->endpoint, prev->endpoint, "");
+
+    if (conf->user == NULL) {
+        conf->user = prev->user;
+    }
+
+    if (conf->enable) {
+        /*
+         * ai_gateway_max_body is the limit of inspected locations: we
+         * enforce it ourselves so that an oversized body gets the OpenAI
+         * error shape, not nginx's HTML page for client_max_body_size.
+         */
+        clcf->client_max_body_size = 0;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_max_body(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_loc_conf_t *lcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (lcf->max_body != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[1]);
+
+    if (size == NGX_ERROR || size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, "
+                           "it must be a size greater than zero",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->max_body = (size_t) size;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_loc_conf_t *lcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value;
+
+    if (lcf->endpoint.data != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* the name goes into records and metrics labels: keep it plain */
+
+    if (value[1].len == 0 || value[1].len > NGX_HTTP_AI_GATEWAY_MAX_ENDPOINT_LEN)
+    {
+        goto invalid;
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9')
+              || *p == '_' || *p == '-' || *p == '.' || *p == ':'
+              || *p == '/' || *p == '@'))
+        {
+            goto invalid;
+        }
+    }
+
+    lcf->endpoint = value[1];
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, it must be "
+                       "1 to %d of the characters A-Z a-z 0-9 _ - . : / @",
+                       &value[1], &cmd->name,
+                       NGX_HTTP_AI_GATEWAY_MAX_ENDPOINT_LEN);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_ai_gateway_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /*
+     * The precontent phase runs after nginx's access checks (auth_basic,
+     * allow/deny, auth_request), so a body is read and judged only for
+     * requests that were let in; it is where the mirror module reads too.
+     */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ai_gateway_handler;
+
+    ngx_http_ai_gateway_next_request_body_filter =
+                                              ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_ai_gateway_request_body_filter;
+
+    return NGX_OK;
+}

@@ -1,0 +1,903 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Request inspection: the body is read (bounded, without blocking), kept
+ * whole in memory, scanned once for the request facts, and judged.  Errors
+ * get the OpenAI error shape.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_json.h"
+
+
+/* a chunked body starts with this much room and doubles */
+#define NGX_HTTP_AI_GATEWAY_CHUNKED_PREALLOC  16384
+
+
+static ngx_int_t ngx_http_ai_gateway_reject(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
+static ngx_int_t ngx_http_ai_gateway_reject_early(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
+static ngx_int_t ngx_http_ai_gateway_json_content_type(ngx_http_request_t *r);
+static void ngx_http_ai_gateway_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_body_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t *b);
+static ngx_int_t ngx_http_ai_gateway_body_gather(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+static void ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_check_types(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
+static ngx_int_t ngx_http_ai_gateway_type_error(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_key_e key,
+    const char *expected);
+static void ngx_http_ai_gateway_set_error(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message);
+static ngx_int_t ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
+    ngx_http_ai_gateway_json_value_t *v, ngx_str_t *s);
+static ngx_http_ai_gateway_api_e ngx_http_ai_gateway_detect_api(
+    ngx_http_request_t *r, ngx_http_ai_gateway_json_facts_t *facts,
+    ngx_str_t *uri_model);
+
+
+typedef struct {
+    ngx_str_t                  suffix;
+    ngx_http_ai_gateway_api_e  api;
+} ngx_http_ai_gateway_api_uri_t;
+
+
+/* longest first: "/chat/completions" also ends with "/completions" */
+static ngx_http_ai_gateway_api_uri_t  ngx_http_ai_gateway_api_uris[] = {
+    { ngx_string("/chat/completions"), NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT },
+    { ngx_string("/completions"), NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS },
+    { ngx_string("/embeddings"), NGX_HTTP_AI_GATEWAY_API_OPENAI_EMBEDDINGS },
+    { ngx_string("/responses"), NGX_HTTP_AI_GATEWAY_API_OPENAI_RESPONSES },
+    { ngx_string("/messages"), NGX_HTTP_AI_GATEWAY_API_ANTHROPIC_MESSAGES },
+    { ngx_null_string, NGX_HTTP_AI_GATEWAY_API_UNKNOWN }
+};
+
+
+static ngx_str_t  ngx_http_ai_gateway_api_names[] = {
+    ngx_string("unknown"),
+    ngx_string("openai_chat"),
+    ngx_string("openai_completions"),
+    ngx_string("openai_responses"),
+    ngx_string("openai_embeddings"),
+    ngx_string("anthropic_messages")
+};
+
+
+static ngx_str_t  ngx_http_ai_gateway_databricks_prefix =
+    ngx_string("/serving-endpoints/");
+static ngx_str_t  ngx_http_ai_gateway_databricks_suffix =
+    ngx_string("/invocations");
+
+
+ngx_int_t
+ngx_http_ai_gateway_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_http_ai_gateway_ctx_t       *ctx;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (!lcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    if (ctx != NULL) {
+
+        /* the phases run again: after the body was read, or a redirect */
+
+        if (ctx->state == NGX_HTTP_AI_GATEWAY_STATE_READING) {
+            return NGX_DONE;
+        }
+
+        if (ctx->status) {
+            rc = ngx_http_ai_gateway_send_error(r, ctx->status,
+                                                ctx->error_type,
+                                                ctx->error_code,
+                                                &ctx->error_message);
+            ngx_http_finalize_request(r, rc);
+            return NGX_DONE;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        /* GET /v1/models and the like carry no body to inspect */
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ai_gateway_create_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (lcf->endpoint.len) {
+        ctx->endpoint = lcf->endpoint;
+
+    } else {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        ctx->endpoint = clcf->name;
+    }
+
+    if (ngx_http_ai_gateway_json_content_type(r) != NGX_OK) {
+        return ngx_http_ai_gateway_reject_early(r,
+                          NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                          "unsupported_media_type",
+                          "Unsupported Content-Type: the request body must "
+                          "be JSON (application/json).");
+    }
+
+    if (r->headers_in.content_length_n == 0
+        || (r->headers_in.content_length_n < 0 && !r->headers_in.chunked))
+    {
+        return ngx_http_ai_gateway_reject_early(r, NGX_HTTP_BAD_REQUEST,
+                          "empty_body",
+                          "The request body is empty: a JSON object is "
+                          "required.");
+    }
+
+    if (r->headers_in.content_length_n > (off_t) lcf->max_body) {
+        return ngx_http_ai_gateway_reject_early(r,
+                          NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                          "request_too_large",
+                          "The request body is larger than the gateway "
+                          "accepts (ai_gateway_max_body).");
+    }
+
+    ctx->body_size = r->headers_in.chunked
+                     ? ngx_min(lcf->max_body,
+                               NGX_HTTP_AI_GATEWAY_CHUNKED_PREALLOC)
+                     : (size_t) r->headers_in.content_length_n;
+
+    ctx->body = ngx_pnalloc(r->pool, ctx->body_size);
+    if (ctx->body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->state = NGX_HTTP_AI_GATEWAY_STATE_READING;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_ai_gateway_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+/*
+ * A phase handler's NGX_OK would mean "go on to the next phase", so a
+ * response we sent ourselves is finalized here and the phases stop.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_reject(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    ngx_int_t  rc;
+    ngx_str_t  msg;
+
+    msg.data = (u_char *) message;
+    msg.len = ngx_strlen(message);
+
+    rc = ngx_http_ai_gateway_send_error(r, status, "invalid_request_error",
+                                        code, &msg);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+/* a rejection before the body was read: the body is discarded first */
+
+static ngx_int_t
+ngx_http_ai_gateway_reject_early(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message)
+{
+    ngx_int_t  rc;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ai_gateway: %ui %s: %s", status, code, message);
+
+    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /* no "100 Continue": the client need not send what we refuse */
+        r->expect_tested = 1;
+        r->keepalive = 0;
+        r->lingering_close = 1;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_reject(r, status, code, message);
+}
+
+
+/*
+ * application/json and the "+json" types, with any parameters; a request
+ * without a Content-Type is taken as JSON, as the providers do.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_json_content_type(ngx_http_request_t *r)
+{
+    u_char           *p, *last;
+    size_t            len;
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.content_type;
+
+    if (h == NULL) {
+        return NGX_OK;
+    }
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last && *p != ';' && *p != ' ' && *p != '\t') {
+        p++;
+    }
+
+    len = p - h->value.data;
+
+    if (len == sizeof("application/json") - 1
+        && ngx_strncasecmp(h->value.data, (u_char *) "application/json", len)
+           == 0)
+    {
+        return NGX_OK;
+    }
+
+    if (len > sizeof("application/+json") - 1
+        && ngx_strncasecmp(h->value.data, (u_char *) "application/", 12) == 0
+        && ngx_strncasecmp(p - 5, (u_char *) "+json", 5) == 0)
+    {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The request body filter keeps the whole body in one buffer of ours, so
+ * that it is scanned in place and never spills to a temporary file, and
+ * hands it on as one buffer when the last part has arrived.  The buffers it
+ * takes are marked consumed, so nginx reuses its read buffer meanwhile.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_buf_t                  *b;
+    ngx_uint_t                  last;
+    ngx_chain_t                *cl, out;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || ctx->state != NGX_HTTP_AI_GATEWAY_STATE_READING) {
+        return ngx_http_ai_gateway_next_request_body_filter(r, in);
+    }
+
+    ctx->body_filtered = 1;
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_http_ai_gateway_body_append(r, ctx, b) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->pos = b->last;
+
+        if (b->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->body_len && !ctx->too_large) {
+        b->temporary = 1;
+        b->start = ctx->body;
+        b->pos = ctx->body;
+        b->last = ctx->body + ctx->body_len;
+        b->end = b->last;
+    }
+
+    b->last_buf = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_ai_gateway_next_request_body_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_body_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t *b)
+{
+    size_t                           size, n;
+    u_char                          *p;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    size = b->last - b->pos;
+
+    if (size == 0 || ctx->too_large) {
+        return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (size > lcf->max_body - ctx->body_len) {
+        /* a chunked body grew past the limit: read it to the end, unkept */
+        ctx->too_large = 1;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway: chunked request body is larger than "
+                      "ai_gateway_max_body %uz", lcf->max_body);
+        return NGX_OK;
+    }
+
+    if (size > ctx->body_size - ctx->body_len) {
+        n = ngx_max(ctx->body_size * 2, ctx->body_len + size);
+        n = ngx_min(n, lcf->max_body);
+
+        p = ngx_pnalloc(r->pool, n);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, ctx->body, ctx->body_len);
+        ngx_pfree(r->pool, ctx->body);
+
+        ctx->body = p;
+        ctx->body_size = n;
+    }
+
+    ngx_memcpy(ctx->body + ctx->body_len, b->pos, size);
+    ctx->body_len += size;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    ctx->state = NGX_HTTP_AI_GATEWAY_STATE_DONE;
+
+    if (ctx->too_large) {
+        r->keepalive = 0;
+        ngx_str_set(&ctx->error_message,
+                    "The request body is larger than the gateway accepts "
+                    "(ai_gateway_max_body).");
+        ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      "request_too_large",
+                                      &ctx->error_message);
+
+    } else if (!ctx->body_filtered
+               && ngx_http_ai_gateway_body_gather(r, ctx) != NGX_OK)
+    {
+        ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx->error_type = "server_error";
+        ctx->error_code = "internal_error";
+        ngx_str_set(&ctx->error_message,
+                    "The gateway could not read the request body.");
+
+    } else {
+        ngx_http_ai_gateway_inspect(r, ctx);
+    }
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/*
+ * The body was read before our handler ran (by another module): take it
+ * from r->request_body when it is in memory.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_body_gather(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    size_t        len;
+    u_char       *p;
+    ngx_chain_t  *cl;
+
+    if (r->request_body == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ai_gateway: request body was buffered to a file "
+                          "before inspection");
+            return NGX_ERROR;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->body = p;
+    ctx->body_len = len;
+    ctx->body_size = len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    int                               rc;
+    ngx_str_t                         msg, uri_model;
+    ngx_http_ai_gateway_json_facts_t  facts;
+
+    if (ctx->body_len == 0) {
+        ngx_str_set(&msg, "The request body is empty: a JSON object is "
+                          "required.");
+        ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "empty_body", &msg);
+        return;
+    }
+
+    rc = ngx_http_ai_gateway_json_scan(ctx->body, ctx->body_len, &facts);
+
+    if (rc == NGX_HTTP_AI_GATEWAY_JSON_INVALID) {
+        msg.data = ngx_pnalloc(r->pool, 160);
+        if (msg.data == NULL) {
+            return;
+        }
+
+        msg.len = ngx_snprintf(msg.data, 160,
+                               "We could not parse the JSON body of your "
+                               "request: %s at byte %uz.",
+                               facts.error, facts.error_offset)
+                  - msg.data;
+
+        ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "invalid_json", &msg);
+        return;
+    }
+
+    if (rc == NGX_HTTP_AI_GATEWAY_JSON_NOT_OBJECT) {
+        ngx_str_set(&msg, "The request body must be a JSON object.");
+        ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "invalid_json", &msg);
+        return;
+    }
+
+    if (ngx_http_ai_gateway_check_types(r, ctx, &facts) != NGX_OK) {
+        return;
+    }
+
+    ngx_str_null(&uri_model);
+
+    ctx->api = ngx_http_ai_gateway_detect_api(r, &facts, &uri_model);
+
+    if (facts.field[NGX_HTTP_AI_GATEWAY_KEY_MODEL].type
+        == NGX_HTTP_AI_GATEWAY_JSON_STRING)
+    {
+        if (ngx_http_ai_gateway_copy_string(r,
+                            &facts.field[NGX_HTTP_AI_GATEWAY_KEY_MODEL],
+                            &ctx->model)
+            != NGX_OK)
+        {
+            return;
+        }
+
+    } else if (uri_model.len) {
+        ctx->model = uri_model;
+
+    } else {
+        ngx_str_set(&msg, "you must provide a model parameter");
+        ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                      "missing_model", &msg);
+        return;
+    }
+
+    if (facts.field[NGX_HTTP_AI_GATEWAY_KEY_USER].type
+            == NGX_HTTP_AI_GATEWAY_JSON_STRING
+        && ngx_http_ai_gateway_copy_string(r,
+                            &facts.field[NGX_HTTP_AI_GATEWAY_KEY_USER],
+                            &ctx->client_user)
+           != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->input_chars = facts.input_chars;
+    ctx->inspected = 1;
+
+    (void) ngx_http_ai_gateway_user(r, ctx);
+
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway: api:%V model:\"%V\" stream:%i "
+                   "max_tokens:%L input_chars:%uL body:%uz",
+                   ngx_http_ai_gateway_api_name(ctx->api), &ctx->model,
+                   ctx->stream, ctx->max_tokens, ctx->input_chars,
+                   ctx->body_len);
+}
+
+
+/* the types the providers accept; null stands for "not given" */
+
+static ngx_int_t
+ngx_http_ai_gateway_check_types(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts)
+{
+    ngx_uint_t                         k;
+    ngx_str_t                          msg;
+    ngx_http_ai_gateway_json_value_t  *v;
+
+    v = &facts->field[NGX_HTTP_AI_GATEWAY_KEY_MODEL];
+
+    if (v->type != NGX_HTTP_AI_GATEWAY_JSON_STRING
+        && v->type != NGX_HTTP_AI_GATEWAY_JSON_ABSENT
+        && v->type != NGX_HTTP_AI_GATEWAY_JSON_NULL)
+    {
+        return ngx_http_ai_gateway_type_error(r, ctx,
+                                              NGX_HTTP_AI_GATEWAY_KEY_MODEL,
+                                              "a string");
+    }
+
+    v = &facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM];
+
+    switch (v->type) {
+    case NGX_HTTP_AI_GATEWAY_JSON_TRUE:
+        ctx->stream = 1;
+        break;
+    case NGX_HTTP_AI_GATEWAY_JSON_FALSE:
+        ctx->stream = 0;
+        break;
+    case NGX_HTTP_AI_GATEWAY_JSON_ABSENT:
+    case NGX_HTTP_AI_GATEWAY_JSON_NULL:
+        break;
+    default:
+        return ngx_http_ai_gateway_type_error(r, ctx,
+                                              NGX_HTTP_AI_GATEWAY_KEY_STREAM,
+                                              "a boolean");
+    }
+
+    /* the newer names win: max_completion_tokens replaced max_tokens */
+
+    for (k = NGX_HTTP_AI_GATEWAY_KEY_MAX_TOKENS;
+         k <= NGX_HTTP_AI_GATEWAY_KEY_MAX_OUTPUT_TOKENS;
+         k++)
+    {
+        v = &facts->field[k];
+
+        if (v->type == NGX_HTTP_AI_GATEWAY_JSON_ABSENT
+            || v->type == NGX_HTTP_AI_GATEWAY_JSON_NULL)
+        {
+            continue;
+        }
+
+        if (v->type != NGX_HTTP_AI_GATEWAY_JSON_INTEGER) {
+            return ngx_http_ai_gateway_type_error(r, ctx, k, "an integer");
+        }
+
+        if (v->integer < 0) {
+            msg.data = ngx_pnalloc(r->pool, 120);
+            if (msg.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            msg.len = ngx_sprintf(msg.data, "Invalid '%s': integer below "
+                                  "minimum value. Expected a value >= 0.",
+                                  ngx_http_ai_gateway_json_key_name(k))
+                      - msg.data;
+
+            ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                          "integer_below_min_value", &msg);
+            return NGX_ERROR;
+        }
+
+        ctx->max_tokens = v->integer;
+    }
+
+    v = &facts->field[NGX_HTTP_AI_GATEWAY_KEY_USER];
+
+    if (v->type != NGX_HTTP_AI_GATEWAY_JSON_STRING
+        && v->type != NGX_HTTP_AI_GATEWAY_JSON_ABSENT
+        && v->type != NGX_HTTP_AI_GATEWAY_JSON_NULL)
+    {
+        return ngx_http_ai_gateway_type_error(r, ctx,
+                                              NGX_HTTP_AI_GATEWAY_KEY_USER,
+                                              "a string");
+    }
+
+    v = &facts->field[NGX_HTTP_AI_GATEWAY_KEY_MESSAGES];
+
+    if (v->type != NGX_HTTP_AI_GATEWAY_JSON_ARRAY
+        && v->type != NGX_HTTP_AI_GATEWAY_JSON_ABSENT)
+    {
+        return ngx_http_ai_gateway_type_error(r, ctx,
+                                              NGX_HTTP_AI_GATEWAY_KEY_MESSAGES,
+                                              "an array");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_type_error(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_key_e key,
+    const char *expected)
+{
+    ngx_str_t  msg;
+
+    msg.data = ngx_pnalloc(r->pool, 100);
+    if (msg.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg.len = ngx_sprintf(msg.data, "Invalid type for '%s': expected %s.",
+                          ngx_http_ai_gateway_json_key_name(key), expected)
+              - msg.data;
+
+    ngx_http_ai_gateway_set_error(r, ctx, NGX_HTTP_BAD_REQUEST, "invalid_type",
+                                  &msg);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_ai_gateway_set_error(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t status, const char *code,
+    ngx_str_t *message)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ai_gateway: %ui %s: %V", status, code, message);
+
+    ctx->status = status;
+    ctx->error_type = "invalid_request_error";
+    ctx->error_code = code;
+    ctx->error_message = *message;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
+    ngx_http_ai_gateway_json_value_t *v, ngx_str_t *s)
+{
+    if (!v->escaped) {
+        /* the body outlives the request's phases: point into it */
+        s->data = (u_char *) v->str;
+        s->len = v->len;
+        return NGX_OK;
+    }
+
+    s->data = ngx_pnalloc(r->pool, v->len);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->len = ngx_http_ai_gateway_json_unescape(s->data, v->str, v->len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The URI names the API where it follows the providers' paths; otherwise
+ * (Databricks invocations, custom paths) the body's keys tell.
+ */
+
+static ngx_http_ai_gateway_api_e
+ngx_http_ai_gateway_detect_api(ngx_http_request_t *r,
+    ngx_http_ai_gateway_json_facts_t *facts, ngx_str_t *uri_model)
+{
+    u_char                         *p, *last;
+    ngx_str_t                      *uri;
+    ngx_http_ai_gateway_api_uri_t  *a;
+
+    uri = &r->uri;
+
+    for (a = ngx_http_ai_gateway_api_uris; a->suffix.len; a++) {
+        if (uri->len >= a->suffix.len
+            && ngx_strncmp(uri->data + uri->len - a->suffix.len,
+                           a->suffix.data, a->suffix.len) == 0)
+        {
+            return a->api;
+        }
+    }
+
+    /* /serving-endpoints/{name}/invocations names the model */
+
+    p = ngx_strlcasestrn(uri->data, uri->data + uri->len,
+                         ngx_http_ai_gateway_databricks_prefix.data,
+                         ngx_http_ai_gateway_databricks_prefix.len - 1);
+
+    if (p != NULL
+        && uri->len > ngx_http_ai_gateway_databricks_suffix.len
+        && ngx_strncmp(uri->data + uri->len
+                       - ngx_http_ai_gateway_databricks_suffix.len,
+                       ngx_http_ai_gateway_databricks_suffix.data,
+                       ngx_http_ai_gateway_databricks_suffix.len) == 0)
+    {
+        p += ngx_http_ai_gateway_databricks_prefix.len;
+        last = uri->data + uri->len - ngx_http_ai_gateway_databricks_suffix.len;
+
+        if (p < last && ngx_strlchr(p, last, '/') == NULL) {
+            uri_model->data = p;
+            uri_model->len = last - p;
+        }
+    }
+
+    if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_MESSAGES].type) {
+        if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_ANTHROPIC_VERSION].type
+            || facts->field[NGX_HTTP_AI_GATEWAY_KEY_SYSTEM].type)
+        {
+            return NGX_HTTP_AI_GATEWAY_API_ANTHROPIC_MESSAGES;
+        }
+
+        return NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT;
+    }
+
+    if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_PROMPT].type) {
+        return NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS;
+    }
+
+    if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_INPUT].type) {
+        if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_INSTRUCTIONS].type
+            || facts->field[NGX_HTTP_AI_GATEWAY_KEY_MAX_OUTPUT_TOKENS].type
+            || facts->field[NGX_HTTP_AI_GATEWAY_KEY_PREVIOUS_RESPONSE_ID].type
+            || facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM].type)
+        {
+            return NGX_HTTP_AI_GATEWAY_API_OPENAI_RESPONSES;
+        }
+
+        return NGX_HTTP_AI_GATEWAY_API_OPENAI_EMBEDDINGS;
+    }
+
+    return NGX_HTTP_AI_GATEWAY_API_UNKNOWN;
+}
+
+
+ngx_str_t *
+ngx_http_ai_gateway_api_name(ngx_http_ai_gateway_api_e api)
+{
+    return &ngx_http_ai_gateway_api_names[api];
+}
+
+
+/*
+ * The requester, from ai_gateway_user, fixed at the first inspection so
+ * that a redirect to a location with other settings does not change who
+ * is counted.
+ */
+
+ngx_str_t *
+ngx_http_ai_gateway_user(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    if (ctx != NULL && ctx->user_evaluated) {
+        return &ctx->user;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    if (lcf->user != NULL
+        && ngx_http_complex_value(r, lcf->user, &ctx->user) != NGX_OK)
+    {
+        ngx_str_null(&ctx->user);
+        return NULL;
+    }
+
+    ctx->user_evaluated = 1;
+
+    return &ctx->user;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *code, ngx_str_t *message)
+{
+    size_t        len, tlen, clen;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    tlen = ngx_strlen(type);
+    clen = ngx_strlen(code);
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"code\":\"\"}}\n")
+          - 1 + message->len
+          + ngx_escape_json(NULL, message->data, message->len) + tlen + clen;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                         sizeof("{\"error\":{\"message\":\"") - 1);
+    b->last = (u_char *) ngx_escape_json(b->last, message->data, message->len);
+    b->last = ngx_cpymem(b->last, "\",\"type\":\"", sizeof("\",\"type\":\"") - 1);
+    b->last = ngx_cpymem(b->last, type, tlen);
+    b->last = ngx_cpymem(b->last, "\",\"code\":\"", sizeof("\",\"code\":\"") - 1);
+    b->last = ngx_cpymem(b->last, code, clen);
+    b->last = ngx_cpymem(b->last, "\"}}\n", sizeof("\"}}\n") - 1);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,249 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The $ai_* variables.  They are not cacheable: a variable read before the
+ * body was inspected (say, by "set" in the rewrite phase) must not keep its
+ * empty value.  Each is cheap, and $ai_request_hash is computed once, on
+ * first use.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/evp.h>
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_VAR_MODEL = 0,
+    NGX_HTTP_AI_GATEWAY_VAR_API,
+    NGX_HTTP_AI_GATEWAY_VAR_STREAM,
+    NGX_HTTP_AI_GATEWAY_VAR_USER,
+    NGX_HTTP_AI_GATEWAY_VAR_ENDPOINT,
+    NGX_HTTP_AI_GATEWAY_VAR_REQUEST_HASH,
+    NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS,
+    NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS,
+    NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER
+} ngx_http_ai_gateway_var_e;
+
+
+static ngx_int_t ngx_http_ai_gateway_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_endpoint_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value);
+static ngx_int_t ngx_http_ai_gateway_hash_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value);
+
+
+static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
+
+    { ngx_string("ai_model"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_api"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_API, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_stream"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_STREAM, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_user"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_USER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_endpoint"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_ENDPOINT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_request_hash"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_REQUEST_HASH, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_max_tokens"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_input_characters"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_client_user"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_ai_gateway_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_ai_gateway_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                     *p;
+    ngx_str_t                   value, *s;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_get_ctx(r->main);
+
+    ngx_str_null(&value);
+
+    if (data == NGX_HTTP_AI_GATEWAY_VAR_ENDPOINT) {
+        if (ngx_http_ai_gateway_endpoint_variable(r, ctx, &value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        goto done;
+    }
+
+    if (ctx == NULL || !ctx->inspected) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_HTTP_AI_GATEWAY_VAR_MODEL:
+        value = ctx->model;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_API:
+        value = *ngx_http_ai_gateway_api_name(ctx->api);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_STREAM:
+        if (ctx->stream == 1) {
+            ngx_str_set(&value, "true");
+
+        } else {
+            ngx_str_set(&value, "false");
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_USER:
+        s = ngx_http_ai_gateway_user(r->main, ctx);
+        if (s != NULL) {
+            value = *s;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_REQUEST_HASH:
+        if (ngx_http_ai_gateway_hash_variable(r, ctx, &value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS:
+        if (ctx->max_tokens < 0) {
+            break;
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS:
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        value.data = p;
+        value.len = ngx_sprintf(p, "%uL",
+                                data == NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS
+                                ? (uint64_t) ctx->max_tokens
+                                : ctx->input_chars)
+                    - p;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER:
+        value = ctx->client_user;
+        break;
+    }
+
+done:
+
+    v->len = value.len;
+    v->data = value.data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* known for every inspected location, GET requests included */
+
+static ngx_int_t
+ngx_http_ai_gateway_endpoint_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value)
+{
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    if (ctx != NULL && ctx->endpoint.len) {
+        *value = ctx->endpoint;
+        return NGX_OK;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (!lcf->enable) {
+        return NGX_OK;
+    }
+
+    if (lcf->endpoint.len) {
+        *value = lcf->endpoint;
+        return NGX_OK;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    *value = clcf->name;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_hash_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  mdlen;
+
+    if (!ctx->hashed) {
+        if (EVP_Digest(ctx->body, ctx->body_len, md, &mdlen, EVP_sha256(),
+                       NULL)
+            != 1)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "ai_gateway: EVP_Digest(sha256) failed");
+            return NGX_ERROR;
+        }
+
+        ngx_hex_dump(ctx->request_hash, md, mdlen);
+        ctx->hashed = 1;
+    }
+
+    value->data = ctx->request_hash;
+    value->len = sizeof(ctx->request_hash);
+
+    return NGX_OK;
+}

@@ -1,0 +1,405 @@
+
+/*
+ * Unit tests for the JSON scanner: every verdict and every fact is checked
+ * against jansson on the same input (fixed cases, then mutated bodies).
+ */
+
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_http_ai_gateway_json.h"
+
+
+static int  failures;
+static int  checks;
+
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        checks++;                                                             \
+        if (!(cond)) {                                                        \
+            failures++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
+            fprintf(stderr, __VA_ARGS__);                                     \
+            fputc('\n', stderr);                                              \
+        }                                                                     \
+    } while (0)
+
+
+/* the reference for input_chars: the rule of the scanner, on a jansson tree */
+
+static uint64_t
+utf8_chars(const char *s, size_t len)
+{
+    uint64_t  n = 0;
+    size_t    i;
+
+    for (i = 0; i < len; i++) {
+        if (((unsigned char) s[i] & 0xc0) != 0x80) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static uint64_t ref_text(json_t *v);
+
+
+static uint64_t
+ref_container(json_t *v)
+{
+    static const char  *keys[] = { "content", "text", "output" };
+    uint64_t            n = 0;
+    size_t              i;
+    json_t             *e;
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            n += ref_container(e);
+        }
+
+    } else if (json_is_object(v)) {
+        for (i = 0; i < 3; i++) {
+            e = json_object_get(v, keys[i]);
+            if (e) {
+                n += ref_text(e);
+            }
+        }
+    }
+
+    return n;
+}
+
+
+static uint64_t
+ref_text(json_t *v)
+{
+    uint64_t  n = 0;
+    size_t    i;
+    json_t   *e;
+
+    if (json_is_string(v)) {
+        return utf8_chars(json_string_value(v), json_string_length(v));
+    }
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            n += ref_text(e);
+        }
+
+        return n;
+    }
+
+    return ref_container(v);
+}
+
+
+static uint64_t
+ref_input_chars(json_t *root)
+{
+    static const char  *keys[] = { "system", "prompt", "input",
+                                   "instructions" };
+    uint64_t            n = 0;
+    size_t              i;
+    json_t             *e;
+
+    for (i = 0; i < 4; i++) {
+        e = json_object_get(root, keys[i]);
+        if (e) {
+            n += ref_text(e);
+        }
+    }
+
+    e = json_object_get(root, "messages");
+    if (e) {
+        n += ref_container(e);
+    }
+
+    return n;
+}
+
+
+static int
+same_type(ngx_http_ai_gateway_json_value_t *f, json_t *j)
+{
+    switch (f->type) {
+    case NGX_HTTP_AI_GATEWAY_JSON_ABSENT:  return j == NULL;
+    case NGX_HTTP_AI_GATEWAY_JSON_NULL:    return json_is_null(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_STRING:  return json_is_string(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_INTEGER: return json_is_integer(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_REAL:    return json_is_real(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_TRUE:    return json_is_true(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_FALSE:   return json_is_false(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_OBJECT:  return json_is_object(j);
+    case NGX_HTTP_AI_GATEWAY_JSON_ARRAY:   return json_is_array(j);
+    }
+
+    return 0;
+}
+
+
+/* compares the scanner with jansson on one input; returns the verdict */
+
+static int
+compare(const char *data, size_t len, const char *what)
+{
+    int                                rc, k;
+    json_t                            *root, *j;
+    size_t                             n;
+    unsigned char                     *buf;
+    json_error_t                       err;
+    ngx_http_ai_gateway_json_value_t  *f;
+    ngx_http_ai_gateway_json_facts_t   facts;
+
+    rc = ngx_http_ai_gateway_json_scan((const unsigned char *) data, len,
+                                       &facts);
+    root = json_loadb(data, len, 0, &err);
+
+    CHECK((rc != NGX_HTTP_AI_GATEWAY_JSON_INVALID) == (root != NULL),
+          "%s: scanner says %d (%s), jansson says %s", what, rc,
+          facts.error ? facts.error : "-", root ? "valid" : err.text);
+
+    if (root == NULL || rc == NGX_HTTP_AI_GATEWAY_JSON_INVALID) {
+        json_decref(root);
+        return rc;
+    }
+
+    CHECK((rc == NGX_HTTP_AI_GATEWAY_JSON_NOT_OBJECT) == json_is_array(root),
+          "%s: object/array verdict differs", what);
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return rc;
+    }
+
+    for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
+        f = &facts.field[k];
+        j = json_object_get(root, ngx_http_ai_gateway_json_key_name(k));
+
+        CHECK(same_type(f, j), "%s: type of \"%s\" differs (%d)", what,
+              ngx_http_ai_gateway_json_key_name(k), f->type);
+
+        if (j == NULL) {
+            continue;
+        }
+
+        if (json_is_integer(j) && f->type == NGX_HTTP_AI_GATEWAY_JSON_INTEGER)
+        {
+            CHECK(f->integer == json_integer_value(j),
+                  "%s: integer \"%s\" differs", what,
+                  ngx_http_ai_gateway_json_key_name(k));
+        }
+
+        if (json_is_string(j) && f->type == NGX_HTTP_AI_GATEWAY_JSON_STRING) {
+            buf = malloc(f->len + 1);
+            n = ngx_http_ai_gateway_json_unescape(buf, f->str, f->len);
+            CHECK(n == json_string_length(j)
+                  && memcmp(buf, json_string_value(j), n) == 0,
+                  "%s: string \"%s\" differs", what,
+                  ngx_http_ai_gateway_json_key_name(k));
+            free(buf);
+        }
+    }
+
+    CHECK(facts.input_chars == ref_input_chars(root),
+          "%s: input_chars %llu, reference %llu", what,
+          (unsigned long long) facts.input_chars,
+          (unsigned long long) ref_input_chars(root));
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+static const char  *cases[] = {
+    /* valid */
+    "{}", "[]", " {} ", "\t\r\n{}\n", "[1,2,3]", "{\"a\":[{}]}",
+    "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"Hello\"}]}",
+    "{\"model\":\"m\",\"stream\":true,\"max_tokens\":100,\"user\":\"u1\"}",
+    "{\"model\":\"m\",\"stream\":false,\"max_completion_tokens\":0}",
+    "{\"model\":\"m\",\"max_output_tokens\":9223372036854775807}",
+    "{\"model\":\"m\",\"max_tokens\":-9223372036854775808}",
+    "{\"model\":\"m\",\"max_tokens\":1.5}",
+    "{\"model\":\"m\",\"max_tokens\":1e2}",
+    "{\"model\":\"m\",\"max_tokens\":-0}",
+    "{\"model\":null,\"stream\":null}",
+    "{\"model\":\"a\",\"model\":\"b\"}",
+    "{\"model\":\"a\",\"model\":7}",
+    "{\"mod\\u0065l\":\"escaped key\"}",
+    "{\"model\":\"caf\\u00e9 \\ud83d\\ude00 \\\" \\\\ \\/ \\b\\f\\n\\r\\t\"}",
+    "{\"model\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+    "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+        "\"text\":\"h\xc3\xa9llo\"},{\"type\":\"image_url\",\"image_url\":"
+        "{\"url\":\"http://x\"}}]}]}",
+    "{\"system\":\"be nice\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"hi\"}]}",
+    "{\"system\":[{\"type\":\"text\",\"text\":\"sys\"}]}",
+    "{\"prompt\":[\"a\",\"bc\"]}", "{\"prompt\":\"abc\\n\"}",
+    "{\"input\":[1,2,3]}", "{\"input\":\"one\",\"instructions\":\"two\"}",
+    "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\","
+        "\"text\":\"deep\"}]},{\"type\":\"function_call_output\","
+        "\"output\":\"42\"}]}",
+    "{\"messages\":[{\"content\":\"a\",\"content\":\"bbb\"}]}",
+    "{\"messages\":\"x\",\"messages\":[{\"content\":\"yy\"}]}",
+    "{\"messages\":[\"not counted\"]}",
+    "{\"a\":1.5e300,\"b\":-1e-400,\"c\":0.0,\"d\":-0.5E+3}",
+    "{\"a\":true,\"b\":false,\"c\":null}",
+    /* invalid */
+    "", " ", "{", "}", "[", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]",
+    "{,}", "{\"a\":1 \"b\":2}", "{a:1}", "{'a':1}", "{\"a\":01}",
+    "{\"a\":1.}", "{\"a\":.5}", "{\"a\":-}", "{\"a\":1e}", "{\"a\":+1}",
+    "{\"a\":tru}", "{\"a\":nul}", "{\"a\":True}", "{\"a\":NaN}",
+    "{\"a\":Infinity}", "{\"a\":1e400}", "{\"a\":-1e400}",
+    "{\"a\":9223372036854775808}", "{\"a\":-9223372036854775809}",
+    "{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"\\u0000\"}",
+    "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}",
+    "{\"a\":\"\x01\"}", "{\"a\":\"\t\"}", "{\"a\":\"\xc0\xaf\"}",
+    "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf4\x90\x80\x80\"}",
+    "{\"a\":\"\xff\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xe2\x82\"}",
+    "{\"a\":\"unterminated}", "{} {}", "{}x", "\"string\"", "1", "true",
+    "null", "{\"a\":1}}", "[[]", "{\"a\":[}]}",
+};
+
+
+/* deterministic xorshift, so failures reproduce */
+static unsigned long long  rnd_state = 88172645463325252ULL;
+
+static unsigned
+rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return (unsigned) rnd_state;
+}
+
+
+static void
+test_cases(void)
+{
+    size_t  i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        compare(cases[i], strlen(cases[i]), cases[i]);
+    }
+}
+
+
+static void
+test_depth(void)
+{
+    int     rc;
+    char   *buf;
+    size_t  i, n;
+
+    for (n = 2046; n <= 2050; n++) {
+        buf = malloc(2 * n + 1);
+        for (i = 0; i < n; i++) {
+            buf[i] = '[';
+            buf[2 * n - 1 - i] = ']';
+        }
+        rc = compare(buf, 2 * n, "deep array");
+        CHECK((n <= NGX_HTTP_AI_GATEWAY_JSON_MAX_DEPTH)
+              == (rc != NGX_HTTP_AI_GATEWAY_JSON_INVALID),
+              "depth %zu verdict %d", n, rc);
+        free(buf);
+    }
+}
+
+
+static void
+test_embedded_nul(void)
+{
+    static const char  nul_in_string[] = "{\"a\":\"x\0y\"}";
+    static const char  nul_after[] = "{}\0";
+
+    compare(nul_in_string, sizeof(nul_in_string) - 1, "NUL in string");
+    compare(nul_after, sizeof(nul_after) - 1, "NUL after object");
+}
+
+
+static void
+test_mutations(void)
+{
+    static const char  alphabet[] = "{}[]\":,\\ 0123456789eE.-+tfnu"
+                                    "\xc3\xa9\xf0\x9f\x01";
+    char               buf[512];
+    size_t             i, j, len, m;
+
+    for (i = 0; i < 60000; i++) {
+        const char  *base = cases[rnd() % 30];   /* the valid ones */
+
+        len = strlen(base);
+        memcpy(buf, base, len);
+
+        for (m = 1 + rnd() % 3; m; m--) {
+            j = rnd() % (len + 1);
+
+            switch (rnd() % 3) {
+            case 0:   /* replace */
+                if (j < len) {
+                    buf[j] = alphabet[rnd() % (sizeof(alphabet) - 1)];
+                }
+                break;
+
+            case 1:   /* insert */
+                if (len + 1 < sizeof(buf)) {
+                    memmove(buf + j + 1, buf + j, len - j);
+                    buf[j] = alphabet[rnd() % (sizeof(alphabet) - 1)];
+                    len++;
+                }
+                break;
+
+            default:  /* delete */
+                if (j < len) {
+                    memmove(buf + j, buf + j + 1, len - j - 1);
+                    len--;
+                }
+                break;
+            }
+        }
+
+        compare(buf, len, "mutation");
+
+        if (failures > 20) {
+            return;
+        }
+    }
+}
+
+
+static void
+test_unescape(void)
+{
+    unsigned char  out[64];
+    size_t         n;
+    const char    *in = "a\\u00e9\\ud83d\\ude00\\n\\\"";
+
+    n = ngx_http_ai_gateway_json_unescape(out, (const unsigned char *) in,
+                                          strlen(in));
+    CHECK(n == 1 + 2 + 4 + 1 + 1
+          && memcmp(out, "a\xc3\xa9\xf0\x9f\x98\x80\n\"", n) == 0,
+          "unescape");
+}
+
+
+int
+main(void)
+{
+    test_cases();
+    test_depth();
+    test_embedded_nul();
+    test_unescape();
+    test_mutations();
+
+    printf("%d passed, %d failed\n", checks - failures, failures);
+
+    return failures ? 1 : 0;
+}
