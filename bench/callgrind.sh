@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# bench/callgrind.sh [REQUESTS]  -- instructions per request of plain
+# proxy_pass and of the gateway, counted by valgrind's callgrind; the
+# difference is what the module costs per request.  See bench/README.md.
+#
+# Each target runs as ONE process (master_process off; daemon off) under
+#   valgrind --tool=callgrind --collect-atstart=no \
+#            --toggle-collect=ngx_process_events_and_timers
+# so start-up (configuration, module loading) and shutdown are not counted:
+# only the event loop, i.e. the requests.  bench/fixed_client.pl sends exactly
+# REQUESTS requests (default 2000) on one keep-alive connection; the mock
+# upstream runs natively.
+#
+# Environment: NGINX, MODULE, SIZES="1024 32768", TOP=15, KEEP=1 (keep the
+# run directory), PIN/TEST_CPU/LOAD_CPU, GATEWAY_* (see lib.sh).
+set -euo pipefail
+
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
+REQUESTS=${1:-${REQUESTS:-2000}}
+SIZES=${SIZES:-1024 32768}
+TOP=${TOP:-15}
+KEEP=${KEEP:-0}
+STOP_TIMEOUT=120
+
+[[ "$REQUESTS" =~ ^[0-9]+$ ]] && [ "$REQUESTS" -gt 0 ] || die "usage: $0 [requests]"
+check_common
+for t in valgrind callgrind_annotate; do
+    command -v "$t" >/dev/null || die "$t is required (apt-get install -y valgrind)"
+done
+setup_pinning
+
+RUN_DIR=$(mktemp -d "$RESULTS_DIR/callgrind.XXXXXX")
+FAILED=1
+on_exit() {
+    if [ "$FAILED" = 1 ] || [ "$KEEP" = 1 ]; then
+        note "run directory kept: $RUN_DIR"
+    else
+        rm -rf "$RUN_DIR"
+    fi
+}
+install_traps
+
+label() { if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024))KiB"; else echo "${1}B"; fi; }
+
+for s in $SIZES; do
+    gen_body "$s" "$RUN_DIR/body-$s.json"
+done
+
+UP_PORT=$(free_port)
+write_upstream_conf "$RUN_DIR/upstream" "$UP_PORT"
+nginx_test "$RUN_DIR/upstream"
+start_nginx "$RUN_DIR/upstream" "${PIN_LOAD[@]}"
+UP_PID=$LAST_PID
+wait_listen "$UP_PORT" "$UP_PID" "$RUN_DIR/upstream"
+
+{
+    describe
+    echo "callgrind: $REQUESTS requests per run, one keep-alive connection (bench/fixed_client.pl),"
+    echo "           counted inside ngx_process_events_and_timers only (no start-up/shutdown)"
+} | tee "$RUN_DIR/header.txt"
+echo
+
+SUMMARY="$RUN_DIR/summary.tsv"
+: > "$SUMMARY"
+
+for s in $SIZES; do
+    for t in plain gateway; do
+        prefix="$RUN_DIR/$t-$s"
+        port=$(free_port)
+        while [ "$port" = "$UP_PORT" ]; do port=$(free_port); done
+        write_proxy_conf "$t" "$prefix" "$port" "$UP_PORT" 1
+        nginx_test "$prefix"
+        out="$RUN_DIR/callgrind.$t.$s.out"
+
+        echo "callgrind: $t $(label "$s"), $REQUESTS requests ..."
+        start_nginx "$prefix" "${PIN_TEST[@]}" \
+            valgrind --tool=callgrind --callgrind-out-file="$out" \
+                     --collect-atstart=no \
+                     --toggle-collect=ngx_process_events_and_timers \
+                     --dump-instr=no
+        pid=$LAST_PID
+        wait_listen "$port" "$pid" "$prefix" 120
+
+        expect=()
+        [ "$t" = gateway ] && expect=("$MODEL")
+        "${PIN_LOAD[@]}" perl "$BENCH_DIR/fixed_client.pl" "$port" \
+            "$RUN_DIR/body-$s.json" "$REQUESTS" "${expect[@]}" \
+            > "$prefix/logs/client.txt" 2>&1 || {
+                cat "$prefix/logs/client.txt" >&2
+                echo "---- error log of $t:" >&2; tail -n 20 "$prefix/logs/error.log" >&2
+                die "$t $(label "$s"): requests failed"
+            }
+        echo "           $(cat "$prefix/logs/client.txt")"
+
+        stop_pid "$pid" "$STOP_TIMEOUT"
+        [ -s "$out" ] || { cat "$prefix/logs/stdout.log" >&2; die "no callgrind output $out"; }
+        ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$out")
+        [ -n "$ir" ] || die "no total in $out"
+        printf '%s\t%s\t%s\n' "$s" "$t" "$ir" >> "$SUMMARY"
+    done
+done
+echo
+
+REPORT="$RUN_DIR/report.txt"
+{
+    cat "$RUN_DIR/header.txt"
+    echo
+    perl - "$SUMMARY" "$REQUESTS" <<'EOF'
+use strict; use warnings;
+my ($file, $n) = @ARGV;
+my (%ir, @sizes);
+open my $fh, '<', $file or die;
+while (<$fh>) {
+    chomp;
+    my ($s, $t, $ir) = split /\t/;
+    push @sizes, $s unless grep { $_ == $s } @sizes;
+    $ir{$s}{$t} = $ir;
+}
+sub label { my $s = shift; $s % 1024 ? "${s}B" : ($s / 1024) . "KiB" }
+sub c { my $x = sprintf "%.0f", shift; 1 while $x =~ s/^(-?\d+)(\d{3})/$1,$2/; $x }
+printf "%-6s %16s %16s %16s %9s\n", 'body', 'plain Ir/req', 'gateway Ir/req',
+       'module Ir/req', 'overhead';
+for my $s (@sizes) {
+    my ($p, $g) = ($ir{$s}{plain} / $n, $ir{$s}{gateway} / $n);
+    printf "%-6s %16s %16s %16s %8.1f%%\n", label($s), c($p), c($g),
+           c($g - $p), 100 * ($g - $p) / $p;
+}
+EOF
+    for s in $SIZES; do
+        out="$RUN_DIR/callgrind.gateway.$s.out"
+        callgrind_annotate --auto=no --threshold=100 "$out" > "$RUN_DIR/annotate.gateway.$s.self.txt" 2>&1
+        callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out" \
+            > "$RUN_DIR/annotate.gateway.$s.incl.txt" 2>&1
+        echo
+        echo "---- gateway $(label "$s"): top $TOP functions by own (exclusive) Ir, $REQUESTS requests"
+        perl "$BENCH_DIR/cg_top.pl" self "$TOP" "$REQUESTS" < "$RUN_DIR/annotate.gateway.$s.self.txt"
+        echo
+        echo "---- gateway $(label "$s"): the module's functions (ngx_http_ai_gateway_*)"
+        printf 'own Ir of all of them: %s per request\n' "$(
+            perl "$BENCH_DIR/cg_top.pl" self 100000 "$REQUESTS" '^ngx_http_ai_gateway_' \
+                < "$RUN_DIR/annotate.gateway.$s.self.txt" \
+                | awk 'NR > 1 { x = $1; gsub(",", "", x); m += x } END { printf "%.0f", m / n }' n="$REQUESTS")"
+        echo "by inclusive Ir (callees included):"
+        perl "$BENCH_DIR/cg_top.pl" incl "$TOP" "$REQUESTS" '^ngx_http_ai_gateway_' \
+            < "$RUN_DIR/annotate.gateway.$s.incl.txt"
+    done
+    echo
+    echo "Ir = instructions executed (user space only: the kernel's TCP work is not counted)."
+    echo "/usr/sbin/nginx is stripped: its static functions show as hex addresses;"
+    echo "the module's .so has full symbols.  Function entries are merged by name"
+    echo "(bench/cg_top.pl); full callgrind_annotate listings are kept with KEEP=1."
+} > "$REPORT"
+
+cp "$REPORT" "$RESULTS_DIR/callgrind-latest.txt"
+for f in "$RUN_DIR"/callgrind.*.out; do cp "$f" "$RESULTS_DIR/$(basename "$f" .out).latest.out"; done
+cat "$REPORT"
+echo
+echo "written: $RESULTS_DIR/callgrind-latest.txt (profiles: $RESULTS_DIR/callgrind.*.latest.out)"
+FAILED=0
