@@ -485,7 +485,9 @@ sub valgrind_errors {
 
 sub cleanup {
     # A foreground (valgrind) nginx cannot outlive us in a useful way.
-    stop_nginx() if $$ == $MainPid && (!$ENV{TEST_NGINX_NO_CLEAN} || $NginxIsChild);
+    return if $$ != $MainPid || ($ENV{TEST_NGINX_NO_CLEAN} && !$NginxIsChild);
+    $NginxPid //= read_pid();    # one caught between spawn and pid file
+    stop_nginx();
 }
 
 # Dying of a signal skips END blocks, so stop nginx first and then hand over
