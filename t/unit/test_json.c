@@ -375,6 +375,40 @@ test_mutations(void)
 }
 
 
+/*
+ * Long strings with one special byte at every position, so that the
+ * 16- and 8-byte steps of the string scan meet it at every offset.
+ */
+
+static void
+test_long_strings(void)
+{
+    static const char  *specials[] = {
+        "\\\"", "\\n", "\\u00e9", "\\ud83d\\ude00", "\xc3\xa9",
+        "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x01", "\x7f", "\x80",
+        "\xc3", "\xed\xa0\x80", "\"", "\\x", "\x1f", "\xff"
+    };
+    char                 buf[256];
+    size_t               i, len, pos, n;
+
+    for (i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) {
+        for (len = 0; len < 70; len++) {
+            for (pos = 0; pos <= len; pos++) {
+                n = (size_t) sprintf(buf, "{\"messages\":[{\"content\":\"");
+                memset(buf + n, 'a', pos);
+                n += pos;
+                n += (size_t) sprintf(buf + n, "%s", specials[i]);
+                memset(buf + n, 'b', len - pos);
+                n += len - pos;
+                n += (size_t) sprintf(buf + n, "\"}]}");
+
+                compare(buf, n, "long string");
+            }
+        }
+    }
+}
+
+
 static void
 test_unescape(void)
 {
@@ -397,6 +431,7 @@ main(void)
     test_depth();
     test_embedded_nul();
     test_unescape();
+    test_long_strings();
     test_mutations();
 
     printf("%d passed, %d failed\n", checks - failures, failures);
