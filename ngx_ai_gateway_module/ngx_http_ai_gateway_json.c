@@ -69,6 +69,8 @@ static int ngx_http_ai_gateway_json_hex4(const unsigned char *p,
     unsigned *code);
 static int ngx_http_ai_gateway_json_key_lookup(const unsigned char *key,
     size_t len, int top);
+static int ngx_http_ai_gateway_json_token(
+    ngx_http_ai_gateway_json_scanner_t *s);
 static int ngx_http_ai_gateway_json_fail(
     ngx_http_ai_gateway_json_scanner_t *s, const char *error);
 
@@ -179,6 +181,23 @@ ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
 }
 
 
+/* skips white space to the next token, which must be there */
+
+static int
+ngx_http_ai_gateway_json_token(ngx_http_ai_gateway_json_scanner_t *s)
+{
+    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
+        s->p++;
+    }
+
+    if (s->p == s->end) {
+        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    }
+
+    return 0;
+}
+
+
 static int
 ngx_http_ai_gateway_json_fail(ngx_http_ai_gateway_json_scanner_t *s,
     const char *error)
@@ -274,12 +293,8 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
 
     s->p++;   /* '{' */
 
-    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-        s->p++;
-    }
-
-    if (s->p == s->end) {
-        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    if (ngx_http_ai_gateway_json_token(s) != 0) {
+        return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
     }
 
     if (*s->p == '}') {
@@ -296,18 +311,18 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
             return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
-        if (s->p == s->end || *s->p != ':') {
+        if (*s->p != ':') {
             return ngx_http_ai_gateway_json_fail(s, "':' expected");
         }
 
         s->p++;
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
         k = -1;
@@ -346,12 +361,8 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
             }
         }
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
-        }
-
-        if (s->p == s->end) {
-            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
         if (*s->p == '}') {
@@ -365,12 +376,8 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
 
         s->p++;
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
-        }
-
-        if (s->p == s->end) {
-            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
     }
 
@@ -399,12 +406,8 @@ ngx_http_ai_gateway_json_array(ngx_http_ai_gateway_json_scanner_t *s,
 
     s->p++;   /* '[' */
 
-    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-        s->p++;
-    }
-
-    if (s->p == s->end) {
-        return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+    if (ngx_http_ai_gateway_json_token(s) != 0) {
+        return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
     }
 
     if (*s->p == ']') {
@@ -417,12 +420,8 @@ ngx_http_ai_gateway_json_array(ngx_http_ai_gateway_json_scanner_t *s,
             return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
-        }
-
-        if (s->p == s->end) {
-            return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
 
         if (*s->p == ']') {
@@ -436,8 +435,8 @@ ngx_http_ai_gateway_json_array(ngx_http_ai_gateway_json_scanner_t *s,
 
         s->p++;
 
-        while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-            s->p++;
+        if (ngx_http_ai_gateway_json_token(s) != 0) {
+            return NGX_HTTP_AI_GATEWAY_JSON_INVALID;
         }
     }
 }

@@ -246,3 +246,16 @@ POST /v1/chat/completions
 --- response_headers eval
 use Digest::SHA qw(sha256_hex);
 "X-AI-Hash: " . sha256_hex('{"model":"gpt-4o","messages":[{"role":"user","content":"hash me"}]}')
+
+
+
+=== TEST 16: a pretty-printed body with white space everywhere is read the same
+--- config eval: $::config
+--- request eval
+"POST /v1/chat/completions\n{\n  \"model\" : \"gpt-4o\" ,\r\n\t\"messages\" : [ { \"role\" : \"user\" , \"content\" : [ { \"type\" : \"text\" , \"text\" : \"Hello\" } ] } ] ,\n  \"max_tokens\" :\t12 , \"stream\" : true\n}\n"
+--- error_code: 200
+--- response_headers
+X-AI-Model: [gpt-4o]
+X-AI-Stream: [true]
+X-AI-Max-Tokens: [12]
+X-AI-Input-Chars: [5]
