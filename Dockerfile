@@ -10,7 +10,8 @@ WORKDIR /opt/ai-gateway
 
 # the README's set-up: Debian packages, then the CMake build of the module
 RUN ./scripts/setup.sh \
-    && install -m 644 build/ngx_http_ai_gateway_module.so /usr/lib/nginx/modules/ \
+    && install -D -m 644 build/ngx_http_ai_gateway_module.so \
+         /usr/lib/nginx/modules/ngx_http_ai_gateway_module.so \
     && rm -rf /var/lib/apt/lists/*
 
 EXPOSE 8080
