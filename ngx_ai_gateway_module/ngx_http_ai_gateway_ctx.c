@@ -44,6 +44,8 @@ ngx_http_ai_gateway_create_ctx(ngx_http_request_t *r)
     ctx->stream = -1;
     ctx->max_tokens = -1;
 
+    ngx_http_ai_gateway_usage_init(&ctx->usage);
+
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NULL;

@@ -90,6 +90,7 @@ static const struct {
     { "prompt", 6 },
     { "input", 5 },
     { "instructions", 12 },
+    { "stream_options", 14 },
     { "anthropic_version", 17 },
     { "encoding_format", 15 },
     { "dimensions", 10 },
@@ -227,6 +228,8 @@ ngx_http_ai_gateway_json_value(ngx_http_ai_gateway_json_scanner_t *s,
                                              "maximum parsing depth reached");
     }
 
+    v->start = s->p;
+
     switch (*s->p) {
 
     case '"':
@@ -270,6 +273,7 @@ ngx_http_ai_gateway_json_value(ngx_http_ai_gateway_json_scanner_t *s,
     }
 
     s->depth--;
+    v->raw_len = s->p - v->start;
 
     return rc;
 }

@@ -48,6 +48,9 @@ typedef struct {
     unsigned                          escaped:1;
     /* integers */
     int64_t                           integer;
+    /* the value's whole text in the document, for splicing */
+    const unsigned char              *start;
+    size_t                            raw_len;
 } ngx_http_ai_gateway_json_value_t;
 
 
@@ -63,6 +66,7 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_KEY_PROMPT,
     NGX_HTTP_AI_GATEWAY_KEY_INPUT,
     NGX_HTTP_AI_GATEWAY_KEY_INSTRUCTIONS,
+    NGX_HTTP_AI_GATEWAY_KEY_STREAM_OPTIONS,
     /* hints only: they tell API kinds apart when the URI does not */
     NGX_HTTP_AI_GATEWAY_KEY_ANTHROPIC_VERSION,
     NGX_HTTP_AI_GATEWAY_KEY_ENCODING_FORMAT,

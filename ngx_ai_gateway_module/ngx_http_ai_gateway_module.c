@@ -13,6 +13,8 @@
 #include "ngx_http_ai_gateway_module.h"
 
 
+static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ai_gateway_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -20,6 +22,10 @@ static char *ngx_http_ai_gateway_max_body(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ai_gateway_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ai_gateway_usage_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ai_gateway_inference_log(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 
@@ -60,6 +66,41 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       offsetof(ngx_http_ai_gateway_loc_conf_t, endpoint),
       NULL },
 
+    { ngx_string("ai_gateway_usage_tracking"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, usage_tracking),
+      NULL },
+
+    { ngx_string("ai_gateway_inference_table"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, inference_table),
+      NULL },
+
+    { ngx_string("ai_gateway_stream_usage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, stream_usage),
+      NULL },
+
+    { ngx_string("ai_gateway_usage_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_usage_log,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_inference_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_inference_log,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -68,8 +109,8 @@ static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
     ngx_http_ai_gateway_preconfiguration,  /* preconfiguration */
     ngx_http_ai_gateway_postconfiguration, /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_ai_gateway_create_main_conf,  /* create main configuration */
+    ngx_http_ai_gateway_init_main_conf,    /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -96,6 +137,44 @@ ngx_module_t  ngx_http_ai_gateway_module = {
 
 
 static void *
+ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->usage_log = NULL;
+     *     mcf->inference_log = NULL;
+     *     mcf->tracking = 0;
+     *     mcf->inference = 0;
+     */
+
+    mcf->max_payload = NGX_CONF_UNSET_SIZE;
+    mcf->request_id_index = NGX_ERROR;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_ai_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ai_gateway_main_conf_t *mcf = conf;
+
+    ngx_conf_init_size_value(mcf->max_payload,
+                             NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_PAYLOAD);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
 ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_ai_gateway_loc_conf_t  *conf;
@@ -114,6 +193,9 @@ ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
 
     conf->enable = NGX_CONF_UNSET;
     conf->max_body = NGX_CONF_UNSET_SIZE;
+    conf->usage_tracking = NGX_CONF_UNSET;
+    conf->inference_table = NGX_CONF_UNSET;
+    conf->stream_usage = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -125,7 +207,8 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ai_gateway_loc_conf_t *prev = parent;
     ngx_http_ai_gateway_loc_conf_t *conf = child;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t         *clcf;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
 
     /*
      * The core module has merged its own settings of every location before
@@ -142,7 +225,10 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         && clcf->name.len != 0
         && (conf->user != NULL
             || conf->endpoint.data != NULL
-            || conf->max_body != NGX_CONF_UNSET_SIZE))
+            || conf->max_body != NGX_CONF_UNSET_SIZE
+            || conf->usage_tracking != NGX_CONF_UNSET
+            || conf->inference_table != NGX_CONF_UNSET
+            || conf->stream_usage != NGX_CONF_UNSET))
     {
         conf->enable = 1;
     }
@@ -152,8 +238,23 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_BODY);
     ngx_conf_merge_str_value(conf->endpoint, prev->endpoint, "");
 
+    ngx_conf_merge_value(conf->usage_tracking, prev->usage_tracking, 0);
+    ngx_conf_merge_value(conf->inference_table, prev->inference_table, 0);
+
+    /* unset means "as usage tracking", decided per location at run time */
+    if (conf->stream_usage == NGX_CONF_UNSET) {
+        conf->stream_usage = prev->stream_usage;
+    }
+
     if (conf->user == NULL) {
         conf->user = prev->user;
+    }
+
+    if (conf->enable) {
+        mcf = ngx_http_conf_get_module_main_conf(cf,
+                                                 ngx_http_ai_gateway_module);
+        mcf->tracking |= conf->usage_tracking;
+        mcf->inference |= conf->inference_table;
     }
 
     if (conf->enable) {
@@ -246,6 +347,67 @@ invalid:
 }
 
 
+static char *
+ngx_http_ai_gateway_usage_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_main_conf_t *mcf = conf;
+
+    if (mcf->usage_log != NULL) {
+        return "is duplicate";
+    }
+
+    return ngx_http_ai_gateway_sink_conf(cf, cmd, &mcf->usage_log, NULL);
+}
+
+
+static char *
+ngx_http_ai_gateway_inference_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_main_conf_t *mcf = conf;
+
+    char        *rv;
+    ssize_t      size;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    static char  *extra[] = { "max_payload", NULL };
+
+    if (mcf->inference_log != NULL) {
+        return "is duplicate";
+    }
+
+    rv = ngx_http_ai_gateway_sink_conf(cf, cmd, &mcf->inference_log, extra);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        if (ngx_strncmp(value[i].data, "max_payload=", 12) != 0) {
+            continue;
+        }
+
+        value[i].data += 12;
+        value[i].len -= 12;
+
+        size = ngx_parse_size(&value[i]);
+
+        if (size == NGX_ERROR || size == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid max_payload \"%V\" in \"%V\" "
+                               "directive", &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        mcf->max_payload = (size_t) size;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf)
 {
@@ -256,10 +418,47 @@ ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_str_t                         name;
+    ngx_http_handler_pt              *h;
+    ngx_http_core_main_conf_t        *cmcf;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    static ngx_str_t  usage_path = ngx_string("logs/ai_usage.jsonl");
+    static ngx_str_t  inference_path = ngx_string("logs/ai_inference.jsonl");
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
+
+    /* records go somewhere even when nobody said where */
+
+    if (mcf->tracking && mcf->usage_log == NULL) {
+        mcf->usage_log = ngx_http_ai_gateway_sink_default(cf, &usage_path);
+        if (mcf->usage_log == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (mcf->inference && mcf->inference_log == NULL) {
+        mcf->inference_log = ngx_http_ai_gateway_sink_default(cf,
+                                                             &inference_path);
+        if (mcf->inference_log == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_set(&name, "request_id");
+
+    mcf->request_id_index = ngx_http_get_variable_index(cf, &name);
+    if (mcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ai_gateway_log_handler;
 
     /*
      * The precontent phase runs after nginx's access checks (auth_basic,
@@ -277,5 +476,5 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
                                               ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_ai_gateway_request_body_filter;
 
-    return NGX_OK;
+    return ngx_http_ai_gateway_filter_init(cf);
 }

@@ -12,8 +12,16 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_ai_gateway_log.h"
+#include "ngx_http_ai_gateway_sse.h"
+#include "ngx_http_ai_gateway_usage.h"
 
-#define NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_BODY  (4 * 1024 * 1024)
+
+#define NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_BODY     (4 * 1024 * 1024)
+#define NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_PAYLOAD  (1024 * 1024)
+
+/* characters per token for estimates, when the provider gives no usage */
+#define NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN      4
 
 
 typedef enum {
@@ -27,10 +35,23 @@ typedef enum {
 
 
 typedef struct {
+    ngx_http_ai_gateway_sink_t *usage_log;
+    ngx_http_ai_gateway_sink_t *inference_log;
+    size_t                      max_payload;
+    ngx_int_t                   request_id_index;
+    ngx_uint_t                  tracking;        /* some location tracks */
+    ngx_uint_t                  inference;       /* some location records */
+} ngx_http_ai_gateway_main_conf_t;
+
+
+typedef struct {
     ngx_flag_t                  enable;
     size_t                      max_body;
     ngx_http_complex_value_t   *user;
     ngx_str_t                   endpoint;
+    ngx_flag_t                  usage_tracking;
+    ngx_flag_t                  inference_table;
+    ngx_flag_t                  stream_usage;
 } ngx_http_ai_gateway_loc_conf_t;
 
 
@@ -71,7 +92,36 @@ typedef struct {
 
     u_char                       request_hash[64];
 
+    /* the response */
+    ngx_http_ai_gateway_walk_t  *walk;
+    ngx_http_ai_gateway_sse_t   *sse;
+    ngx_http_ai_gateway_usage_t  usage;
+    ngx_msec_t                   ttft;            /* since arrival */
+    ngx_uint_t                   resp_status;
+    ngx_buf_t                   *capture;         /* inference payload */
+    ngx_buf_t                   *capture_args;    /* tool call arguments */
+    ngx_buf_t                   *held;            /* a partial SSE event */
+    uint64_t                     held_start;      /* its stream offset */
+    uint64_t                     sse_event_end;   /* of the last event */
+    u_char                       sse_head[6];     /* "[DONE]"? */
+    size_t                       sse_head_len;
+    ngx_chain_t                 *free;
+    ngx_chain_t                 *busy;
+    ngx_array_t                 *drops;           /* SSE events to drop */
+
     unsigned                     inspected:1;
+    unsigned                     track:1;         /* usage tracking on */
+    unsigned                     infer:1;         /* inference table on */
+    unsigned                     hide_usage:1;    /* drop the usage chunk */
+    unsigned                     client_usage:1;  /* client asked for it */
+    unsigned                     resp_active:1;
+    unsigned                     resp_sse:1;
+    unsigned                     resp_done:1;     /* last buffer seen */
+    unsigned                     resp_end_event:1;/* stream ended properly */
+    unsigned                     resp_encoded:1;  /* gzip: not parsed */
+    unsigned                     ttft_set:1;
+    unsigned                     capture_overflow:1;
+    unsigned                     logged:1;
     unsigned                     body_filtered:1;
     unsigned                     too_large:1;
     unsigned                     user_evaluated:1;
@@ -93,6 +143,27 @@ ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
 ngx_str_t *ngx_http_ai_gateway_api_name(ngx_http_ai_gateway_api_e api);
 
 ngx_int_t ngx_http_ai_gateway_add_variables(ngx_conf_t *cf);
+
+ngx_int_t ngx_http_ai_gateway_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_log_handler(ngx_http_request_t *r);
+
+
+/* the request's token counts as they stand: the provider's or estimates */
+typedef struct {
+    int64_t                      input;
+    int64_t                      output;
+    int64_t                      total;
+    int64_t                      cached_input;    /* -1: not known */
+    int64_t                      reasoning;       /* -1: not known */
+    ngx_uint_t                   source;
+} ngx_http_ai_gateway_tokens_t;
+
+#define NGX_HTTP_AI_GATEWAY_SOURCE_PROVIDER  0
+#define NGX_HTTP_AI_GATEWAY_SOURCE_ESTIMATE  1
+#define NGX_HTTP_AI_GATEWAY_SOURCE_NONE      2
+
+void ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t);
 
 
 extern ngx_module_t  ngx_http_ai_gateway_module;

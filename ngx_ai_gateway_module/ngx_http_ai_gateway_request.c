@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <jansson.h>
+
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_json.h"
 
@@ -42,6 +44,11 @@ static void ngx_http_ai_gateway_set_error(ngx_http_request_t *r,
     ngx_str_t *message);
 static ngx_int_t ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
     ngx_http_ai_gateway_json_value_t *v, ngx_str_t *s);
+static ngx_int_t ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
+static ngx_int_t ngx_http_ai_gateway_replace_body(ngx_http_request_t *r,
+    u_char *body, size_t len);
+static void ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r);
 static ngx_http_ai_gateway_api_e ngx_http_ai_gateway_detect_api(
     ngx_http_request_t *r, ngx_http_ai_gateway_json_facts_t *facts,
     ngx_str_t *uri_model);
@@ -125,6 +132,10 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* rejected requests get records too */
+    ctx->track = lcf->usage_tracking;
+    ctx->infer = lcf->inference_table;
 
     if (lcf->endpoint.len) {
         ctx->endpoint = lcf->endpoint;
@@ -484,6 +495,7 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 {
     int                               rc;
     ngx_str_t                         msg, uri_model;
+    ngx_http_ai_gateway_loc_conf_t   *lcf;
     ngx_http_ai_gateway_json_facts_t  facts;
 
     if (ctx->body_len == 0) {
@@ -563,6 +575,21 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ctx->inspected = 1;
 
     (void) ngx_http_ai_gateway_user(r, ctx);
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (ctx->track || ctx->infer) {
+        ngx_http_ai_gateway_identity_encoding(r);
+    }
+
+    if (ctx->stream == 1
+        && (ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT
+            || ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS)
+        && (lcf->stream_usage == NGX_CONF_UNSET ? lcf->usage_tracking
+                                                : lcf->stream_usage))
+    {
+        (void) ngx_http_ai_gateway_stream_options(r, ctx, &facts);
+    }
 
     ngx_log_debug6(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway: api:%V model:\"%V\" stream:%i "
@@ -731,6 +758,214 @@ ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
     s->len = ngx_http_ai_gateway_json_unescape(s->data, v->str, v->len);
 
     return NGX_OK;
+}
+
+
+/*
+ * OpenAI streams report usage only when asked: the gateway asks for the
+ * client (stream_options.include_usage), and the filter hides the extra
+ * chunk from clients that did not.  The body is spliced, not rebuilt; only
+ * an existing stream_options object goes through jansson.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts)
+{
+    char                              *dump;
+    u_char                            *body, *p, *brace;
+    size_t                             len, dlen;
+    json_t                            *root;
+    const u_char                      *at;
+    ngx_http_ai_gateway_json_value_t  *v;
+
+    static u_char  member[] = "\"stream_options\":{\"include_usage\":true},";
+
+    v = &facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM_OPTIONS];
+    dump = NULL;
+
+    switch (v->type) {
+
+    case NGX_HTTP_AI_GATEWAY_JSON_ABSENT:
+        /* right after the opening brace: the body is a non-empty object */
+        brace = ngx_strlchr(ctx->body, ctx->body + ctx->body_len, '{');
+        at = brace + 1;
+        dlen = sizeof(member) - 1;
+        len = ctx->body_len + dlen;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_JSON_NULL:
+    case NGX_HTTP_AI_GATEWAY_JSON_OBJECT:
+        root = json_loadb((const char *) v->start, v->raw_len, 0, NULL);
+
+        if (json_is_true(json_object_get(root, "include_usage"))) {
+            ctx->client_usage = 1;
+            json_decref(root);
+            return NGX_OK;
+        }
+
+        if (root == NULL || json_is_null(root)) {
+            json_decref(root);
+            root = json_object();
+        }
+
+        if (json_object_set_new(root, "include_usage", json_true()) != 0
+            || (dump = json_dumps(root, JSON_COMPACT)) == NULL)
+        {
+            json_decref(root);
+            return NGX_ERROR;
+        }
+
+        json_decref(root);
+
+        at = v->start;
+        dlen = ngx_strlen(dump);
+        len = ctx->body_len - v->raw_len + dlen;
+        break;
+
+    default:
+        /* a wrong type is the provider's to reject */
+        return NGX_DECLINED;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        free(dump);
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(body, ctx->body, at - ctx->body);
+
+    if (dump) {
+        p = ngx_cpymem(p, dump, dlen);
+        at += v->raw_len;
+        free(dump);
+
+    } else {
+        p = ngx_cpymem(p, member, dlen);
+    }
+
+    ngx_memcpy(p, at, ctx->body + ctx->body_len - at);
+
+    if (ngx_http_ai_gateway_replace_body(r, body, len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ctx->hide_usage = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What the upstream gets; ctx->body stays the client's own (for the hash
+ * and the inference table).
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_replace_body(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    ngx_buf_t                *b;
+    ngx_chain_t              *cl;
+    ngx_table_elt_t          *h;
+    ngx_http_request_body_t  *rb;
+
+    rb = r->request_body;
+
+    if (rb == NULL || rb->temp_file) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: the request body is in a file, "
+                      "it is forwarded unchanged");
+        return NGX_DECLINED;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->temporary = 1;
+    b->start = body;
+    b->pos = body;
+    b->last = body + len;
+    b->end = b->last;
+    b->last_buf = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    rb->bufs = cl;
+
+    r->headers_in.content_length_n = len;
+
+    h = r->headers_in.content_length;
+
+    if (h) {
+        h->value.data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(h->value.data, "%O", (off_t) len)
+                       - h->value.data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Upstream answers must be readable: the proxied request says "identity",
+ * while nginx's gzip filter still sees what the client accepts.
+ */
+
+static void
+ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *copy;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != sizeof("Accept-Encoding") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "Accept-Encoding",
+                               sizeof("Accept-Encoding") - 1) != 0)
+        {
+            continue;
+        }
+
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+        if (r->headers_in.accept_encoding == &h[i]) {
+            copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
+            if (copy == NULL) {
+                return;
+            }
+
+            *copy = h[i];
+            r->headers_in.accept_encoding = copy;
+        }
+#else
+        (void) copy;
+#endif
+
+        ngx_str_set(&h[i].value, "identity");
+    }
 }
 
 

@@ -27,7 +27,11 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_VAR_REQUEST_HASH,
     NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS,
-    NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER
+    NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER,
+    NGX_HTTP_AI_GATEWAY_VAR_PROMPT_TOKENS,
+    NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS,
+    NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS,
+    NGX_HTTP_AI_GATEWAY_VAR_TTFT
 } ngx_http_ai_gateway_var_e;
 
 
@@ -37,6 +41,8 @@ static ngx_int_t ngx_http_ai_gateway_endpoint_variable(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_hash_variable(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value);
+static ngx_int_t ngx_http_ai_gateway_number_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uintptr_t data, ngx_str_t *value);
 
 
 static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
@@ -68,6 +74,18 @@ static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
     { ngx_string("ai_client_user"), NULL, ngx_http_ai_gateway_variable,
       NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ai_prompt_tokens"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_PROMPT_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_completion_tokens"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_total_tokens"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_ttft"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -95,7 +113,6 @@ static ngx_int_t
 ngx_http_ai_gateway_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                     *p;
     ngx_str_t                   value, *s;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
@@ -152,24 +169,17 @@ ngx_http_ai_gateway_variable(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS:
-        if (ctx->max_tokens < 0) {
-            break;
-        }
-
-        /* fall through */
-
     case NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS:
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (p == NULL) {
+    case NGX_HTTP_AI_GATEWAY_VAR_PROMPT_TOKENS:
+    case NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS:
+    case NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS:
+    case NGX_HTTP_AI_GATEWAY_VAR_TTFT:
+        if (ngx_http_ai_gateway_number_variable(r, ctx, data, &value)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
-        value.data = p;
-        value.len = ngx_sprintf(p, "%uL",
-                                data == NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS
-                                ? (uint64_t) ctx->max_tokens
-                                : ctx->input_chars)
-                    - p;
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER:
@@ -184,6 +194,54 @@ done:
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* numbers; empty where there is none (no max_tokens, no first token) */
+
+static ngx_int_t
+ngx_http_ai_gateway_number_variable(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uintptr_t data, ngx_str_t *value)
+{
+    int64_t                       n;
+    ngx_http_ai_gateway_tokens_t  t;
+
+    switch (data) {
+
+    case NGX_HTTP_AI_GATEWAY_VAR_MAX_TOKENS:
+        n = ctx->max_tokens;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS:
+        n = (int64_t) ctx->input_chars;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_TTFT:
+        n = ctx->ttft_set ? (int64_t) ctx->ttft : -1;
+        break;
+
+    default:
+        /* the counts as they stand now: final in the log phase */
+        ngx_http_ai_gateway_tokens(r->main, ctx, &t);
+
+        n = (data == NGX_HTTP_AI_GATEWAY_VAR_PROMPT_TOKENS) ? t.input
+            : (data == NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS) ? t.output
+            : t.total;
+        break;
+    }
+
+    if (n < 0) {
+        return NGX_OK;
+    }
+
+    value->data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (value->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->len = ngx_sprintf(value->data, "%L", n) - value->data;
 
     return NGX_OK;
 }

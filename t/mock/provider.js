@@ -281,6 +281,10 @@ class Sse {
   async send(name, data) {
     if (this.dead) return false;
     if (this.count > 0 && this.ctx.chunkDelay > 0) await sleep(this.ctx.chunkDelay);
+    if (this.ctx.stallAfter !== null && this.count === this.ctx.stallAfter) {
+      // a provider that goes quiet mid-stream (the client gives up first)
+      for (let t = 0; t < this.ctx.stallMs && !gone(this.res); t += 50) await sleep(50);
+    }
     if (gone(this.res)) { this.dead = true; return false; }
     const payload = typeof data === 'string' ? data : JSON.stringify(data);
     const s = (name ? 'event: ' + name + '\n' : '') + 'data: ' + payload + '\n\n';
@@ -757,6 +761,8 @@ async function handle(req, res, raw, opt) {
     noUsage: truthy(ctl['no-usage']),
     chunkDelay: Math.max(0, toInt(ctl['chunk-delay-ms'], 0)),
     resetAfter: ctl['reset-after'] !== undefined ? toInt(ctl['reset-after'], null) : null,
+    stallAfter: ctl['stall-after'] !== undefined ? toInt(ctl['stall-after'], null) : null,
+    stallMs: Math.max(0, toInt(ctl['stall-ms'], 10000)),
   };
 
   if (opt.verbose) process.stderr.write(new Date().toISOString() + ' ' + req.method + ' ' + req.url + ' ' + JSON.stringify(ctl) + '\n');

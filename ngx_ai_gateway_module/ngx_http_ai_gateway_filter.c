@@ -1,0 +1,573 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Response inspection: the header filter decides whether and how to look
+ * at an answer (JSON or SSE), the body filter feeds what passes to the
+ * parsers, incrementally, without holding the answer back.  The one
+ * exception is a stream whose usage chunk the gateway asked for on the
+ * client's behalf: that chunk is cut out, so the client sees exactly the
+ * stream it asked for; only a partial event is held meanwhile.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+/* the byte range of an SSE event to cut out */
+typedef struct {
+    uint64_t  start;
+    uint64_t  end;
+} ngx_http_ai_gateway_range_t;
+
+
+static ngx_int_t ngx_http_ai_gateway_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_feed(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
+static void ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx);
+static void ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
+    size_t len);
+static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
+    size_t name_len);
+static int ngx_http_ai_gateway_text(void *data,
+    ngx_http_ai_gateway_text_e kind, const u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_append(ngx_http_request_t *r,
+    ngx_buf_t **bp, const u_char *p, size_t len, size_t max);
+static ngx_int_t ngx_http_ai_gateway_hide(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_emit(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uint64_t upto, ngx_chain_t **out);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+/* "[DONE]" ends OpenAI streams; these events end the others */
+static ngx_str_t  ngx_http_ai_gateway_end_events[] = {
+    ngx_string("message_stop"),
+    ngx_string("response.completed"),
+    ngx_string("response.incomplete"),
+    ngx_string("response.failed"),
+    ngx_null_string
+};
+
+
+ngx_int_t
+ngx_http_ai_gateway_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_ai_gateway_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
+{
+    ngx_table_elt_t            *h;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    if (ctx == NULL || !ctx->inspected || !(ctx->track || ctx->infer)) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx->resp_status = r->headers_out.status;
+
+    if (r->header_only || ctx->resp_active) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    h = r->headers_out.content_encoding;
+
+    if (h && h->hash && h->value.len
+        && ngx_strcasecmp(h->value.data, (u_char *) "identity") != 0)
+    {
+        /* an upstream that ignored "Accept-Encoding: identity" */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: response in \"%V\" encoding, "
+                      "tokens are estimated", &h->value);
+        ctx->resp_encoded = 1;
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx->walk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_walk_t));
+    if (ctx->walk == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_out.content_type.len >= sizeof("text/event-stream") - 1
+        && ngx_strncasecmp(r->headers_out.content_type.data,
+                           (u_char *) "text/event-stream",
+                           sizeof("text/event-stream") - 1)
+           == 0)
+    {
+        ctx->resp_sse = 1;
+
+        ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
+        if (ctx->sse == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_ai_gateway_sse_init(ctx->sse, ngx_http_ai_gateway_sse_data,
+                                     ngx_http_ai_gateway_sse_event, r);
+
+        if (ctx->hide_usage) {
+            /* the stream we pass on is shorter than the upstream's */
+            ngx_http_clear_content_length(r);
+            ngx_http_clear_accept_ranges(r);
+            ngx_http_weak_etag(r);
+
+            ctx->drops = ngx_array_create(r->pool, 1,
+                                       sizeof(ngx_http_ai_gateway_range_t));
+            if (ctx->drops == NULL) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    ngx_http_ai_gateway_walk_init(ctx->walk,
+                                  ctx->resp_sse ? NGX_HTTP_AI_GATEWAY_WALK_SSE
+                                                : NGX_HTTP_AI_GATEWAY_WALK_JSON,
+                                  ctx->infer && ctx->resp_sse
+                                  ? ngx_http_ai_gateway_text : NULL,
+                                  r);
+
+    ctx->resp_active = 1;
+
+    /* a buffered answer may sit in a temporary file: we read memory */
+    r->filter_need_in_memory = 1;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                *cl;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    if (in == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || !ctx->resp_active || ctx->resp_done) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
+
+            if (!ctx->resp_sse && !ctx->ttft_set) {
+                /* a JSON answer: the first byte of the body */
+                ngx_http_ai_gateway_set_ttft(r, ctx);
+            }
+
+            if (ngx_http_ai_gateway_feed(r, ctx, cl->buf->pos,
+                                         cl->buf->last - cl->buf->pos)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        if (cl->buf->last_buf) {
+            ctx->resp_done = 1;
+        }
+    }
+
+    if (ctx->drops != NULL) {
+        return ngx_http_ai_gateway_hide(r, ctx, in);
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
+    u_char *p, size_t len)
+{
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (ctx->resp_sse) {
+        if (ngx_http_ai_gateway_sse_feed(ctx->sse, p, len) != 0) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->drops != NULL
+            && ngx_http_ai_gateway_append(r, &ctx->held, p, len,
+                                          (size_t) -1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (!ctx->walk->malformed) {
+        (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
+        ngx_http_ai_gateway_take_usage(ctx);
+    }
+
+    if (ctx->infer && !ctx->capture_overflow) {
+        mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+        if (ngx_http_ai_gateway_append(r, &ctx->capture, p, len,
+                                       mcf->max_payload)
+            == NGX_DECLINED)
+        {
+            ctx->capture_overflow = 1;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    if (!ctx->walk->usage_new) {
+        return;
+    }
+
+    ctx->walk->usage_new = 0;
+
+    (void) ngx_http_ai_gateway_usage_parse(&ctx->usage, ctx->walk->usage,
+                                           ctx->walk->usage_len);
+}
+
+
+static void
+ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    ctx->ttft = (ngx_msec_t) ngx_max(ms, 0);
+    ctx->ttft_set = 1;
+}
+
+
+static int
+ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
+{
+    ngx_http_request_t         *r = data;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (!ctx->walk->malformed) {
+        (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
+    }
+
+    if (ctx->walk->text_seen && !ctx->ttft_set) {
+        ngx_http_ai_gateway_set_ttft(r, ctx);
+    }
+
+    if (ctx->sse_head_len < sizeof(ctx->sse_head)) {
+        len = ngx_min(len, sizeof(ctx->sse_head) - ctx->sse_head_len);
+        ngx_memcpy(ctx->sse_head + ctx->sse_head_len, p, len);
+        ctx->sse_head_len += len;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
+{
+    ngx_http_request_t           *r = data;
+    ngx_str_t                    *e;
+    ngx_http_ai_gateway_ctx_t    *ctx;
+    ngx_http_ai_gateway_range_t  *drop;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx->sse_head_len == sizeof("[DONE]") - 1
+        && ngx_strncmp(ctx->sse_head, "[DONE]", sizeof("[DONE]") - 1) == 0)
+    {
+        ctx->resp_end_event = 1;
+    }
+
+    for (e = ngx_http_ai_gateway_end_events; e->len; e++) {
+        if (e->len == name_len && ngx_strncmp(e->data, name, name_len) == 0) {
+            ctx->resp_end_event = 1;
+        }
+    }
+
+    /*
+     * With include_usage, every OpenAI chunk carries "usage": null, and
+     * only the last one, with "choices": [], a usage object.
+     */
+    if (ctx->walk->usage_new && ctx->drops != NULL) {
+        drop = ngx_array_push(ctx->drops);
+        if (drop == NULL) {
+            return -1;
+        }
+
+        drop->start = ctx->sse->event_start;
+        drop->end = ctx->sse->offset;
+    }
+
+    ngx_http_ai_gateway_take_usage(ctx);
+
+    ctx->sse_event_end = ctx->sse->offset;
+    ctx->sse_head_len = 0;
+
+    ngx_http_ai_gateway_walk_reset(ctx->walk);
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
+    const u_char *p, size_t len)
+{
+    ngx_http_request_t               *r = data;
+    ngx_buf_t                       **bp;
+    ngx_http_ai_gateway_ctx_t        *ctx;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    if (ctx->capture_overflow) {
+        return 0;
+    }
+
+    bp = (kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS) ? &ctx->capture_args
+                                                     : &ctx->capture;
+
+    if (ngx_http_ai_gateway_append(r, bp, p, len, mcf->max_payload)
+        == NGX_DECLINED)
+    {
+        ctx->capture_overflow = 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Appends to a growing buffer of at most max bytes (NGX_DECLINED beyond);
+ * it doubles, so that capture costs O(n) for n bytes.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,
+    const u_char *p, size_t len, size_t max)
+{
+    size_t      size, used;
+    ngx_buf_t  *b, *nb;
+
+    b = *bp;
+    used = b ? (size_t) (b->last - b->pos) : 0;
+
+    if (len > max - used) {
+        return NGX_DECLINED;
+    }
+
+    if (b == NULL || (size_t) (b->end - b->last) < len) {
+        size = (b == NULL) ? 4096 : (size_t) (b->end - b->start) * 2;
+        size = ngx_max(size, used + len);
+        size = ngx_min(size, max);
+
+        nb = ngx_create_temp_buf(r->pool, size);
+        if (nb == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (b) {
+            nb->last = ngx_cpymem(nb->last, b->pos, used);
+            ngx_pfree(r->pool, b->start);
+        }
+
+        *bp = nb;
+        b = nb;
+    }
+
+    b->last = ngx_cpymem(b->last, p, len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The client did not ask for usage in its stream, so the usage chunk we
+ * asked for is cut out.  Bytes are passed on up to the end of the last
+ * whole event, less the cut ones; a partial event waits in ctx->held.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_int_t     rc;
+    ngx_uint_t    last_buf, last_in_chain;
+    ngx_chain_t  *cl, *out;
+
+    last_buf = 0;
+    last_in_chain = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        last_buf |= cl->buf->last_buf;
+        last_in_chain |= cl->buf->last_in_chain;
+
+        /* the bytes were copied into ctx->held by the feed */
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->in_file) {
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+    }
+
+    out = NULL;
+
+    if (ngx_http_ai_gateway_emit(r, ctx,
+                                 last_buf ? ctx->sse->offset
+                                          : ctx->sse_event_end,
+                                 &out)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (last_buf || last_in_chain) {
+        if (out == NULL) {
+            out = ngx_chain_get_free_buf(r->pool, &ctx->free);
+            if (out == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memzero(out->buf, sizeof(ngx_buf_t));
+            out->buf->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+        }
+
+        out->buf->last_buf = last_buf;
+        out->buf->last_in_chain = last_in_chain;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+                            (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+
+    return rc;
+}
+
+
+/* passes on the held bytes up to the stream offset upto, minus the cuts */
+
+static ngx_int_t
+ngx_http_ai_gateway_emit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
+    uint64_t upto, ngx_chain_t **out)
+{
+    u_char                       *src;
+    size_t                        len, need;
+    uint64_t                      pos, end;
+    ngx_buf_t                    *b, *held;
+    ngx_uint_t                    i;
+    ngx_chain_t                  *cl;
+    ngx_http_ai_gateway_range_t  *drop;
+
+    held = ctx->held;
+
+    if (held == NULL || upto <= ctx->held_start) {
+        return NGX_OK;
+    }
+
+    need = (size_t) (upto - ctx->held_start);
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < need) {
+        ngx_memzero(b, sizeof(ngx_buf_t));
+
+        b->start = ngx_palloc(r->pool, ngx_max(need, 4096));
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + ngx_max(need, 4096);
+    }
+
+    b->pos = b->start;
+    b->last = b->start;
+    b->temporary = 1;
+    b->flush = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+
+    pos = ctx->held_start;
+    drop = ctx->drops->elts;
+
+    for (i = 0; i <= ctx->drops->nelts; i++) {
+        end = (i < ctx->drops->nelts) ? ngx_min(drop[i].start, upto) : upto;
+
+        if (end > pos) {
+            src = held->pos + (pos - ctx->held_start);
+            len = (size_t) (end - pos);
+            b->last = ngx_cpymem(b->last, src, len);
+        }
+
+        if (i < ctx->drops->nelts) {
+            pos = ngx_max(pos, ngx_min(drop[i].end, upto));
+        }
+    }
+
+    if (b->last == b->pos) {
+        /* all of it was cut: an empty buffer must not claim memory */
+        b->temporary = 0;
+    }
+
+    /* what is left is a partial event: move it to the front */
+
+    len = (size_t) (held->last - held->pos) - need;
+    ngx_memmove(held->pos, held->pos + need, len);
+    held->last = held->pos + len;
+    ctx->held_start = upto;
+
+    ctx->drops->nelts = 0;
+
+    cl->next = NULL;
+    *out = cl;
+
+    return NGX_OK;
+}

@@ -1,0 +1,838 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Usage and inference records, written in the log phase: one JSON line
+ * each, formatted straight into one buffer whose size is computed first.
+ * Column names follow the Databricks usage and inference tables.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+typedef struct {
+    u_char  *pos;
+    u_char  *end;
+} ngx_http_ai_gateway_out_t;
+
+
+static void ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf);
+static void ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf);
+static ngx_int_t ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *text);
+static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
+    ngx_str_t *payload);
+static ngx_uint_t ngx_http_ai_gateway_status(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_ai_gateway_aborted(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+static void ngx_http_ai_gateway_upstreams(ngx_http_request_t *r,
+    ngx_str_t *addr, ngx_uint_t *attempts, ngx_msec_t *latency);
+static ngx_str_t *ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
+    ngx_http_ai_gateway_main_conf_t *mcf);
+static ngx_str_t *ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r);
+static ngx_msec_t ngx_http_ai_gateway_elapsed(ngx_http_request_t *r);
+static size_t ngx_http_ai_gateway_escape_len(ngx_str_t *s);
+static void ngx_http_ai_gateway_put(ngx_http_ai_gateway_out_t *o,
+    const char *text);
+static void ngx_http_ai_gateway_put_str(ngx_http_ai_gateway_out_t *o,
+    const char *key, ngx_str_t *s);
+static void ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o,
+    const char *key, int64_t n);
+static void ngx_http_ai_gateway_put_bool(ngx_http_ai_gateway_out_t *o,
+    const char *key, ngx_uint_t b);
+static u_char *ngx_http_ai_gateway_escape(u_char *dst, u_char *src,
+    size_t len);
+
+
+/* fixed text of a record, keys and numbers, beside its strings */
+#define NGX_HTTP_AI_GATEWAY_RECORD_FIXED  2048
+
+
+static ngx_str_t  ngx_http_ai_gateway_source[] = {
+    ngx_string("provider"),
+    ngx_string("estimate"),
+    ngx_string("none")
+};
+
+
+ngx_int_t
+ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_ctx_t        *ctx;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    if (ctx == NULL || ctx->logged || !(ctx->track || ctx->infer)) {
+        return NGX_OK;
+    }
+
+    ctx->logged = 1;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    if (ctx->track && mcf->usage_log) {
+        ngx_http_ai_gateway_usage_record(r, ctx, mcf);
+    }
+
+    if (ctx->infer && mcf->inference_log) {
+        ngx_http_ai_gateway_inference_record(r, ctx, mcf);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The provider's counts when it gave them for a whole answer; otherwise
+ * estimates from the text seen (characters / 4), never less than what the
+ * provider had reported so far.  An error answer without usage cost
+ * nothing.
+ */
+
+void
+ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t)
+{
+    int64_t                       in_est, out_est;
+    uint64_t                      out_chars;
+    ngx_uint_t                    complete;
+    ngx_http_ai_gateway_usage_t  *u;
+
+    u = &ctx->usage;
+
+    out_chars = ctx->walk ? ctx->walk->text_chars : 0;
+    complete = ctx->resp_done && (!ctx->resp_sse || ctx->resp_end_event);
+
+    in_est = (ctx->input_chars + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
+             / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN;
+    out_est = (out_chars + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
+              / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN;
+
+    t->cached_input = u->cached_input;
+    t->reasoning = u->reasoning;
+    t->source = NGX_HTTP_AI_GATEWAY_SOURCE_PROVIDER;
+
+    if (u->input < 0 && u->output < 0
+        && (ctx->resp_status >= NGX_HTTP_BAD_REQUEST || !ctx->inspected))
+    {
+        t->input = 0;
+        t->output = 0;
+        t->total = 0;
+        t->source = NGX_HTTP_AI_GATEWAY_SOURCE_NONE;
+        return;
+    }
+
+    t->input = (u->input >= 0) ? u->input : in_est;
+
+    if (u->output >= 0) {
+        t->output = complete ? u->output : ngx_max(u->output, out_est);
+
+    } else {
+        /* embeddings have no output; a cut stream has what it showed */
+        t->output = out_est;
+    }
+
+    if (!complete || u->input < 0 || (u->output < 0 && out_chars)) {
+        t->source = NGX_HTTP_AI_GATEWAY_SOURCE_ESTIMATE;
+    }
+
+    if (u->total >= 0 && t->source == NGX_HTTP_AI_GATEWAY_SOURCE_PROVIDER) {
+        t->total = u->total;
+
+    } else {
+        t->total = t->input + t->output;
+    }
+}
+
+
+static void
+ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf)
+{
+    u_char                        time[32], *start;
+    size_t                        len;
+    ngx_tm_t                      tm;
+    ngx_str_t                     addr, model, rtime, *id, *cid, *api;
+    ngx_str_t                     resp_model;
+    ngx_msec_t                    ulat;
+    ngx_uint_t                    attempts;
+    ngx_http_ai_gateway_out_t     o;
+    ngx_http_ai_gateway_tokens_t  t;
+
+    ngx_http_ai_gateway_tokens(r, ctx, &t);
+    ngx_http_ai_gateway_upstreams(r, &addr, &attempts, &ulat);
+
+    id = ngx_http_ai_gateway_request_id(r, mcf);
+    cid = ngx_http_ai_gateway_client_request_id(r);
+    api = ngx_http_ai_gateway_api_name(ctx->api);
+
+    ngx_gmtime(r->start_sec, &tm);
+    rtime.data = time;
+    rtime.len = ngx_sprintf(time, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                            tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                            tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                            r->start_msec)
+                - time;
+
+    model = ctx->model;
+    resp_model.len = ctx->walk ? ctx->walk->model_len : 0;
+    resp_model.data = ctx->walk ? ctx->walk->model : NULL;
+
+    len = NGX_HTTP_AI_GATEWAY_RECORD_FIXED
+          + ngx_http_ai_gateway_escape_len(id)
+          + (cid ? ngx_http_ai_gateway_escape_len(cid) : 0)
+          + ngx_http_ai_gateway_escape_len(&ctx->user)
+          + ngx_http_ai_gateway_escape_len(&ctx->endpoint)
+          + ngx_http_ai_gateway_escape_len(&model)
+          + ngx_http_ai_gateway_escape_len(&resp_model)
+          + ngx_http_ai_gateway_escape_len(&addr);
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return;
+    }
+
+    o.pos = start;
+    o.end = start + len;
+
+    ngx_http_ai_gateway_put(&o, "{");
+    ngx_http_ai_gateway_put_str(&o, "request_id", id);
+    ngx_http_ai_gateway_put_str(&o, "client_request_id", cid);
+    ngx_http_ai_gateway_put_str(&o, "request_time", &rtime);
+    ngx_http_ai_gateway_put_str(&o, "requester",
+                                ctx->user.len ? &ctx->user : NULL);
+    ngx_http_ai_gateway_put_str(&o, "endpoint", &ctx->endpoint);
+    ngx_http_ai_gateway_put_str(&o, "api", ctx->inspected ? api : NULL);
+    ngx_http_ai_gateway_put_str(&o, "model", model.len ? &model : NULL);
+    ngx_http_ai_gateway_put_str(&o, "response_model",
+                                resp_model.len ? &resp_model : NULL);
+    ngx_http_ai_gateway_put_str(&o, "upstream_addr", addr.len ? &addr : NULL);
+    ngx_http_ai_gateway_put_int(&o, "upstream_attempts", attempts);
+    ngx_http_ai_gateway_put_int(&o, "status_code",
+                                ngx_http_ai_gateway_status(r));
+    ngx_http_ai_gateway_put_bool(&o, "request_streaming", ctx->stream == 1);
+    ngx_http_ai_gateway_put_int(&o, "input_token_count", t.input);
+    ngx_http_ai_gateway_put_int(&o, "output_token_count", t.output);
+    ngx_http_ai_gateway_put_int(&o, "total_token_count", t.total);
+    ngx_http_ai_gateway_put_int(&o, "cached_input_token_count",
+                                t.cached_input);
+    ngx_http_ai_gateway_put_int(&o, "reasoning_token_count", t.reasoning);
+    ngx_http_ai_gateway_put_str(&o, "token_count_source",
+                                &ngx_http_ai_gateway_source[t.source]);
+    ngx_http_ai_gateway_put_int(&o, "input_character_count",
+                                (int64_t) ctx->input_chars);
+    ngx_http_ai_gateway_put_int(&o, "output_character_count",
+                                ctx->walk ? (int64_t) ctx->walk->text_chars
+                                          : 0);
+    ngx_http_ai_gateway_put_int(&o, "latency_ms",
+                                ngx_http_ai_gateway_elapsed(r));
+    ngx_http_ai_gateway_put_int(&o, "ttft_ms",
+                                ctx->ttft_set ? (int64_t) ctx->ttft : -1);
+    ngx_http_ai_gateway_put_int(&o, "upstream_latency_ms",
+                                attempts ? (int64_t) ulat : -1);
+    ngx_http_ai_gateway_put_str(&o, "rate_limit", NULL);
+    ngx_http_ai_gateway_put_str(&o, "guardrail", NULL);
+    ngx_http_ai_gateway_put_bool(&o, "client_aborted",
+                                 ngx_http_ai_gateway_aborted(r, ctx));
+
+    /* the last ',' becomes the closing brace */
+    o.pos[-1] = '}';
+    ngx_http_ai_gateway_put(&o, "\n");
+
+    ngx_http_ai_gateway_sink_write(mcf->usage_log, r->connection->log,
+                                   start, o.pos - start);
+}
+
+
+static void
+ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf)
+{
+    u_char                     date[16], time[32], *start;
+    size_t                     len;
+    ngx_tm_t                   tm;
+    ngx_str_t                  request, response, rdate, rtime, *id, *cid;
+    ngx_uint_t                 req_over, resp_over;
+    ngx_http_ai_gateway_out_t  o;
+
+    id = ngx_http_ai_gateway_request_id(r, mcf);
+    cid = ngx_http_ai_gateway_client_request_id(r);
+
+    ngx_gmtime(r->start_sec, &tm);
+    rdate.data = date;
+    rdate.len = ngx_sprintf(date, "%4d-%02d-%02d", tm.ngx_tm_year,
+                            tm.ngx_tm_mon, tm.ngx_tm_mday)
+                - date;
+    rtime.data = time;
+    rtime.len = ngx_sprintf(time, "%V"
+                            "T%02d:%02d:%02d.%03MZ", &rdate,
+                            tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                            r->start_msec)
+                - time;
+
+    /* the client's body as it sent it: headers, and so keys, are not in */
+    request.data = ctx->body;
+    request.len = ctx->body_len;
+    req_over = (ctx->body_len > mcf->max_payload);
+
+    ngx_str_null(&response);
+    resp_over = ctx->capture_overflow;
+
+    if (!resp_over) {
+        if (ctx->resp_sse) {
+            if (ngx_http_ai_gateway_assemble(r, ctx, &response) != NGX_OK) {
+                return;
+            }
+
+        } else if (ctx->capture) {
+            response.data = ctx->capture->pos;
+            response.len = ctx->capture->last - ctx->capture->pos;
+        }
+    }
+
+    if (ngx_http_ai_gateway_redact(r, &request) != NGX_OK
+        || ngx_http_ai_gateway_redact(r, &response) != NGX_OK)
+    {
+        return;
+    }
+
+    len = NGX_HTTP_AI_GATEWAY_RECORD_FIXED
+          + ngx_http_ai_gateway_escape_len(id)
+          + (cid ? ngx_http_ai_gateway_escape_len(cid) : 0)
+          + ngx_http_ai_gateway_escape_len(&ctx->user)
+          + ngx_http_ai_gateway_escape_len(&ctx->endpoint)
+          + (req_over ? 0 : ngx_http_ai_gateway_escape_len(&request))
+          + ngx_http_ai_gateway_escape_len(&response);
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return;
+    }
+
+    o.pos = start;
+    o.end = start + len;
+
+    ngx_http_ai_gateway_put(&o, "{");
+    ngx_http_ai_gateway_put_str(&o, "request_date", &rdate);
+    ngx_http_ai_gateway_put_str(&o, "request_id", id);
+    ngx_http_ai_gateway_put_str(&o, "client_request_id", cid);
+    ngx_http_ai_gateway_put_str(&o, "request_time", &rtime);
+    ngx_http_ai_gateway_put_int(&o, "status_code",
+                                ngx_http_ai_gateway_status(r));
+    ngx_http_ai_gateway_put_int(&o, "execution_duration_ms",
+                                ngx_http_ai_gateway_elapsed(r));
+    ngx_http_ai_gateway_put_str(&o, "requester",
+                                ctx->user.len ? &ctx->user : NULL);
+    ngx_http_ai_gateway_put_str(&o, "endpoint", &ctx->endpoint);
+    ngx_http_ai_gateway_put_str(&o, "request",
+                                req_over || !request.len ? NULL : &request);
+    ngx_http_ai_gateway_put_str(&o, "response",
+                                response.len ? &response : NULL);
+
+    ngx_http_ai_gateway_put(&o, "\"logging_error_codes\":[");
+
+    if (req_over) {
+        ngx_http_ai_gateway_put(&o, "\"MAX_REQUEST_SIZE_EXCEEDED\"");
+    }
+
+    if (resp_over) {
+        ngx_http_ai_gateway_put(&o, req_over ? ",\"MAX_RESPONSE_SIZE_EXCEEDED\""
+                                             : "\"MAX_RESPONSE_SIZE_EXCEEDED\"");
+    }
+
+    ngx_http_ai_gateway_put(&o, "]}\n");
+
+    ngx_http_ai_gateway_sink_write(mcf->inference_log, r->connection->log,
+                                   start, o.pos - start);
+}
+
+
+/*
+ * A stream is stored as the message it assembled to, in one shape for
+ * every provider: {"model", "content", "tool_arguments", "finish_reason",
+ * "usage": {"input_tokens", "output_tokens", "total_tokens"}}.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *text)
+{
+    size_t                        len;
+    ngx_str_t                     content, args, model, finish;
+    ngx_http_ai_gateway_out_t     o;
+    ngx_http_ai_gateway_tokens_t  t;
+
+    ngx_str_null(&content);
+    ngx_str_null(&args);
+
+    if (ctx->capture) {
+        content.data = ctx->capture->pos;
+        content.len = ctx->capture->last - ctx->capture->pos;
+    }
+
+    if (ctx->capture_args) {
+        args.data = ctx->capture_args->pos;
+        args.len = ctx->capture_args->last - ctx->capture_args->pos;
+    }
+
+    model.data = ctx->walk->model;
+    model.len = ctx->walk->model_len;
+    finish.data = ctx->walk->finish;
+    finish.len = ctx->walk->finish_len;
+
+    ngx_http_ai_gateway_tokens(r, ctx, &t);
+
+    len = 512 + ngx_http_ai_gateway_escape_len(&content)
+          + ngx_http_ai_gateway_escape_len(&args)
+          + ngx_http_ai_gateway_escape_len(&model)
+          + ngx_http_ai_gateway_escape_len(&finish);
+
+    text->data = ngx_pnalloc(r->pool, len);
+    if (text->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    o.pos = text->data;
+    o.end = text->data + len;
+
+    ngx_http_ai_gateway_put(&o, "{");
+    ngx_http_ai_gateway_put_str(&o, "model", model.len ? &model : NULL);
+    ngx_http_ai_gateway_put_str(&o, "content", &content);
+    ngx_http_ai_gateway_put_str(&o, "tool_arguments",
+                                args.len ? &args : NULL);
+    ngx_http_ai_gateway_put_str(&o, "finish_reason",
+                                finish.len ? &finish : NULL);
+    ngx_http_ai_gateway_put(&o, "\"usage\":{");
+    ngx_http_ai_gateway_put_int(&o, "input_tokens", t.input);
+    ngx_http_ai_gateway_put_int(&o, "output_tokens", t.output);
+    ngx_http_ai_gateway_put_int(&o, "total_tokens", t.total);
+    o.pos[-1] = '}';
+    ngx_http_ai_gateway_put(&o, "}");
+
+    text->len = o.pos - text->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Credentials the client sent (Authorization, x-api-key, api-key) are cut
+ * out of payloads, wherever a body or an echoing upstream put them.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
+{
+    u_char           *p, *d, *last, *copy;
+    size_t            n;
+    ngx_str_t         secret;
+    ngx_uint_t        i, found;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    if (payload->len == 0) {
+        return NGX_OK;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (!((h[i].key.len == sizeof("Authorization") - 1
+               && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
+                                  h[i].key.len) == 0)
+              || (h[i].key.len == sizeof("x-api-key") - 1
+                  && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key",
+                                     h[i].key.len) == 0)
+              || (h[i].key.len == sizeof("api-key") - 1
+                  && ngx_strncasecmp(h[i].key.data, (u_char *) "api-key",
+                                     h[i].key.len) == 0)))
+        {
+            continue;
+        }
+
+        secret = h[i].value;
+
+        /* the credential of "Bearer <key>" or "Basic <token>" */
+        p = ngx_strlchr(secret.data, secret.data + secret.len, ' ');
+        if (p) {
+            secret.len -= p + 1 - secret.data;
+            secret.data = p + 1;
+        }
+
+        /* short values would match innocent text */
+        if (secret.len < 8) {
+            continue;
+        }
+
+        found = 0;
+        last = payload->data + payload->len;
+
+        for (p = payload->data; p + secret.len <= last; p++) {
+            if (*p == secret.data[0]
+                && ngx_memcmp(p, secret.data, secret.len) == 0)
+            {
+                found++;
+                p += secret.len - 1;
+            }
+        }
+
+        if (!found) {
+            continue;
+        }
+
+        n = payload->len + found * redacted.len;
+        copy = ngx_pnalloc(r->pool, n);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
+
+        d = copy;
+
+        for (p = payload->data; p < last; /* void */) {
+            if (p + secret.len <= last && *p == secret.data[0]
+                && ngx_memcmp(p, secret.data, secret.len) == 0)
+            {
+                d = ngx_cpymem(d, redacted.data, redacted.len);
+                p += secret.len;
+                continue;
+            }
+
+            *d++ = *p++;
+        }
+
+        payload->data = copy;
+        payload->len = d - copy;
+    }
+
+    return NGX_OK;
+}
+
+
+/* as nginx's $status */
+
+static ngx_uint_t
+ngx_http_ai_gateway_status(ngx_http_request_t *r)
+{
+    if (r->err_status) {
+        return r->err_status;
+    }
+
+    return r->headers_out.status;
+}
+
+
+/* the client left before the whole answer reached it */
+
+static ngx_uint_t
+ngx_http_ai_gateway_aborted(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    if (ctx->resp_done) {
+        return 0;
+    }
+
+    return r->connection->error
+           || ngx_http_ai_gateway_status(r) == NGX_HTTP_CLIENT_CLOSED_REQUEST;
+}
+
+
+/* every server tried, as $upstream_addr lists them, and their time */
+
+static void
+ngx_http_ai_gateway_upstreams(ngx_http_request_t *r, ngx_str_t *addr,
+    ngx_uint_t *attempts, ngx_msec_t *latency)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_uint_t                  i;
+    ngx_http_upstream_state_t  *state;
+
+    ngx_str_null(addr);
+    *attempts = 0;
+    *latency = 0;
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        return;
+    }
+
+    state = r->upstream_states->elts;
+    len = 0;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer) {
+            len += state[i].peer->len + 2;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return;
+    }
+
+    addr->data = p;
+
+    for (i = 0; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer == NULL) {
+            continue;
+        }
+
+        if (*attempts) {
+            *p++ = ',';
+            *p++ = ' ';
+        }
+
+        p = ngx_cpymem(p, state[i].peer->data, state[i].peer->len);
+
+        (*attempts)++;
+
+        if (state[i].response_time != (ngx_msec_t) -1) {
+            *latency += state[i].response_time;
+        }
+    }
+
+    addr->len = p - addr->data;
+}
+
+
+/* the same id as $request_id in access_log and proxy_set_header */
+
+static ngx_str_t *
+ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
+    ngx_http_ai_gateway_main_conf_t *mcf)
+{
+    ngx_str_t                  *s;
+    ngx_http_variable_value_t  *v;
+
+    v = ngx_http_get_indexed_variable(r, mcf->request_id_index);
+
+    s = ngx_palloc(r->pool, sizeof(ngx_str_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    if (v == NULL || v->not_found) {
+        ngx_str_null(s);
+        return s;
+    }
+
+    s->data = v->data;
+    s->len = v->len;
+
+    return s;
+}
+
+
+static ngx_str_t *
+ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static u_char  name[] = "x-client-request-id";
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof(name) - 1
+            && ngx_strncasecmp(h[i].key.data, name, sizeof(name) - 1) == 0)
+        {
+            return &h[i].value;
+        }
+    }
+}
+
+
+static ngx_msec_t
+ngx_http_ai_gateway_elapsed(ngx_http_request_t *r)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    return (ngx_msec_t) ngx_max(ms, 0);
+}
+
+
+static size_t
+ngx_http_ai_gateway_escape_len(ngx_str_t *s)
+{
+    /* worst case: every byte becomes "\u00XX" or "\ufffd" */
+    return (s && s->data) ? 6 * s->len + 2 : 0;
+}
+
+
+static void
+ngx_http_ai_gateway_put(ngx_http_ai_gateway_out_t *o, const char *text)
+{
+    size_t  len;
+
+    len = ngx_strlen(text);
+
+    if ((size_t) (o->end - o->pos) >= len) {
+        o->pos = ngx_cpymem(o->pos, text, len);
+    }
+}
+
+
+static void
+ngx_http_ai_gateway_put_str(ngx_http_ai_gateway_out_t *o, const char *key,
+    ngx_str_t *s)
+{
+    o->pos = ngx_sprintf(o->pos, "\"%s\":", key);
+
+    if (s == NULL || s->data == NULL) {
+        ngx_http_ai_gateway_put(o, "null,");
+        return;
+    }
+
+    *o->pos++ = '"';
+    o->pos = ngx_http_ai_gateway_escape(o->pos, s->data, s->len);
+    *o->pos++ = '"';
+    *o->pos++ = ',';
+}
+
+
+static void
+ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o, const char *key,
+    int64_t n)
+{
+    if (n < 0) {
+        o->pos = ngx_sprintf(o->pos, "\"%s\":null,", key);
+
+    } else {
+        o->pos = ngx_sprintf(o->pos, "\"%s\":%L,", key, n);
+    }
+}
+
+
+static void
+ngx_http_ai_gateway_put_bool(ngx_http_ai_gateway_out_t *o, const char *key,
+    ngx_uint_t b)
+{
+    o->pos = ngx_sprintf(o->pos, "\"%s\":%s,", key, b ? "true" : "false");
+}
+
+
+/*
+ * JSON string escaping that also keeps the line valid UTF-8: a header or
+ * an upstream may hand us any bytes, and every record must parse.
+ */
+
+static u_char *
+ngx_http_ai_gateway_escape(u_char *dst, u_char *src, size_t len)
+{
+    u_char      c, *end;
+    size_t      n, i;
+    uint32_t    code;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    end = src + len;
+
+    while (src < end) {
+        c = *src;
+
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *dst++ = *src++;
+            continue;
+        }
+
+        if (c == '"' || c == '\\') {
+            *dst++ = '\\';
+            *dst++ = c;
+            src++;
+            continue;
+        }
+
+        if (c < 0x20) {
+            *dst++ = '\\';
+
+            switch (c) {
+            case '\n': *dst++ = 'n'; break;
+            case '\r': *dst++ = 'r'; break;
+            case '\t': *dst++ = 't'; break;
+            default:
+                *dst++ = 'u'; *dst++ = '0'; *dst++ = '0';
+                *dst++ = hex[c >> 4];
+                *dst++ = hex[c & 0xf];
+            }
+
+            src++;
+            continue;
+        }
+
+        /* a UTF-8 sequence: copied when valid, else U+FFFD */
+
+        n = (c >= 0xc2 && c <= 0xdf) ? 1
+            : (c >= 0xe0 && c <= 0xef) ? 2
+            : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+
+        code = c & (0x3f >> n);
+
+        for (i = 1; n && i <= n; i++) {
+            if (src + i >= end || (src[i] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+
+            code = (code << 6) | (src[i] & 0x3f);
+        }
+
+        if (n == 0
+            || (n == 2 && (code < 0x800 || (code >= 0xd800 && code <= 0xdfff)))
+            || (n == 3 && (code < 0x10000 || code > 0x10ffff)))
+        {
+            dst = ngx_cpymem(dst, "\\ufffd", 6);
+            src++;
+            continue;
+        }
+
+        dst = ngx_cpymem(dst, src, n + 1);
+        src += n + 1;
+    }
+
+    return dst;
+}

@@ -1,0 +1,1615 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The response walker and the usage parser: see
+ * ngx_http_ai_gateway_usage.h for what they find.
+ *
+ * The walker is a byte state machine over JSON tokens that keeps, per
+ * nesting level, whether it is an object and (for the levels that rules
+ * can match) the key in force there, as an index into a small table.  An
+ * array takes its own key from the level above, so that its elements are
+ * seen as values of the array's key.  Strings are most of the bytes: those
+ * that no rule wants are skipped in bulk, and output text is counted and
+ * passed on per run of plain bytes, with only escapes decoded one by one.
+ *
+ * The walker is lax: it checks the structure (brackets, colons, commas,
+ * the spelling of true/false/null, the characters of numbers, escapes) but
+ * not the grammar of numbers, control characters or UTF-8 in strings.
+ * Anything that jansson accepts, it accepts.
+ *
+ * Output text is passed to on_text in whole UTF-8 characters: a character
+ * split between two buffers is held back (utf8) until its last byte comes.
+ * Invalid UTF-8 is passed on as it is; lone surrogates in "\u" escapes are
+ * decoded to U+FFFD.
+ */
+
+
+#include <string.h>
+#include <jansson.h>
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
+#include <emmintrin.h>
+#endif
+
+#include "ngx_http_ai_gateway_usage.h"
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_WALK_VALUE = 0,      /* a value is expected */
+    NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE, /* after '[' */
+    NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE,   /* after '{' */
+    NGX_HTTP_AI_GATEWAY_WALK_KEY,            /* after ',' in an object */
+    NGX_HTTP_AI_GATEWAY_WALK_COLON,
+    NGX_HTTP_AI_GATEWAY_WALK_AFTER,          /* after a value: ',' or close */
+    NGX_HTTP_AI_GATEWAY_WALK_STRING,
+    NGX_HTTP_AI_GATEWAY_WALK_LITERAL,        /* true, false, null, a number */
+    NGX_HTTP_AI_GATEWAY_WALK_DONE,           /* after the top-level value */
+    NGX_HTTP_AI_GATEWAY_WALK_ERROR,          /* not JSON: stopped */
+    NGX_HTTP_AI_GATEWAY_WALK_STOPPED         /* on_text stopped the walk */
+} ngx_http_ai_gateway_walk_state_e;
+
+
+/* what a string is read for */
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_STR_SKIP = 0,
+    NGX_HTTP_AI_GATEWAY_STR_KEY,
+    NGX_HTTP_AI_GATEWAY_STR_TEXT,            /* output text */
+    NGX_HTTP_AI_GATEWAY_STR_SHORT            /* model, finish, "type" */
+} ngx_http_ai_gateway_str_mode_e;
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_SHORT_MODEL = 0,
+    NGX_HTTP_AI_GATEWAY_SHORT_FINISH,
+    NGX_HTTP_AI_GATEWAY_SHORT_TYPE
+} ngx_http_ai_gateway_short_e;
+
+
+/* the keys the rules need; NONE: no key (the top, or no key read yet) */
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_WK_NONE = 0,
+    NGX_HTTP_AI_GATEWAY_WK_OTHER,
+    NGX_HTTP_AI_GATEWAY_WK_USAGE,
+    NGX_HTTP_AI_GATEWAY_WK_MESSAGE,
+    NGX_HTTP_AI_GATEWAY_WK_RESPONSE,
+    NGX_HTTP_AI_GATEWAY_WK_MODEL,
+    NGX_HTTP_AI_GATEWAY_WK_CHOICES,
+    NGX_HTTP_AI_GATEWAY_WK_DELTA,
+    NGX_HTTP_AI_GATEWAY_WK_CONTENT,
+    NGX_HTTP_AI_GATEWAY_WK_TEXT,
+    NGX_HTTP_AI_GATEWAY_WK_ARGUMENTS,
+    NGX_HTTP_AI_GATEWAY_WK_FUNCTION,
+    NGX_HTTP_AI_GATEWAY_WK_PARTIAL_JSON,
+    NGX_HTTP_AI_GATEWAY_WK_FINISH_REASON,
+    NGX_HTTP_AI_GATEWAY_WK_STOP_REASON,
+    NGX_HTTP_AI_GATEWAY_WK_STATUS,
+    NGX_HTTP_AI_GATEWAY_WK_TOOL_CALLS,
+    NGX_HTTP_AI_GATEWAY_WK_OUTPUT,
+    NGX_HTTP_AI_GATEWAY_WK_TYPE
+} ngx_http_ai_gateway_walk_key_e;
+
+
+/* literal: the index of the word, or this for a number */
+#define NGX_HTTP_AI_GATEWAY_WALK_NUMBER  3
+
+static const struct {
+    const char  *word;
+    unsigned     len;
+} ngx_http_ai_gateway_walk_words[] = {
+    { "true", 4 },
+    { "false", 5 },
+    { "null", 4 },
+};
+
+
+#define NGX_HTTP_AI_GATEWAY_WALK_NEST                                         \
+    (sizeof(((ngx_http_ai_gateway_walk_t *) 0)->nest) * 8)
+
+#define ngx_http_ai_gateway_walk_ws(c)                                        \
+    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
+
+#define ngx_http_ai_gateway_walk_object(w, d)                                 \
+    (((w)->nest[((d) - 1) >> 3] >> (((d) - 1) & 7)) & 1)
+
+#define ngx_http_ai_gateway_walk_value_end(w)                                 \
+    (w)->state = (w)->depth ? NGX_HTTP_AI_GATEWAY_WALK_AFTER                  \
+                            : NGX_HTTP_AI_GATEWAY_WALK_DONE
+
+
+static int ngx_http_ai_gateway_walk_push(ngx_http_ai_gateway_walk_t *w,
+    unsigned object);
+static int ngx_http_ai_gateway_walk_is_usage(ngx_http_ai_gateway_walk_t *w);
+static void ngx_http_ai_gateway_walk_string_start(
+    ngx_http_ai_gateway_walk_t *w);
+static int ngx_http_ai_gateway_walk_string(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char **pp, const unsigned char *end);
+static int ngx_http_ai_gateway_walk_decoded(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char **pp, const unsigned char *end);
+static int ngx_http_ai_gateway_walk_escape(ngx_http_ai_gateway_walk_t *w,
+    unsigned c, unsigned char *out, size_t *n);
+static int ngx_http_ai_gateway_walk_out(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len);
+static int ngx_http_ai_gateway_walk_emit(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len);
+static void ngx_http_ai_gateway_walk_key_end(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *key);
+static void ngx_http_ai_gateway_walk_string_end(
+    ngx_http_ai_gateway_walk_t *w);
+static unsigned ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key,
+    size_t len);
+static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len);
+static void ngx_http_ai_gateway_walk_captured(ngx_http_ai_gateway_walk_t *w);
+static int ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w);
+static const unsigned char *ngx_http_ai_gateway_walk_skip_plain(
+    const unsigned char *p, const unsigned char *end);
+static uint64_t ngx_http_ai_gateway_walk_count(const unsigned char *p,
+    const unsigned char *end);
+static size_t ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p,
+    size_t len, unsigned *need);
+static size_t ngx_http_ai_gateway_walk_utf8_put(unsigned char *out,
+    unsigned code);
+static unsigned ngx_http_ai_gateway_walk_hex4(const unsigned char *p);
+static int ngx_http_ai_gateway_usage_get(json_t *obj, const char *key,
+    const char *sub, int64_t *value);
+
+
+void
+ngx_http_ai_gateway_walk_init(ngx_http_ai_gateway_walk_t *w,
+    unsigned mode, ngx_http_ai_gateway_text_pt on_text, void *data)
+{
+    memset(w, 0, sizeof(ngx_http_ai_gateway_walk_t));
+
+    w->mode = mode;
+    w->on_text = on_text;
+    w->data = data;
+
+    ngx_http_ai_gateway_walk_reset(w);
+}
+
+
+/* called for each SSE event: cheap, no large buffer is cleared */
+
+void
+ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
+{
+    w->malformed = 0;
+
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE;
+    w->depth = 0;
+    w->str_mode = NGX_HTTP_AI_GATEWAY_STR_SKIP;
+    w->escape = 0;
+    w->key_other = 0;
+    w->short_cut = 0;
+    w->type_arguments = 0;
+    w->capturing = 0;
+    w->capture_overflow = 0;
+    w->capture_len = 0;
+    w->uescape_len = 0;
+    w->utf8_pending = 0;
+}
+
+
+int
+ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len)
+{
+    int                   rc;
+    unsigned              c;
+    const unsigned char  *end, *cap;
+
+    if (w->state == NGX_HTTP_AI_GATEWAY_WALK_ERROR) {
+        return -1;
+    }
+
+    if (w->state == NGX_HTTP_AI_GATEWAY_WALK_STOPPED) {
+        return 0;
+    }
+
+    end = p + len;
+    rc = 0;
+
+    /* the captured bytes are copied a run at a time: from cap to p */
+    cap = p;
+
+    while (p < end) {
+        c = *p;
+
+        switch (w->state) {
+
+        case NGX_HTTP_AI_GATEWAY_WALK_STRING:
+            rc = ngx_http_ai_gateway_walk_string(w, &p, end);
+            if (rc != 0) {
+                goto done;
+            }
+
+            continue;
+
+        case NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE:
+            if (c == ']') {
+                goto close;
+            }
+
+            /* fall through */
+
+        case NGX_HTTP_AI_GATEWAY_WALK_VALUE:
+
+            switch (c) {
+
+            case ' ': case '\t': case '\n': case '\r':
+                p++;
+                continue;
+
+            case '"':
+                ngx_http_ai_gateway_walk_string_start(w);
+                w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
+                p++;
+                continue;
+
+            case '{':
+                if (!w->capturing && ngx_http_ai_gateway_walk_is_usage(w)) {
+                    w->capturing = 1;
+                    w->capture_overflow = 0;
+                    w->capture_len = 0;
+                    w->capture_depth = w->depth + 1;
+                    cap = p;
+                }
+
+                if (ngx_http_ai_gateway_walk_push(w, 1) != 0) {
+                    goto malformed;
+                }
+
+                w->state = NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE;
+                p++;
+                continue;
+
+            case '[':
+                if (ngx_http_ai_gateway_walk_push(w, 0) != 0) {
+                    goto malformed;
+                }
+
+                w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE;
+                p++;
+                continue;
+
+            case 't':
+            case 'f':
+            case 'n':
+                w->literal = (c == 't') ? 0 : (c == 'f') ? 1 : 2;
+                w->literal_pos = 1;
+                w->state = NGX_HTTP_AI_GATEWAY_WALK_LITERAL;
+                p++;
+                continue;
+
+            default:
+                if (c == '-' || (c >= '0' && c <= '9')) {
+                    w->literal = NGX_HTTP_AI_GATEWAY_WALK_NUMBER;
+                    w->state = NGX_HTTP_AI_GATEWAY_WALK_LITERAL;
+                    p++;
+                    continue;
+                }
+
+                goto malformed;
+            }
+
+        case NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE:
+            if (c == '}') {
+                goto close;
+            }
+
+            /* fall through */
+
+        case NGX_HTTP_AI_GATEWAY_WALK_KEY:
+            if (ngx_http_ai_gateway_walk_ws(c)) {
+                p++;
+                continue;
+            }
+
+            if (c != '"') {
+                goto malformed;
+            }
+
+            w->str_mode = NGX_HTTP_AI_GATEWAY_STR_KEY;
+            w->escape = 0;
+            w->key_other = 0;
+            w->key_len = 0;
+            w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
+            p++;
+            continue;
+
+        case NGX_HTTP_AI_GATEWAY_WALK_COLON:
+            if (ngx_http_ai_gateway_walk_ws(c)) {
+                p++;
+                continue;
+            }
+
+            if (c != ':') {
+                goto malformed;
+            }
+
+            w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE;
+            p++;
+            continue;
+
+        case NGX_HTTP_AI_GATEWAY_WALK_AFTER:
+            if (ngx_http_ai_gateway_walk_ws(c)) {
+                p++;
+                continue;
+            }
+
+            if (c == ',') {
+                w->state = ngx_http_ai_gateway_walk_object(w, w->depth)
+                           ? NGX_HTTP_AI_GATEWAY_WALK_KEY
+                           : NGX_HTTP_AI_GATEWAY_WALK_VALUE;
+                p++;
+                continue;
+            }
+
+            if (c == '}' || c == ']') {
+                goto close;
+            }
+
+            goto malformed;
+
+        case NGX_HTTP_AI_GATEWAY_WALK_LITERAL:
+            if (w->literal == NGX_HTTP_AI_GATEWAY_WALK_NUMBER) {
+
+                /* a loop of its own: numbers are many in usage and chunks */
+
+                while ((c >= '0' && c <= '9') || c == '.' || c == 'e'
+                       || c == 'E' || c == '+' || c == '-')
+                {
+                    if (++p == end) {
+                        goto done;
+                    }
+
+                    c = *p;
+                }
+
+                /* the number ended before c: c is looked at again */
+                ngx_http_ai_gateway_walk_value_end(w);
+                continue;
+            }
+
+            if (c != (unsigned char)
+                     ngx_http_ai_gateway_walk_words[w->literal]
+                         .word[w->literal_pos])
+            {
+                goto malformed;
+            }
+
+            p++;
+
+            if (++w->literal_pos
+                == ngx_http_ai_gateway_walk_words[w->literal].len)
+            {
+                ngx_http_ai_gateway_walk_value_end(w);
+            }
+
+            continue;
+
+        case NGX_HTTP_AI_GATEWAY_WALK_DONE:
+            if (ngx_http_ai_gateway_walk_ws(c)) {
+                p++;
+                continue;
+            }
+
+            goto malformed;
+
+        default:
+            /* ERROR or STOPPED, set by a string: not reached */
+            goto done;
+        }
+
+    close:
+
+        /* c is '}' or ']', closing the container at w->depth */
+
+        if (w->depth == 0
+            || (c == '}') != ngx_http_ai_gateway_walk_object(w, w->depth))
+        {
+            goto malformed;
+        }
+
+        p++;
+
+        if (w->capturing && w->depth == w->capture_depth) {
+            ngx_http_ai_gateway_walk_capture(w, cap, p - cap);
+            ngx_http_ai_gateway_walk_captured(w);
+        }
+
+        w->depth--;
+        ngx_http_ai_gateway_walk_value_end(w);
+    }
+
+done:
+
+    if (w->capturing) {
+        ngx_http_ai_gateway_walk_capture(w, cap, p - cap);
+    }
+
+    return rc;
+
+malformed:
+
+    return ngx_http_ai_gateway_walk_fail(w);
+}
+
+
+static int
+ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w)
+{
+    w->malformed = 1;
+    w->capturing = 0;
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_ERROR;
+
+    return -1;
+}
+
+
+static int
+ngx_http_ai_gateway_walk_push(ngx_http_ai_gateway_walk_t *w, unsigned object)
+{
+    unsigned  d;
+
+    d = w->depth;
+
+    if (d == NGX_HTTP_AI_GATEWAY_WALK_NEST) {
+        return -1;
+    }
+
+    if (object) {
+        w->nest[d >> 3] |= (unsigned char) (1 << (d & 7));
+
+    } else {
+        w->nest[d >> 3] &= (unsigned char) ~(1 << (d & 7));
+    }
+
+    if (d < NGX_HTTP_AI_GATEWAY_WALK_DEPTH) {
+        /* an array's elements are values of the array's key */
+        w->path[d] = object ? NGX_HTTP_AI_GATEWAY_WK_NONE
+                            : (d ? w->path[d - 1]
+                                 : NGX_HTTP_AI_GATEWAY_WK_NONE);
+    }
+
+    w->depth = d + 1;
+
+    return 0;
+}
+
+
+/* is the object starting here usage, message.usage or response.usage */
+
+static int
+ngx_http_ai_gateway_walk_is_usage(ngx_http_ai_gateway_walk_t *w)
+{
+    unsigned  d;
+
+    d = w->depth;
+
+    if (d == 0 || d > 2
+        || !ngx_http_ai_gateway_walk_object(w, d)
+        || w->path[d - 1] != NGX_HTTP_AI_GATEWAY_WK_USAGE)
+    {
+        return 0;
+    }
+
+    return d == 1
+           || w->path[0] == NGX_HTTP_AI_GATEWAY_WK_MESSAGE
+           || w->path[0] == NGX_HTTP_AI_GATEWAY_WK_RESPONSE;
+}
+
+
+/*
+ * A string value starts: the rules by its key K, the key P of the object
+ * holding it, the depth, and the mode (see the header) tell what it is.
+ */
+
+static void
+ngx_http_ai_gateway_walk_string_start(ngx_http_ai_gateway_walk_t *w)
+{
+    unsigned  d, k, pk, obj, sse, mode;
+
+    w->str_mode = NGX_HTTP_AI_GATEWAY_STR_SKIP;
+    w->escape = 0;
+
+    d = w->depth;
+
+    if (d == 0 || d > NGX_HTTP_AI_GATEWAY_WALK_DEPTH) {
+        return;
+    }
+
+    k = w->path[d - 1];
+
+    if (k <= NGX_HTTP_AI_GATEWAY_WK_OTHER) {
+        return;   /* most strings */
+    }
+
+    obj = ngx_http_ai_gateway_walk_object(w, d);
+
+    /* in an array, the string is a value of the array's key, so P is the
+     * key above that */
+    if (obj) {
+        pk = (d >= 2) ? w->path[d - 2] : NGX_HTTP_AI_GATEWAY_WK_NONE;
+
+    } else {
+        pk = (d >= 3) ? w->path[d - 3] : NGX_HTTP_AI_GATEWAY_WK_NONE;
+    }
+
+    sse = (w->mode == NGX_HTTP_AI_GATEWAY_WALK_SSE);
+    mode = NGX_HTTP_AI_GATEWAY_STR_SKIP;
+    w->text_kind = NGX_HTTP_AI_GATEWAY_TEXT_CONTENT;
+
+    switch (k) {
+
+    case NGX_HTTP_AI_GATEWAY_WK_CONTENT:
+        if (pk == (sse ? NGX_HTTP_AI_GATEWAY_WK_DELTA
+                       : NGX_HTTP_AI_GATEWAY_WK_MESSAGE))
+        {
+            mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_TEXT:
+        if (pk == NGX_HTTP_AI_GATEWAY_WK_CHOICES
+            || pk == (sse ? NGX_HTTP_AI_GATEWAY_WK_DELTA
+                          : NGX_HTTP_AI_GATEWAY_WK_CONTENT))
+        {
+            mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_ARGUMENTS:
+        if (pk == NGX_HTTP_AI_GATEWAY_WK_FUNCTION) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+            w->text_kind = NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_PARTIAL_JSON:
+        if (sse && pk == NGX_HTTP_AI_GATEWAY_WK_DELTA) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+            w->text_kind = NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_DELTA:
+
+        /* OpenAI responses "*.delta" events; "type" comes first there */
+
+        if (sse && d == 1 && obj) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+
+            if (w->type_arguments) {
+                w->text_kind = NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS;
+            }
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_MODEL:
+        if (obj
+            && (d == 1
+                || (d == 2 && (pk == NGX_HTTP_AI_GATEWAY_WK_MESSAGE
+                               || pk == NGX_HTTP_AI_GATEWAY_WK_RESPONSE))))
+        {
+            mode = NGX_HTTP_AI_GATEWAY_STR_SHORT;
+            w->short_target = NGX_HTTP_AI_GATEWAY_SHORT_MODEL;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_FINISH_REASON:
+        if (obj && pk == NGX_HTTP_AI_GATEWAY_WK_CHOICES) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_SHORT;
+            w->short_target = NGX_HTTP_AI_GATEWAY_SHORT_FINISH;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_STOP_REASON:
+        if (obj && (d == 1 || pk == NGX_HTTP_AI_GATEWAY_WK_DELTA)) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_SHORT;
+            w->short_target = NGX_HTTP_AI_GATEWAY_SHORT_FINISH;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_STATUS:
+        if (obj
+            && ((d == 2 && pk == NGX_HTTP_AI_GATEWAY_WK_RESPONSE)
+                || (d == 1 && !sse)))
+        {
+            mode = NGX_HTTP_AI_GATEWAY_STR_SHORT;
+            w->short_target = NGX_HTTP_AI_GATEWAY_SHORT_FINISH;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_WK_TYPE:
+        if (sse && d == 1 && obj) {
+            mode = NGX_HTTP_AI_GATEWAY_STR_SHORT;
+            w->short_target = NGX_HTTP_AI_GATEWAY_SHORT_TYPE;
+        }
+
+        break;
+    }
+
+    if (mode == NGX_HTTP_AI_GATEWAY_STR_SHORT) {
+        w->short_len = 0;
+        w->short_cut = 0;
+    }
+
+    w->str_mode = mode;
+}
+
+
+/*
+ * Reads string bytes from *pp up to and including the closing quote, or to
+ * the end of the buffer.  Returns 0, -1 (malformed: state set), or what
+ * on_text returned (the walk then is stopped).
+ */
+
+static int
+ngx_http_ai_gateway_walk_string(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char **pp, const unsigned char *end)
+{
+    size_t                n;
+    const unsigned char  *p, *q, *key;
+
+    if (w->str_mode >= NGX_HTTP_AI_GATEWAY_STR_TEXT) {
+        return ngx_http_ai_gateway_walk_decoded(w, pp, end);
+    }
+
+    /* skipped strings and keys: an escape only hides the byte after '\' */
+
+    p = *pp;
+    key = w->key;
+
+    for ( ;; ) {
+
+        if (w->escape) {
+            if (p == end) {
+                break;
+            }
+
+            w->escape = 0;
+            p++;
+        }
+
+        q = ngx_http_ai_gateway_walk_skip_plain(p, end);
+
+        if (w->str_mode == NGX_HTTP_AI_GATEWAY_STR_KEY && !w->key_other) {
+            n = q - p;
+
+            if (w->key_len == 0 && q != end && *q == '"') {
+                /* the whole key is in this buffer, as usual: no copy */
+                key = p;
+                w->key_len = n;
+
+            } else if (n > sizeof(w->key) - w->key_len) {
+                w->key_other = 1;
+
+            } else {
+                memcpy(w->key + w->key_len, p, n);
+                w->key_len += n;
+            }
+        }
+
+        p = q;
+
+        if (p == end) {
+            break;
+        }
+
+        p++;
+
+        if (*q == '"') {
+            *pp = p;
+
+            if (w->str_mode == NGX_HTTP_AI_GATEWAY_STR_KEY) {
+                ngx_http_ai_gateway_walk_key_end(w, key);
+
+            } else {
+                ngx_http_ai_gateway_walk_string_end(w);
+            }
+
+            return 0;
+        }
+
+        /* a backslash: keys with escapes are not ours */
+        w->key_other = 1;
+        w->escape = 1;
+    }
+
+    *pp = p;
+
+    return 0;
+}
+
+
+/* output text, and short strings: decoded */
+
+static int
+ngx_http_ai_gateway_walk_decoded(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char **pp, const unsigned char *end)
+{
+    int                   rc;
+    size_t                n, keep;
+    uint64_t              chars;
+    unsigned              need;
+    unsigned char         out[8];
+    const unsigned char  *p, *q;
+
+    p = *pp;
+
+    for ( ;; ) {
+
+        if (w->uescape_len) {
+            if (p == end) {
+                break;
+            }
+
+            rc = ngx_http_ai_gateway_walk_escape(w, *p, out, &n);
+
+            if (rc == -1) {
+                *pp = p;
+                return ngx_http_ai_gateway_walk_fail(w);
+            }
+
+            if (rc == 0) {
+                p++;
+            }
+
+            if (n) {
+                rc = ngx_http_ai_gateway_walk_out(w, out, n);
+                if (rc != 0) {
+                    *pp = p;
+                    return rc;
+                }
+            }
+
+            continue;
+        }
+
+        if (w->utf8_pending) {
+
+            /* the rest of a character split between buffers */
+
+            while (p < end && w->utf8_pending < w->utf8_need
+                   && w->utf8_pending < sizeof(w->utf8)
+                   && (*p & 0xc0) == 0x80)
+            {
+                w->utf8[w->utf8_pending++] = *p++;
+            }
+
+            if (p == end && w->utf8_pending < w->utf8_need) {
+                break;
+            }
+
+            /* counted with the run that had its first byte */
+
+            n = w->utf8_pending;
+            w->utf8_pending = 0;
+
+            rc = ngx_http_ai_gateway_walk_emit(w, w->utf8, n);
+            if (rc != 0) {
+                *pp = p;
+                return rc;
+            }
+
+            continue;
+        }
+
+        q = ngx_http_ai_gateway_walk_skip_plain(p, end);
+
+        if (q != p) {
+            n = q - p;
+
+            if (w->str_mode == NGX_HTTP_AI_GATEWAY_STR_SHORT) {
+                ngx_http_ai_gateway_walk_out(w, p, n);
+
+            } else {
+                chars = ngx_http_ai_gateway_walk_count(p, q);
+                w->text_chars += chars;
+
+                if (chars) {
+                    w->text_seen = 1;
+                }
+
+                if (q == end) {
+                    keep = ngx_http_ai_gateway_walk_utf8_tail(p, n, &need);
+
+                    if (keep != n) {
+                        memcpy(w->utf8, p + keep, n - keep);
+                        w->utf8_pending = n - keep;
+                        w->utf8_need = need;
+                        n = keep;
+                    }
+                }
+
+                rc = ngx_http_ai_gateway_walk_emit(w, p, n);
+                if (rc != 0) {
+                    *pp = q;
+                    return rc;
+                }
+            }
+
+            p = q;
+        }
+
+        if (p == end) {
+            break;
+        }
+
+        p++;
+
+        if (*q == '"') {
+            *pp = p;
+            ngx_http_ai_gateway_walk_string_end(w);
+            return 0;
+        }
+
+        w->uescape[0] = '\\';
+        w->uescape_len = 1;
+    }
+
+    *pp = p;
+
+    return 0;
+}
+
+
+/*
+ * Decoded bytes of the current string (an escape, or a run of a short
+ * string): output text is counted and passed on, a short string is kept
+ * up to its limit.
+ */
+
+static int
+ngx_http_ai_gateway_walk_out(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len)
+{
+    size_t  n;
+
+    if (w->str_mode == NGX_HTTP_AI_GATEWAY_STR_SHORT) {
+        n = NGX_HTTP_AI_GATEWAY_SHORT_MAX - w->short_len;
+
+        if (len > n) {
+            len = n;
+            w->short_cut = 1;
+        }
+
+        memcpy(w->short_buf + w->short_len, p, len);
+        w->short_len += len;
+
+        return 0;
+    }
+
+    n = ngx_http_ai_gateway_walk_count(p, p + len);
+    w->text_chars += n;
+
+    if (n) {
+        w->text_seen = 1;
+    }
+
+    return ngx_http_ai_gateway_walk_emit(w, p, len);
+}
+
+
+static int
+ngx_http_ai_gateway_walk_emit(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len)
+{
+    int  rc;
+
+    if (len == 0 || w->on_text == NULL) {
+        return 0;
+    }
+
+    rc = w->on_text(w->data, (ngx_http_ai_gateway_text_e) w->text_kind, p,
+                    len);
+
+    if (rc != 0) {
+        w->state = NGX_HTTP_AI_GATEWAY_WALK_STOPPED;
+    }
+
+    return rc;
+}
+
+
+/*
+ * One byte of an escape in a decoded string; w->uescape holds the escape
+ * so far, from its backslash, and a high surrogate waits there for its low
+ * half.  Decoded bytes go to out.  Returns 0 when c was used, 1 when it is
+ * to be read again as a string byte, -1 when it cannot be JSON.
+ */
+
+static int
+ngx_http_ai_gateway_walk_escape(ngx_http_ai_gateway_walk_t *w, unsigned c,
+    unsigned char *out, size_t *n)
+{
+    unsigned  code, low;
+
+    *n = 0;
+
+    switch (w->uescape_len) {
+
+    case 6:
+
+        /* "\uD8xx": a low half must follow */
+
+        if (c == '\\') {
+            w->uescape[w->uescape_len++] = '\\';
+            return 0;
+        }
+
+        *n = ngx_http_ai_gateway_walk_utf8_put(out, 0xfffd);
+        w->uescape_len = 0;
+
+        return 1;
+
+    case 1:
+    case 7:
+
+        /* the byte after a backslash */
+
+        if (c == 'u') {
+            w->uescape[w->uescape_len++] = 'u';
+            return 0;
+        }
+
+        if (w->uescape_len == 7) {
+            *n = ngx_http_ai_gateway_walk_utf8_put(out, 0xfffd);
+        }
+
+        switch (c) {
+        case '"': case '\\': case '/':
+            break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        default:
+            return -1;
+        }
+
+        out[(*n)++] = (unsigned char) c;
+        w->uescape_len = 0;
+
+        return 0;
+    }
+
+    /* a hex digit of "\uXXXX" */
+
+    if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')))
+    {
+        return -1;
+    }
+
+    w->uescape[w->uescape_len++] = (unsigned char) c;
+
+    if (w->uescape_len == 6) {
+        code = ngx_http_ai_gateway_walk_hex4(w->uescape + 2);
+
+        if (code >= 0xd800 && code <= 0xdbff) {
+            return 0;
+        }
+
+        if (code >= 0xdc00 && code <= 0xdfff) {
+            code = 0xfffd;
+        }
+
+        *n = ngx_http_ai_gateway_walk_utf8_put(out, code);
+        w->uescape_len = 0;
+
+        return 0;
+    }
+
+    if (w->uescape_len < 12) {
+        return 0;
+    }
+
+    code = ngx_http_ai_gateway_walk_hex4(w->uescape + 2);
+    low = ngx_http_ai_gateway_walk_hex4(w->uescape + 8);
+
+    if (low >= 0xdc00 && low <= 0xdfff) {
+        code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+        *n = ngx_http_ai_gateway_walk_utf8_put(out, code);
+        w->uescape_len = 0;
+
+        return 0;
+    }
+
+    /* a high half without its low half */
+
+    *n = ngx_http_ai_gateway_walk_utf8_put(out, 0xfffd);
+
+    if (low >= 0xd800 && low <= 0xdbff) {
+        /* another high half: it waits in turn */
+        memcpy(w->uescape + 2, w->uescape + 8, 4);
+        w->uescape_len = 6;
+
+        return 0;
+    }
+
+    *n += ngx_http_ai_gateway_walk_utf8_put(out + *n, low);
+    w->uescape_len = 0;
+
+    return 0;
+}
+
+
+/* key holds the key_len bytes of the key: in w->key, or in the buffer */
+
+static void
+ngx_http_ai_gateway_walk_key_end(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *key)
+{
+    unsigned  d;
+
+    d = w->depth;
+
+    if (d <= NGX_HTTP_AI_GATEWAY_WALK_DEPTH) {
+        w->path[d - 1] = w->key_other
+                         ? NGX_HTTP_AI_GATEWAY_WK_OTHER
+                         : ngx_http_ai_gateway_walk_key_lookup(key,
+                                                               w->key_len);
+    }
+
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_COLON;
+}
+
+
+/* a value string ends */
+
+static void
+ngx_http_ai_gateway_walk_string_end(ngx_http_ai_gateway_walk_t *w)
+{
+    size_t          len;
+    unsigned        need;
+    unsigned char  *s;
+
+    switch (w->str_mode) {
+
+    case NGX_HTTP_AI_GATEWAY_STR_SHORT:
+        s = w->short_buf;
+        len = w->short_len;
+
+        if (w->short_cut) {
+            /* not in the middle of a character */
+            len = ngx_http_ai_gateway_walk_utf8_tail(s, len, &need);
+        }
+
+        switch (w->short_target) {
+
+        case NGX_HTTP_AI_GATEWAY_SHORT_MODEL:
+            if (len) {
+                memcpy(w->model, s, len);
+                w->model_len = len;
+            }
+
+            break;
+
+        case NGX_HTTP_AI_GATEWAY_SHORT_FINISH:
+            if (len) {
+                memcpy(w->finish, s, len);
+                w->finish_len = len;
+            }
+
+            break;
+
+        default: /* NGX_HTTP_AI_GATEWAY_SHORT_TYPE */
+            w->type_arguments = 0;
+
+            for ( /* void */ ; len >= 9; s++, len--) {
+                if (memcmp(s, "arguments", 9) == 0) {
+                    w->type_arguments = 1;
+                    break;
+                }
+            }
+
+            break;
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
+    ngx_http_ai_gateway_walk_value_end(w);
+}
+
+
+/*
+ * Every key of every object goes through here: the length and a byte pick
+ * the one key of the table it can be, and a few compares tell.
+ */
+
+static unsigned
+ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
+{
+    size_t       i;
+    unsigned     k;
+    const char  *name;
+
+#define ngx_http_ai_gateway_walk_key(s, index)                                \
+    name = s; k = NGX_HTTP_AI_GATEWAY_WK_##index; break
+
+    switch (len) {
+
+    case 4:
+        switch (key[1]) {
+        case 'e': ngx_http_ai_gateway_walk_key("text", TEXT);
+        case 'y': ngx_http_ai_gateway_walk_key("type", TYPE);
+        default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+
+        break;
+
+    case 5:
+        switch (key[0]) {
+        case 'u': ngx_http_ai_gateway_walk_key("usage", USAGE);
+        case 'm': ngx_http_ai_gateway_walk_key("model", MODEL);
+        case 'd': ngx_http_ai_gateway_walk_key("delta", DELTA);
+        default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+
+        break;
+
+    case 6:
+        switch (key[0]) {
+        case 's': ngx_http_ai_gateway_walk_key("status", STATUS);
+        case 'o': ngx_http_ai_gateway_walk_key("output", OUTPUT);
+        default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+
+        break;
+
+    case 7:
+        switch (key[1]) {
+        case 'e': ngx_http_ai_gateway_walk_key("message", MESSAGE);
+        case 'h': ngx_http_ai_gateway_walk_key("choices", CHOICES);
+        case 'o': ngx_http_ai_gateway_walk_key("content", CONTENT);
+        default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+
+        break;
+
+    case 8:
+        switch (key[0]) {
+        case 'r': ngx_http_ai_gateway_walk_key("response", RESPONSE);
+        case 'f': ngx_http_ai_gateway_walk_key("function", FUNCTION);
+        default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+
+        break;
+
+    case 9:
+        ngx_http_ai_gateway_walk_key("arguments", ARGUMENTS);
+
+    case 10:
+        ngx_http_ai_gateway_walk_key("tool_calls", TOOL_CALLS);
+
+    case 11:
+        ngx_http_ai_gateway_walk_key("stop_reason", STOP_REASON);
+
+    case 12:
+        ngx_http_ai_gateway_walk_key("partial_json", PARTIAL_JSON);
+
+    case 13:
+        ngx_http_ai_gateway_walk_key("finish_reason", FINISH_REASON);
+
+    default:
+        return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+    }
+
+#undef ngx_http_ai_gateway_walk_key
+
+    for (i = 0; i < len; i++) {
+        if (key[i] != (unsigned char) name[i]) {
+            return NGX_HTTP_AI_GATEWAY_WK_OTHER;
+        }
+    }
+
+    return k;
+}
+
+
+static void
+ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len)
+{
+    if (w->capture_overflow) {
+        return;
+    }
+
+    if (len > NGX_HTTP_AI_GATEWAY_USAGE_MAX - w->capture_len) {
+        /* too big for a usage object: keep the one we have */
+        w->capture_overflow = 1;
+        return;
+    }
+
+    memcpy(w->capture + w->capture_len, p, len);
+    w->capture_len += len;
+}
+
+
+static void
+ngx_http_ai_gateway_walk_captured(ngx_http_ai_gateway_walk_t *w)
+{
+    w->capturing = 0;
+
+    if (w->capture_overflow) {
+        return;
+    }
+
+    memcpy(w->usage, w->capture, w->capture_len);
+    w->usage_len = w->capture_len;
+    w->usage_found = 1;
+    w->usage_new = 1;
+}
+
+
+/*
+ * Returns the first quote or backslash at or after p, or end: 16 bytes a
+ * step with SSE2, 8 with plain 64-bit words elsewhere.  Unlike the request
+ * scanner's, it lets control characters and UTF-8 through: the walker does
+ * not validate them.
+ */
+
+static const unsigned char *
+ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
+    const unsigned char *end)
+{
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
+    int      mask;
+    __m128i  v, quote, bslash;
+
+    quote = _mm_set1_epi8('"');
+    bslash = _mm_set1_epi8('\\');
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        mask = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                              _mm_cmpeq_epi8(v, bslash)));
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+#else
+    uint64_t  x, q, b, m;
+
+#define NGX_HTTP_AI_GATEWAY_WALK_ONES  0x0101010101010101ULL
+#define NGX_HTTP_AI_GATEWAY_WALK_HIGH  0x8080808080808080ULL
+
+    while (end - p >= 8) {
+        memcpy(&x, p, 8);
+
+        q = x ^ (NGX_HTTP_AI_GATEWAY_WALK_ONES * '"');
+        b = x ^ (NGX_HTTP_AI_GATEWAY_WALK_ONES * '\\');
+        m = (((q - NGX_HTTP_AI_GATEWAY_WALK_ONES) & ~q)
+             | ((b - NGX_HTTP_AI_GATEWAY_WALK_ONES) & ~b))
+            & NGX_HTTP_AI_GATEWAY_WALK_HIGH;
+
+        if (m) {
+            break;
+        }
+
+        p += 8;
+    }
+#endif
+
+    while (p < end && *p != '"' && *p != '\\') {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* code points in UTF-8 text: the bytes that are not 10xxxxxx */
+
+static uint64_t
+ngx_http_ai_gateway_walk_count(const unsigned char *p,
+    const unsigned char *end)
+{
+    uint64_t  n, cont, x;
+
+    n = end - p;
+    cont = 0;
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
+    {
+    __m128i  v, limit;
+
+    /* as signed bytes, 0x80-0xbf are the ones below -64 (0xc0) */
+    limit = _mm_set1_epi8((char) 0xc0);
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+        cont += __builtin_popcount(_mm_movemask_epi8(
+                                                _mm_cmplt_epi8(v, limit)));
+        p += 16;
+    }
+    }
+#endif
+
+    while (end - p >= 8) {
+        memcpy(&x, p, 8);
+
+        /* bit 7 set and bit 6 clear; bit 6 is shifted under bit 7 */
+        cont += __builtin_popcountll(x & ~(x << 1) & 0x8080808080808080ULL);
+        p += 8;
+    }
+
+    while (p < end) {
+        cont += ((*p & 0xc0) == 0x80);
+        p++;
+    }
+
+    return n - cont;
+}
+
+
+/*
+ * Returns how much of p[0..len) is whole characters: an incomplete UTF-8
+ * sequence at the end is left out, and *need is its full length.
+ */
+
+static size_t
+ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p, size_t len,
+    unsigned *need)
+{
+    size_t    i;
+    unsigned  c;
+
+    for (i = 1; i <= 3 && i <= len; i++) {
+        c = p[len - i];
+
+        if ((c & 0xc0) == 0x80) {
+            continue;
+        }
+
+        if (c < 0xc0) {
+            break;   /* ASCII */
+        }
+
+        *need = (c >= 0xf0) ? 4 : (c >= 0xe0) ? 3 : 2;
+
+        if (i < *need) {
+            return len - i;
+        }
+
+        break;
+    }
+
+    return len;
+}
+
+
+static size_t
+ngx_http_ai_gateway_walk_utf8_put(unsigned char *out, unsigned code)
+{
+    if (code < 0x80) {
+        out[0] = (unsigned char) code;
+        return 1;
+    }
+
+    if (code < 0x800) {
+        out[0] = (unsigned char) (0xc0 | (code >> 6));
+        out[1] = (unsigned char) (0x80 | (code & 0x3f));
+        return 2;
+    }
+
+    if (code < 0x10000) {
+        out[0] = (unsigned char) (0xe0 | (code >> 12));
+        out[1] = (unsigned char) (0x80 | ((code >> 6) & 0x3f));
+        out[2] = (unsigned char) (0x80 | (code & 0x3f));
+        return 3;
+    }
+
+    out[0] = (unsigned char) (0xf0 | (code >> 18));
+    out[1] = (unsigned char) (0x80 | ((code >> 12) & 0x3f));
+    out[2] = (unsigned char) (0x80 | ((code >> 6) & 0x3f));
+    out[3] = (unsigned char) (0x80 | (code & 0x3f));
+    return 4;
+}
+
+
+/* the digits were checked as they came */
+
+static unsigned
+ngx_http_ai_gateway_walk_hex4(const unsigned char *p)
+{
+    unsigned  i, c, v;
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+        c = (c <= '9') ? c - '0' : (c | 0x20) - 'a' + 10;
+        v = (v << 4) | c;
+    }
+
+    return v;
+}
+
+
+void
+ngx_http_ai_gateway_usage_init(ngx_http_ai_gateway_usage_t *u)
+{
+    u->input = -1;
+    u->output = -1;
+    u->total = -1;
+    u->cached_input = -1;
+    u->cache_creation = -1;
+    u->reasoning = -1;
+}
+
+
+/*
+ * Anthropic's input_tokens leaves out the cache reads and writes; OpenAI's
+ * responses input_tokens has them.  An object is taken as Anthropic's when
+ * it has a cache_*_input_tokens field, or when an earlier one did (then
+ * cache_creation is set) and it has no input_tokens_details: that is
+ * message_delta after message_start.
+ */
+
+int
+ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *json, size_t len)
+{
+    int           has_input, has_read, has_write, anthropic;
+    int64_t       v, raw, cache_read, cache_write;
+    json_t       *root;
+    json_error_t  err;
+
+    raw = -1;
+
+    root = json_loadb((const char *) json, len, 0, &err);
+
+    if (root == NULL) {
+        return -1;
+    }
+
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return -1;
+    }
+
+    /* OpenAI chat, completions, embeddings */
+
+    (void) ngx_http_ai_gateway_usage_get(root, "prompt_tokens", NULL,
+                                         &u->input);
+    (void) ngx_http_ai_gateway_usage_get(root, "completion_tokens", NULL,
+                                         &u->output);
+    (void) ngx_http_ai_gateway_usage_get(root, "prompt_tokens_details",
+                                         "cached_tokens", &u->cached_input);
+    (void) ngx_http_ai_gateway_usage_get(root, "completion_tokens_details",
+                                         "reasoning_tokens", &u->reasoning);
+
+    /* OpenAI responses, and Anthropic's output */
+
+    (void) ngx_http_ai_gateway_usage_get(root, "output_tokens", NULL,
+                                         &u->output);
+    (void) ngx_http_ai_gateway_usage_get(root, "input_tokens_details",
+                                         "cached_tokens", &u->cached_input);
+    (void) ngx_http_ai_gateway_usage_get(root, "output_tokens_details",
+                                         "reasoning_tokens", &u->reasoning);
+
+    /* input_tokens: OpenAI responses or Anthropic */
+
+    has_input = ngx_http_ai_gateway_usage_get(root, "input_tokens", NULL,
+                                              &raw);
+    has_read = ngx_http_ai_gateway_usage_get(root, "cache_read_input_tokens",
+                                             NULL, &cache_read);
+    has_write = ngx_http_ai_gateway_usage_get(root,
+                                              "cache_creation_input_tokens",
+                                              NULL, &cache_write);
+
+    anthropic = has_read || has_write
+                || (u->cache_creation >= 0
+                    && json_object_get(root, "input_tokens_details") == NULL);
+
+    if (anthropic) {
+
+        if (!has_input && u->input >= 0) {
+            /* the uncached part of the input we had */
+            raw = u->input - (u->cached_input > 0 ? u->cached_input : 0)
+                  - (u->cache_creation > 0 ? u->cache_creation : 0);
+
+            if (raw < 0) {
+                raw = 0;
+            }
+
+        } else if (!has_input) {
+            raw = -1;
+        }
+
+        if (has_read) {
+            u->cached_input = cache_read;
+        }
+
+        if (has_write) {
+            u->cache_creation = cache_write;
+        }
+
+        if (raw >= 0 && (has_input || has_read || has_write)) {
+            u->input = raw + (u->cached_input > 0 ? u->cached_input : 0)
+                       + (u->cache_creation > 0 ? u->cache_creation : 0);
+        }
+
+    } else if (has_input) {
+        u->input = raw;
+    }
+
+    if (ngx_http_ai_gateway_usage_get(root, "total_tokens", NULL, &v)) {
+        u->total = v;
+
+    } else if (u->input >= 0 && u->output >= 0) {
+        u->total = u->input + u->output;
+    }
+
+    json_decref(root);
+
+    return 0;
+}
+
+
+/*
+ * Gets obj.key, or obj.key.sub, when it is a number >= 0: returns 1 and
+ * sets *value, else returns 0 and leaves it.
+ */
+
+static int
+ngx_http_ai_gateway_usage_get(json_t *obj, const char *key, const char *sub,
+    int64_t *value)
+{
+    double   d;
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+
+    if (v != NULL && sub != NULL) {
+        v = json_is_object(v) ? json_object_get(v, sub) : NULL;
+    }
+
+    if (v == NULL) {
+        return 0;
+    }
+
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0) {
+            return 0;
+        }
+
+        *value = json_integer_value(v);
+        return 1;
+    }
+
+    if (json_is_real(v)) {
+        d = json_real_value(v);
+
+        /* 2^62: far above any real count, and no overflow when summed */
+        if (!(d >= 0 && d < 4611686018427387904.0)) {
+            return 0;
+        }
+
+        *value = (int64_t) d;
+        return 1;
+    }
+
+    return 0;
+}

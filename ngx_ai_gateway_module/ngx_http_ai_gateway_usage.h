@@ -1,0 +1,168 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Usage and output text from provider responses, fed incrementally.
+ *
+ * The response walker follows one JSON document (a whole JSON answer, or
+ * the data of one SSE event) across any split into buffers, tracking only
+ * what it needs: string/escape state, nesting, and the key path.  It
+ *   - captures the raw text of the "usage" objects (at the top, or under
+ *     "message" / "response"), and the "model" and finish reason strings;
+ *   - counts the code points of output text and reports each piece of it.
+ * It never builds a tree; the small captured usage object is decoded by
+ * ngx_http_ai_gateway_usage_parse().  No nginx dependency: unit-tested
+ * alone (t/unit/test_usage.c).
+ *
+ * Output text, by the key K of the string and the key P of the object that
+ * holds it (for array elements: the array's key; "" at the top):
+ *   JSON answers:  (content, message)  OpenAI chat
+ *                  (arguments, function)  OpenAI tool calls
+ *                  (text, choices)  OpenAI completions
+ *                  (text, content)  Anthropic messages, OpenAI responses
+ *   SSE events:    (content, delta)  OpenAI chat chunks
+ *                  (arguments, function)  OpenAI tool call chunks
+ *                  (text, choices)  OpenAI completion chunks
+ *                  (text, delta), (partial_json, delta)  Anthropic deltas
+ *                  (delta, "")  OpenAI responses "*.delta" events
+ * Events that repeat the whole answer (response.completed, *.done) hold
+ * text only under other keys, so nothing is counted twice.
+ */
+
+
+#ifndef _NGX_HTTP_AI_GATEWAY_USAGE_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_USAGE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+#define NGX_HTTP_AI_GATEWAY_WALK_JSON      0
+#define NGX_HTTP_AI_GATEWAY_WALK_SSE       1
+
+/* deeper paths are walked but not matched */
+#define NGX_HTTP_AI_GATEWAY_WALK_DEPTH     8
+/* a usage object larger than this is not captured (real ones: ~300 B) */
+#define NGX_HTTP_AI_GATEWAY_USAGE_MAX      2048
+#define NGX_HTTP_AI_GATEWAY_SHORT_MAX      128
+
+
+/* what a piece of output text is, for the assembled stream message */
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_TEXT_CONTENT = 0,    /* message text */
+    NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS       /* tool call arguments */
+} ngx_http_ai_gateway_text_e;
+
+
+/*
+ * Called with decoded output text (UTF-8), in pieces: a long string may
+ * come in several calls.  Returns 0 to go on.
+ */
+typedef int (*ngx_http_ai_gateway_text_pt)(void *data,
+    ngx_http_ai_gateway_text_e kind, const unsigned char *p, size_t len);
+
+
+typedef struct {
+    /* the caller's */
+    unsigned                      mode;          /* _WALK_JSON or _WALK_SSE */
+    ngx_http_ai_gateway_text_pt   on_text;       /* may be NULL */
+    void                         *data;
+
+    /* results, kept over ngx_http_ai_gateway_walk_reset() */
+    uint64_t                      text_chars;    /* code points of text */
+    unsigned                      text_seen:1;   /* non-empty text seen */
+    unsigned                      malformed:1;   /* not JSON: walk stopped */
+
+    unsigned char                 usage[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
+    size_t                        usage_len;     /* the last one captured */
+    unsigned                      usage_found:1; /* a complete one is in */
+    unsigned                      usage_new:1;   /* set at each capture;
+                                                    the caller clears it */
+
+    unsigned char                 model[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    size_t                        model_len;     /* decoded; 0: none yet */
+
+    /* "finish_reason" / "stop_reason" / responses "status": decoded */
+    unsigned char                 finish[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    size_t                        finish_len;
+
+    /* private: the walker's state, reset per document (the implementation
+     * may change these fields freely) */
+    unsigned                      state;
+    unsigned                      depth;         /* open containers */
+    unsigned                      str_mode;      /* what the string is for */
+    unsigned                      text_kind;
+    unsigned                      short_target;  /* model, finish or type */
+    unsigned                      short_len;
+    unsigned                      literal;       /* true, false, null, 0-9 */
+    unsigned                      literal_pos;
+    unsigned                      escape:1;      /* after a backslash */
+    unsigned                      key_other:1;   /* not a key of the table */
+    unsigned                      short_cut:1;   /* the string was cut */
+    unsigned                      type_arguments:1;  /* "type" has
+                                                        "arguments" */
+    unsigned                      capturing:1;
+    unsigned                      capture_overflow:1;
+    unsigned                      capture_depth;
+    unsigned                      uescape_len;   /* an escape, split */
+    unsigned char                 uescape[12];
+    unsigned                      utf8_pending;  /* a character, split */
+    unsigned                      utf8_need;
+    unsigned char                 utf8[4];
+    size_t                        key_len;
+    unsigned char                 key[24];
+    unsigned char                 short_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    /* key at each depth: an index into the walker's known-key table */
+    unsigned char                 path[NGX_HTTP_AI_GATEWAY_WALK_DEPTH];
+    /* a bit per depth, set for an object; deeper documents are malformed */
+    unsigned char                 nest[128];
+    size_t                        capture_len;
+    unsigned char                 capture[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
+} ngx_http_ai_gateway_walk_t;
+
+
+void ngx_http_ai_gateway_walk_init(ngx_http_ai_gateway_walk_t *w,
+    unsigned mode, ngx_http_ai_gateway_text_pt on_text, void *data);
+
+/* starts a new document (the next SSE event), keeping the results */
+void ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w);
+
+/* returns 0, -1 when the input is not JSON (w->malformed is set), or the
+ * nonzero value on_text returned */
+int ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, size_t len);
+
+
+/* token counts; -1 where the provider did not say */
+typedef struct {
+    int64_t  input;            /* all input tokens, cached ones included */
+    int64_t  output;           /* all output tokens, reasoning included */
+    int64_t  total;
+    int64_t  cached_input;     /* cache reads */
+    int64_t  cache_creation;   /* Anthropic cache writes */
+    int64_t  reasoning;
+} ngx_http_ai_gateway_usage_t;
+
+
+void ngx_http_ai_gateway_usage_init(ngx_http_ai_gateway_usage_t *u);
+
+/*
+ * Merges one usage object (the raw JSON text of it) into u: OpenAI chat,
+ * completions and embeddings (prompt_tokens, completion_tokens,
+ * total_tokens, prompt_tokens_details.cached_tokens,
+ * completion_tokens_details.reasoning_tokens), OpenAI responses
+ * (input_tokens, output_tokens, total_tokens, input_tokens_details.
+ * cached_tokens, output_tokens_details.reasoning_tokens) and Anthropic
+ * (input_tokens, output_tokens, cache_read_input_tokens,
+ * cache_creation_input_tokens; input = the sum of the three input counts,
+ * since Anthropic's input_tokens leaves the cached ones out).  A later
+ * object overrides the fields it has (Anthropic's message_delta after
+ * message_start).  total is input + output when not given.
+ * Returns 0, or -1 when the text is not a JSON object.
+ */
+int ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *json, size_t len);
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_USAGE_H_INCLUDED_ */

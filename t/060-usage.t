@@ -1,0 +1,396 @@
+# Usage records: exact provider counts for every API kind, JSON and SSE,
+# estimates when the provider gives none, and the stream the client sees.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use MockProvider;
+
+# A regex that a usage record line must match: every field as given
+# (numbers and literals as they are, strings quoted).
+sub main::rec {
+    my %f = @_;
+    my $re = join '', map {
+        my $v = $f{$_};
+        my $p = ref $v eq 'Regexp' ? "(?:$v)"
+              : $v =~ /^(?:-?\d+|true|false|null)$/ ? quotemeta($v)
+              : quotemeta(qq{"$v"});
+        '(?=[^\n]*"' . $_ . '":' . $p . '[,}])'
+    } sort keys %f;
+    return qr/^$re/m;
+}
+
+our $http_config = <<'_EOC_';
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+_EOC_
+
+our $config = <<'_EOC_';
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_user $http_x_user;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_buffering off;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+_EOC_
+
+# each block writes its own record files
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $n = $block->seq_num;
+    for my $s (qw(http_config config)) {
+        my $v = $block->$s;
+        next unless defined $v;
+        $v =~ s/(usage|inference|access)\.(jsonl|log)/$1-$n.$2/g;
+        $block->set_value($s, $v);
+    }
+});
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: chat JSON: the provider's counts, and who asked what
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-User: alice
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"object": "chat\.completion"/,
+ main::rec(input_token_count => 3, output_token_count => 11, total_token_count => 14,
+           cached_input_token_count => 0, reasoning_token_count => 0,
+           token_count_source => 'provider', api => 'openai_chat',
+           model => 'gpt-4o-mini', response_model => 'gpt-4o-mini',
+           requester => 'alice', endpoint => '/v1/', status_code => 200,
+           request_streaming => 'false', upstream_attempts => 1,
+           input_character_count => 11, output_character_count => 58,
+           client_aborted => 'false', rate_limit => 'null', guardrail => 'null',
+           ttft_ms => qr/\d+/, client_request_id => 'null')]
+
+
+
+=== TEST 2: chat JSON with cached and reasoning tokens
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"o3-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-Mock-Cached-Tokens: 2
+X-Mock-Reasoning-Tokens: 7
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"reasoning_tokens": 7/,
+ main::rec(input_token_count => 3, output_token_count => 18, total_token_count => 21,
+           cached_input_token_count => 2, reasoning_token_count => 7,
+           token_count_source => 'provider', requester => 'null')]
+
+
+
+=== TEST 3: chat stream, the client did not ask for usage: counted, and the usage chunk is hidden
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/\A(?:data: \{"id":"chatcmpl-[^\n]*"choices":\[\{[^\n]*\}\n\n){13}data: \[DONE\]\n\n\z/,
+ main::rec(input_token_count => 3, output_token_count => 11, total_token_count => 14,
+           token_count_source => 'provider', request_streaming => 'true',
+           output_character_count => 58, ttft_ms => qr/\d+/)]
+
+
+
+=== TEST 4: chat stream, the client asked for usage: it gets the usage chunk
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o-mini\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/\n\ndata: \{[^\n]*"choices":\[\],[^\n]*"usage":\{"prompt_tokens":3,"completion_tokens":11,"total_tokens":14[^\n]*\n\ndata: \[DONE\]\n\n\z/,
+ main::rec(input_token_count => 3, output_token_count => 11,
+           token_count_source => 'provider')]
+
+
+
+=== TEST 5: chat stream with stream_options but include_usage false: usage asked for, and hidden
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":false},\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/\A(?:data: \{[^\n]*"choices":\[\{[^\n]*\n\n){13}data: \[DONE\]\n\n\z/,
+ main::rec(input_token_count => 3, output_token_count => 11,
+           token_count_source => 'provider')]
+
+
+
+=== TEST 6: ai_gateway_stream_usage off: the stream is left alone and tokens are estimated
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_stream_usage off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_buffering off;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/data: \[DONE\]\n\n\z/,
+ main::rec(input_token_count => 3, output_token_count => 15, total_token_count => 18,
+           token_count_source => 'estimate', output_character_count => 58)]
+
+
+
+=== TEST 7: legacy completions, JSON and stream
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/completions\n{\"model\":\"gpt-3.5-turbo-instruct\",\"prompt\":\"Say hello\"}",
+ "POST /v1/completions\n{\"model\":\"gpt-3.5-turbo-instruct\",\"prompt\":\"Say hello\",\"stream\":true}",
+ "GET /records"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"text_completion"/, qr/data: \[DONE\]\n\n\z/,
+ qr/${\ main::rec(api => 'openai_completions', input_token_count => 3, output_token_count => 11, request_streaming => 'false', token_count_source => 'provider') }.*\n${\ main::rec(api => 'openai_completions', input_token_count => 3, output_token_count => 11, request_streaming => 'true', token_count_source => 'provider', output_character_count => 58) }/s]
+
+
+
+=== TEST 8: OpenAI responses, JSON and stream, with cached and reasoning tokens
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/responses\n{\"model\":\"o4-mini\",\"input\":\"Hello there\"}",
+ "POST /v1/responses\n{\"model\":\"o4-mini\",\"input\":\"Hello there\",\"stream\":true}",
+ "GET /records"]
+--- more_headers
+X-Mock-Cached-Tokens: 1
+X-Mock-Reasoning-Tokens: 4
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"object": "response"/, qr/event: response\.completed\n/,
+ qr/${\ main::rec(api => 'openai_responses', input_token_count => 3, output_token_count => 15, total_token_count => 18, cached_input_token_count => 1, reasoning_token_count => 4, request_streaming => 'false', token_count_source => 'provider') }.*\n${\ main::rec(api => 'openai_responses', input_token_count => 3, output_token_count => 15, cached_input_token_count => 1, reasoning_token_count => 4, request_streaming => 'true', token_count_source => 'provider', output_character_count => 58) }/s]
+
+
+
+=== TEST 9: Anthropic messages, JSON and stream: cache reads and writes count as input
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/messages\n{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "POST /v1/messages\n{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+anthropic-version: 2023-06-01
+X-Mock-Cached-Tokens: 4
+X-Mock-Cache-Creation-Tokens: 2
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"type":"message"/, qr/event: message_stop\n/,
+ qr/${\ main::rec(api => 'anthropic_messages', input_token_count => 9, output_token_count => 11, total_token_count => 20, cached_input_token_count => 4, request_streaming => 'false', token_count_source => 'provider') }.*\n${\ main::rec(api => 'anthropic_messages', input_token_count => 9, output_token_count => 11, total_token_count => 20, cached_input_token_count => 4, request_streaming => 'true', token_count_source => 'provider', output_character_count => 58) }/s]
+
+
+
+=== TEST 10: embeddings: input tokens, no output
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/embeddings\n{\"model\":\"text-embedding-3-small\",\"input\":[\"Hello there\",\"again\"]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"embedding"/,
+ main::rec(api => 'openai_embeddings', input_token_count => 4, output_token_count => 0,
+           total_token_count => 4, token_count_source => 'provider')]
+
+
+
+=== TEST 11: an upstream that resets mid-stream: estimated from the text seen, not aborted
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- request eval
+["POST /v1/chat/completions HTTP/1.0\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-Mock-Reset-After: 5
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"content":" a"/,
+ main::rec(input_token_count => 3, output_token_count => 4, total_token_count => 7,
+           token_count_source => 'estimate', client_aborted => 'false',
+           output_character_count => 14)]
+
+
+
+=== TEST 12: a malformed upstream JSON answer still gets a record
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$server_port/bad;
+    }
+    location = /bad {
+        default_type application/json;
+        return 200 '{"id":"x","usage":{"prompt_tokens":5,,]]] not json';
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/not json/,
+ main::rec(input_token_count => 3, output_token_count => 0,
+           token_count_source => 'estimate', status_code => 200)]
+--- no_error_log
+[alert]
+
+
+
+=== TEST 13: an upstream error answer costs no tokens
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-Mock-Status: 429
+--- error_code eval
+[429, 200]
+--- response_body_like eval
+[qr/rate_limit/,
+ main::rec(input_token_count => 0, output_token_count => 0, total_token_count => 0,
+           token_count_source => 'none', status_code => 429)]
+
+
+
+=== TEST 14: a request the gateway rejects gets a record too
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":",
+ "GET /records"]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/invalid_json/,
+ main::rec(api => 'null', model => 'null', status_code => 400,
+           token_count_source => 'none', upstream_attempts => 0,
+           upstream_addr => 'null')]
+
+
+
+=== TEST 15: token variables and $ai_ttft in log_format
+--- http_config eval
+$::http_config . q{
+    log_format ai '$ai_prompt_tokens $ai_completion_tokens $ai_total_tokens ttft=$ai_ttft';
+}
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        access_log logs/access.log ai;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /access {
+        default_type text/plain;
+        alias logs/access.log;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /access"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/\A3 11 14 ttft=\d+\n\z/]
+
+
+
+=== TEST 16: the upstream is asked for identity encoding
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_set_header X-Mock-Echo 1;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[]}
+--- more_headers
+Accept-Encoding: gzip, br
+--- error_code: 200
+--- response_body_like: "accept-encoding":"identity"
+
+
+
+=== TEST 17: nginx's gzip filter still compresses for a client that accepts it
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        gzip on;
+        gzip_types application/json;
+        gzip_min_length 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[]}
+--- more_headers
+Accept-Encoding: gzip
+--- error_code: 200
+--- response_headers
+Content-Encoding: gzip
+
+
+
+=== TEST 18: a client that leaves mid-stream: estimated from the text it was sent, aborted
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- request eval
+["POST /v1/chat/completions HTTP/1.0\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-Mock-Stall-After: 4
+--- timeout: 0.5
+--- abort
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"content":" a"[^\n]*\n\n\z/,
+ main::rec(input_token_count => 3, output_token_count => 3, total_token_count => 6,
+           token_count_source => 'estimate', client_aborted => 'true',
+           output_character_count => 9, status_code => 200)]

@@ -1,0 +1,1555 @@
+
+/*
+ * Unit tests for the response walker and the usage parser: real-looking
+ * answers and event sequences of every provider shape, each fed whole,
+ * byte by byte, split at every point and in random chunks, with the
+ * results written out; malformed input; the usage merge rules; a whole SSE
+ * stream through the SSE parser and the walker; and mutated documents
+ * (under ASan: no crash, the same results however split, and no valid
+ * JSON called malformed).
+ */
+
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_http_ai_gateway_sse.h"
+#include "ngx_http_ai_gateway_usage.h"
+
+
+static int  failures;
+static int  checks;
+
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        checks++;                                                             \
+        if (!(cond)) {                                                        \
+            failures++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
+            fprintf(stderr, __VA_ARGS__);                                     \
+            fputc('\n', stderr);                                              \
+        }                                                                     \
+    } while (0)
+
+
+typedef struct {
+    char    *p;
+    size_t   len;
+    size_t   cap;
+} buf_t;
+
+
+static void
+buf_add(buf_t *b, const void *p, size_t len)
+{
+    if (b->len + len + 1 > b->cap) {
+        b->cap = (b->len + len + 1) * 2;
+        b->p = realloc(b->p, b->cap);
+        if (b->p == NULL) {
+            abort();
+        }
+    }
+
+    memcpy(b->p + b->len, p, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+}
+
+
+static void
+buf_free(buf_t *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(buf_t));
+}
+
+
+static uint64_t  rng_state = 0x2545f4914f6cdd1dULL;
+
+static uint64_t
+rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+
+static uint64_t
+utf8_chars(const char *s, size_t len)
+{
+    uint64_t  n = 0;
+    size_t    i;
+
+    for (i = 0; i < len; i++) {
+        if (((unsigned char) s[i] & 0xc0) != 0x80) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/* whole, valid UTF-8 characters only */
+
+static int
+utf8_whole(const unsigned char *p, size_t len)
+{
+    size_t    i, k, need;
+
+    for (i = 0; i < len; i += need) {
+        need = p[i] < 0x80 ? 1 : p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3
+               : p[i] >= 0xc0 ? 2 : 0;
+
+        if (need == 0 || i + need > len) {
+            return 0;
+        }
+
+        for (k = 1; k < need; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/* what a run saw */
+
+#define MAX_DOCS  32
+
+typedef struct {
+    uint64_t                     chars;
+    int                          seen;
+    buf_t                        content;
+    buf_t                        args;
+    char                         model[NGX_HTTP_AI_GATEWAY_SHORT_MAX + 1];
+    char                         finish[NGX_HTTP_AI_GATEWAY_SHORT_MAX + 1];
+    ngx_http_ai_gateway_usage_t  u;
+    int                          captures;
+    int                          parse_failed;
+    char                         malformed[MAX_DOCS + 1];
+    int                          usage_found;
+    size_t                       usage_len;
+    unsigned char                usage[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
+
+    /* for on_text */
+    int                          check_utf8;
+    int                          bad_piece;
+    int                          pieces;
+    int                          stop_at;
+} result_t;
+
+
+static int
+on_text(void *data, ngx_http_ai_gateway_text_e kind, const unsigned char *p,
+    size_t len)
+{
+    result_t  *r = data;
+
+    r->pieces++;
+
+    if (len == 0 || (r->check_utf8 && !utf8_whole(p, len))) {
+        r->bad_piece++;
+    }
+
+    if (kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS) {
+        buf_add(&r->args, p, len);
+
+    } else if (kind == NGX_HTTP_AI_GATEWAY_TEXT_CONTENT) {
+        buf_add(&r->content, p, len);
+
+    } else {
+        r->bad_piece++;
+    }
+
+    /* bounded, for mutated input */
+    if (r->content.len + r->args.len > (1 << 20)) {
+        abort();
+    }
+
+    return (r->pieces == r->stop_at) ? 5 : 0;
+}
+
+
+enum {
+    FEED_WHOLE = 0,
+    FEED_BYTES,
+    FEED_SPLIT,       /* document split_doc split at split_at */
+    FEED_RANDOM
+};
+
+
+static int  split_doc;
+static size_t  split_at;
+
+
+static void
+feed(ngx_http_ai_gateway_walk_t *w, const unsigned char *p, size_t len,
+    int *rc)
+{
+    unsigned char  *copy;
+
+    /* an exact copy, so that ASan sees any read beyond it */
+    copy = malloc(len ? len : 1);
+    memcpy(copy, p, len);
+
+    *rc = ngx_http_ai_gateway_walk_feed(w, copy, len);
+
+    free(copy);
+}
+
+
+static void
+run(const char *const *docs, size_t ndocs, unsigned mode, int how,
+    int check_utf8, result_t *r)
+{
+    int                          rc, last;
+    size_t                       d, len, pos, n;
+    const unsigned char         *s;
+    ngx_http_ai_gateway_walk_t  *w;
+
+    memset(r, 0, sizeof(result_t));
+    buf_add(&r->content, "", 0);
+    buf_add(&r->args, "", 0);
+    r->check_utf8 = check_utf8;
+
+    ngx_http_ai_gateway_usage_init(&r->u);
+
+    w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+    ngx_http_ai_gateway_walk_init(w, mode, on_text, r);
+
+    for (d = 0; d < ndocs && d < MAX_DOCS; d++) {
+        ngx_http_ai_gateway_walk_reset(w);
+
+        s = (const unsigned char *) docs[d];
+        len = strlen(docs[d]);
+        last = 0;
+
+        switch (how) {
+
+        case FEED_BYTES:
+            for (pos = 0; pos < len; pos++) {
+                feed(w, s + pos, 1, &rc);
+                if (rc) {
+                    last = rc;
+                }
+            }
+
+            break;
+
+        case FEED_SPLIT:
+            if ((int) d == split_doc && split_at <= len) {
+                feed(w, s, split_at, &rc);
+                last = rc;
+                feed(w, s + split_at, len - split_at, &rc);
+                if (rc) {
+                    last = rc;
+                }
+
+                break;
+            }
+
+            /* fall through */
+
+        case FEED_WHOLE:
+            feed(w, s, len, &last);
+            break;
+
+        default: /* FEED_RANDOM */
+            for (pos = 0; pos < len; pos += n) {
+                n = 1 + rng() % 40;      /* (two statements: a fixed order) */
+                n = 1 + rng() % n;
+                if (n > len - pos) {
+                    n = len - pos;
+                }
+
+                feed(w, s + pos, n, &rc);
+                if (rc) {
+                    last = rc;
+                }
+            }
+
+            break;
+        }
+
+        CHECK((last == -1) == w->malformed || r->stop_at,
+              "feed returned %d, malformed %d", last, w->malformed);
+
+        r->malformed[d] = w->malformed ? '1' : '0';
+
+        if (w->usage_new) {
+            w->usage_new = 0;
+            r->captures++;
+
+            if (ngx_http_ai_gateway_usage_parse(&r->u, w->usage,
+                                                w->usage_len)
+                != 0)
+            {
+                r->parse_failed++;
+            }
+        }
+
+        CHECK(w->usage_len <= NGX_HTTP_AI_GATEWAY_USAGE_MAX
+              && w->model_len <= NGX_HTTP_AI_GATEWAY_SHORT_MAX
+              && w->finish_len <= NGX_HTTP_AI_GATEWAY_SHORT_MAX,
+              "lengths out of bounds");
+    }
+
+    r->chars = w->text_chars;
+    r->seen = w->text_seen;
+    memcpy(r->model, w->model, w->model_len);
+    r->model[w->model_len] = '\0';
+    memcpy(r->finish, w->finish, w->finish_len);
+    r->finish[w->finish_len] = '\0';
+    r->usage_found = w->usage_found;
+    r->usage_len = w->usage_len;
+    memcpy(r->usage, w->usage, w->usage_len);
+
+    free(w);
+}
+
+
+static void
+result_free(result_t *r)
+{
+    buf_free(&r->content);
+    buf_free(&r->args);
+}
+
+
+static int
+same(result_t *a, result_t *b)
+{
+    return a->chars == b->chars
+           && a->seen == b->seen
+           && a->content.len == b->content.len
+           && memcmp(a->content.p, b->content.p, a->content.len) == 0
+           && a->args.len == b->args.len
+           && memcmp(a->args.p, b->args.p, a->args.len) == 0
+           && strcmp(a->model, b->model) == 0
+           && strcmp(a->finish, b->finish) == 0
+           && memcmp(&a->u, &b->u, sizeof(a->u)) == 0
+           && a->captures == b->captures
+           && a->parse_failed == b->parse_failed
+           && strcmp(a->malformed, b->malformed) == 0
+           && a->usage_found == b->usage_found
+           && a->usage_len == b->usage_len
+           && memcmp(a->usage, b->usage, a->usage_len) == 0;
+}
+
+
+/* the fixed cases */
+
+typedef struct {
+    const char  *name;
+    unsigned     mode;
+    const char  *docs[MAX_DOCS];
+    const char  *content;
+    const char  *args;
+    const char  *model;
+    const char  *finish;
+    int64_t      input, output, total, cached, creation, reasoning;
+    const char  *malformed;          /* '1' per malformed doc; NULL: none */
+} case_t;
+
+
+#define JSON  NGX_HTTP_AI_GATEWAY_WALK_JSON
+#define SSE   NGX_HTTP_AI_GATEWAY_WALK_SSE
+
+
+static const case_t  cases[] = {
+
+    { "openai chat json", JSON, {
+      "{\"id\":\"chatcmpl-abc\",\"object\":\"chat.completion\","
+      "\"created\":1700000000,\"model\":\"gpt-4o-2024-08-06\","
+      "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+      "\"content\":\"Hello, caf\\u00e9 \\ud83d\\ude00 na\\u00efve "
+      "\\\"quoted\\\"\\nLine 2 \\u2014 ünïcödé 日本語\\/\\\\ "
+      "\\b\\f\\r\\t end\",\"refusal\":null,\"annotations\":[]},"
+      "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+      "\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,"
+      "\"total_tokens\":29,\"prompt_tokens_details\":{\"cached_tokens\":4,"
+      "\"audio_tokens\":0},\"completion_tokens_details\":"
+      "{\"reasoning_tokens\":2,\"audio_tokens\":0,"
+      "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}},"
+      "\"service_tier\":\"default\",\"system_fingerprint\":\"fp_50cad350e4\"}",
+      NULL },
+      "Hello, café 😀 naïve \"quoted\"\nLine 2 — ünïcödé 日本語/\\ "
+      "\b\f\r\t end",
+      "", "gpt-4o-2024-08-06", "stop", 19, 10, 29, 4, -1, 2, NULL },
+
+    { "openai chat json, pretty", JSON, {
+      "{\r\n  \"id\" : \"chatcmpl-abc\",\n\t\"model\": \"gpt-4o\" ,\n"
+      "  \"choices\": [\n    {\n      \"index\": 0,\n"
+      "      \"message\": {\n        \"role\": \"assistant\",\n"
+      "        \"content\": \"Two\\nlines\"\n      },\n"
+      "      \"finish_reason\": \"length\"\n    }\n  ],\n"
+      "  \"usage\": {\n    \"prompt_tokens\": 3,\n"
+      "    \"completion_tokens\": 2,\n    \"total_tokens\": 5\n  }\n}\n",
+      NULL },
+      "Two\nlines", "", "gpt-4o", "length", 3, 2, 5, -1, -1, -1, NULL },
+
+    { "openai chat json, tool calls", JSON, {
+      "{\"id\":\"chatcmpl-t\",\"object\":\"chat.completion\",\"created\":1,"
+      "\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":"
+      "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+      "\"call_1\",\"type\":\"function\",\"function\":{\"name\":"
+      "\"get_weather\",\"arguments\":\"{\\\"location\\\":\\\"Paris\\\","
+      "\\\"unit\\\":\\\"c\\\"}\"}},{\"id\":\"call_2\",\"type\":\"function\","
+      "\"function\":{\"name\":\"get_time\",\"arguments\":"
+      "\"{\\\"tz\\\":\\\"Europe/Paris\\\"}\"}}]},\"logprobs\":null,"
+      "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":80,"
+      "\"completion_tokens\":40,\"total_tokens\":120}}",
+      NULL },
+      "", "{\"location\":\"Paris\",\"unit\":\"c\"}{\"tz\":\"Europe/Paris\"}",
+      "gpt-4o-mini", "tool_calls", 80, 40, 120, -1, -1, -1, NULL },
+
+    { "openai completions json", JSON, {
+      "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,"
+      "\"model\":\"gpt-3.5-turbo-instruct\",\"choices\":[{\"text\":"
+      "\"\\n\\nThis is a t\\u00e9st.\",\"index\":0,\"logprobs\":null,"
+      "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":5,"
+      "\"completion_tokens\":7,\"total_tokens\":12}}",
+      NULL },
+      "\n\nThis is a tést.", "", "gpt-3.5-turbo-instruct", "length",
+      5, 7, 12, -1, -1, -1, NULL },
+
+    { "openai embeddings json", JSON, {
+      "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+      "\"embedding\":[0.0023064255,-0.009327292,1.5e-3,-2E+2,0,-0.0]}],"
+      "\"model\":\"text-embedding-3-small\",\"usage\":{\"prompt_tokens\":8,"
+      "\"total_tokens\":8}}",
+      NULL },
+      "", "", "text-embedding-3-small", "", 8, -1, 8, -1, -1, -1, NULL },
+
+    { "openai responses json", JSON, {
+      "{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1741476542,"
+      "\"status\":\"completed\",\"error\":null,\"incomplete_details\":null,"
+      "\"instructions\":null,\"max_output_tokens\":null,"
+      "\"model\":\"gpt-4.1-2025-04-14\",\"output\":[{\"type\":\"reasoning\","
+      "\"id\":\"rs_1\",\"summary\":[{\"type\":\"summary_text\","
+      "\"text\":\"not counted\"}]},{\"type\":\"message\",\"id\":\"msg_1\","
+      "\"status\":\"completed\",\"role\":\"assistant\",\"content\":"
+      "[{\"type\":\"output_text\",\"text\":\"In a peaceful grove \\u2014 "
+      "a unicorn.\",\"annotations\":[]},{\"type\":\"output_text\","
+      "\"text\":\" The end.\",\"annotations\":[]}]}],"
+      "\"parallel_tool_calls\":true,\"previous_response_id\":null,"
+      "\"reasoning\":{\"effort\":null,\"summary\":null},\"store\":true,"
+      "\"temperature\":1.0,\"text\":{\"format\":{\"type\":\"text\"}},"
+      "\"tool_choice\":\"auto\",\"tools\":[],\"top_p\":1.0,"
+      "\"truncation\":\"disabled\",\"usage\":{\"input_tokens\":36,"
+      "\"input_tokens_details\":{\"cached_tokens\":10},"
+      "\"output_tokens\":87,\"output_tokens_details\":"
+      "{\"reasoning_tokens\":20},\"total_tokens\":123},\"user\":null,"
+      "\"metadata\":{}}",
+      NULL },
+      "In a peaceful grove — a unicorn. The end.", "",
+      "gpt-4.1-2025-04-14", "completed", 36, 87, 123, 10, -1, 20, NULL },
+
+    { "anthropic json", JSON, {
+      "{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\","
+      "\"model\":\"claude-sonnet-4-20250514\",\"content\":[{\"type\":"
+      "\"thinking\",\"thinking\":\"not counted\",\"signature\":\"x\"},"
+      "{\"type\":\"text\",\"text\":\"Hi! I'm Claude. \\u00c9t\\u00e9 "
+      "\\ud83c\\udf1e\"},{\"type\":\"tool_use\",\"id\":\"toolu_1\","
+      "\"name\":\"get_weather\",\"input\":{\"location\":\"SF\","
+      "\"text\":\"not output\"}}],\"stop_reason\":\"tool_use\","
+      "\"stop_sequence\":null,\"usage\":{\"input_tokens\":12,"
+      "\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,"
+      "\"output_tokens\":50,\"service_tier\":\"standard\"}}",
+      NULL },
+      "Hi! I'm Claude. Été 🌞", "", "claude-sonnet-4-20250514", "tool_use",
+      2112, 50, 2162, 2000, 100, -1, NULL },
+
+    { "openai chat chunks", SSE, {
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+      "\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":"
+      "\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+      "\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
+      "\"finish_reason\":null}],\"usage\":null}",
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+      "\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":"
+      "0,\"delta\":{\"content\":\"Bonjour\"},\"logprobs\":null,"
+      "\"finish_reason\":null}],\"usage\":null}",
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+      "\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":"
+      "0,\"delta\":{\"content\":\" \\u00e0 tous \\ud83d\\ude00 "
+      "日本\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}",
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+      "\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":"
+      "0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+      "\"usage\":null}",
+      "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","
+      "\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],"
+      "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,"
+      "\"total_tokens\":15,\"prompt_tokens_details\":{\"cached_tokens\":0},"
+      "\"completion_tokens_details\":{\"reasoning_tokens\":0}}}",
+      "[DONE]",
+      NULL },
+      "Bonjour à tous 😀 日本", "", "gpt-4o-2024-08-06", "stop",
+      10, 5, 15, 0, -1, 0, "000001" },
+
+    { "openai tool call chunks", SSE, {
+      "{\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+      "\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":"
+      "[{\"index\":0,\"id\":\"call_abc\",\"type\":\"function\",\"function\":"
+      "{\"name\":\"get_weather\",\"arguments\":\"\"}}]},"
+      "\"finish_reason\":null}]}",
+      "{\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+      "\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+      "\"{\\\"loc\"}}]},\"finish_reason\":null}]}",
+      "{\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+      "\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":"
+      "\"ation\\\":\\\"Z\\u00fcrich\\\"}\"}}]},\"finish_reason\":null}]}",
+      "{\"id\":\"c\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+      "\"delta\":{},\"finish_reason\":\"tool_calls\"}],"
+      "\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":20,"
+      "\"total_tokens\":70}}",
+      NULL },
+      "", "{\"location\":\"Zürich\"}", "gpt-4o", "tool_calls",
+      50, 20, 70, -1, -1, -1, NULL },
+
+    { "openai completion chunks", SSE, {
+      "{\"id\":\"cmpl\",\"object\":\"text_completion\",\"created\":1,"
+      "\"choices\":[{\"text\":\"Hello\",\"index\":0,\"logprobs\":null,"
+      "\"finish_reason\":null}],\"model\":\"gpt-3.5-turbo-instruct\"}",
+      "{\"id\":\"cmpl\",\"object\":\"text_completion\",\"created\":1,"
+      "\"choices\":[{\"text\":\" w\\u00f6rld\",\"index\":0,"
+      "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+      "\"model\":\"gpt-3.5-turbo-instruct\"}",
+      "{\"id\":\"cmpl\",\"object\":\"text_completion\",\"created\":1,"
+      "\"choices\":[],\"model\":\"gpt-3.5-turbo-instruct\","
+      "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+      "\"total_tokens\":5}}",
+      NULL },
+      "Hello wörld", "", "gpt-3.5-turbo-instruct", "stop",
+      3, 2, 5, -1, -1, -1, NULL },
+
+    { "openai responses events", SSE, {
+      "{\"type\":\"response.created\",\"sequence_number\":0,\"response\":"
+      "{\"id\":\"resp_1\",\"object\":\"response\",\"created_at\":1,"
+      "\"status\":\"in_progress\",\"model\":\"gpt-4.1\",\"output\":[],"
+      "\"usage\":null,\"text\":{\"format\":{\"type\":\"text\"}}}}",
+      "{\"type\":\"response.in_progress\",\"sequence_number\":1,"
+      "\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\","
+      "\"output\":[],\"usage\":null}}",
+      "{\"type\":\"response.output_item.added\",\"sequence_number\":2,"
+      "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\","
+      "\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}",
+      "{\"type\":\"response.content_part.added\",\"sequence_number\":3,"
+      "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+      "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"\"}}",
+      "{\"type\":\"response.output_text.delta\",\"sequence_number\":4,"
+      "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+      "\"delta\":\"Hi\"}",
+      "{\"type\":\"response.output_text.delta\",\"sequence_number\":5,"
+      "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+      "\"delta\":\" th\\u00e9r\\u00e9 \\ud83d\\ude00\"}",
+      "{\"type\":\"response.output_text.done\",\"sequence_number\":6,"
+      "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+      "\"text\":\"Hi th\\u00e9r\\u00e9 \\ud83d\\ude00\"}",
+      "{\"type\":\"response.content_part.done\",\"sequence_number\":7,"
+      "\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,"
+      "\"part\":{\"type\":\"output_text\",\"annotations\":[],"
+      "\"text\":\"Hi théré 😀\"}}",
+      "{\"type\":\"response.output_item.done\",\"sequence_number\":8,"
+      "\"output_index\":0,\"item\":{\"id\":\"msg_1\",\"type\":\"message\","
+      "\"status\":\"completed\",\"content\":[{\"type\":\"output_text\","
+      "\"annotations\":[],\"text\":\"Hi théré 😀\"}],"
+      "\"role\":\"assistant\"}}",
+      "{\"type\":\"response.output_item.added\",\"sequence_number\":9,"
+      "\"output_index\":1,\"item\":{\"type\":\"function_call\","
+      "\"id\":\"fc_1\",\"call_id\":\"call_1\",\"name\":\"get_weather\","
+      "\"arguments\":\"\"}}",
+      "{\"type\":\"response.function_call_arguments.delta\","
+      "\"sequence_number\":10,\"item_id\":\"fc_1\",\"output_index\":1,"
+      "\"delta\":\"{\\\"city\\\":\"}",
+      "{\"type\":\"response.function_call_arguments.delta\","
+      "\"sequence_number\":11,\"item_id\":\"fc_1\",\"output_index\":1,"
+      "\"delta\":\"\\\"Paris\\\"}\"}",
+      "{\"type\":\"response.function_call_arguments.done\","
+      "\"sequence_number\":12,\"item_id\":\"fc_1\",\"output_index\":1,"
+      "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}",
+      "{\"type\":\"response.completed\",\"sequence_number\":13,"
+      "\"response\":{\"id\":\"resp_1\",\"object\":\"response\","
+      "\"status\":\"completed\",\"model\":\"gpt-4.1-2025-04-14\","
+      "\"output\":[{\"type\":\"message\",\"content\":[{\"type\":"
+      "\"output_text\",\"text\":\"Hi théré 😀\"}]},{\"type\":"
+      "\"function_call\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}],"
+      "\"usage\":{\"input_tokens\":37,\"input_tokens_details\":"
+      "{\"cached_tokens\":0},\"output_tokens\":11,\"output_tokens_details\":"
+      "{\"reasoning_tokens\":0},\"total_tokens\":48}}}",
+      NULL },
+      "Hi théré 😀", "{\"city\":\"Paris\"}", "gpt-4.1-2025-04-14",
+      "completed", 37, 11, 48, 0, -1, 0, NULL },
+
+    { "anthropic events", SSE, {
+      "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\","
+      "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"
+      "\"model\":\"claude-sonnet-4-20250514\",\"stop_reason\":null,"
+      "\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,"
+      "\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":100,"
+      "\"output_tokens\":1}}}",
+      "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+      "{\"type\":\"text\",\"text\":\"\"}}",
+      "{\"type\": \"ping\"}",
+      "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+      "{\"type\":\"text_delta\",\"text\":\"Hello \\u4e16\\u754c\"}}",
+      "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+      "{\"type\":\"text_delta\",\"text\":\"! 😀\"}}",
+      "{\"type\":\"content_block_stop\",\"index\":0}",
+      "{\"type\":\"content_block_start\",\"index\":1,\"content_block\":"
+      "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\","
+      "\"input\":{}}}",
+      "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":"
+      "{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}",
+      "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":"
+      "{\"type\":\"input_json_delta\",\"partial_json\":"
+      "\"{\\\"location\\\": \\\"San\"}}",
+      "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":"
+      "{\"type\":\"input_json_delta\",\"partial_json\":\" Francisco\\\"}\"}}",
+      "{\"type\":\"content_block_stop\",\"index\":1}",
+      "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\","
+      "\"stop_sequence\":null},\"usage\":{\"output_tokens\":89}}",
+      "{\"type\":\"message_stop\"}",
+      NULL },
+      "Hello 世界! 😀", "{\"location\": \"San Francisco\"}",
+      "claude-sonnet-4-20250514", "tool_use", 135, 89, 224, 100, 10, -1,
+      NULL },
+
+    /* the text rules of one mode are not the other's */
+
+    { "sse text rules in json mode", JSON, {
+      "{\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"delta\":\"y\","
+      "\"type\":\"response.output_text.delta\"}",
+      NULL },
+      "", "", "", "", -1, -1, -1, -1, -1, -1, NULL },
+
+    { "json text rules in sse mode", SSE, {
+      "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"content\":"
+      "[{\"text\":\"y\"}],\"status\":\"completed\"}",
+      NULL },
+      "", "", "", "", -1, -1, -1, -1, -1, -1, NULL },
+
+    /* keys: escaped ones are not ours, near misses and long ones neither */
+
+    { "keys", JSON, {
+      "{\"message\":{\"conte\\u006et\":\"a\",\"content_\":\"b\","
+      "\"contenT\":\"c\",\"Content\":\"d\",\"contents\":\"e\","
+      "\"content\":\"z\",\"contentcontentcontentcontentcontent\":\"f\","
+      "\"\":\"g\",\"t\":\"h\",\"text\":\"i\"},"
+      "\"mess\\\"age\":{\"content\":\"j\"},"
+      "\"choices\":[{\"text\":\"k\",\"tex\":\"l\",\"texts\":\"m\","
+      "\"txt\":\"n\",\"tool_calls\":[{\"function\":{\"arguments\":"
+      "\"o\",\"argument\":\"p\"}}]}]}",
+      NULL },
+      "zk", "o", "", "", -1, -1, -1, -1, -1, -1, NULL },
+
+    /* depth: matched down to 8 levels, not below */
+
+    { "depth", JSON, {
+      "{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"content\":[{\"text\":\"in\"}]}}}}"
+      "},\"x\":{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"content\":[{\"text\":"
+      "\"out\"}]}}}}}}}",
+      NULL },
+      "in", "", "", "", -1, -1, -1, -1, -1, -1, NULL },
+
+    /* a usage too big is dropped, the one before kept; null is nothing */
+
+    { "usage overflow", SSE, {
+      "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+      "{\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":7,\"pad\":\""
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+      "\"}}",
+      "{\"usage\":null,\"message\":{\"usage\":null},"
+      "\"response\":{\"usage\":null}}",
+      "{\"choices\":[{\"usage\":{\"prompt_tokens\":99}}],"
+      "\"x\":{\"usage\":{\"prompt_tokens\":99}},"
+      "\"message\":{\"x\":{\"usage\":{\"prompt_tokens\":99}}}}",
+      NULL },
+      "", "", "", "", 1, 2, 3, -1, -1, -1, NULL },
+
+    /* the latest model and finish win; empty and null ones do not */
+
+    { "latest wins", SSE, {
+      "{\"model\":\"m1\",\"choices\":[{\"finish_reason\":\"f1\"}]}",
+      "{\"model\":\"\",\"choices\":[{\"finish_reason\":null}]}",
+      "{\"model\":null,\"message\":{\"model\":\"m2\"}}",
+      "{\"response\":{\"model\":\"m3\",\"status\":\"incomplete\"}}",
+      "{\"delta\":{\"stop_reason\":\"max_tokens\"}}",
+      "{\"model\":\"m\\u00e9\\u0301\",\"stop_reason\":\"end_turn\"}",
+      NULL },
+      "", "", "mé\xcc\x81", "end_turn", -1, -1, -1, -1, -1, -1, NULL },
+
+    { "malformed documents", SSE, {
+      "{\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}",
+      "<html><body><h1>502 Bad Gateway</h1></body></html>",
+      "Internal Server Error",
+      "{\"a\":1]",
+      "[1}",
+      "{\"a\" 1}",
+      "{1:2}",
+      "{\"a\":1} x",
+      "{\"a\":1}{}",
+      "{\"a\":tru}",
+      "{\"a\":nul,}",
+      "{\"a\":1,}",
+      "[1,]",
+      "]",
+      "{\"choices\":[{\"delta\":{\"content\":\"a\\x\"}}]}",
+      "{\"choices\":[{\"delta\":{\"content\":\"b\\u12G4\"}}]}",
+      "{\"choices\":[{\"delta\":{\"content\":\"c\"}}]}",
+      "",
+      "  ",
+      "{\"a\":\"\\x\"}",
+      "{\"model\":\"mm\"",
+      "[DONE]",
+      "{\"a\":12abc}",
+      "[-x]",
+      NULL },
+      "okabc", "", "mm", "", -1, -1, -1, -1, -1, -1,
+      "011111111111111100000111" },
+
+    /*
+     * The kind of a responses "delta": arguments when the event's "type",
+     * before it, says so; "type" is per event.
+     */
+
+    { "responses delta kinds", SSE, {
+      "{\"type\":\"response.function_call_arguments.delta\","
+      "\"delta\":\"{}\"}",
+      "{\"delta\":\"b\"}",
+      "{\"delta\":\"c\","
+      "\"type\":\"response.function_call_arguments.delta\"}",
+      "{\"type\":\"response.output_text.delta\",\"item\":{\"delta\":\"no\"},"
+      "\"delta\":\"d\"}",
+      "{\"type\":\"response.function_call_arguments.delta\","
+      "\"delta\":\"[]\",\"type\":\"response.output_text.delta\","
+      "\"delta\":\"e\"}",
+      NULL },
+      "bcde", "{}[]", "", "", -1, -1, -1, -1, -1, -1, NULL },
+};
+
+
+/* whole, byte by byte, every split point, random: all the same */
+
+static void
+test_cases(void)
+{
+    size_t       c, ndocs, d, i, len;
+    int          k;
+    uint64_t     chars;
+    result_t     whole, got;
+    const case_t  *t;
+    char          mal[MAX_DOCS + 1];
+    json_t       *j;
+
+    for (c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        t = &cases[c];
+
+        for (ndocs = 0; t->docs[ndocs]; ndocs++) {
+            /* the test documents are valid JSON where not said */
+            if (strcmp(t->name, "malformed documents") != 0
+                && (t->malformed == NULL || t->malformed[ndocs] == '0'))
+            {
+                j = json_loadb(t->docs[ndocs], strlen(t->docs[ndocs]),
+                               JSON_DECODE_ANY, NULL);
+                CHECK(j != NULL || strspn(t->docs[ndocs], " ")
+                                   == strlen(t->docs[ndocs]),
+                      "%s: document %zu is not JSON", t->name, ndocs);
+                json_decref(j);
+            }
+        }
+
+        run(t->docs, ndocs, t->mode, FEED_WHOLE, 1, &whole);
+
+        chars = utf8_chars(t->content, strlen(t->content))
+                + utf8_chars(t->args, strlen(t->args));
+
+        CHECK(strcmp(whole.content.p, t->content) == 0,
+              "%s: content \"%s\"", t->name, whole.content.p);
+        CHECK(strcmp(whole.args.p, t->args) == 0,
+              "%s: arguments \"%s\"", t->name, whole.args.p);
+        CHECK(whole.chars == chars && whole.seen == (chars > 0),
+              "%s: text_chars %llu, expected %llu, seen %d", t->name,
+              (unsigned long long) whole.chars, (unsigned long long) chars,
+              whole.seen);
+        CHECK(whole.bad_piece == 0, "%s: a text piece is not whole UTF-8",
+              t->name);
+        CHECK(strcmp(whole.model, t->model) == 0, "%s: model \"%s\"",
+              t->name, whole.model);
+        CHECK(strcmp(whole.finish, t->finish) == 0, "%s: finish \"%s\"",
+              t->name, whole.finish);
+        CHECK(whole.u.input == t->input && whole.u.output == t->output
+              && whole.u.total == t->total
+              && whole.u.cached_input == t->cached
+              && whole.u.cache_creation == t->creation
+              && whole.u.reasoning == t->reasoning,
+              "%s: usage %lld %lld %lld %lld %lld %lld", t->name,
+              (long long) whole.u.input, (long long) whole.u.output,
+              (long long) whole.u.total, (long long) whole.u.cached_input,
+              (long long) whole.u.cache_creation,
+              (long long) whole.u.reasoning);
+        CHECK(whole.parse_failed == 0, "%s: a captured usage did not parse",
+              t->name);
+        CHECK(whole.usage_found == (t->input >= 0),
+              "%s: usage_found %d", t->name, whole.usage_found);
+
+        memset(mal, '0', ndocs);
+        mal[ndocs] = '\0';
+        if (t->malformed) {
+            memcpy(mal, t->malformed, ndocs);
+        }
+
+        CHECK(strcmp(whole.malformed, mal) == 0, "%s: malformed %s",
+              t->name, whole.malformed);
+
+        run(t->docs, ndocs, t->mode, FEED_BYTES, 1, &got);
+        CHECK(same(&whole, &got) && got.bad_piece == 0,
+              "%s: byte by byte differs", t->name);
+        result_free(&got);
+
+        for (d = 0; d < ndocs; d++) {
+            len = strlen(t->docs[d]);
+
+            for (i = 0; i <= len; i++) {
+                split_doc = (int) d;
+                split_at = i;
+
+                run(t->docs, ndocs, t->mode, FEED_SPLIT, 1, &got);
+                CHECK(same(&whole, &got) && got.bad_piece == 0,
+                      "%s: split of document %zu at %zu differs", t->name,
+                      d, i);
+                result_free(&got);
+            }
+        }
+
+        for (k = 0; k < 50; k++) {
+            run(t->docs, ndocs, t->mode, FEED_RANDOM, 1, &got);
+            CHECK(same(&whole, &got) && got.bad_piece == 0,
+                  "%s: random chunks differ", t->name);
+            result_free(&got);
+        }
+
+        result_free(&whole);
+    }
+}
+
+
+/* one number written out, for the code point counting itself */
+
+static void
+test_count(void)
+{
+    result_t     r;
+    const char  *doc[] = { cases[0].docs[0] };
+
+    run(doc, 1, JSON, FEED_BYTES, 1, &r);
+    CHECK(r.chars == 60, "text_chars %llu, expected 60",
+          (unsigned long long) r.chars);
+    result_free(&r);
+}
+
+
+/*
+ * Every prefix of a valid document is not malformed, and a usage object
+ * is captured only once its closing brace is in.
+ */
+
+static void
+test_truncated(void)
+{
+    size_t                       c, d, i, len;
+    const char                  *s, *end;
+    ngx_http_ai_gateway_walk_t  *w;
+
+    w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+
+    for (c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        if (strcmp(cases[c].name, "malformed documents") == 0) {
+            continue;
+        }
+
+        for (d = 0; cases[c].docs[d]; d++) {
+            if (cases[c].malformed && cases[c].malformed[d] == '1') {
+                continue;
+            }
+
+            s = cases[c].docs[d];
+            len = strlen(s);
+            end = strstr(s, "\"usage\":");
+
+            while (end && end[8] == ' ') {
+                end++;
+            }
+
+            if (end && end[8] != '{') {
+                end = NULL;
+            }
+
+            if (end) {
+                /* the usage object's closing brace: the test documents
+                 * have no strings with braces in their usage */
+                int  depth = 0;
+
+                for (end = strchr(end, '{'); ; end++) {
+                    depth += (*end == '{') - (*end == '}');
+                    if (depth == 0) {
+                        break;
+                    }
+                }
+            }
+
+            for (i = 0; i <= len; i++) {
+                ngx_http_ai_gateway_walk_init(w, cases[c].mode, NULL, NULL);
+
+                CHECK(ngx_http_ai_gateway_walk_feed(w,
+                                              (const unsigned char *) s, i)
+                      == 0 && !w->malformed,
+                      "%s: prefix %zu of document %zu is malformed",
+                      cases[c].name, i, d);
+
+                if (strcmp(cases[c].name, "usage overflow") == 0) {
+                    continue;
+                }
+
+                CHECK(w->usage_found
+                      == (end != NULL && i > (size_t) (end - s)),
+                      "%s: prefix %zu of document %zu: usage_found %d",
+                      cases[c].name, i, d, w->usage_found);
+            }
+        }
+    }
+
+    free(w);
+}
+
+
+/* after a malformed document: -1 until reset; results kept */
+
+static void
+test_malformed_state(void)
+{
+    ngx_http_ai_gateway_walk_t  *w;
+    const char                  *ok = "{\"model\":\"m\",\"usage\":{\"a\":1}}";
+
+    w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+    ngx_http_ai_gateway_walk_init(w, JSON, NULL, NULL);
+
+    CHECK(ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) ok,
+                                        strlen(ok)) == 0,
+          "valid document");
+    CHECK(ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) " }", 2)
+          == -1 && w->malformed, "text after the document");
+    CHECK(ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) " ", 1)
+          == -1, "more after malformed");
+    CHECK(w->usage_found && w->usage_len == 7 && w->model_len == 1,
+          "results kept");
+
+    ngx_http_ai_gateway_walk_reset(w);
+    CHECK(!w->malformed && w->usage_found && w->model_len == 1,
+          "reset: malformed cleared, results kept");
+    CHECK(ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) "[]", 2)
+          == 0 && !w->malformed, "after reset");
+
+    /* too deep */
+    {
+        size_t          i;
+        unsigned char   deep[1100];
+
+        ngx_http_ai_gateway_walk_reset(w);
+        memset(deep, '[', sizeof(deep));
+        CHECK(ngx_http_ai_gateway_walk_feed(w, deep, 1024) == 0
+              && !w->malformed, "1024 levels");
+        CHECK(ngx_http_ai_gateway_walk_feed(w, deep, 1) == -1
+              && w->malformed, "1025 levels");
+
+        ngx_http_ai_gateway_walk_reset(w);
+        for (i = 0; i < 500; i++) {
+            deep[i] = '[';
+            deep[1000 - 1 - i] = ']';
+        }
+        CHECK(ngx_http_ai_gateway_walk_feed(w, deep, 1000) == 0
+              && !w->malformed, "500 levels, closed");
+    }
+
+    free(w);
+}
+
+
+/* on_text stops the walk: its value is returned, then 0 until reset */
+
+static void
+test_stop(void)
+{
+    int                          rc;
+    result_t                     r;
+    ngx_http_ai_gateway_walk_t  *w;
+    const char                  *doc = "{\"choices\":[{\"delta\":{\"content\":"
+                                       "\"a\\nb\"}}],\"model\":\"m\"}";
+
+    memset(&r, 0, sizeof(result_t));
+    r.stop_at = 2;
+
+    w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+    ngx_http_ai_gateway_walk_init(w, SSE, on_text, &r);
+
+    rc = ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) doc,
+                                       strlen(doc));
+    CHECK(rc == 5 && r.pieces == 2 && !w->malformed && w->model_len == 0,
+          "stop: rc %d, pieces %d", rc, r.pieces);
+
+    rc = ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) "x", 1);
+    CHECK(rc == 0 && r.pieces == 2, "stopped: rc %d", rc);
+
+    ngx_http_ai_gateway_walk_reset(w);
+    rc = ngx_http_ai_gateway_walk_feed(w, (const unsigned char *) doc,
+                                       strlen(doc));
+    CHECK(rc == 0 && r.pieces == 5 && w->model_len == 1,
+          "after reset: rc %d, pieces %d", rc, r.pieces);
+
+    result_free(&r);
+    free(w);
+}
+
+
+/* escapes and UTF-8 at every place relative to the SIMD steps */
+
+static void
+test_strings(void)
+{
+    static const struct {
+        const char  *in;
+        const char  *out;
+    } specials[] = {
+        { "\\u00e9", "é" },
+        { "\\ud83d\\ude00", "😀" },
+        { "\\uD83D\\uDE00", "😀" },
+        { "😀", "😀" },
+        { "é", "é" },
+        { "€", "€" },
+        { "\\n", "\n" },
+        { "\\\"", "\"" },
+        { "\\\\", "\\" },
+        { "\\u0041", "A" },
+        { "\\ud83d", "\xef\xbf\xbd" },                 /* lone high half */
+        { "\\ude00", "\xef\xbf\xbd" },                 /* lone low half */
+        { "\\ud83dx", "\xef\xbf\xbdx" },
+        { "\\ud83d\\n", "\xef\xbf\xbd\n" },
+        { "\\ud83d\\u0041", "\xef\xbf\xbd" "A" },
+        { "\\ud83d\\ud83d\\ude00", "\xef\xbf\xbd😀" },
+        { "\\u0000", "\0" },
+    };
+    char         doc[512], expect[512];
+    const char  *docs[1];
+    size_t       i, pre, post, n, e, elen;
+    int          k;
+    result_t     whole, got;
+
+    docs[0] = doc;
+
+    for (i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) {
+        for (pre = 0; pre < 20; pre++) {
+            for (post = 0; post < 20; post += 3) {
+                n = (size_t) sprintf(doc, "{\"choices\":[{\"delta\":"
+                                     "{\"content\":\"");
+                e = 0;
+
+                memset(doc + n, 'a', pre);
+                memset(expect + e, 'a', pre);
+                n += pre;
+                e += pre;
+
+                n += (size_t) sprintf(doc + n, "%s", specials[i].in);
+                elen = strlen(specials[i].out);
+                if (elen == 0) {
+                    elen = 1;   /* "\0" */
+                }
+                memcpy(expect + e, specials[i].out, elen);
+                e += elen;
+
+                for (k = 0; k < (int) post; k++) {
+                    memcpy(doc + n, "ü", 2);
+                    memcpy(expect + e, "ü", 2);
+                    n += 2;
+                    e += 2;
+                }
+
+                n += (size_t) sprintf(doc + n, "\"}}]}");
+
+                run(docs, 1, SSE, FEED_WHOLE, 1, &whole);
+                CHECK(whole.content.len == e
+                      && memcmp(whole.content.p, expect, e) == 0
+                      && whole.chars == utf8_chars(expect, e)
+                      && whole.bad_piece == 0,
+                      "string %zu (%zu, %zu): \"%s\"", i, pre, post,
+                      whole.content.p);
+
+                run(docs, 1, SSE, FEED_BYTES, 1, &got);
+                CHECK(same(&whole, &got) && got.bad_piece == 0,
+                      "string %zu (%zu, %zu): byte by byte", i, pre, post);
+                result_free(&got);
+
+                for (k = 0; k < 5; k++) {
+                    run(docs, 1, SSE, FEED_RANDOM, 1, &got);
+                    CHECK(same(&whole, &got) && got.bad_piece == 0,
+                          "string %zu (%zu, %zu): random", i, pre, post);
+                    result_free(&got);
+                }
+
+                result_free(&whole);
+            }
+        }
+    }
+}
+
+
+/* the model is cut at its limit, at a character boundary */
+
+static void
+test_short(void)
+{
+    char         doc[1024];
+    const char  *docs[1];
+    size_t       n, i;
+    result_t     r;
+
+    docs[0] = doc;
+
+    n = (size_t) sprintf(doc, "{\"model\":\"");
+    for (i = 0; i < 127; i++) {
+        doc[n++] = 'm';
+    }
+    n += (size_t) sprintf(doc + n, "é\",\"stop_reason\":\"");
+    for (i = 0; i < 200; i++) {
+        doc[n++] = 's';
+    }
+    sprintf(doc + n, "\"}");
+
+    run(docs, 1, JSON, FEED_BYTES, 1, &r);
+    CHECK(strlen(r.model) == 127 && strspn(r.model, "m") == 127,
+          "model cut at a character: %zu", strlen(r.model));
+    CHECK(strlen(r.finish) == NGX_HTTP_AI_GATEWAY_SHORT_MAX,
+          "finish cut: %zu", strlen(r.finish));
+    result_free(&r);
+}
+
+
+/* keys of any length, split anywhere, are read into a bounded buffer */
+
+static void
+test_long_key(void)
+{
+    char         *doc;
+    const char   *docs[1];
+    size_t        n, len;
+    result_t      r;
+
+    for (len = 20; len <= 6000; len += (len < 40 ? 1 : 1499)) {
+        doc = malloc(len + 256);
+        n = (size_t) sprintf(doc, "{\"message\":{\"");
+        memset(doc + n, 'k', len);
+        n += len;
+        sprintf(doc + n, "\":{\"model\":\"no\"},\"content\":\"yes\"},"
+                "\"model\":\"m\"}");
+        docs[0] = doc;
+
+        run(docs, 1, JSON, FEED_BYTES, 1, &r);
+        CHECK(strcmp(r.content.p, "yes") == 0 && strcmp(r.model, "m") == 0
+              && r.malformed[0] == '0',
+              "key of %zu bytes: \"%s\", \"%s\"", len, r.content.p, r.model);
+        result_free(&r);
+
+        free(doc);
+    }
+}
+
+
+/* the merge rules of usage_parse */
+
+static void
+test_usage_parse(void)
+{
+    ngx_http_ai_gateway_usage_t  u;
+
+#define PARSE(s)                                                              \
+    ngx_http_ai_gateway_usage_parse(&u, (const unsigned char *) (s),          \
+                                    strlen(s))
+
+#define USAGE_IS(i, o, t, c, w, r)                                            \
+    (u.input == (i) && u.output == (o) && u.total == (t)                      \
+     && u.cached_input == (c) && u.cache_creation == (w)                      \
+     && u.reasoning == (r))
+
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(USAGE_IS(-1, -1, -1, -1, -1, -1), "init");
+
+    CHECK(PARSE("[1]") == -1 && PARSE("garbage") == -1 && PARSE("") == -1
+          && PARSE("null") == -1 && PARSE("{\"a\":") == -1
+          && USAGE_IS(-1, -1, -1, -1, -1, -1),
+          "not objects");
+
+    CHECK(PARSE("{}") == 0 && USAGE_IS(-1, -1, -1, -1, -1, -1), "empty");
+
+    /* Anthropic: message_start, then message_delta */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"input_tokens\":25,\"cache_creation_input_tokens\":10,"
+                "\"cache_read_input_tokens\":100,\"output_tokens\":1}") == 0
+          && USAGE_IS(135, 1, 136, 100, 10, -1), "anthropic start");
+    CHECK(PARSE("{\"output_tokens\":89}") == 0
+          && USAGE_IS(135, 89, 224, 100, 10, -1), "anthropic delta");
+
+    /* a newer message_delta repeats all the counts */
+    CHECK(PARSE("{\"input_tokens\":25,\"cache_creation_input_tokens\":10,"
+                "\"cache_read_input_tokens\":100,\"output_tokens\":90,"
+                "\"server_tool_use\":{\"web_search_requests\":1}}") == 0
+          && USAGE_IS(135, 90, 225, 100, 10, -1), "anthropic full delta");
+
+    /* input_tokens alone after an Anthropic object: still Anthropic's */
+    CHECK(PARSE("{\"input_tokens\":30}") == 0
+          && USAGE_IS(140, 90, 230, 100, 10, -1), "anthropic input only");
+
+    /* cache counts alone: the uncached part is kept */
+    CHECK(PARSE("{\"cache_read_input_tokens\":0}") == 0
+          && USAGE_IS(40, 90, 130, 0, 10, -1), "anthropic cache only");
+
+    /* Anthropic without cache fields, first */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"input_tokens\":7,\"output_tokens\":3}") == 0
+          && USAGE_IS(7, 3, 10, -1, -1, -1), "input/output only");
+
+    /* OpenAI responses */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"input_tokens\":36,\"input_tokens_details\":"
+                "{\"cached_tokens\":10},\"output_tokens\":87,"
+                "\"output_tokens_details\":{\"reasoning_tokens\":20},"
+                "\"total_tokens\":123}") == 0
+          && USAGE_IS(36, 87, 123, 10, -1, 20), "responses");
+
+    /* OpenAI chat, total given (even when not the sum) */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"prompt_tokens\":19,\"completion_tokens\":10,"
+                "\"total_tokens\":30,\"prompt_tokens_details\":"
+                "{\"cached_tokens\":4},\"completion_tokens_details\":"
+                "{\"reasoning_tokens\":2}}") == 0
+          && USAGE_IS(19, 10, 30, 4, -1, 2), "chat");
+
+    /* fields absent stay; total recomputed when not given */
+    CHECK(PARSE("{\"completion_tokens\":11}") == 0
+          && USAGE_IS(19, 11, 30, 4, -1, 2), "chat, later output");
+
+    /* embeddings: no output, total given */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"prompt_tokens\":8,\"total_tokens\":8}") == 0
+          && USAGE_IS(8, -1, 8, -1, -1, -1), "embeddings");
+
+    /* no total and no output: total stays unknown */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"prompt_tokens\":8}") == 0
+          && USAGE_IS(8, -1, -1, -1, -1, -1), "input only");
+
+    /* wrong types and negative numbers are ignored; reals are taken */
+    ngx_http_ai_gateway_usage_init(&u);
+    CHECK(PARSE("{\"prompt_tokens\":\"8\",\"completion_tokens\":-1,"
+                "\"total_tokens\":null,\"prompt_tokens_details\":5,"
+                "\"completion_tokens_details\":{\"reasoning_tokens\":2.0}}")
+          == 0 && USAGE_IS(-1, -1, -1, -1, -1, 2), "types");
+
+#undef PARSE
+#undef USAGE_IS
+}
+
+
+/*
+ * A whole SSE stream through both parsers, as the module does it: each
+ * data piece to the walker, and at each event the usage merged and the
+ * walker reset.  Fed in chunks of every size from 1 to 64.
+ */
+
+typedef struct {
+    ngx_http_ai_gateway_walk_t   *w;
+    ngx_http_ai_gateway_usage_t   u;
+    int                           events;
+    int                           malformed;
+} stream_t;
+
+
+static int
+stream_data(void *data, const unsigned char *p, size_t len)
+{
+    stream_t  *st = data;
+
+    /* not the walker's -1: a malformed event must not stop the stream */
+    (void) ngx_http_ai_gateway_walk_feed(st->w, p, len);
+
+    return 0;
+}
+
+
+static int
+stream_event(void *data, const unsigned char *name, size_t len)
+{
+    stream_t  *st = data;
+
+    (void) name;
+    (void) len;
+
+    st->events++;
+    st->malformed += st->w->malformed;
+
+    if (st->w->usage_new) {
+        st->w->usage_new = 0;
+        (void) ngx_http_ai_gateway_usage_parse(&st->u, st->w->usage,
+                                               st->w->usage_len);
+    }
+
+    ngx_http_ai_gateway_walk_reset(st->w);
+
+    return 0;
+}
+
+
+static void
+test_stream(void)
+{
+    size_t                      i, chunk, pos, n;
+    buf_t                       s;
+    result_t                    r;
+    stream_t                    st;
+    const case_t               *t;
+    ngx_http_ai_gateway_sse_t   sse;
+
+    const char                 *head, *tail;
+
+    t = NULL;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (strcmp(cases[i].name, "anthropic events") == 0) {
+            t = &cases[i];
+        }
+    }
+
+    memset(&s, 0, sizeof(buf_t));
+
+    for (i = 0; t->docs[i]; i++) {
+        head = (i % 2) ? "event: x\r\ndata: " : "event: y\ndata:";
+        tail = (i % 2) ? "\r\n\r\n: ping\r\n\r\n" : "\n\n";
+
+        buf_add(&s, head, strlen(head));
+        buf_add(&s, t->docs[i], strlen(t->docs[i]));
+        buf_add(&s, tail, strlen(tail));
+    }
+
+    for (chunk = 1; chunk <= 64; chunk++) {
+        memset(&r, 0, sizeof(result_t));
+        buf_add(&r.content, "", 0);
+        buf_add(&r.args, "", 0);
+        r.check_utf8 = 1;
+
+        memset(&st, 0, sizeof(stream_t));
+        st.w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+        ngx_http_ai_gateway_walk_init(st.w, SSE, on_text, &r);
+        ngx_http_ai_gateway_usage_init(&st.u);
+        ngx_http_ai_gateway_sse_init(&sse, stream_data, stream_event, &st);
+
+        for (pos = 0; pos < s.len; pos += n) {
+            n = s.len - pos < chunk ? s.len - pos : chunk;
+            CHECK(ngx_http_ai_gateway_sse_feed(&sse,
+                                      (const unsigned char *) s.p + pos, n)
+                  == 0, "stream feed");
+        }
+
+        CHECK(st.events == 13 && st.malformed == 0
+              && strcmp(r.content.p, t->content) == 0
+              && strcmp(r.args.p, t->args) == 0
+              && st.w->text_chars == utf8_chars(t->content,
+                                                strlen(t->content))
+                                     + utf8_chars(t->args, strlen(t->args))
+              && r.bad_piece == 0
+              && st.u.input == t->input && st.u.output == t->output
+              && st.u.total == t->total
+              && st.w->finish_len == strlen(t->finish),
+              "stream in chunks of %zu: %d events, \"%s\"", chunk, st.events,
+              r.content.p);
+
+        free(st.w);
+        result_free(&r);
+    }
+
+    buf_free(&s);
+}
+
+
+/*
+ * Mutated documents: no crash, no read or write out of bounds (ASan), the
+ * same results however split, and what jansson accepts is not malformed.
+ */
+
+static void
+test_mutations(void)
+{
+    static const char  specials[] = "\"\\{}[]:,0-u\xc3\xa9\xe2\x82\xf0\x9f"
+                                    "dD8tn \n";
+    int                 k, m, nm;
+    size_t              c, d, ndocs, len, cap, pos, i;
+    char               *doc;
+    const char         *docs[1];
+    result_t            whole, got;
+    json_t             *j;
+
+    docs[0] = NULL;
+
+    for (k = 0; k < 30000; k++) {
+        c = rng() % (sizeof(cases) / sizeof(cases[0]));
+
+        for (ndocs = 0; cases[c].docs[ndocs]; ndocs++) {
+            /* void */
+        }
+
+        d = rng() % ndocs;
+        len = strlen(cases[c].docs[d]);
+
+        cap = len * 2 + 64;
+        doc = malloc(cap);
+        memcpy(doc, cases[c].docs[d], len + 1);
+
+        nm = 1 + rng() % 4;
+
+        for (m = 0; m < nm; m++) {
+            pos = len ? rng() % len : 0;
+
+            switch (rng() % 6) {
+
+            case 0:   /* replace a byte */
+                if (len) {
+                    doc[pos] = specials[rng() % (sizeof(specials) - 1)];
+                }
+                break;
+
+            case 1:   /* insert a byte */
+                if (len + 2 >= cap) {
+                    break;
+                }
+
+                memmove(doc + pos + 1, doc + pos, len - pos + 1);
+                doc[pos] = specials[rng() % (sizeof(specials) - 1)];
+                len++;
+                break;
+
+            case 2:   /* delete a byte */
+                if (len) {
+                    memmove(doc + pos, doc + pos + 1, len - pos);
+                    len--;
+                }
+                break;
+
+            case 3:   /* truncate */
+                doc[pos] = '\0';
+                len = pos;
+                break;
+
+            case 4:   /* a random byte */
+                if (len) {
+                    doc[pos] = (char) (1 + rng() % 255);
+                }
+                break;
+
+            default:  /* repeat a piece */
+                i = rng() % 16;
+                if (pos + i <= len && len + i + 1 < cap) {
+                    memmove(doc + pos + i, doc + pos, len - pos + 1);
+                    len += i;
+                }
+                break;
+            }
+        }
+
+        doc[len] = '\0';
+        docs[0] = doc;
+
+        run(docs, 1, cases[c].mode, FEED_WHOLE, 0, &whole);
+
+        run(docs, 1, cases[c].mode, FEED_RANDOM, 0, &got);
+        CHECK(same(&whole, &got), "mutation %d: random chunks differ: %s",
+              k, doc);
+        result_free(&got);
+
+        if (k % 10 == 0) {
+            run(docs, 1, cases[c].mode, FEED_BYTES, 0, &got);
+            CHECK(same(&whole, &got), "mutation %d: bytes differ: %s", k,
+                  doc);
+            result_free(&got);
+        }
+
+        j = json_loadb(doc, len, 0, NULL);
+
+        if (j != NULL) {
+            CHECK(whole.malformed[0] == '0',
+                  "mutation %d: valid JSON called malformed: %s", k, doc);
+        }
+
+        json_decref(j);
+        result_free(&whole);
+        free(doc);
+    }
+}
+
+
+int
+main(void)
+{
+    test_cases();
+    test_count();
+    test_truncated();
+    test_malformed_state();
+    test_stop();
+    test_strings();
+    test_short();
+    test_long_key();
+    test_usage_parse();
+    test_stream();
+    test_mutations();
+
+    printf("%d passed, %d failed\n", checks - failures, failures);
+
+    return failures ? 1 : 0;
+}
