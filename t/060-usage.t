@@ -394,3 +394,21 @@ X-Mock-Stall-After: 4
  main::rec(input_token_count => 3, output_token_count => 3, total_token_count => 6,
            token_count_source => 'estimate', client_aborted => 'true',
            output_character_count => 9, status_code => 200)]
+
+
+
+=== TEST 19: a record that cannot be written is logged and the request still succeeds
+--- http_config
+    ai_gateway_usage_log /dev/full buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","content":"Hello there"}]}
+--- error_code: 200
+--- response_body_like: "chat\.completion"
+--- error_log eval
+qr/\[alert\] .*write\(\) to "\/dev\/full" failed, 1 records dropped \(28: No space left on device\)/

@@ -97,6 +97,7 @@ X-Client-Request-Id: my-req-42
 --- config
     location /v1/ {
         ai_gateway_inference_table on;
+        ai_gateway_usage_tracking on;
         proxy_method GET;
         proxy_pass http://127.0.0.1:$server_port/big;
     }
@@ -108,16 +109,21 @@ X-Client-Request-Id: my-req-42
         default_type text/plain;
         alias logs/inference.jsonl;
     }
+    location = /usage {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
 --- user_files eval
 ">>> big.json\n" . '{"id":"chatcmpl-big","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"' . ("x" x (3 * 1024 * 1024)) . '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":786432,"total_tokens":786435}}'
 --- pipelined_requests eval
 ["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
- "GET /records"]
+ "GET /records", "GET /usage"]
 --- error_code eval
-[200, 200]
+[200, 200, 200]
 --- response_body_like eval
 [qr/"completion_tokens":786432/,
- qr/"request":"\{[^\n]*"response":null,"logging_error_codes":\["MAX_RESPONSE_SIZE_EXCEEDED"\]\}\n\z/]
+ qr/"request":"\{[^\n]*"response":null,"logging_error_codes":\["MAX_RESPONSE_SIZE_EXCEEDED"\]\}\n\z/,
+ qr/"input_token_count":3,"output_token_count":786432,"total_token_count":786435,[^\n]*"token_count_source":"provider","input_character_count":11,"output_character_count":3145728,/]
 
 
 
