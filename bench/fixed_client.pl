@@ -7,6 +7,9 @@
 # 200; with EXPECT_MODEL, every answer's X-AI-Model header must be that.
 # Prints "requests=N ok=N reconnects=R seconds=S" and exits 1 on any failure.
 #
+# Environment: BENCH_URI (default /v1/chat/completions) is the URI;
+# EXPECT_BODY=FILE: every answer's body (de-chunked) must be exactly FILE.
+#
 # Used by bench/callgrind.sh: a client that costs the server the same work
 # per request as wrk does, but sends a fixed count (wrk only knows durations).
 use strict;
@@ -18,12 +21,18 @@ use Time::HiRes qw(time);
 my ($port, $file, $n, $expect) = @ARGV;
 die "usage: $0 PORT BODY_FILE N [EXPECT_MODEL]\n" unless defined $n && $n =~ /^\d+$/;
 my $user = $ENV{BENCH_USER} // 'bench-user';
+my $uri = $ENV{BENCH_URI} // '/v1/chat/completions';
+my $expect_body;
+if (defined $ENV{EXPECT_BODY} && length $ENV{EXPECT_BODY}) {
+    open my $eh, '<:raw', $ENV{EXPECT_BODY} or die "$0: $ENV{EXPECT_BODY}: $!\n";
+    $expect_body = do { local $/; <$eh> };
+}
 
 open my $fh, '<:raw', $file or die "$0: $file: $!\n";
 my $body = do { local $/; <$fh> };
 close $fh;
 
-my $req = "POST /v1/chat/completions HTTP/1.1\r\n"
+my $req = "POST $uri HTTP/1.1\r\n"
         . "Host: 127.0.0.1:$port\r\n"
         . "Content-Type: application/json\r\n"
         . "Authorization: Bearer sk-bench-0000000000000000\r\n"
@@ -69,9 +78,12 @@ sub response {
         while (1) {
             my $e;
             until (($e = index($buf, "\r\n")) >= 0) { fill() or die "$0: short chunk\n"; }
-            my $size = hex substr($buf, 0, $e + 2, '');
+            my $line = substr($buf, 0, $e + 2, '');
+            $line =~ /^([0-9a-fA-F]+)/ or die "$0: bad chunk size line: $line\n";
+            my $size = hex $1;
             while (length($buf) < $size + 2) { fill() or die "$0: short chunk\n"; }
-            $resp_body .= substr($buf, 0, $size + 2, '');
+            $resp_body .= substr($buf, 0, $size, '');
+            substr($buf, 0, 2, '');     # the CRLF after the chunk
             if ($size == 0) { last; }
         }
     } else {
@@ -112,6 +124,11 @@ for my $i (1 .. $n) {
     if (defined $expect && ($r->{model} // '') ne $expect) {
         print STDERR "$0: request $i: X-AI-Model is '", $r->{model} // '(none)',
                      "', expected '$expect'\n";
+        exit 1;
+    }
+    if (defined $expect_body && $r->{body} ne $expect_body) {
+        print STDERR "$0: request $i: the body (", length($r->{body}), " bytes) is not $ENV{EXPECT_BODY} (",
+                     length($expect_body), " bytes); it begins:\n", substr($r->{body}, 0, 500), "\n";
         exit 1;
     }
     $ok++;

@@ -1,10 +1,10 @@
 #!/usr/bin/env perl
-# gen_body.pl SIZE_BYTES [MODEL]
+# gen_body.pl SIZE_BYTES [MODEL] [STREAM]
 #
 # Prints an OpenAI chat-completions request body of exactly SIZE_BYTES bytes
 # to stdout: model, a system prompt, alternating user/assistant turns (as many
 # as fit; the 1 KiB body has just one user turn), max_tokens, temperature,
-# stream false and user.  The text is pseudo-random prose from a fixed-seed
+# stream (false, or true when STREAM is "true"; no stream_options) and user.  The text is pseudo-random prose from a fixed-seed
 # generator, so the same SIZE always gives the same bytes.  It contains a few
 # JSON escapes (\n, \", \u00e9) and raw UTF-8, as real prompts do.
 use strict;
@@ -12,7 +12,9 @@ use warnings;
 
 my $size  = shift // die "usage: $0 SIZE_BYTES [MODEL]\n";
 my $model = shift // 'gpt-4o-mini';
+my $stream = shift // 'false';
 $size =~ /^\d+$/ or die "$0: SIZE_BYTES must be a number\n";
+$stream =~ /^(true|false)$/ or die "$0: STREAM must be true or false\n";
 
 my @words = qw(
   the a of to and in for is on that with as by this be are from at or an it
@@ -64,7 +66,7 @@ my $system = 'You are a helpful assistant for an online retailer. Answer '
 my @msgs = (msg('system', jstr($system)));
 
 # turns of about 3 KiB while at least ~4 KiB are left, then the final turn
-my $tail = ',"max_tokens":512,"temperature":0.7,"stream":false,'
+my $tail = ',"max_tokens":512,"temperature":0.7,"stream":' . $stream . ','
          . '"user":"bench-user-42"}';
 my $head = '{"model":' . jstr($model) . ',"messages":[';
 

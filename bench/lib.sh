@@ -11,12 +11,77 @@ MODULE=${MODULE:-$REPO_ROOT/build/ngx_http_ai_gateway_module.so}
 
 GATEWAY_LOCATION_CONF=${GATEWAY_LOCATION_CONF:-$BENCH_DIR/gateway-location.conf}
 GATEWAY_HTTP_CONF=${GATEWAY_HTTP_CONF:-$BENCH_DIR/gateway-http.conf}
+GATEWAY_USAGE_CONF=${GATEWAY_USAGE_CONF:-$BENCH_DIR/gateway-usage.conf}
 GATEWAY_DIRECTIVES=${GATEWAY_DIRECTIVES:-}
 GATEWAY_HTTP_DIRECTIVES=${GATEWAY_HTTP_DIRECTIVES:-}
 
 MODEL=${MODEL:-gpt-4o-mini}
 BENCH_USER=${BENCH_USER:-bench-user}
 URI=/v1/chat/completions
+
+# the measured cases; each has its own location (same URI suffix, so the
+# module sees an OpenAI chat request) in plain and gateway alike:
+#   inspect  /v1/...         gateway-location.conf (ai_gateway on)
+#   usage    /usage/v1/...   + gateway-usage.conf (usage tracking, inference
+#                            tables), non-streaming body, JSON answer
+#   stream   /stream/v1/...  + gateway-usage.conf, "stream": true body, the
+#                            mock answers with an SSE stream; proxy_buffering
+#                            off in plain and gateway
+ALL_CASES="inspect usage stream"
+CASES=${CASES:-$ALL_CASES}
+SIZES=${SIZES:-1024 32768}
+USAGE_SIZES=${USAGE_SIZES:-1024}
+STREAM_SIZES=${STREAM_SIZES:-1024}
+STREAM_CHUNKS=${STREAM_CHUNKS:-200}
+
+case_uri() {
+    case $1 in
+        inspect) echo "/v1/chat/completions" ;;
+        usage)   echo "/usage/v1/chat/completions" ;;
+        stream)  echo "/stream/v1/chat/completions" ;;
+        *)       die "unknown case: $1 (known: $ALL_CASES)" ;;
+    esac
+}
+
+# check_cases: CASES must be known names
+check_cases() {
+    local c
+    [ -n "${CASES// /}" ] || die "CASES is empty (known: $ALL_CASES)"
+    for c in $CASES; do case_uri "$c" > /dev/null; done
+}
+
+# case_sizes CASE: the body sizes measured for CASE
+case_sizes() {
+    case $1 in
+        inspect) echo "$SIZES" ;;
+        usage)   echo "$USAGE_SIZES" ;;
+        stream)  echo "$STREAM_SIZES" ;;
+    esac
+}
+
+# body_file DIR CASE SIZE: the request body of CASE and SIZE (streaming
+# bodies are separate files)
+body_file() {
+    if [ "$2" = stream ]; then echo "$1/body-$3-stream.json"; else echo "$1/body-$3.json"; fi
+}
+
+# case_rows: "case size" per line, in the order measured
+case_rows() {
+    local c s
+    for c in $CASES; do
+        for s in $(case_sizes "$c"); do echo "$c $s"; done
+    done
+}
+
+# gen_case_bodies DIR: all request bodies the rows need
+gen_case_bodies() {
+    local c s f
+    while read -r c s; do
+        f=$(body_file "$1" "$c" "$s")
+        [ -f "$f" ] && continue
+        if [ "$c" = stream ]; then gen_body "$s" "$f" true; else gen_body "$s" "$f"; fi
+    done < <(case_rows)
+}
 
 STARTED_PIDS=()
 
@@ -31,13 +96,45 @@ check_common() {
     MODULE=$(realpath -e "$MODULE")
     [ -f "$GATEWAY_LOCATION_CONF" ] || die "no such file: GATEWAY_LOCATION_CONF=$GATEWAY_LOCATION_CONF"
     [ -f "$GATEWAY_HTTP_CONF" ] || die "no such file: GATEWAY_HTTP_CONF=$GATEWAY_HTTP_CONF"
+    [ -f "$GATEWAY_USAGE_CONF" ] || die "no such file: GATEWAY_USAGE_CONF=$GATEWAY_USAGE_CONF"
     GATEWAY_LOCATION_CONF=$(realpath -e "$GATEWAY_LOCATION_CONF")
     GATEWAY_HTTP_CONF=$(realpath -e "$GATEWAY_HTTP_CONF")
+    GATEWAY_USAGE_CONF=$(realpath -e "$GATEWAY_USAGE_CONF")
+    [[ "$STREAM_CHUNKS" =~ ^[0-9]+$ ]] && [ "$STREAM_CHUNKS" -gt 0 ] \
+        || die "STREAM_CHUNKS must be a positive number"
+    local s
+    for s in $SIZES $USAGE_SIZES $STREAM_SIZES; do
+        [[ "$s" =~ ^[0-9]+$ ]] || die "body sizes must be numbers: $s"
+    done
+    check_cases
     local t
     for t in curl perl ss; do
         command -v "$t" >/dev/null || die "$t is required"
     done
     mkdir -p "$RESULTS_DIR"
+}
+
+# snapshot_module DIR: the run loads a copy of the module, taken once its
+# file has not changed for 2 s, so that a rebuild during the run (make in
+# another shell) cannot hand nginx a half-written .so.  Sets MODULE to the
+# copy, MODULE_ORIG to the original.
+snapshot_module() {
+    local dir=$1 i now m0 m1
+    MODULE_ORIG=$MODULE
+    for ((i = 0; i < 60; i++)); do
+        now=$(date +%s)
+        m0=$(stat -c '%Y %s' "$MODULE_ORIG")
+        if [ $((now - ${m0%% *})) -ge 2 ]; then
+            cp -p "$MODULE_ORIG" "$dir/module.so"
+            m1=$(stat -c '%Y %s' "$MODULE_ORIG")
+            [ "$m0" = "$m1" ] && [ "$(stat -c %s "$dir/module.so")" = "${m0#* }" ] && break
+        fi
+        [ "$i" = 0 ] && note "the module is being rebuilt: waiting until it has not changed for 2 s"
+        sleep 1
+    done
+    [ "$i" -lt 60 ] || die "the module $MODULE_ORIG keeps changing"
+    MODULE="$dir/module.so"
+    MODULE_SHA=$(sha256sum "$MODULE" | cut -c1-12)
 }
 
 # ------------------------------------------------------------------ CPU pinning
@@ -74,10 +171,42 @@ free_port() {
         print $s->sockport, "\n";'
 }
 
-# gen_body SIZE FILE: the deterministic request body of SIZE bytes
+# gen_body SIZE FILE [STREAM(true|false)]: the deterministic request body
+# of SIZE bytes
 gen_body() {
-    perl "$BENCH_DIR/gen_body.pl" "$1" "$MODEL" > "$2" || die "gen_body $1 failed"
+    perl "$BENCH_DIR/gen_body.pl" "$1" "$MODEL" "${3:-false}" > "$2" || die "gen_body $1 failed"
     [ "$(wc -c < "$2")" -eq "$1" ] || die "gen_body: $2 is not $1 bytes"
+}
+
+# gen_stream DIR: the mock's SSE answer to streaming requests
+# ($DIR/stream.sse, STREAM_CHUNKS content chunks and a usage chunk) and the
+# stream a client that did not ask for usage must get from the gateway
+# ($DIR/stream-stripped.sse: the same without the usage event).  Sets
+# MOCK_STREAM, MOCK_STREAM_STRIPPED.
+gen_stream() {
+    MOCK_STREAM="$1/stream.sse"
+    MOCK_STREAM_STRIPPED="$1/stream-stripped.sse"
+    perl "$BENCH_DIR/gen_stream.pl" "$STREAM_CHUNKS" "$MODEL" > "$MOCK_STREAM" \
+        || die "gen_stream failed"
+    perl "$BENCH_DIR/gen_stream.pl" --strip "$STREAM_CHUNKS" "$MODEL" > "$MOCK_STREAM_STRIPPED" \
+        || die "gen_stream --strip failed"
+}
+
+# mock_response_file DIR: the mock's JSON answer as a file (for comparisons)
+mock_response_file() {
+    printf '%s' "$MOCK_RESPONSE" > "$1/response.json"
+    MOCK_RESPONSE_FILE="$1/response.json"
+}
+
+# expected_body CASE TARGET: the file with the exact body the client must get
+expected_body() {
+    if [ "$1" != stream ]; then
+        echo "$MOCK_RESPONSE_FILE"
+    elif [ "$2" = gateway ]; then
+        echo "$MOCK_STREAM_STRIPPED"
+    else
+        echo "$MOCK_STREAM"
+    fi
 }
 
 # the realistic upstream answer: one chat.completion with usage.  It goes into
@@ -127,10 +256,49 @@ mkprefix() {
     mkdir -p "$1/conf" "$1/logs" "$1/tmp"
 }
 
-# write_upstream_conf PREFIX PORT: the mock LLM provider
+# conf_stream_maps FILE: the SSE stream of FILE as nginx variables
+# $bench_sse_0, $bench_sse_1, ... (a configuration token is limited to 4 KiB,
+# so one "return 200 '<whole stream>'" is impossible), then a line
+# "#VARS $bench_sse_0$bench_sse_1..." for the caller.  Each map has only a
+# default: the value is a constant, evaluated once per request.
+conf_stream_maps() {
+    perl -e '
+        local $/; open my $fh, "<:raw", $ARGV[0] or die "$ARGV[0]: $!\n";
+        my $s = <$fh>;
+        die "the stream contains a dollar sign, backslash or single quote\n" if $s =~ /[\$\\\x27]/;
+        my @ev = $s =~ /(.*?\n\n)/gs;
+        die "the stream does not end with a blank line\n" unless join("", @ev) eq $s;
+        my (@parts, $cur);
+        $cur = "";
+        for my $e (@ev) {
+            (my $x = $e) =~ s/\n/\\n/g;
+            if (length($cur) + length($x) > 3000 && length $cur) { push @parts, $cur; $cur = ""; }
+            $cur .= $x;
+        }
+        push @parts, $cur if length $cur;
+        my $vars = "";
+        for my $i (0 .. $#parts) {
+            print "    map \$request_method \$bench_sse_$i {\n        default  \x27$parts[$i]\x27;\n    }\n";
+            $vars .= "\$bench_sse_$i";
+        }
+        print "#VARS $vars\n";
+    ' "$1" || die "conf_stream_maps failed"
+}
+
+# write_upstream_conf PREFIX PORT: the mock LLM provider.  With MOCK_STREAM
+# set (gen_stream), /stream/ answers with that SSE stream.  Requests with an
+# "X-Bench-Check" header (the checks before measuring, not wrk) are logged to
+# logs/check.log with the length of the body the mock received.
 write_upstream_conf() {
-    local prefix=$1 port=$2
+    local prefix=$1 port=$2 maps vars
     mkprefix "$prefix"
+    maps=
+    vars=
+    if [ -n "${MOCK_STREAM:-}" ]; then
+        maps=$(conf_stream_maps "$MOCK_STREAM")
+        vars=$(sed -n 's/^#VARS //p' <<< "$maps")
+        maps=$(grep -v '^#VARS ' <<< "$maps")
+    fi
     {
         conf_main "$prefix" 0
         echo
@@ -140,12 +308,30 @@ write_upstream_conf() {
 
     default_type  application/json;
 
+    log_format  bench_check  '\$request_uri content_length=\$content_length request_length=\$request_length status=\$status';
+
+EOF
+        [ -n "$maps" ] && printf '    # the SSE stream (bench/gen_stream.pl), in pieces\n%s\n\n' "$maps"
+        cat <<EOF
     server {
         listen  127.0.0.1:$port backlog=4096;
+
+        access_log  $prefix/logs/check.log bench_check if=\$http_x_bench_check;
 
         location / {
             return 200 '$MOCK_RESPONSE';
         }
+EOF
+        if [ -n "$vars" ]; then
+            cat <<EOF
+
+        location /stream/ {
+            default_type  text/event-stream;
+            return 200 "$vars";
+        }
+EOF
+        fi
+        cat <<EOF
     }
 }
 EOF
@@ -179,26 +365,39 @@ write_proxy_conf() {
 
     server {
         listen  127.0.0.1:$port backlog=4096;
-
-        location /v1/ {
 EOF
-        if [ "$kind" = gateway ]; then
-            echo "            # ---- $GATEWAY_LOCATION_CONF"
-            sed 's/^/            /' "$GATEWAY_LOCATION_CONF"
-            [ -n "$GATEWAY_DIRECTIVES" ] && printf '            %s\n' "$GATEWAY_DIRECTIVES"
-            echo "            # ----"
+        local c uri
+        for c in $ALL_CASES; do
+            uri=$(case_uri "$c")
             echo
-            echo '            add_header  X-AI-Model  $ai_model always;'
-        else
-            # the same header work as the gateway, without the module
-            echo '            add_header  X-AI-Model  none always;'
-        fi
-        cat <<EOF
+            echo "        # case \"$c\""
+            echo "        location ${uri%chat/completions} {"
+            if [ "$kind" = gateway ]; then
+                echo "            # ---- $GATEWAY_LOCATION_CONF"
+                conf_directives "$GATEWAY_LOCATION_CONF" | sed 's/^/            /'
+                [ -n "$GATEWAY_DIRECTIVES" ] && printf '            %s\n' "$GATEWAY_DIRECTIVES"
+                if [ "$c" != inspect ]; then
+                    echo "            # ---- $GATEWAY_USAGE_CONF"
+                    conf_directives "$GATEWAY_USAGE_CONF" | sed 's/^/            /'
+                fi
+                echo "            # ----"
+                echo
+                echo '            add_header  X-AI-Model  $ai_model always;'
+            else
+                # the same header work as the gateway, without the module
+                echo '            add_header  X-AI-Model  none always;'
+            fi
+            # SSE proxies pass events on at once
+            [ "$c" = stream ] && echo '            proxy_buffering     off;'
+            cat <<EOF
 
             proxy_pass          http://mock_provider;
             proxy_http_version  1.1;
             proxy_set_header    Connection "";
         }
+EOF
+        done
+        cat <<EOF
     }
 }
 EOF
@@ -327,6 +526,18 @@ install_traps() {
 # overridable by the scripts
 on_exit() { :; }
 
+# conf_directives FILE: a conf file without its comment and blank lines
+conf_directives() {
+    grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1" || true
+}
+
+# conf_summary FILE: the directives of a conf file on one line
+conf_summary() {
+    local x
+    x=$( (grep -v '^[[:space:]]*#' "$1" || true) | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')
+    echo "${x:-(none)}"
+}
+
 # describe: what was measured, for the reports
 describe() {
     local rev dirty
@@ -338,8 +549,15 @@ describe() {
     echo "date:     $(date -u '+%F %T UTC')"
     echo "host:     $(uname -n), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
     echo "nginx:    $NGINX ($("$NGINX" -v 2>&1 | sed 's/^nginx version: //'))"
-    echo "module:   $MODULE (built $(date -u -r "$MODULE" '+%F %T UTC'), repo $rev$dirty)"
-    echo "gateway:  $( (grep -v '^[[:space:]]*#' "$GATEWAY_LOCATION_CONF" || true) | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')${GATEWAY_DIRECTIVES:+ $GATEWAY_DIRECTIVES}"
+    echo "module:   ${MODULE_ORIG:-$MODULE} (built $(date -u -r "$MODULE" '+%F %T UTC'), sha256 ${MODULE_SHA:-?}..., repo $rev$dirty)"
+    echo "gateway:  $(conf_summary "$GATEWAY_LOCATION_CONF")${GATEWAY_DIRECTIVES:+ $GATEWAY_DIRECTIVES}"
+    echo "cases:    $CASES (sizes: inspect $SIZES; usage $USAGE_SIZES; stream $STREAM_SIZES)"
+    case " $CASES " in *" usage "*|*" stream "*)
+        echo "usage:    + $(conf_summary "$GATEWAY_USAGE_CONF") (usage and stream); http: $(conf_summary "$GATEWAY_HTTP_CONF")${GATEWAY_HTTP_DIRECTIVES:+ $GATEWAY_HTTP_DIRECTIVES}"
+    esac
+    case " $CASES " in *" stream "*)
+        echo "stream:   \"stream\": true body; mock answers text/event-stream: role, $STREAM_CHUNKS content, stop, usage, [DONE] events ($(wc -c < "$MOCK_STREAM") bytes at once); proxy_buffering off in plain and gateway"
+    esac
     echo "pinning:  $PIN_DESC"
     echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"
 }

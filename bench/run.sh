@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # bench/run.sh [SECONDS]  -- throughput/latency of plain proxy_pass vs. the
-# AI gateway module, 1 KiB and 32 KiB chat-completions bodies.  See
-# bench/README.md.
+# AI gateway module, in one run, for these cases (CASES, default all):
+#   inspect  ai_gateway on (1 KiB and 32 KiB chat-completions bodies)
+#   usage    + usage tracking + inference tables (1 KiB, JSON answer)
+#   stream   + usage tracking + inference tables, "stream": true (1 KiB),
+#            the mock answers with an OpenAI SSE stream (STREAM_CHUNKS
+#            content chunks and a usage chunk), proxy_buffering off
+# See bench/README.md.
 #
 # Environment (all optional):
 #   NGINX=/usr/sbin/nginx   MODULE=<repo>/build/ngx_http_ai_gateway_module.so
-#   ROUNDS=3        measured rounds per target and size (median reported)
-#   WARMUP=3        seconds of warm-up per target and size
+#   CASES="inspect usage stream"   the cases measured, in this order
+#   SIZES="1024 32768"   body sizes of "inspect"
+#   USAGE_SIZES=1024 STREAM_SIZES=1024   body sizes of "usage", "stream"
+#   STREAM_CHUNKS=200   content chunks of the mock's SSE answer
+#   ROUNDS=3        measured rounds per case, size and target (median reported)
+#   WARMUP=3        seconds of warm-up per case, size and target
 #   CONNS=64 THREADS=1   wrk connections / threads
-#   SIZES="1024 32768"   body sizes in bytes
 #   PIN=1 TEST_CPU=0 LOAD_CPU=1   CPU pinning (PIN=0: none)
-#   GATEWAY_LOCATION_CONF, GATEWAY_DIRECTIVES, GATEWAY_HTTP_CONF,
-#   GATEWAY_HTTP_DIRECTIVES   extra gateway directives (see lib.sh)
-#   KEEP=1          keep the run directory (configs, logs, wrk outputs)
+#   GATEWAY_LOCATION_CONF, GATEWAY_DIRECTIVES, GATEWAY_USAGE_CONF,
+#   GATEWAY_HTTP_CONF, GATEWAY_HTTP_DIRECTIVES   gateway directives (lib.sh)
+#   KEEP=1          keep the run directory (configs, logs, records, wrk outputs)
 set -euo pipefail
 
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -22,11 +30,11 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
-SIZES=${SIZES:-1024 32768}
 KEEP=${KEEP:-0}
 
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -gt 0 ] || die "usage: $0 [seconds]"
 [[ "$ROUNDS" =~ ^[0-9]+$ ]] && [ "$ROUNDS" -gt 0 ] || die "ROUNDS must be a positive number"
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be a number"
 
 check_common
 if ! command -v wrk >/dev/null; then
@@ -36,6 +44,7 @@ if ! command -v wrk >/dev/null; then
         || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; } \
         || die "could not install wrk"
 fi
+perl -MJSON::PP -e 1 2>/dev/null || die "perl's JSON::PP is required (perl-modules)"
 setup_pinning
 
 RUN_DIR=$(mktemp -d "$RESULTS_DIR/run.XXXXXX")
@@ -48,14 +57,16 @@ on_exit() {
     fi
 }
 install_traps
+snapshot_module "$RUN_DIR"
 
 size_label() { if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024))KiB"; else echo "${1}B"; fi; }
+row_label() { printf '%-7s %s' "$1" "$(size_label "$2")"; }
 
 # ------------------------------------------------------------------ start
 
-for s in $SIZES; do
-    gen_body "$s" "$RUN_DIR/body-$s.json"
-done
+gen_case_bodies "$RUN_DIR"
+gen_stream "$RUN_DIR"
+mock_response_file "$RUN_DIR"
 
 UP_PORT=$(free_port)
 PLAIN_PORT=$(free_port)
@@ -80,46 +91,122 @@ GW_WORKER=$(worker_pid "$GW_PID")
 port_of()   { case $1 in plain) echo "$PLAIN_PORT";;   gateway) echo "$GW_PORT";;   esac; }
 worker_of() { case $1 in plain) echo "$PLAIN_WORKER";; gateway) echo "$GW_WORKER";; esac; }
 
+# the gateway's record files (the sinks' defaults, relative to its prefix)
+USAGE_LOG="$RUN_DIR/gateway/logs/ai_usage.jsonl"
+INFERENCE_LOG="$RUN_DIR/gateway/logs/ai_inference.jsonl"
+
+mapfile -t ROWS < <(case_rows)
+NROWS=${#ROWS[@]}
 {
     describe
-    echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds (order alternates), median reported"
+    echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds (order alternates), median reported; $NROWS case/size rows"
     echo "ports:    upstream 127.0.0.1:$UP_PORT, plain :$PLAIN_PORT, gateway :$GW_PORT"
 } | tee "$RUN_DIR/header.txt"
 echo
 
 # ------------------------------------------------------------------ verify
 
-# check_once TARGET SIZE: one request with curl, must be 200 (and, through
-# the gateway, carry the model the module found)
-check_once() {
-    local target=$1 size=$2 port hdr code model
-    port=$(port_of "$target")
-    hdr="$RUN_DIR/check-$target-$size.headers"
-    code=$(curl -sS -o "$RUN_DIR/check-$target-$size.body" -D "$hdr" \
-                -w '%{http_code}' --max-time 10 \
-                -H 'Content-Type: application/json' -H 'Expect:' \
-                -H "X-User: $BENCH_USER" \
-                --data-binary "@$RUN_DIR/body-$size.json" \
-                "http://127.0.0.1:$port$URI") || code=000
-    model=$(tr -d '\r' < "$hdr" | awk -F': ' 'tolower($1) == "x-ai-model" { print $2 }')
-    if [ "$code" != 200 ]; then
-        echo "---- response headers:" >&2; cat "$hdr" >&2
-        echo "---- response body:" >&2; head -c 2000 "$RUN_DIR/check-$target-$size.body" >&2; echo >&2
-        echo "---- error log of $target:" >&2; tail -n 20 "$RUN_DIR/$target/logs/error.log" >&2
-        die "$target answered HTTP $code (not 200) to a $(size_label "$size") POST $URI"
-    fi
-    grep -q '"chat.completion"' "$RUN_DIR/check-$target-$size.body" \
-        || die "$target: the answer is not the mock chat.completion"
-    if [ "$target" = gateway ] && [ "$model" != "$MODEL" ]; then
-        cat "$hdr" >&2
-        die "gateway: X-AI-Model is \"$model\", expected \"$MODEL\" (\$ai_model not seen)"
-    fi
-    echo "check: $target $(size_label "$size"): HTTP $code, X-AI-Model: $model"
+show_failure() {
+    local target=$1 base=$2
+    echo "---- response headers:" >&2; cat "$base.headers" >&2
+    echo "---- response body (first 2000 bytes):" >&2; head -c 2000 "$base.body" >&2; echo >&2
+    echo "---- error log of $target:" >&2; tail -n 20 "$RUN_DIR/$target/logs/error.log" >&2
 }
 
-for s in $SIZES; do
-    check_once plain "$s"
-    check_once gateway "$s"
+# check_once CASE TARGET SIZE: one request with curl, must be 200, carry
+# exactly the body expected (the mock's answer; through the gateway, the
+# stream without the usage chunk it asked for), and through the gateway the
+# model the module found.  For "usage" and "stream", the gateway must also
+# have written a correct usage record and inference record.
+check_once() {
+    local c=$1 target=$2 size=$3 port base code model id uri expect line i what
+    port=$(port_of "$target")
+    uri=$(case_uri "$c")
+    what="$target, $c $(size_label "$size")"
+    base="$RUN_DIR/check-$c-$size-$target"
+    id="bench-check-$c-$size-$target-$$"
+    code=$(curl -sS -o "$base.body" -D "$base.headers" \
+                -w '%{http_code}' --max-time 10 \
+                -H 'Content-Type: application/json' -H 'Expect:' \
+                -H "X-User: $BENCH_USER" -H 'X-Bench-Check: 1' \
+                -H "X-Client-Request-Id: $id" \
+                --data-binary "@$(body_file "$RUN_DIR" "$c" "$size")" \
+                "http://127.0.0.1:$port$uri") || code=000
+    model=$(tr -d '\r' < "$base.headers" | awk -F': ' 'tolower($1) == "x-ai-model" { print $2 }')
+    if [ "$code" != 200 ]; then
+        show_failure "$target" "$base"
+        die "$what: HTTP $code (not 200) to POST $uri"
+    fi
+    if [ "$target" = gateway ] && [ "$model" != "$MODEL" ]; then
+        cat "$base.headers" >&2
+        die "$what: X-AI-Model is \"$model\", expected \"$MODEL\" (\$ai_model not seen)"
+    fi
+    if [ "$c" = stream ]; then
+        # the checks the design asks for, each with its own message
+        if [ "$target" = gateway ]; then
+            if grep -q '"choices":\[\],"usage"' "$base.body"; then
+                show_failure "$target" "$base"
+                die "$what: the client's stream still has the usage chunk (the gateway should cut it out)"
+            fi
+        else
+            grep -q '"choices":\[\],"usage":{"prompt_tokens":250' "$base.body" \
+                || { show_failure "$target" "$base"; die "$what: plain's stream lacks the mock's usage chunk"; }
+        fi
+        [ "$(tail -c 14 "$base.body")" = "data: [DONE]" ] \
+            && [ "$(tail -c 2 "$base.body" | od -An -c | tr -d ' ')" = '\n\n' ] \
+            || { show_failure "$target" "$base"; die "$what: the stream does not end with \"data: [DONE]\\n\\n\""; }
+    fi
+    expect=$(expected_body "$c" "$target")
+    if ! cmp -s "$base.body" "$expect"; then
+        show_failure "$target" "$base"
+        echo "---- first difference (cmp):" >&2; cmp "$base.body" "$expect" >&2 || true
+        die "$what: the body ($(wc -c < "$base.body") bytes) is not the expected $(basename "$expect") ($(wc -c < "$expect") bytes)"
+    fi
+    echo "check: $what: HTTP 200, X-AI-Model: $model, body as expected ($(wc -c < "$base.body") bytes)"
+
+    # what the mock received (its check.log): for the gateway's stream, the
+    # body with "stream_options":{"include_usage":true} added
+    line=
+    for ((i = 0; i < 20; i++)); do
+        line=$(grep -F "$uri " "$RUN_DIR/upstream/logs/check.log" 2>/dev/null | tail -n 1 || true)
+        [ -n "$line" ] && break
+        sleep 0.1
+    done
+    if [ "$c" = stream ]; then
+        local got
+        got=$(sed -n 's/.* content_length=\([0-9]*\) .*/\1/p' <<< "$line")
+        [ -n "$got" ] || die "$what: the mock did not log the request (check.log: '$line')"
+        if [ "$target" = gateway ]; then
+            [ "$got" -gt "$size" ] \
+                || die "$what: the upstream got a $got-byte body, not more than the client's $size: stream_options not added?"
+            echo "check: $what: upstream got a $got-byte body (client sent $size: include_usage added)"
+        fi
+    fi
+    : > "$RUN_DIR/upstream/logs/check.log"
+
+    if [ "$target" = gateway ] && [ "$c" != inspect ]; then
+        # the records: flush=1s by default, so wait for them
+        for ((i = 0; i < 50; i++)); do
+            if grep -qF "\"$id\"" "$USAGE_LOG" 2>/dev/null && grep -qF "\"$id\"" "$INFERENCE_LOG" 2>/dev/null; then
+                break
+            fi
+            sleep 0.1
+        done
+        local resp
+        if [ "$c" = stream ]; then resp=$MOCK_STREAM; else resp=$MOCK_RESPONSE_FILE; fi
+        line=$(perl "$BENCH_DIR/check_records.pl" check "$USAGE_LOG" "$INFERENCE_LOG" "$id" "$c" \
+                    "$(body_file "$RUN_DIR" "$c" "$size")" "$resp" "$STREAM_CHUNKS") || {
+            echo "---- error log of gateway:" >&2; tail -n 20 "$RUN_DIR/gateway/logs/error.log" >&2
+            die "$what: wrong or missing usage/inference records (see above; $USAGE_LOG, $INFERENCE_LOG)"
+        }
+        echo "check: $what: $line"
+    fi
+}
+
+for row in "${ROWS[@]}"; do
+    read -r c s <<< "$row"
+    check_once "$c" plain "$s"
+    check_once "$c" gateway "$s"
 done
 echo
 
@@ -130,53 +217,60 @@ echo
 # load CPU (wrk + mock upstream)
 
 RAW="$RUN_DIR/raw.tsv"
-printf 'size\ttarget\tround\trps\tp50_us\tp99_us\tcpu_us_per_req\tworker_busy\ttest_cpu_busy\tload_cpu_busy\trequests\n' > "$RAW"
+printf 'case\tsize\ttarget\tround\trps\tp50_us\tp99_us\tcpu_us_per_req\tworker_busy\ttest_cpu_busy\tload_cpu_busy\trequests\n' > "$RAW"
 
-# run_wrk TARGET SIZE SECONDS OUT: wrk pinned to the load CPU; fails loudly
-# on any non-2xx/3xx answer or socket error
+# requests the gateway completed per case (warm-ups included), to compare
+# with the records it wrote
+declare -A GW_DONE=()
+
+# run_wrk CASE TARGET SIZE SECONDS OUT: wrk pinned to the load CPU; fails
+# loudly on any non-2xx/3xx answer or socket error
 run_wrk() {
-    local target=$1 size=$2 secs=$3 out=$4 line
+    local c=$1 target=$2 size=$3 secs=$4 out=$5 line
     "${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency \
-        -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$(port_of "$target")$URI" \
-        -- "$RUN_DIR/body-$size.json" "$BENCH_USER" > "$out" 2>&1 \
-        || { cat "$out" >&2; die "wrk failed ($target, $(size_label "$size"))"; }
+        -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$(port_of "$target")$(case_uri "$c")" \
+        -- "$(body_file "$RUN_DIR" "$c" "$size")" "$BENCH_USER" < /dev/null > "$out" 2>&1 \
+        || { cat "$out" >&2; die "wrk failed ($target, $c $(size_label "$size"))"; }
     line=$(grep '^BENCH ' "$out" || true)
     [ -n "$line" ] || { cat "$out" >&2; die "no BENCH line in the wrk output"; }
     if grep -q 'Non-2xx or 3xx responses' "$out" \
        || ! [[ "$line" =~ status_errors=0\ connect=0\ read=0\ write=0\ timeout=0 ]]; then
         cat "$out" >&2
         echo "---- error log of $target:" >&2; tail -n 20 "$RUN_DIR/$target/logs/error.log" >&2
-        die "$target, $(size_label "$size"): requests failed (see the wrk output above)"
+        die "$target, $c $(size_label "$size"): requests failed (see the wrk output above)"
     fi
     BENCH_LINE=$line
+    if [ "$target" = gateway ]; then
+        GW_DONE[$c]=$(( ${GW_DONE[$c]:-0} + $(kv requests) ))
+    fi
 }
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< " $BENCH_LINE"; }
 
-for s in $SIZES; do
-    for t in plain gateway; do
-        echo "warm-up: $t $(size_label "$s") ${WARMUP}s"
-        run_wrk "$t" "$s" "$WARMUP" "$RUN_DIR/wrk-$s-$t-warmup.txt"
-    done
-done
-
-for s in $SIZES; do
+for row in "${ROWS[@]}"; do
+    read -r c s <<< "$row"
+    if [ "$WARMUP" -gt 0 ]; then
+        for t in plain gateway; do
+            echo "warm-up: $(row_label "$c" "$s") $t ${WARMUP}s"
+            run_wrk "$c" "$t" "$s" "$WARMUP" "$RUN_DIR/wrk-$c-$s-$t-warmup.txt"
+        done
+    fi
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then order="plain gateway"; else order="gateway plain"; fi
         for t in $order; do
             w=$(worker_of "$t")
             c0=$(cpu_ns "$w") s0=$(cpu_snap)
-            run_wrk "$t" "$s" "$DURATION" "$RUN_DIR/wrk-$s-$t-$r.txt"
+            run_wrk "$c" "$t" "$s" "$DURATION" "$RUN_DIR/wrk-$c-$s-$t-$r.txt"
             c1=$(cpu_ns "$w") s1=$(cpu_snap)
             read -r tbusy lbusy <<< "$(cpu_busy "$s0" "$s1")"
             reqs=$(kv requests) dur=$(kv duration_us)
             cpu=$(awk -v c="$((c1 - c0))" -v n="$reqs" 'BEGIN { printf "%.2f", c / 1000 / n }')
             util=$(awk -v c="$((c1 - c0))" -v d="$dur" 'BEGIN { printf "%.0f", 100 * c / 1000 / d }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$t" "$r" "$(kv rps)" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$t" "$r" "$(kv rps)" \
                    "$(kv p50_us)" "$(kv p99_us)" "$cpu" "$util" "$tbusy" "$lbusy" "$reqs" >> "$RAW"
             other=$((tbusy - util)); ((other < 0)) && other=0
-            printf 'round %d %-5s %-7s %6.0f req/s  p50 %5.2fms  p99 %5.2fms  worker %5.1f us/req %3s%% busy | CPU%s other %2s%% | CPU%s %3s%%\n' \
-                   "$r" "$(size_label "$s")" "$t" "$(kv rps)" \
+            printf 'round %d %s %-7s %6.0f req/s  p50 %5.2fms  p99 %5.2fms  worker %5.1f us/req %3s%% busy | CPU%s other %2s%% | CPU%s %3s%%\n' \
+                   "$r" "$(row_label "$c" "$s")" "$t" "$(kv rps)" \
                    "$(awk -v u="$(kv p50_us)" 'BEGIN { print u / 1000 }')" \
                    "$(awk -v u="$(kv p99_us)" 'BEGIN { print u / 1000 }')" "$cpu" "$util" \
                    "$TEST_CPU" "$other" "$LOAD_CPU" "$lbusy"
@@ -194,65 +288,123 @@ for t in plain gateway; do
     fi
 done
 
+# the records the gateway wrote during the run: one usage and one inference
+# record per request it answered (wrk's count; requests in flight when wrk
+# stopped may add a few, up to CONNS per wrk run), token counts from the
+# provider
+RECORDS="$RUN_DIR/records.txt"
+: > "$RECORDS"
+RECORDS_OK=1
+if [ -n "${GW_DONE[usage]:-}${GW_DONE[stream]:-}" ]; then
+    sleep 2     # flush=1s
+    perl "$BENCH_DIR/check_records.pl" count "$USAGE_LOG" "$INFERENCE_LOG" > "$RUN_DIR/records.count"
+    runs=$(( ROUNDS + (WARMUP > 0 ? 1 : 0) ))
+    {
+        echo "records written by the gateway during the run (wrk's completed requests + 1 check request;"
+        echo "up to $CONNS more per wrk run may have been in flight when wrk stopped):"
+        for c in usage stream; do
+            [ -n "${GW_DONE[$c]:-}" ] || continue
+            ep=$(case_uri "$c"); ep=${ep%chat/completions}
+            n_sizes=$(wc -w <<< "$(case_sizes "$c")")
+            done_n=$(( GW_DONE[$c] + n_sizes ))
+            slack=$(( CONNS * runs * n_sizes ))
+            u=$(awk -v e="$ep" '$1 == "usage" && $2 == e' "$RUN_DIR/records.count")
+            i=$(awk -v e="$ep" '$1 == "inference" && $2 == e' "$RUN_DIR/records.count")
+            get() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<< " $2"; }
+            ur=$(get records "$u"); ur=${ur:-0}
+            ir=$(get records "$i"); ir=${ir:-0}
+            prov=$(get provider "$u"); prov=${prov:-0}
+            verdict=OK
+            if [ "$ur" -lt "$done_n" ] || [ "$ir" -lt "$done_n" ]; then
+                verdict="RECORDS MISSING"
+            elif [ "$ur" -gt $((done_n + slack)) ] || [ "$ir" -gt $((done_n + slack)) ]; then
+                verdict="TOO MANY RECORDS"
+            elif [ "$prov" -lt "$done_n" ]; then
+                verdict="TOKEN COUNTS NOT FROM THE PROVIDER"
+            fi
+            [ "$verdict" = OK ] || RECORDS_OK=0
+            printf '  %-7s %s requests: usage %s (%s); inference %s (%s): %s\n' "$c" "$done_n" "$ur" \
+                "$(sed 's/^usage [^ ]* records=[0-9]* //' <<< "$u")" "$ir" \
+                "$(sed 's/^inference [^ ]* records=[0-9]* //' <<< "$i")" "$verdict"
+        done
+        printf '  files: %s %s, %s %s\n' "$(basename "$USAGE_LOG")" "$(du -h "$USAGE_LOG" | cut -f1)" \
+            "$(basename "$INFERENCE_LOG")" "$(du -h "$INFERENCE_LOG" | cut -f1)"
+    } > "$RECORDS"
+fi
+
 TABLE="$RUN_DIR/table.txt"
 perl - "$RAW" > "$TABLE" <<'EOF'
 use strict; use warnings;
-my (%v, @sizes);
+my (%v, @rows);
 open my $fh, '<', $ARGV[0] or die;
 <$fh>;
 while (<$fh>) {
     chomp;
-    my ($size, $t, $r, $rps, $p50, $p99, $cpu, $util, $tb, $lb) = split /\t/;
-    push @sizes, $size unless grep { $_ == $size } @sizes;
-    push @{ $v{$size}{$t}{rps} }, $rps;
-    push @{ $v{$size}{$t}{p50} }, $p50;
-    push @{ $v{$size}{$t}{p99} }, $p99;
-    push @{ $v{$size}{$t}{cpu} }, $cpu;
-    push @{ $v{$size}{$t}{util} }, $util;
-    push @{ $v{$size}{$t}{lb} }, $lb;
+    my ($case, $size, $t, $r, $rps, $p50, $p99, $cpu, $util, $tb, $lb) = split /\t/;
+    my $row = "$case $size";
+    push @rows, $row unless grep { $_ eq $row } @rows;
+    my $x = $v{$row}{$t} //= {};
+    push @{ $x->{rps} }, $rps;
+    push @{ $x->{p50} }, $p50;
+    push @{ $x->{p99} }, $p99;
+    push @{ $x->{cpu} }, $cpu;
+    push @{ $x->{util} }, $util;
+    push @{ $x->{lb} }, $lb;
 }
 sub median { my @s = sort { $a <=> $b } @_; my $n = @s;
              return $n % 2 ? $s[$n / 2] : ($s[$n / 2 - 1] + $s[$n / 2]) / 2; }
 sub max { my $m = shift; for (@_) { $m = $_ if $_ > $m } $m }
 sub min { my $m = shift; for (@_) { $m = $_ if $_ < $m } $m }
-sub label { my $s = shift; $s % 1024 ? "${s}B" : ($s / 1024) . "KiB" }
+sub slabel { my $s = shift; $s % 1024 ? "${s}B" : ($s / 1024) . "KiB" }
+sub label { my ($c, $s) = split ' ', shift; sprintf "%-7s %-5s", $c, slabel($s) }
 sub ms { sprintf "%.2fms", $_[0] / 1000 }
+sub verdict { $_[0] >= 0.95 ? 'MET (stretch too)' : $_[0] >= 0.90 ? 'MET' : 'NOT MET' }
 
-printf "%-6s %-8s %10s %17s %9s %9s %12s %7s %8s\n",
-       'body', 'target', 'req/s', 'req/s min..max', 'p50', 'p99', 'CPU us/req',
+printf "%-13s %-8s %10s %17s %9s %9s %12s %7s %8s\n",
+       'case  body', 'target', 'req/s', 'req/s min..max', 'p50', 'p99', 'CPU us/req',
        'busy', 'load CPU';
-for my $s (@sizes) {
+for my $row (@rows) {
     for my $t (qw(plain gateway)) {
-        my $x = $v{$s}{$t};
-        printf "%-6s %-8s %10.0f %17s %9s %9s %12.1f %6.0f%% %7.0f%%\n",
-            label($s), $t, median(@{ $x->{rps} }),
+        my $x = $v{$row}{$t};
+        printf "%-13s %-8s %10.0f %17s %9s %9s %12.1f %6.0f%% %7.0f%%\n",
+            label($row), $t, median(@{ $x->{rps} }),
             sprintf("%.0f..%.0f", min(@{ $x->{rps} }), max(@{ $x->{rps} })),
             ms(median(@{ $x->{p50} })), ms(median(@{ $x->{p99} })),
             median(@{ $x->{cpu} }), median(@{ $x->{util} }), median(@{ $x->{lb} });
     }
 }
 print "\n";
-for my $s (@sizes) {
-    my ($p, $g) = ($v{$s}{plain}, $v{$s}{gateway});
+my @budget;
+my $pad = ' ' x 13;
+for my $row (@rows) {
+    my ($p, $g) = ($v{$row}{plain}, $v{$row}{gateway});
     my $ratio = median(@{ $g->{rps} }) / median(@{ $p->{rps} });
     my $best  = max(@{ $g->{rps} }) / max(@{ $p->{rps} });
     my ($pc, $gc) = (median(@{ $p->{cpu} }), median(@{ $g->{cpu} }));
-    printf "%-6s gateway/plain req/s: %.3f (medians), %.3f (bests)\n",
-        label($s), $ratio, $best;
-    printf "%-6s by worker CPU/request: %.3f (plain %.1f us, gateway %.1f us: %+.1f us, %+.1f%%)\n",
-        '', $pc / $gc, $pc, $gc, $gc - $pc, 100 * ($gc - $pc) / $pc;
+    printf "%s gateway/plain req/s: %.3f (medians), %.3f (bests)\n",
+        label($row), $ratio, $best;
+    printf "%s by worker CPU/request: %.3f (plain %.1f us, gateway %.1f us: %+.1f us, %+.1f%%)\n",
+        $pad, $pc / $gc, $pc, $gc, $gc - $pc, 100 * ($gc - $pc) / $pc;
     my $n = grep { $_ < 90 } @{ $p->{util} }, @{ $g->{util} };
     my $m = @{ $p->{util} } + @{ $g->{util} };
-    printf "%-6s note: in %d of %d runs the nginx under test was < 90%% busy, so not the\n"
-         . "%-6s only bottleneck (load CPU or other processes): trust the CPU ratio more\n",
-        '', $n, $m, '' if $n;
+    printf "%s note: in %d of %d runs the nginx under test was < 90%% busy, so not the\n"
+         . "%s only bottleneck (load CPU or other processes): trust the CPU ratio more\n",
+        $pad, $n, $m, $pad if $n;
+    my ($c, $s) = split ' ', $row;
     if ($s == 1024) {
-        printf "%-6s budget (>= 0.90, stretch >= 0.95): req/s ratio %.3f %s; CPU ratio %.3f %s\n",
-            '', $ratio, verdict($ratio), $pc / $gc, verdict($pc / $gc);
+        printf "%s budget (>= 0.90, stretch >= 0.95): req/s ratio %.3f %s; CPU ratio %.3f %s\n",
+            $pad, $ratio, verdict($ratio), $pc / $gc, verdict($pc / $gc);
+        push @budget, sprintf "  %-7s 1KiB  req/s ratio %.3f %-17s  CPU ratio %.3f %s",
+            $c, $ratio, verdict($ratio), $pc / $gc, verdict($pc / $gc);
     }
 }
-sub verdict { $_[0] >= 0.95 ? 'MET (stretch too)' : $_[0] >= 0.90 ? 'MET' : 'NOT MET' }
+if (@budget) {
+    print "\nbudget at 1 KiB, gateway/plain >= 0.90 (stretch >= 0.95), streaming and non-streaming alike:\n";
+    print "$_\n" for @budget;
+}
 EOF
+
+[ -s "$RECORDS" ] && { echo; cat "$RECORDS"; } >> "$TABLE"
 
 {
     cat "$RUN_DIR/header.txt"
@@ -272,4 +424,5 @@ EOF
 cat "$TABLE"
 echo
 echo "written: $RESULTS_DIR/latest.txt"
+[ "$RECORDS_OK" = 1 ] || die "the gateway's records do not match the requests (see above); run directory kept"
 FAILED=0

@@ -86,7 +86,17 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
 
-    if (ctx == NULL || !ctx->inspected || !(ctx->track || ctx->infer)) {
+    if (ctx == NULL || !ctx->inspected) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->counters && !ctx->limit_headers
+        && ngx_http_ai_gateway_limit_headers(r, ctx) == NGX_OK)
+    {
+        ctx->limit_headers = 1;
+    }
+
+    if (!ctx->parse) {
         return ngx_http_next_header_filter(r);
     }
 

@@ -24,6 +24,8 @@ static char *ngx_http_ai_gateway_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ai_gateway_usage_log(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ai_gateway_token_reservation(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_inference_log(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf);
@@ -85,6 +87,34 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ai_gateway_loc_conf_t, stream_usage),
+      NULL },
+
+    { ngx_string("ai_gateway_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_2MORE,
+      ngx_http_ai_gateway_rate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_require_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, require_user),
+      NULL },
+
+    { ngx_string("ai_gateway_token_reservation"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_token_reservation,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, token_reservation),
       NULL },
 
     { ngx_string("ai_gateway_usage_log"),
@@ -189,6 +219,7 @@ ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->user = NULL;
      *     conf->endpoint = { 0, NULL };
+     *     conf->limits = NULL;
      */
 
     conf->enable = NGX_CONF_UNSET;
@@ -196,6 +227,8 @@ ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->usage_tracking = NGX_CONF_UNSET;
     conf->inference_table = NGX_CONF_UNSET;
     conf->stream_usage = NGX_CONF_UNSET;
+    conf->require_user = NGX_CONF_UNSET;
+    conf->token_reservation = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -228,7 +261,10 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             || conf->max_body != NGX_CONF_UNSET_SIZE
             || conf->usage_tracking != NGX_CONF_UNSET
             || conf->inference_table != NGX_CONF_UNSET
-            || conf->stream_usage != NGX_CONF_UNSET))
+            || conf->stream_usage != NGX_CONF_UNSET
+            || conf->limits != NULL
+            || conf->require_user != NGX_CONF_UNSET
+            || conf->token_reservation != NGX_CONF_UNSET))
     {
         conf->enable = 1;
     }
@@ -239,6 +275,15 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->endpoint, prev->endpoint, "");
 
     ngx_conf_merge_value(conf->usage_tracking, prev->usage_tracking, 0);
+    ngx_conf_merge_value(conf->require_user, prev->require_user, 0);
+    ngx_conf_merge_value(conf->token_reservation, prev->token_reservation,
+                         NGX_HTTP_AI_GATEWAY_DEFAULT_RESERVATION);
+
+    /* a level that sets no limits has all of the level above */
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
     ngx_conf_merge_value(conf->inference_table, prev->inference_table, 0);
 
     /* unset means "as usage tracking", decided per location at run time */
@@ -348,6 +393,34 @@ invalid:
 
 
 static char *
+ngx_http_ai_gateway_token_reservation(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->token_reservation != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->token_reservation = ngx_atoi(value[1].data, value[1].len);
+
+    if (lcf->token_reservation == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, "
+                           "it must be a number of tokens", &value[1],
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_ai_gateway_usage_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ai_gateway_main_conf_t *mcf = conf;
@@ -444,6 +517,10 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
         if (mcf->inference_log == NULL) {
             return NGX_ERROR;
         }
+    }
+
+    if (ngx_http_ai_gateway_default_zone(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ngx_str_set(&name, "request_id");

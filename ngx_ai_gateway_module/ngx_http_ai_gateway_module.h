@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ai_gateway_log.h"
+#include "ngx_http_ai_gateway_shm.h"
 #include "ngx_http_ai_gateway_sse.h"
 #include "ngx_http_ai_gateway_usage.h"
 
@@ -22,6 +23,37 @@
 
 /* characters per token for estimates, when the provider gives no usage */
 #define NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN      4
+
+#define NGX_HTTP_AI_GATEWAY_DEFAULT_ZONE_SIZE    (10 * 1024 * 1024)
+#define NGX_HTTP_AI_GATEWAY_DEFAULT_RESERVATION  1000
+#define NGX_HTTP_AI_GATEWAY_MAX_LIMITS           32
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_LIMIT_NONE = 0,
+    NGX_HTTP_AI_GATEWAY_LIMIT_PASSED,
+    NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED,
+    NGX_HTTP_AI_GATEWAY_LIMIT_DRY_RUN_REJECTED
+} ngx_http_ai_gateway_limit_status_e;
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_LIMIT_BY_USER = 0,
+    NGX_HTTP_AI_GATEWAY_LIMIT_BY_ENDPOINT,
+    NGX_HTTP_AI_GATEWAY_LIMIT_BY_VARIABLE
+} ngx_http_ai_gateway_key_type_e;
+
+
+/* one ai_gateway_rate_limit */
+typedef struct {
+    ngx_http_ai_gateway_key_type_e   key_type;
+    ngx_http_complex_value_t        *key;        /* key=$variable */
+    ngx_msec_t                       period;
+    ngx_uint_t                       tokens;     /* 0: calls */
+    int64_t                          limit;
+    ngx_uint_t                       dry_run;
+    ngx_str_t                        type;       /* requests_per_user_... */
+} ngx_http_ai_gateway_limit_t;
 
 
 typedef enum {
@@ -39,6 +71,8 @@ typedef struct {
     ngx_http_ai_gateway_sink_t *inference_log;
     size_t                      max_payload;
     ngx_int_t                   request_id_index;
+    ngx_shm_zone_t             *zone;
+    ngx_uint_t                  limits;          /* some location limits */
     ngx_uint_t                  tracking;        /* some location tracks */
     ngx_uint_t                  inference;       /* some location records */
 } ngx_http_ai_gateway_main_conf_t;
@@ -52,6 +86,9 @@ typedef struct {
     ngx_flag_t                  usage_tracking;
     ngx_flag_t                  inference_table;
     ngx_flag_t                  stream_usage;
+    ngx_array_t                *limits;
+    ngx_flag_t                  require_user;
+    ngx_int_t                   token_reservation;
 } ngx_http_ai_gateway_loc_conf_t;
 
 
@@ -109,7 +146,19 @@ typedef struct {
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
 
+    /* limits: what admission charged, for the headers and settlement */
+    ngx_http_ai_gateway_counter_t  *counters;
+    ngx_http_ai_gateway_limit_t    *limits;
+    ngx_uint_t                      nlimits;
+    int64_t                         reserved;     /* tokens per budget */
+    ngx_http_ai_gateway_limit_status_e  limit_status;
+    ngx_str_t                       limit_type;   /* the one that acted */
+
     unsigned                     inspected:1;
+    unsigned                     parse:1;         /* read the answer */
+    unsigned                     limit_done:1;
+    unsigned                     limit_headers:1;
+    unsigned                     settled:1;
     unsigned                     track:1;         /* usage tracking on */
     unsigned                     infer:1;         /* inference table on */
     unsigned                     hide_usage:1;    /* drop the usage chunk */
@@ -145,6 +194,21 @@ ngx_str_t *ngx_http_ai_gateway_api_name(ngx_http_ai_gateway_api_e api);
 ngx_int_t ngx_http_ai_gateway_add_variables(ngx_conf_t *cf);
 
 ngx_int_t ngx_http_ai_gateway_filter_init(ngx_conf_t *cf);
+
+char *ngx_http_ai_gateway_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ai_gateway_default_zone(ngx_conf_t *cf,
+    ngx_http_ai_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_ai_gateway_limit(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+void ngx_http_ai_gateway_limit_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_str_t *ngx_http_ai_gateway_limit_status(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_uint_t with_type, ngx_pool_t *pool);
 ngx_int_t ngx_http_ai_gateway_log_handler(ngx_http_request_t *r);
 
 

@@ -74,7 +74,13 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
 
-    if (ctx == NULL || ctx->logged || !(ctx->track || ctx->infer)) {
+    if (ctx == NULL || ctx->logged) {
+        return NGX_OK;
+    }
+
+    ngx_http_ai_gateway_limit_settle(r, ctx);
+
+    if (!(ctx->track || ctx->infer)) {
         return NGX_OK;
     }
 
@@ -242,7 +248,11 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
                                 ctx->ttft_set ? (int64_t) ctx->ttft : -1);
     ngx_http_ai_gateway_put_int(&o, "upstream_latency_ms",
                                 attempts ? (int64_t) ulat : -1);
-    ngx_http_ai_gateway_put_str(&o, "rate_limit", NULL);
+    ngx_http_ai_gateway_put_str(&o, "rate_limit",
+                                ctx->limit_status
+                                ? ngx_http_ai_gateway_limit_status(ctx, 1,
+                                                                   r->pool)
+                                : NULL);
     ngx_http_ai_gateway_put_str(&o, "guardrail", NULL);
     ngx_http_ai_gateway_put_bool(&o, "client_aborted",
                                  ngx_http_ai_gateway_aborted(r, ctx));

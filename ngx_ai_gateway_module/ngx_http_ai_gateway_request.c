@@ -44,6 +44,8 @@ static void ngx_http_ai_gateway_set_error(ngx_http_request_t *r,
     ngx_str_t *message);
 static ngx_int_t ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
     ngx_http_ai_gateway_json_value_t *v, ngx_str_t *s);
+static ngx_uint_t ngx_http_ai_gateway_token_budgets(
+    ngx_http_ai_gateway_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
 static ngx_int_t ngx_http_ai_gateway_replace_body(ngx_http_request_t *r,
@@ -120,7 +122,20 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
             return NGX_DONE;
         }
 
-        return NGX_DECLINED;
+        if (!ctx->inspected) {
+            return NGX_DECLINED;
+        }
+
+        /* the limits, once, in the first location that inspected */
+
+        rc = ngx_http_ai_gateway_limit(r, ctx);
+
+        if (rc == NGX_DONE) {
+            return NGX_DONE;
+        }
+
+        return (rc == NGX_ERROR) ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                                 : NGX_DECLINED;
     }
 
     if (r->method != NGX_HTTP_POST) {
@@ -495,6 +510,7 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 {
     int                               rc;
     ngx_str_t                         msg, uri_model;
+    ngx_uint_t                        budgets;
     ngx_http_ai_gateway_loc_conf_t   *lcf;
     ngx_http_ai_gateway_json_facts_t  facts;
 
@@ -578,15 +594,19 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    if (ctx->track || ctx->infer) {
+    /* answers are read for records and for token budgets */
+    budgets = ngx_http_ai_gateway_token_budgets(lcf);
+    ctx->parse = ctx->track || ctx->infer || budgets;
+
+    if (ctx->parse) {
         ngx_http_ai_gateway_identity_encoding(r);
     }
 
     if (ctx->stream == 1
         && (ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT
             || ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS)
-        && (lcf->stream_usage == NGX_CONF_UNSET ? lcf->usage_tracking
-                                                : lcf->stream_usage))
+        && (lcf->stream_usage == NGX_CONF_UNSET
+            ? (lcf->usage_tracking || budgets) : lcf->stream_usage))
     {
         (void) ngx_http_ai_gateway_stream_options(r, ctx, &facts);
     }
@@ -758,6 +778,28 @@ ngx_http_ai_gateway_copy_string(ngx_http_request_t *r,
     s->len = ngx_http_ai_gateway_json_unescape(s->data, v->str, v->len);
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_token_budgets(ngx_http_ai_gateway_loc_conf_t *lcf)
+{
+    ngx_uint_t                    i;
+    ngx_http_ai_gateway_limit_t  *limit;
+
+    if (lcf->limits == NULL) {
+        return 0;
+    }
+
+    limit = lcf->limits->elts;
+
+    for (i = 0; i < lcf->limits->nelts; i++) {
+        if (limit[i].tokens) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -31,7 +31,8 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_VAR_PROMPT_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS,
-    NGX_HTTP_AI_GATEWAY_VAR_TTFT
+    NGX_HTTP_AI_GATEWAY_VAR_TTFT,
+    NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS
 } ngx_http_ai_gateway_var_e;
 
 
@@ -85,6 +86,9 @@ static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
 
     { ngx_string("ai_ttft"), NULL, ngx_http_ai_gateway_variable,
       NGX_HTTP_AI_GATEWAY_VAR_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_limit_status"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -184,6 +188,10 @@ ngx_http_ai_gateway_variable(ngx_http_request_t *r,
 
     case NGX_HTTP_AI_GATEWAY_VAR_CLIENT_USER:
         value = ctx->client_user;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS:
+        value = *ngx_http_ai_gateway_limit_status(ctx, 0, r->pool);
         break;
     }
 

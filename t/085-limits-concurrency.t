@@ -1,0 +1,170 @@
+# Limits hold under concurrency with two workers, survive "nginx -s reload",
+# and renew when their window has passed.
+# (A plain Test::More script: Test::Nginx blocks send one request at a time.)
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use MockProvider;
+use IO::Socket::INET;
+use File::Temp qw(tempdir);
+use Cwd qw(abs_path);
+use POSIX ();
+use Time::HiRes qw(sleep time);
+
+my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+my ($so) = grep { /ngx_http_ai_gateway_module\.so$/ }
+           split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
+plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so'
+    unless $so;
+
+my $mock = $ENV{TEST_NGINX_MOCK_PORT};
+my $prefix = tempdir(CLEANUP => 1);
+mkdir "$prefix/logs";
+chmod 0755, $prefix, "$prefix/logs";
+
+my $port = do {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, ReuseAddr => 1) or die $!;
+    my $p = $s->sockport;
+    close $s;
+    $p;
+};
+
+my $so_path = abs_path($so);
+open my $conf, '>', "$prefix/nginx.conf" or die $!;
+print $conf <<"_EOC_";
+load_module $so_path;
+worker_processes 2;
+daemon on;
+master_process on;
+pid logs/nginx.pid;
+error_log logs/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    ai_gateway_zone 1m;
+    server {
+        listen 127.0.0.1:$port reuseport backlog=512;
+        location /v1/ {
+            ai_gateway_endpoint burst;
+            ai_gateway_rate_limit key=endpoint renewal_period=hour calls=50;
+            proxy_pass http://127.0.0.1:$mock;
+        }
+        location /w/ {
+            ai_gateway_endpoint short;
+            ai_gateway_rate_limit key=endpoint renewal_period=2s calls=1;
+            proxy_pass http://127.0.0.1:$mock/v1/;
+        }
+    }
+}
+_EOC_
+close $conf;
+
+is(system($nginx, '-p', "$prefix/", '-c', "$prefix/nginx.conf"), 0, 'nginx starts');
+
+sub master_pid {
+    open my $f, '<', "$prefix/logs/nginx.pid" or return;
+    my $pid = <$f>;
+    chomp $pid;
+    return $pid;
+}
+
+# the worker processes: children of the master, from /proc
+sub workers {
+    my $master = master_pid();
+    my @w;
+    for my $dir (glob('/proc/[0-9]*')) {
+        my ($pid) = $dir =~ m{/proc/(\d+)$} or next;
+        open(my $f, '<', "$dir/stat") or next;
+        my $stat = <$f> // next;
+        # "pid (comm) state ppid ...": a zombie (state Z) is gone
+        my ($state, $ppid) = $stat =~ /\) (\S) (\d+)/ or next;
+        push @w, $pid if $ppid == $master && $state ne 'Z';
+    }
+    return @w;
+}
+
+END {
+    my $pid = master_pid();
+    kill 'QUIT', $pid if $pid;
+}
+
+# returns (status, headers)
+sub request {
+    my ($uri) = @_;
+    my $body = '{"model":"m","messages":[{"role":"user","content":"Hello there"}]}';
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 20)
+        or return (0, '');
+    print $s "POST $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+           . "Content-Type: application/json\r\n"
+           . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    local $/;
+    my $resp = <$s> // '';
+    my ($status) = $resp =~ m{^HTTP/1\.1 (\d+) };
+    my ($head) = split /\r\n\r\n/, $resp, 2;
+    return ($status // 0, $head // '');
+}
+
+# 200 requests at once: 50 clients, each with 4, started together
+my @pids;
+pipe my $go_r, my $go_w or die $!;
+pipe my $res_r, my $res_w or die $!;
+for my $c (1 .. 50) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $go_w;
+        close $res_r;
+        sysread $go_r, my $x, 1;      # wait for the start
+        my $out = '';
+        for (1 .. 4) {
+            my ($st, $h) = request('/v1/chat/completions');
+            my $ok = $st == 429
+                     && $h =~ /\r\nRetry-After: \d+\r\n/
+                     && $h =~ /\r\nx-ratelimit-limit-requests: 50\r\n/
+                     && $h =~ /\r\nx-ratelimit-remaining-requests: 0\r\n/;
+            $out .= $st == 200 ? 'A' : $ok ? 'R' : "?$st";
+        }
+        syswrite $res_w, "$out\n";
+        POSIX::_exit(0);
+    }
+    push @pids, $pid;
+}
+close $go_r;
+close $res_w;
+close $go_w;                          # everyone starts now
+waitpid $_, 0 for @pids;
+my $all = do { local $/; <$res_r> };
+
+is(($all =~ tr/A//), 50, 'exactly 50 of 200 concurrent requests admitted');
+is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and x-ratelimit headers');
+
+# a reload keeps the counters
+my @old = workers();
+kill 'HUP', master_pid();
+my $deadline = time + 15;
+while (time < $deadline) {
+    my %now = map { $_ => 1 } workers();
+    last if !grep { $now{$_} } @old;
+    sleep 0.1;
+}
+my %now = map { $_ => 1 } workers();
+ok(!grep({ $now{$_} } @old), 'the old workers are gone after the reload');
+is((request('/v1/chat/completions'))[0], 429, 'after the reload the limit is still used up');
+
+# a window renews: the limit's own Retry-After says when
+my ($st1) = request('/w/chat/completions');
+my ($st2, $h2) = request('/w/chat/completions');
+is($st1, 200, 'first call in a 2s window passes');
+is($st2, 429, 'second call in the same window is refused');
+my ($retry) = $h2 =~ /\r\nRetry-After: (\d+)\r\n/;
+ok($retry && $retry <= 3, "Retry-After is within the window ($retry s)");
+# waiting is the point here: the window's time must pass
+sleep $retry + 0.05;
+is((request('/w/chat/completions'))[0], 200, 'after Retry-After the window has renewed');
+
+open my $log, '<', "$prefix/logs/error.log" or die $!;
+my @alerts = grep { /\[(alert|crit|emerg)\]/ } <$log>;
+is(scalar @alerts, 0, 'no alerts in the error log') or diag(@alerts);
+
+done_testing();
