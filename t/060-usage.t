@@ -412,3 +412,30 @@ POST /v1/chat/completions
 --- response_body_like: "chat\.completion"
 --- error_log eval
 qr/\[alert\] .*write\(\) to "\/dev\/full" failed, 1 records dropped \(28: No space left on device\)/
+
+
+
+=== TEST 20: the stream the client gets is the upstream's, byte for byte, less the usage chunk
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$server_port/sse;
+        proxy_buffering off;
+    }
+    location = /sse {
+        default_type text/event-stream;
+        return 200 ": keep-alive\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \\u00e9\"}}],\"usage\":null}\n\ndata: {\"id\":\"c1\",\"choices\":[],\n\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: {\"id\":\"c1\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\r\n\r\ndata: [DONE]\n\n";
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+[": keep-alive\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \\u00e9\"}}],\"usage\":null}\n\ndata: {\"id\":\"c1\",\"choices\":[],\n\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
+ qr/"input_token_count":3,"output_token_count":2,"total_token_count":5,[^\n]*"token_count_source":"provider","input_character_count":11,"output_character_count":4,/]
