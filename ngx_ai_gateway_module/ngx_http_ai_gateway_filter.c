@@ -190,7 +190,9 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
 
-            if (!ctx->resp_sse && !ctx->ttft_set) {
+            if (!ctx->resp_sse && !ctx->ttft_set
+                && ctx->resp_status < NGX_HTTP_BAD_REQUEST)
+            {
                 /* a JSON answer: the first byte of the body */
                 ngx_http_ai_gateway_set_ttft(r, ctx);
             }

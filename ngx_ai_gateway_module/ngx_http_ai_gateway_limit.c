@@ -95,7 +95,7 @@ ngx_http_ai_gateway_default_zone(ngx_conf_t *cf,
 {
     ngx_http_ai_gateway_shm_t  *shm;
 
-    if (!mcf->limits || mcf->zone != NULL) {
+    if (!(mcf->limits || mcf->metrics) || mcf->zone != NULL) {
         return NGX_OK;
     }
 
@@ -299,6 +299,10 @@ ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
     scope = (limit->key_type == NGX_HTTP_AI_GATEWAY_LIMIT_BY_USER) ? "user"
             : (limit->key_type == NGX_HTTP_AI_GATEWAY_LIMIT_BY_ENDPOINT)
               ? "endpoint" : "key";
+
+    limit->scope.data = (u_char *) scope;
+    limit->scope.len = ngx_strlen(scope);
+    limit->period_name = *period;
 
     limit->type.data = ngx_pnalloc(cf->pool, 64 + period->len);
     if (limit->type.data == NULL) {

@@ -38,6 +38,11 @@ static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 ngx_http_request_body_filter_pt  ngx_http_ai_gateway_next_request_body_filter;
 
 
+static ngx_conf_num_bounds_t  ngx_http_ai_gateway_max_series_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
 static ngx_command_t  ngx_http_ai_gateway_commands[] = {
 
     { ngx_string("ai_gateway"),
@@ -117,6 +122,27 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       offsetof(ngx_http_ai_gateway_loc_conf_t, token_reservation),
       NULL },
 
+    { ngx_string("ai_gateway_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ai_gateway_metrics,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_metrics_max_series"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_main_conf_t, max_series),
+      &ngx_http_ai_gateway_max_series_bounds },
+
+    { ngx_string("ai_gateway_price"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ai_gateway_price,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ai_gateway_usage_log"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_ai_gateway_usage_log,
@@ -186,6 +212,7 @@ ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf)
      */
 
     mcf->max_payload = NGX_CONF_UNSET_SIZE;
+    mcf->max_series = NGX_CONF_UNSET_UINT;
     mcf->request_id_index = NGX_ERROR;
 
     return mcf;
@@ -199,6 +226,7 @@ ngx_http_ai_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_size_value(mcf->max_payload,
                              NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_PAYLOAD);
+    ngx_conf_init_uint_value(mcf->max_series, 1000);
 
     return NGX_CONF_OK;
 }

@@ -53,7 +53,19 @@ typedef struct {
     int64_t                          limit;
     ngx_uint_t                       dry_run;
     ngx_str_t                        type;       /* requests_per_user_... */
+    ngx_str_t                        scope;      /* user, endpoint, key */
+    ngx_str_t                        period_name;
 } ngx_http_ai_gateway_limit_t;
+
+
+/* ai_gateway_price: 1e-12 USD per token */
+typedef struct {
+    ngx_str_t                        model;
+    ngx_uint_t                       prefix;     /* "name*" */
+    int64_t                          input;
+    int64_t                          output;
+    int64_t                          cached_input;
+} ngx_http_ai_gateway_price_t;
 
 
 typedef enum {
@@ -73,6 +85,9 @@ typedef struct {
     ngx_int_t                   request_id_index;
     ngx_shm_zone_t             *zone;
     ngx_uint_t                  limits;          /* some location limits */
+    ngx_uint_t                  metrics;         /* ai_gateway_metrics */
+    ngx_uint_t                  max_series;
+    ngx_array_t                *prices;
     ngx_uint_t                  tracking;        /* some location tracks */
     ngx_uint_t                  inference;       /* some location records */
 } ngx_http_ai_gateway_main_conf_t;
@@ -209,6 +224,14 @@ void ngx_http_ai_gateway_limit_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 ngx_str_t *ngx_http_ai_gateway_limit_status(ngx_http_ai_gateway_ctx_t *ctx,
     ngx_uint_t with_type, ngx_pool_t *pool);
+
+char *ngx_http_ai_gateway_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_price(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void *ngx_http_ai_gateway_metrics_init_zone(ngx_slab_pool_t *pool);
+u_char *ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico);
+
 ngx_int_t ngx_http_ai_gateway_log_handler(ngx_http_request_t *r);
 
 
@@ -228,6 +251,11 @@ typedef struct {
 
 void ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t);
+int64_t ngx_http_ai_gateway_cost(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t);
+void ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t,
+    int64_t cost);
 
 
 extern ngx_module_t  ngx_http_ai_gateway_module;

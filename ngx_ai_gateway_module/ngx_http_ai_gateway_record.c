@@ -47,6 +47,8 @@ static void ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o,
     const char *key, int64_t n);
 static void ngx_http_ai_gateway_put_bool(ngx_http_ai_gateway_out_t *o,
     const char *key, ngx_uint_t b);
+static void ngx_http_ai_gateway_put_usd(ngx_http_ai_gateway_out_t *o,
+    const char *key, int64_t pico);
 static u_char *ngx_http_ai_gateway_escape(u_char *dst, u_char *src,
     size_t len);
 
@@ -66,6 +68,7 @@ ngx_int_t
 ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
 {
     ngx_http_ai_gateway_ctx_t        *ctx;
+    ngx_http_ai_gateway_tokens_t      t;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
     if (r != r->main) {
@@ -78,15 +81,17 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ngx_http_ai_gateway_limit_settle(r, ctx);
-
-    if (!(ctx->track || ctx->infer)) {
-        return NGX_OK;
-    }
-
     ctx->logged = 1;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    ngx_http_ai_gateway_limit_settle(r, ctx);
+
+    if (mcf->metrics && mcf->zone) {
+        ngx_http_ai_gateway_tokens(r, ctx, &t);
+        ngx_http_ai_gateway_metrics_count(r, ctx, &t,
+                                          ngx_http_ai_gateway_cost(r, ctx, &t));
+    }
 
     if (ctx->track && mcf->usage_log) {
         ngx_http_ai_gateway_usage_record(r, ctx, mcf);
@@ -235,6 +240,8 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_put_int(&o, "cached_input_token_count",
                                 t.cached_input);
     ngx_http_ai_gateway_put_int(&o, "reasoning_token_count", t.reasoning);
+    ngx_http_ai_gateway_put_usd(&o, "cost_usd",
+                                ngx_http_ai_gateway_cost(r, ctx, &t));
     ngx_http_ai_gateway_put_str(&o, "token_count_source",
                                 &ngx_http_ai_gateway_source[t.source]);
     ngx_http_ai_gateway_put_int(&o, "input_character_count",
@@ -759,10 +766,44 @@ ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o, const char *key,
 
 
 static void
+ngx_http_ai_gateway_put_usd(ngx_http_ai_gateway_out_t *o, const char *key,
+    int64_t pico)
+{
+    if (pico < 0) {
+        o->pos = ngx_sprintf(o->pos, "\"%s\":null,", key);
+        return;
+    }
+
+    o->pos = ngx_sprintf(o->pos, "\"%s\":", key);
+    o->pos = ngx_http_ai_gateway_format_usd(o->pos, pico);
+    *o->pos++ = ',';
+}
+
+
+static void
 ngx_http_ai_gateway_put_bool(ngx_http_ai_gateway_out_t *o, const char *key,
     ngx_uint_t b)
 {
     o->pos = ngx_sprintf(o->pos, "\"%s\":%s,", key, b ? "true" : "false");
+}
+
+
+/* 1e-12 USD as a decimal number of dollars, trailing zeros cut */
+
+u_char *
+ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico)
+{
+    u_char  *start;
+
+    p = ngx_sprintf(p, "%L.", pico / 1000000000000LL);
+    start = p;
+    p = ngx_sprintf(p, "%012L", pico % 1000000000000LL);
+
+    while (p > start + 1 && p[-1] == '0') {
+        p--;
+    }
+
+    return p;
 }
 
 

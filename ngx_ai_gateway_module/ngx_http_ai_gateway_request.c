@@ -512,6 +512,7 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ngx_str_t                         msg, uri_model;
     ngx_uint_t                        budgets;
     ngx_http_ai_gateway_loc_conf_t   *lcf;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
     ngx_http_ai_gateway_json_facts_t  facts;
 
     if (ctx->body_len == 0) {
@@ -596,7 +597,8 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 
     /* answers are read for records and for token budgets */
     budgets = ngx_http_ai_gateway_token_budgets(lcf);
-    ctx->parse = ctx->track || ctx->infer || budgets;
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    ctx->parse = ctx->track || ctx->infer || budgets || mcf->metrics;
 
     if (ctx->parse) {
         ngx_http_ai_gateway_identity_encoding(r);
@@ -605,8 +607,8 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     if (ctx->stream == 1
         && (ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT
             || ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS)
-        && (lcf->stream_usage == NGX_CONF_UNSET
-            ? (lcf->usage_tracking || budgets) : lcf->stream_usage))
+        && (lcf->stream_usage == NGX_CONF_UNSET ? ctx->parse
+                                                : lcf->stream_usage))
     {
         (void) ngx_http_ai_gateway_stream_options(r, ctx, &facts);
     }

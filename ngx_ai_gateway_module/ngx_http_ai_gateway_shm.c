@@ -10,6 +10,9 @@
 #include "ngx_http_ai_gateway_shm.h"
 
 
+void *ngx_http_ai_gateway_metrics_init_zone(ngx_slab_pool_t *pool);
+
+
 #define NGX_HTTP_AI_GATEWAY_SLOTS  (NGX_HTTP_AI_GATEWAY_BUCKETS + 1)
 
 /* the most counters one request may hold: the force mask is 64 bits */
@@ -76,6 +79,12 @@ ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_rbtree_init(&shm->sh->rbtree, &shm->sh->sentinel,
                     ngx_http_ai_gateway_shm_rbtree_insert);
     ngx_queue_init(&shm->sh->queue);
+    shm->sh->nomem_logged = 0;
+
+    shm->sh->metrics = ngx_http_ai_gateway_metrics_init_zone(shm->shpool);
+    if (shm->sh->metrics == NULL) {
+        return NGX_ERROR;
+    }
 
     len = sizeof(" in ai_gateway zone \"\"") + shm_zone->shm.name.len;
 

@@ -31,6 +31,7 @@ typedef struct {
     ngx_rbtree_node_t  sentinel;
     ngx_queue_t        queue;
     ngx_msec_t         nomem_logged;
+    void              *metrics;        /* ngx_http_ai_gateway_metrics.c */
 } ngx_http_ai_gateway_shm_sh_t;
 
 

@@ -32,7 +32,8 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_VAR_COMPLETION_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_TTFT,
-    NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS
+    NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS,
+    NGX_HTTP_AI_GATEWAY_VAR_COST_USD
 } ngx_http_ai_gateway_var_e;
 
 
@@ -90,6 +91,9 @@ static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
     { ngx_string("ai_limit_status"), NULL, ngx_http_ai_gateway_variable,
       NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ai_cost_usd"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_COST_USD, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -117,7 +121,9 @@ static ngx_int_t
 ngx_http_ai_gateway_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                   value, *s;
+    int64_t                       cost;
+    ngx_str_t                     value, *s;
+    ngx_http_ai_gateway_tokens_t  t;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
     ctx = ngx_http_ai_gateway_get_ctx(r->main);
@@ -192,6 +198,22 @@ ngx_http_ai_gateway_variable(ngx_http_request_t *r,
 
     case NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS:
         value = *ngx_http_ai_gateway_limit_status(ctx, 0, r->pool);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_COST_USD:
+        ngx_http_ai_gateway_tokens(r->main, ctx, &t);
+        cost = ngx_http_ai_gateway_cost(r->main, ctx, &t);
+
+        if (cost >= 0) {
+            value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
+            if (value.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            value.len = ngx_http_ai_gateway_format_usd(value.data, cost)
+                        - value.data;
+        }
+
         break;
     }
 

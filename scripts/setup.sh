@@ -8,7 +8,8 @@ pkgs="gcc make cmake pkg-config nginx nginx-dev libjansson-dev libhiredis-dev
       libpcre2-dev libssl-dev zlib1g-dev"
 if [ "${1:-}" = "--test" ]; then
   pkgs="$pkgs perl libtest-base-perl libipc-run-perl libtext-diff-perl
-        liblist-moreutils-perl libtest-longstring-perl redis-server valgrind"
+        liblist-moreutils-perl libtest-longstring-perl redis-server valgrind
+        prometheus"
 fi
 
 missing=""

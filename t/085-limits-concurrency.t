@@ -51,6 +51,9 @@ http {
             ai_gateway_rate_limit key=endpoint renewal_period=hour calls=50;
             proxy_pass http://127.0.0.1:$mock;
         }
+        location = /metrics {
+            ai_gateway_metrics;
+        }
         location /w/ {
             ai_gateway_endpoint short;
             ai_gateway_rate_limit key=endpoint renewal_period=2s calls=1;
@@ -139,6 +142,36 @@ my $all = do { local $/; <$res_r> };
 is(($all =~ tr/A//), 50, 'exactly 50 of 200 concurrent requests admitted');
 is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and x-ratelimit headers');
 
+sub scrape {
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 20)
+        or return '';
+    print $s "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    local $/;
+    my $resp = <$s> // '';
+    return (split /\r\n\r\n/, $resp, 2)[1] // '';
+}
+
+# the metrics of both workers, from the zone
+my $m = scrape();
+like($m, qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="200"\} 50$/m,
+     'metrics: 50 admitted, counted over both workers');
+like($m, qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="429"\} 150$/m,
+     'metrics: 150 rejected');
+like($m, qr/^ai_gateway_rate_limit_rejections_total\{endpoint="burst",scope="endpoint",period="hour",kind="requests"\} 150$/m,
+     'metrics: 150 rate limit rejections');
+like($m, qr/^ai_gateway_tokens_total\{endpoint="burst",model="m",type="output"\} 550$/m,
+     'metrics: output tokens of the 50 answers');
+
+SKIP: {
+    my ($promtool) = grep { -x } map { "$_/promtool" } split /:/, $ENV{PATH};
+    skip 'promtool is not installed (Debian package prometheus)', 1 unless $promtool;
+    open my $p, '|-', "$promtool check metrics >$prefix/promtool.out 2>&1" or die $!;
+    print $p $m;
+    close $p;
+    is($?, 0, 'promtool check metrics accepts the output')
+        or diag(`cat $prefix/promtool.out`);
+}
+
 # a reload keeps the counters
 my @old = workers();
 kill 'HUP', master_pid();
@@ -151,6 +184,8 @@ while (time < $deadline) {
 my %now = map { $_ => 1 } workers();
 ok(!grep({ $now{$_} } @old), 'the old workers are gone after the reload');
 is((request('/v1/chat/completions'))[0], 429, 'after the reload the limit is still used up');
+like(scrape(), qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="429"\} 151$/m,
+     'metrics survive the reload');
 
 # a window renews: the limit's own Retry-After says when
 my ($st1) = request('/w/chat/completions');
