@@ -55,8 +55,6 @@ static int ngx_http_ai_gateway_json_object(
 static int ngx_http_ai_gateway_json_array(
     ngx_http_ai_gateway_json_scanner_t *s,
     ngx_http_ai_gateway_json_role_e role, uint64_t *chars);
-static const unsigned char *ngx_http_ai_gateway_json_skip_plain(
-    const unsigned char *p, const unsigned char *end);
 static int ngx_http_ai_gateway_json_string(
     ngx_http_ai_gateway_json_scanner_t *s, uint64_t *chars,
     ngx_http_ai_gateway_json_value_t *v);
@@ -615,7 +613,7 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
  * words elsewhere.  Prompts are mostly such runs, so this is the hot loop.
  */
 
-static const unsigned char *
+const unsigned char *
 ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
     const unsigned char *end)
 {

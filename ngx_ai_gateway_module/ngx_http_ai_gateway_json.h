@@ -99,6 +99,13 @@ int ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
 size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
     const unsigned char *src, size_t len);
 
+/*
+ * The first byte at or after p that JSON strings must escape or that is not
+ * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: a fast scan.
+ */
+const unsigned char *ngx_http_ai_gateway_json_skip_plain(
+    const unsigned char *p, const unsigned char *end);
+
 /* the name of a key, for error messages */
 const char *ngx_http_ai_gateway_json_key_name(
     ngx_http_ai_gateway_json_key_e key);

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_json.h"
 
 
 typedef struct {
@@ -452,7 +453,7 @@ ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 {
-    u_char           *p, *d, *last, *copy;
+    u_char           *p, *q, *d, *last, *copy;
     size_t            n;
     ngx_str_t         secret;
     ngx_uint_t        i, found;
@@ -510,13 +511,11 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         found = 0;
         last = payload->data + payload->len;
 
-        for (p = payload->data; p + secret.len <= last; p++) {
-            if (*p == secret.data[0]
-                && ngx_memcmp(p, secret.data, secret.len) == 0)
-            {
-                found++;
-                p += secret.len - 1;
-            }
+        for (p = payload->data;
+             (p = memmem(p, last - p, secret.data, secret.len)) != NULL;
+             p += secret.len)
+        {
+            found++;
         }
 
         if (!found) {
@@ -530,18 +529,15 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         }
 
         d = copy;
+        p = payload->data;
 
-        for (p = payload->data; p < last; /* void */) {
-            if (p + secret.len <= last && *p == secret.data[0]
-                && ngx_memcmp(p, secret.data, secret.len) == 0)
-            {
-                d = ngx_cpymem(d, redacted.data, redacted.len);
-                p += secret.len;
-                continue;
-            }
-
-            *d++ = *p++;
+        while ((q = memmem(p, last - p, secret.data, secret.len)) != NULL) {
+            d = ngx_cpymem(d, p, q - p);
+            d = ngx_cpymem(d, redacted.data, redacted.len);
+            p = q + secret.len;
         }
+
+        d = ngx_cpymem(d, p, last - p);
 
         payload->data = copy;
         payload->len = d - copy;
@@ -815,7 +811,7 @@ ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico)
 static u_char *
 ngx_http_ai_gateway_escape(u_char *dst, u_char *src, size_t len)
 {
-    u_char      c, *end;
+    u_char      c, *p, *end;
     size_t      n, i;
     uint32_t    code;
 
@@ -824,12 +820,20 @@ ngx_http_ai_gateway_escape(u_char *dst, u_char *src, size_t len)
     end = src + len;
 
     while (src < end) {
-        c = *src;
 
-        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
-            *dst++ = *src++;
-            continue;
+        /* runs that need no escaping are copied whole */
+        p = (u_char *) ngx_http_ai_gateway_json_skip_plain(src, end);
+
+        if (p != src) {
+            dst = ngx_cpymem(dst, src, p - src);
+            src = p;
+
+            if (src == end) {
+                break;
+            }
         }
+
+        c = *src;
 
         if (c == '"' || c == '\\') {
             *dst++ = '\\';

@@ -26,7 +26,6 @@
 
 
 #include <string.h>
-#include <jansson.h>
 
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
 #include <emmintrin.h>
@@ -151,8 +150,6 @@ static size_t ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p,
 static size_t ngx_http_ai_gateway_walk_utf8_put(unsigned char *out,
     unsigned code);
 static unsigned ngx_http_ai_gateway_walk_hex4(const unsigned char *p);
-static int ngx_http_ai_gateway_usage_get(json_t *obj, const char *key,
-    const char *sub, int64_t *value);
 
 
 void
@@ -1467,61 +1464,383 @@ ngx_http_ai_gateway_usage_init(ngx_http_ai_gateway_usage_t *u)
  * message_delta after message_start.
  */
 
+/*
+ * The numbers of a usage object, read in one pass without building a tree:
+ * usage objects are small and flat, and this runs once or twice per
+ * request.  Invalid JSON is refused, as jansson would; with duplicate keys
+ * the last one counts, as in jansson.
+ */
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_U_PROMPT = 0,
+    NGX_HTTP_AI_GATEWAY_U_COMPLETION,
+    NGX_HTTP_AI_GATEWAY_U_TOTAL,
+    NGX_HTTP_AI_GATEWAY_U_INPUT,
+    NGX_HTTP_AI_GATEWAY_U_OUTPUT,
+    NGX_HTTP_AI_GATEWAY_U_CACHE_READ,
+    NGX_HTTP_AI_GATEWAY_U_CACHE_WRITE,
+    NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED,
+    NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING,
+    NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED,
+    NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING,
+    NGX_HTTP_AI_GATEWAY_U_LAST
+} ngx_http_ai_gateway_ufield_e;
+
+
+typedef struct {
+    const unsigned char  *p;
+    const unsigned char  *end;
+    int64_t               v[NGX_HTTP_AI_GATEWAY_U_LAST];
+    unsigned              has[NGX_HTTP_AI_GATEWAY_U_LAST];
+    unsigned              input_details;     /* key present at the top */
+} ngx_http_ai_gateway_uscan_t;
+
+
+static const struct {
+    const char  *key;
+    size_t       len;
+    int          field;        /* at the top, or -1 */
+    int          sub;          /* its object's "cached" / "reasoning" field */
+} ngx_http_ai_gateway_ukeys[] = {
+    { "prompt_tokens", 13, NGX_HTTP_AI_GATEWAY_U_PROMPT, -1 },
+    { "completion_tokens", 17, NGX_HTTP_AI_GATEWAY_U_COMPLETION, -1 },
+    { "total_tokens", 12, NGX_HTTP_AI_GATEWAY_U_TOTAL, -1 },
+    { "input_tokens", 12, NGX_HTTP_AI_GATEWAY_U_INPUT, -1 },
+    { "output_tokens", 13, NGX_HTTP_AI_GATEWAY_U_OUTPUT, -1 },
+    { "cache_read_input_tokens", 23, NGX_HTTP_AI_GATEWAY_U_CACHE_READ, -1 },
+    { "cache_creation_input_tokens", 27, NGX_HTTP_AI_GATEWAY_U_CACHE_WRITE,
+      -1 },
+    { "prompt_tokens_details", 21, -1, NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED },
+    { "completion_tokens_details", 25, -1,
+      NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING },
+    { "input_tokens_details", 20, -1, NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED },
+    { "output_tokens_details", 21, -1,
+      NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING },
+    { NULL, 0, -1, -1 }
+};
+
+
+static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
+    int field, int sub, unsigned depth);
+
+
+static void
+ngx_http_ai_gateway_uscan_ws(ngx_http_ai_gateway_uscan_t *s)
+{
+    while (s->p < s->end
+           && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    {
+        s->p++;
+    }
+}
+
+
+/* a string; its raw bytes (between the quotes) in *k, *klen */
+
+static int
+ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
+    const unsigned char **k, size_t *klen)
+{
+    const unsigned char  *start;
+
+    if (s->p == s->end || *s->p != '"') {
+        return -1;
+    }
+
+    start = ++s->p;
+
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p < 0x20) {
+            return -1;
+        }
+
+        if (*s->p == '\\') {
+            s->p++;
+        }
+
+        s->p++;
+    }
+
+    if (s->p >= s->end) {
+        return -1;
+    }
+
+    *k = start;
+    *klen = s->p - start;
+    s->p++;
+
+    return 0;
+}
+
+
+/* a number: integers and reals, kept when >= 0 and below 2^62 */
+
+static int
+ngx_http_ai_gateway_uscan_number(ngx_http_ai_gateway_uscan_t *s, int field)
+{
+    int                   neg, digits;
+    int64_t               n;
+    const unsigned char  *p;
+
+    p = s->p;
+    neg = 0;
+    n = 0;
+    digits = 0;
+
+    if (p < s->end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+
+    while (p < s->end && *p >= '0' && *p <= '9') {
+        if (n < ((int64_t) 1 << 58)) {
+            n = n * 10 + (*p - '0');
+        }
+
+        digits++;
+        p++;
+    }
+
+    if (digits == 0) {
+        return -1;
+    }
+
+    /* a fraction or an exponent: a whole-number real is still a count */
+    while (p < s->end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e'
+                          || *p == 'E' || *p == '+' || *p == '-'))
+    {
+        if (*p == 'e' || *p == 'E') {
+            field = -1;
+        }
+
+        p++;
+    }
+
+    s->p = p;
+
+    if (field >= 0 && !neg && n < ((int64_t) 1 << 58)) {
+        s->v[field] = n;
+        s->has[field] = 1;
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
+    unsigned depth)
+{
+    int                   i, field, nsub;
+    size_t                klen;
+    const unsigned char  *k;
+
+    s->p++;   /* '{' */
+    ngx_http_ai_gateway_uscan_ws(s);
+
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return 0;
+    }
+
+    for ( ;; ) {
+        if (ngx_http_ai_gateway_uscan_string(s, &k, &klen) != 0) {
+            return -1;
+        }
+
+        field = -1;
+        nsub = -1;
+
+        if (depth == 1) {
+            for (i = 0; ngx_http_ai_gateway_ukeys[i].key; i++) {
+                if (ngx_http_ai_gateway_ukeys[i].len == klen
+                    && memcmp(ngx_http_ai_gateway_ukeys[i].key, k, klen) == 0)
+                {
+                    field = ngx_http_ai_gateway_ukeys[i].field;
+                    nsub = ngx_http_ai_gateway_ukeys[i].sub;
+
+                    if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
+                        s->input_details = 1;
+                    }
+
+                    break;
+                }
+            }
+
+        } else if (depth == 2 && sub >= 0
+                   && ((klen == 13 && memcmp(k, "cached_tokens", 13) == 0
+                        && (sub == NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED
+                            || sub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED))
+                       || (klen == 16 && memcmp(k, "reasoning_tokens", 16) == 0
+                           && (sub == NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING
+                               || sub == NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING))))
+        {
+            field = sub;
+        }
+
+        ngx_http_ai_gateway_uscan_ws(s);
+
+        if (s->p == s->end || *s->p != ':') {
+            return -1;
+        }
+
+        s->p++;
+        ngx_http_ai_gateway_uscan_ws(s);
+
+        if (ngx_http_ai_gateway_uscan_value(s, field, nsub, depth + 1) != 0) {
+            return -1;
+        }
+
+        ngx_http_ai_gateway_uscan_ws(s);
+
+        if (s->p == s->end) {
+            return -1;
+        }
+
+        if (*s->p == '}') {
+            s->p++;
+            return 0;
+        }
+
+        if (*s->p != ',') {
+            return -1;
+        }
+
+        s->p++;
+        ngx_http_ai_gateway_uscan_ws(s);
+    }
+}
+
+
+static int
+ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
+    int sub, unsigned depth)
+{
+    size_t                len;
+    const unsigned char  *k;
+
+    if (s->p == s->end || depth > 16) {
+        return -1;
+    }
+
+    switch (*s->p) {
+
+    case '{':
+        return ngx_http_ai_gateway_uscan_object(s, sub, depth);
+
+    case '[':
+        s->p++;
+        ngx_http_ai_gateway_uscan_ws(s);
+
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return 0;
+        }
+
+        for ( ;; ) {
+            if (ngx_http_ai_gateway_uscan_value(s, -1, -1, depth + 1) != 0) {
+                return -1;
+            }
+
+            ngx_http_ai_gateway_uscan_ws(s);
+
+            if (s->p == s->end) {
+                return -1;
+            }
+
+            if (*s->p == ']') {
+                s->p++;
+                return 0;
+            }
+
+            if (*s->p != ',') {
+                return -1;
+            }
+
+            s->p++;
+            ngx_http_ai_gateway_uscan_ws(s);
+        }
+
+    case '"':
+        return ngx_http_ai_gateway_uscan_string(s, &k, &len);
+
+    case 't':
+    case 'f':
+    case 'n':
+        len = (*s->p == 'f') ? 5 : 4;
+
+        if ((size_t) (s->end - s->p) < len
+            || memcmp(s->p, *s->p == 't' ? "true" : *s->p == 'f' ? "false"
+                                                                 : "null",
+                      len) != 0)
+        {
+            return -1;
+        }
+
+        s->p += len;
+        return 0;
+
+    default:
+        return ngx_http_ai_gateway_uscan_number(s, field);
+    }
+}
+
+
 int
 ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len)
 {
-    int           has_input, has_read, has_write, anthropic;
-    int64_t       v, raw, cache_read, cache_write;
-    json_t       *root;
-    json_error_t  err;
+    int                          has_input, has_read, has_write, anthropic;
+    int64_t                      raw;
+    ngx_http_ai_gateway_uscan_t  s;
 
-    raw = -1;
+    memset(&s, 0, sizeof(s));
+    s.p = json;
+    s.end = json + len;
 
-    root = json_loadb((const char *) json, len, 0, &err);
+    ngx_http_ai_gateway_uscan_ws(&s);
 
-    if (root == NULL) {
+    if (s.p == s.end || *s.p != '{'
+        || ngx_http_ai_gateway_uscan_object(&s, -1, 1) != 0)
+    {
         return -1;
     }
 
-    if (!json_is_object(root)) {
-        json_decref(root);
+    ngx_http_ai_gateway_uscan_ws(&s);
+
+    if (s.p != s.end) {
         return -1;
     }
+
+#define ngx_http_ai_gateway_utake(f, dst)                                     \
+    if (s.has[f]) { (dst) = s.v[f]; }
 
     /* OpenAI chat, completions, embeddings */
-
-    (void) ngx_http_ai_gateway_usage_get(root, "prompt_tokens", NULL,
-                                         &u->input);
-    (void) ngx_http_ai_gateway_usage_get(root, "completion_tokens", NULL,
-                                         &u->output);
-    (void) ngx_http_ai_gateway_usage_get(root, "prompt_tokens_details",
-                                         "cached_tokens", &u->cached_input);
-    (void) ngx_http_ai_gateway_usage_get(root, "completion_tokens_details",
-                                         "reasoning_tokens", &u->reasoning);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_PROMPT, u->input);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_COMPLETION, u->output);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED,
+                              u->cached_input);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING,
+                              u->reasoning);
 
     /* OpenAI responses, and Anthropic's output */
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_OUTPUT, u->output);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED,
+                              u->cached_input);
+    ngx_http_ai_gateway_utake(NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING,
+                              u->reasoning);
 
-    (void) ngx_http_ai_gateway_usage_get(root, "output_tokens", NULL,
-                                         &u->output);
-    (void) ngx_http_ai_gateway_usage_get(root, "input_tokens_details",
-                                         "cached_tokens", &u->cached_input);
-    (void) ngx_http_ai_gateway_usage_get(root, "output_tokens_details",
-                                         "reasoning_tokens", &u->reasoning);
+#undef ngx_http_ai_gateway_utake
 
     /* input_tokens: OpenAI responses or Anthropic */
 
-    has_input = ngx_http_ai_gateway_usage_get(root, "input_tokens", NULL,
-                                              &raw);
-    has_read = ngx_http_ai_gateway_usage_get(root, "cache_read_input_tokens",
-                                             NULL, &cache_read);
-    has_write = ngx_http_ai_gateway_usage_get(root,
-                                              "cache_creation_input_tokens",
-                                              NULL, &cache_write);
+    has_input = s.has[NGX_HTTP_AI_GATEWAY_U_INPUT];
+    has_read = s.has[NGX_HTTP_AI_GATEWAY_U_CACHE_READ];
+    has_write = s.has[NGX_HTTP_AI_GATEWAY_U_CACHE_WRITE];
+    raw = has_input ? s.v[NGX_HTTP_AI_GATEWAY_U_INPUT] : -1;
 
     anthropic = has_read || has_write
-                || (u->cache_creation >= 0
-                    && json_object_get(root, "input_tokens_details") == NULL);
+                || (u->cache_creation >= 0 && !s.input_details);
 
     if (anthropic) {
 
@@ -1539,11 +1858,11 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
         }
 
         if (has_read) {
-            u->cached_input = cache_read;
+            u->cached_input = s.v[NGX_HTTP_AI_GATEWAY_U_CACHE_READ];
         }
 
         if (has_write) {
-            u->cache_creation = cache_write;
+            u->cache_creation = s.v[NGX_HTTP_AI_GATEWAY_U_CACHE_WRITE];
         }
 
         if (raw >= 0 && (has_input || has_read || has_write)) {
@@ -1555,60 +1874,11 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
         u->input = raw;
     }
 
-    if (ngx_http_ai_gateway_usage_get(root, "total_tokens", NULL, &v)) {
-        u->total = v;
+    if (s.has[NGX_HTTP_AI_GATEWAY_U_TOTAL]) {
+        u->total = s.v[NGX_HTTP_AI_GATEWAY_U_TOTAL];
 
     } else if (u->input >= 0 && u->output >= 0) {
         u->total = u->input + u->output;
-    }
-
-    json_decref(root);
-
-    return 0;
-}
-
-
-/*
- * Gets obj.key, or obj.key.sub, when it is a number >= 0: returns 1 and
- * sets *value, else returns 0 and leaves it.
- */
-
-static int
-ngx_http_ai_gateway_usage_get(json_t *obj, const char *key, const char *sub,
-    int64_t *value)
-{
-    double   d;
-    json_t  *v;
-
-    v = json_object_get(obj, key);
-
-    if (v != NULL && sub != NULL) {
-        v = json_is_object(v) ? json_object_get(v, sub) : NULL;
-    }
-
-    if (v == NULL) {
-        return 0;
-    }
-
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) < 0) {
-            return 0;
-        }
-
-        *value = json_integer_value(v);
-        return 1;
-    }
-
-    if (json_is_real(v)) {
-        d = json_real_value(v);
-
-        /* 2^62: far above any real count, and no overflow when summed */
-        if (!(d >= 0 && d < 4611686018427387904.0)) {
-            return 0;
-        }
-
-        *value = (int64_t) d;
-        return 1;
     }
 
     return 0;

@@ -158,3 +158,32 @@ X-Mock-Echo: 1
 [qr/sk-planted-0123456789abcdef/, qr/\[REDACTED\]/, qr/"token_count_source"/]
 --- response_body_unlike eval
 [qr/^$/, qr/planted/, qr/planted/]
+
+
+
+=== TEST 7: answers with control bytes, UTF-8 and invalid bytes are stored as valid JSON text
+--- http_config
+    ai_gateway_inference_log logs/inference.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_inference_table on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/odd;
+    }
+    location = /odd {
+        default_type application/json;
+        alias html/odd.json;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/inference.jsonl;
+    }
+--- user_files eval
+">>> odd.json\n" . "{\"text\":\"caf\xc3\xa9 \xe2\x82\xac tab\there \x01 bad\xff end \\\"q\\\" back\\\\slash " . ("plain " x 40) . "\"}"
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[]}", "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/end/,
+ qr/"response":"\{\\"text\\":\\"caf\xc3\xa9 \xe2\x82\xac tab\\there \\u0001 bad\\ufffd end \\\\\\"q\\\\\\" back\\\\\\\\slash (?:plain ){40}\\"\}","logging_error_codes":\[\]\}\n\z/]

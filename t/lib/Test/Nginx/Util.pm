@@ -58,7 +58,9 @@ our $StderrFile = "$LogDir/stderr.log";
 our $UseValgrind    = $ENV{TEST_NGINX_USE_VALGRIND};
 # valgrind slows nginx down a lot; only the default client timeout grows.
 our $Timeout        = $ENV{TEST_NGINX_TIMEOUT} || ($UseValgrind ? 10 : 3);
-our $TestNginxSleep = $ENV{TEST_NGINX_SLEEP} || 0.015;
+# log-phase lines come after the response; under valgrind much later
+our $TestNginxSleep = $ENV{TEST_NGINX_SLEEP}
+                      || ($ENV{TEST_NGINX_USE_VALGRIND} ? 0.2 : 0.015);
 our $LogLevel       = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
 our $MasterProcessEnabled = $ENV{TEST_NGINX_MASTER_PROCESS} || 'off';
 our $NoShuffle      = $ENV{TEST_NGINX_NO_SHUFFLE} || 0;
