@@ -24,7 +24,7 @@ static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t i);
 static void ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
-    const char *name, const char *kind, int64_t n, ngx_uint_t duration);
+    ngx_str_t *name, int64_t n, ngx_uint_t duration);
 static char *ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_t *limit, ngx_str_t *period, ngx_str_t *key);
 
@@ -304,6 +304,17 @@ ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
     limit->scope.len = ngx_strlen(scope);
     limit->period_name = *period;
 
+    /* the start of its counters' keys: kind, period, key type */
+    limit->key_prefix.data = ngx_pnalloc(cf->pool, 48);
+    if (limit->key_prefix.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    limit->key_prefix.len = ngx_sprintf(limit->key_prefix.data, "%c:%M:%d:",
+                                        limit->tokens ? 't' : 'c',
+                                        limit->period, (int) limit->key_type)
+                            - limit->key_prefix.data;
+
     limit->type.data = ngx_pnalloc(cf->pool, 64 + period->len);
     if (limit->type.data == NULL) {
         return NGX_CONF_ERROR;
@@ -465,13 +476,14 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
         break;
     }
 
-    c->key.data = ngx_pnalloc(r->pool, 48 + where.len + who.len);
+    c->key.data = ngx_pnalloc(r->pool,
+                              limit->key_prefix.len + where.len + 1 + who.len);
     if (c->key.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(c->key.data, "%c:%M:%d:%V", limit->tokens ? 't' : 'c',
-                    limit->period, (int) limit->key_type, &where);
+    p = ngx_cpymem(c->key.data, limit->key_prefix.data, limit->key_prefix.len);
+    p = ngx_cpymem(p, where.data, where.len);
     *p++ = '\x1f';
     p = ngx_cpymem(p, who.data, who.len);
 
@@ -550,7 +562,14 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
     ngx_uint_t                      i;
     ngx_http_ai_gateway_counter_t  *c;
 
-    static const char  *kinds[] = { "requests", "tokens" };
+    static ngx_str_t  names[2][3] = {
+        { ngx_string("x-ratelimit-limit-requests"),
+          ngx_string("x-ratelimit-remaining-requests"),
+          ngx_string("x-ratelimit-reset-requests") },
+        { ngx_string("x-ratelimit-limit-tokens"),
+          ngx_string("x-ratelimit-remaining-tokens"),
+          ngx_string("x-ratelimit-reset-tokens") }
+    };
 
     ngx_http_ai_gateway_limit_clear_headers(r);
 
@@ -582,12 +601,11 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
 
         c = &ctx->counters[pick[k]];
 
-        if (ngx_http_ai_gateway_limit_header(r, "limit", kinds[k], c->limit, 0)
+        if (ngx_http_ai_gateway_limit_header(r, &names[k][0], c->limit, 0)
             != NGX_OK
-            || ngx_http_ai_gateway_limit_header(r, "remaining", kinds[k],
-                                                best[k], 0)
+            || ngx_http_ai_gateway_limit_header(r, &names[k][1], best[k], 0)
                != NGX_OK
-            || ngx_http_ai_gateway_limit_header(r, "reset", kinds[k],
+            || ngx_http_ai_gateway_limit_header(r, &names[k][2],
                                                 (int64_t) c->reset, 1)
                != NGX_OK)
         {
@@ -634,8 +652,8 @@ ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, const char *name,
-    const char *kind, int64_t n, ngx_uint_t duration)
+ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_str_t *name,
+    int64_t n, ngx_uint_t duration)
 {
     ngx_table_elt_t  *h;
 
@@ -645,14 +663,7 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, const char *name,
     }
 
     h->hash = 1;
-
-    h->key.data = ngx_pnalloc(r->pool, 64);
-    if (h->key.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->key.len = ngx_sprintf(h->key.data, "x-ratelimit-%s-%s", name, kind)
-                 - h->key.data;
+    h->key = *name;
 
     h->value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
     if (h->value.data == NULL) {

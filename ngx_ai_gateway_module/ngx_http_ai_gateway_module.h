@@ -54,6 +54,7 @@ typedef struct {
     ngx_uint_t                       dry_run;
     ngx_str_t                        type;       /* requests_per_user_... */
     ngx_str_t                        scope;      /* user, endpoint, key */
+    ngx_str_t                        key_prefix; /* of its counters' keys */
     ngx_str_t                        period_name;
 } ngx_http_ai_gateway_limit_t;
 

@@ -116,9 +116,17 @@ static const struct {
                             : NGX_HTTP_AI_GATEWAY_WALK_DONE
 
 
-static int ngx_http_ai_gateway_walk_push(ngx_http_ai_gateway_walk_t *w,
-    unsigned object);
-static int ngx_http_ai_gateway_walk_is_usage(ngx_http_ai_gateway_walk_t *w);
+#if defined(__GNUC__)
+#define ngx_http_ai_gateway_walk_inline  inline __attribute__((always_inline))
+#else
+#define ngx_http_ai_gateway_walk_inline  inline
+#endif
+
+
+static ngx_http_ai_gateway_walk_inline int ngx_http_ai_gateway_walk_push(
+    ngx_http_ai_gateway_walk_t *w, unsigned object);
+static ngx_http_ai_gateway_walk_inline int ngx_http_ai_gateway_walk_is_usage(
+    ngx_http_ai_gateway_walk_t *w);
 static void ngx_http_ai_gateway_walk_string_start(
     ngx_http_ai_gateway_walk_t *w);
 static int ngx_http_ai_gateway_walk_string(ngx_http_ai_gateway_walk_t *w,
@@ -135,14 +143,20 @@ static void ngx_http_ai_gateway_walk_key_end(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *key);
 static void ngx_http_ai_gateway_walk_string_end(
     ngx_http_ai_gateway_walk_t *w);
-static unsigned ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key,
-    size_t len);
+static void ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *s, size_t len);
+static ngx_http_ai_gateway_walk_inline unsigned
+    ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len);
 static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len);
 static void ngx_http_ai_gateway_walk_captured(ngx_http_ai_gateway_walk_t *w);
 static int ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w);
-static const unsigned char *ngx_http_ai_gateway_walk_skip_plain(
-    const unsigned char *p, const unsigned char *end);
+static ngx_http_ai_gateway_walk_inline const unsigned char *
+    ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
+    const unsigned char *end);
+static ngx_http_ai_gateway_walk_inline const unsigned char *
+    ngx_http_ai_gateway_walk_skip_digits(const unsigned char *p,
+    const unsigned char *end);
 static uint64_t ngx_http_ai_gateway_walk_count(const unsigned char *p,
     const unsigned char *end);
 static size_t ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p,
@@ -150,6 +164,26 @@ static size_t ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p,
 static size_t ngx_http_ai_gateway_walk_utf8_put(unsigned char *out,
     unsigned code);
 static unsigned ngx_http_ai_gateway_walk_hex4(const unsigned char *p);
+
+
+static ngx_http_ai_gateway_walk_inline uint32_t
+ngx_http_ai_gateway_walk_w32(const void *p)
+{
+    uint32_t  v;
+
+    memcpy(&v, p, 4);
+    return v;
+}
+
+
+static ngx_http_ai_gateway_walk_inline uint64_t
+ngx_http_ai_gateway_walk_w64(const void *p)
+{
+    uint64_t  v;
+
+    memcpy(&v, p, 8);
+    return v;
+}
 
 
 void
@@ -188,13 +222,33 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
 }
 
 
+/*
+ * The walk is threaded: each state is a label that reads its bytes and
+ * jumps to the next state's label, and w->state is only written when the
+ * buffer ends in it (or a helper takes over).  Whole tokens in the buffer
+ * take fast paths: a key is matched in place once its closing quote is
+ * found, strings no rule wants are skipped by the SIMD scan, and true,
+ * false, null and runs of digits are taken in one step.  A token cut by
+ * the end of the buffer, an escape in a key, and decoded strings that do
+ * not fit the fast path go through the general string code, with the same
+ * results.
+ */
+
+#define ngx_http_ai_gateway_walk_need(st)                                     \
+    if (p == end) {                                                           \
+        w->state = NGX_HTTP_AI_GATEWAY_WALK_##st;                             \
+        goto done;                                                            \
+    }
+
 int
 ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len)
 {
     int                   rc;
-    unsigned              c;
-    const unsigned char  *end, *cap;
+    size_t                n;
+    unsigned              c, d, k, mode;
+    uint64_t              chars;
+    const unsigned char  *end, *cap, *q;
 
     if (w->state == NGX_HTTP_AI_GATEWAY_WALK_ERROR) {
         return -1;
@@ -210,215 +264,410 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     /* the captured bytes are copied a run at a time: from cap to p */
     cap = p;
 
-    while (p < end) {
-        c = *p;
+resume:
 
-        switch (w->state) {
+    if (p == end) {
+        goto done;
+    }
 
-        case NGX_HTTP_AI_GATEWAY_WALK_STRING:
-            rc = ngx_http_ai_gateway_walk_string(w, &p, end);
-            if (rc != 0) {
-                goto done;
-            }
+    switch (w->state) {
+    case NGX_HTTP_AI_GATEWAY_WALK_STRING:
+        goto string;
+    case NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE:
+        goto value_or_close;
+    case NGX_HTTP_AI_GATEWAY_WALK_VALUE:
+        goto value;
+    case NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE:
+        goto key_or_close;
+    case NGX_HTTP_AI_GATEWAY_WALK_KEY:
+        goto key;
+    case NGX_HTTP_AI_GATEWAY_WALK_COLON:
+        goto colon;
+    case NGX_HTTP_AI_GATEWAY_WALK_AFTER:
+        goto after;
+    case NGX_HTTP_AI_GATEWAY_WALK_LITERAL:
+        goto literal;
+    case NGX_HTTP_AI_GATEWAY_WALK_DONE:
+        goto top_done;
+    default:
+        /* ERROR or STOPPED, set by a string: not reached */
+        goto done;
+    }
 
-            continue;
+value_or_close:
 
-        case NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE:
-            if (c == ']') {
-                goto close;
-            }
+    ngx_http_ai_gateway_walk_need(VALUE_OR_CLOSE);
+    c = *p;
 
-            /* fall through */
+    if (c == ']') {
+        goto close;
+    }
 
-        case NGX_HTTP_AI_GATEWAY_WALK_VALUE:
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto value_or_close;
+    }
 
-            switch (c) {
+    goto value_c;
 
-            case ' ': case '\t': case '\n': case '\r':
-                p++;
-                continue;
+value:
 
-            case '"':
-                ngx_http_ai_gateway_walk_string_start(w);
-                w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
-                p++;
-                continue;
+    ngx_http_ai_gateway_walk_need(VALUE);
+    c = *p;
 
-            case '{':
-                if (!w->capturing && ngx_http_ai_gateway_walk_is_usage(w)) {
-                    w->capturing = 1;
-                    w->capture_overflow = 0;
-                    w->capture_len = 0;
-                    w->capture_depth = w->depth + 1;
-                    cap = p;
-                }
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto value;
+    }
 
-                if (ngx_http_ai_gateway_walk_push(w, 1) != 0) {
-                    goto malformed;
-                }
+value_c:
 
-                w->state = NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE;
-                p++;
-                continue;
+    switch (c) {
 
-            case '[':
-                if (ngx_http_ai_gateway_walk_push(w, 0) != 0) {
-                    goto malformed;
-                }
+    case '"':
+        p++;
+        d = w->depth;
 
-                w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE_OR_CLOSE;
-                p++;
-                continue;
+        if (d == 0 || d > NGX_HTTP_AI_GATEWAY_WALK_DEPTH
+            || w->path[d - 1] <= NGX_HTTP_AI_GATEWAY_WK_OTHER)
+        {
+            /* most strings: no rule wants them */
+            goto skip;
+        }
 
-            case 't':
-            case 'f':
-            case 'n':
-                w->literal = (c == 't') ? 0 : (c == 'f') ? 1 : 2;
-                w->literal_pos = 1;
-                w->state = NGX_HTTP_AI_GATEWAY_WALK_LITERAL;
-                p++;
-                continue;
+        ngx_http_ai_gateway_walk_string_start(w);
+        mode = w->str_mode;
 
-            default:
-                if (c == '-' || (c >= '0' && c <= '9')) {
-                    w->literal = NGX_HTTP_AI_GATEWAY_WALK_NUMBER;
-                    w->state = NGX_HTTP_AI_GATEWAY_WALK_LITERAL;
-                    p++;
-                    continue;
-                }
+        if (mode == NGX_HTTP_AI_GATEWAY_STR_SKIP) {
+            goto skip;
+        }
 
-                goto malformed;
-            }
+        q = ngx_http_ai_gateway_walk_skip_plain(p, end);
 
-        case NGX_HTTP_AI_GATEWAY_WALK_KEY_OR_CLOSE:
-            if (c == '}') {
-                goto close;
-            }
-
-            /* fall through */
-
-        case NGX_HTTP_AI_GATEWAY_WALK_KEY:
-            if (ngx_http_ai_gateway_walk_ws(c)) {
-                p++;
-                continue;
-            }
-
-            if (c != '"') {
-                goto malformed;
-            }
-
-            w->str_mode = NGX_HTTP_AI_GATEWAY_STR_KEY;
-            w->escape = 0;
-            w->key_other = 0;
-            w->key_len = 0;
+        if (q == end || *q != '"') {
+            /* an escape, or the end of the buffer: decoded in general */
             w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
-            p++;
-            continue;
+            goto string;
+        }
 
-        case NGX_HTTP_AI_GATEWAY_WALK_COLON:
-            if (ngx_http_ai_gateway_walk_ws(c)) {
-                p++;
-                continue;
+        n = q - p;
+
+        if (mode == NGX_HTTP_AI_GATEWAY_STR_SHORT) {
+            if (n > NGX_HTTP_AI_GATEWAY_SHORT_MAX) {
+                w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
+                goto string;
             }
 
-            if (c != ':') {
-                goto malformed;
-            }
+            ngx_http_ai_gateway_walk_short(w, p, n);
+            p = q + 1;
+            goto value_end;
+        }
 
-            w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE;
-            p++;
-            continue;
+        /* output text, whole in the buffer */
 
-        case NGX_HTTP_AI_GATEWAY_WALK_AFTER:
-            if (ngx_http_ai_gateway_walk_ws(c)) {
-                p++;
-                continue;
-            }
+        chars = ngx_http_ai_gateway_walk_count(p, q);
+        w->text_chars += chars;
 
-            if (c == ',') {
-                w->state = ngx_http_ai_gateway_walk_object(w, w->depth)
-                           ? NGX_HTTP_AI_GATEWAY_WALK_KEY
-                           : NGX_HTTP_AI_GATEWAY_WALK_VALUE;
-                p++;
-                continue;
-            }
+        if (chars) {
+            w->text_seen = 1;
+        }
 
-            if (c == '}' || c == ']') {
-                goto close;
-            }
-
-            goto malformed;
-
-        case NGX_HTTP_AI_GATEWAY_WALK_LITERAL:
-            if (w->literal == NGX_HTTP_AI_GATEWAY_WALK_NUMBER) {
-
-                /* a loop of its own: numbers are many in usage and chunks */
-
-                while ((c >= '0' && c <= '9') || c == '.' || c == 'e'
-                       || c == 'E' || c == '+' || c == '-')
-                {
-                    if (++p == end) {
-                        goto done;
-                    }
-
-                    c = *p;
-                }
-
-                /* the number ended before c: c is looked at again */
-                ngx_http_ai_gateway_walk_value_end(w);
-                continue;
-            }
-
-            if (c != (unsigned char)
-                     ngx_http_ai_gateway_walk_words[w->literal]
-                         .word[w->literal_pos])
-            {
-                goto malformed;
-            }
-
-            p++;
-
-            if (++w->literal_pos
-                == ngx_http_ai_gateway_walk_words[w->literal].len)
-            {
-                ngx_http_ai_gateway_walk_value_end(w);
-            }
-
-            continue;
-
-        case NGX_HTTP_AI_GATEWAY_WALK_DONE:
-            if (ngx_http_ai_gateway_walk_ws(c)) {
-                p++;
-                continue;
-            }
-
-            goto malformed;
-
-        default:
-            /* ERROR or STOPPED, set by a string: not reached */
+        rc = ngx_http_ai_gateway_walk_emit(w, p, n);
+        if (rc != 0) {
+            p = q;
             goto done;
         }
 
-    close:
+        p = q + 1;
+        goto value_end;
 
-        /* c is '}' or ']', closing the container at w->depth */
+    case '{':
+        if (!w->capturing && ngx_http_ai_gateway_walk_is_usage(w)) {
+            w->capturing = 1;
+            w->capture_overflow = 0;
+            w->capture_len = 0;
+            w->capture_depth = w->depth + 1;
+            cap = p;
+        }
 
-        if (w->depth == 0
-            || (c == '}') != ngx_http_ai_gateway_walk_object(w, w->depth))
-        {
+        if (ngx_http_ai_gateway_walk_push(w, 1) != 0) {
             goto malformed;
         }
 
         p++;
+        goto key_or_close;
 
-        if (w->capturing && w->depth == w->capture_depth) {
-            ngx_http_ai_gateway_walk_capture(w, cap, p - cap);
-            ngx_http_ai_gateway_walk_captured(w);
+    case '[':
+        if (ngx_http_ai_gateway_walk_push(w, 0) != 0) {
+            goto malformed;
         }
 
-        w->depth--;
-        ngx_http_ai_gateway_walk_value_end(w);
+        p++;
+        goto value_or_close;
+
+    case 't':
+    case 'f':
+    case 'n':
+        k = (c == 't') ? 0 : (c == 'f') ? 1 : 2;
+
+        /* the whole word: its last four bytes ("alse" for false) */
+        n = ngx_http_ai_gateway_walk_words[k].len;
+
+        if ((size_t) (end - p) >= n
+            && ngx_http_ai_gateway_walk_w32(p + n - 4)
+               == ngx_http_ai_gateway_walk_w32(
+                      ngx_http_ai_gateway_walk_words[k].word + n - 4))
+        {
+            p += n;
+            goto value_end;
+        }
+
+        /* cut by the end of the buffer, or not a literal */
+
+        w->literal = k;
+        w->literal_pos = 1;
+        p++;
+        goto word;
+
+    default:
+        if (c == '-' || (c >= '0' && c <= '9')) {
+            p++;
+            goto number;
+        }
+
+        goto malformed;
     }
+
+skip:
+
+    /* a string no rule wants: only its end matters */
+
+    for ( ;; ) {
+        q = ngx_http_ai_gateway_walk_skip_plain(p, end);
+
+        if (q == end) {
+            break;
+        }
+
+        if (*q == '"') {
+            p = q + 1;
+            goto value_end;
+        }
+
+        /* a backslash hides the byte after it */
+
+        if (end - q < 2) {
+            break;
+        }
+
+        p = q + 2;
+    }
+
+    w->str_mode = NGX_HTTP_AI_GATEWAY_STR_SKIP;
+    w->escape = 0;
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
+
+string:
+
+    /* the general string code, from a string's start or its middle */
+
+    rc = ngx_http_ai_gateway_walk_string(w, &p, end);
+    if (rc != 0) {
+        goto done;
+    }
+
+    goto resume;
+
+key_or_close:
+
+    ngx_http_ai_gateway_walk_need(KEY_OR_CLOSE);
+    c = *p;
+
+    if (c == '"') {
+        goto key_c;
+    }
+
+    if (c == '}') {
+        goto close;
+    }
+
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto key_or_close;
+    }
+
+    goto malformed;
+
+key:
+
+    ngx_http_ai_gateway_walk_need(KEY);
+    c = *p;
+
+    if (c != '"') {
+        if (ngx_http_ai_gateway_walk_ws(c)) {
+            p++;
+            goto key;
+        }
+
+        goto malformed;
+    }
+
+key_c:
+
+    p++;
+    q = ngx_http_ai_gateway_walk_skip_plain(p, end);
+
+    if (q == end || *q != '"') {
+        /* cut by the end of the buffer, or with an escape */
+        w->str_mode = NGX_HTTP_AI_GATEWAY_STR_KEY;
+        w->escape = 0;
+        w->key_other = 0;
+        w->key_len = 0;
+        w->state = NGX_HTTP_AI_GATEWAY_WALK_STRING;
+        goto string;
+    }
+
+    /* the whole key is in this buffer, as usual */
+
+    d = w->depth;
+
+    if (d <= NGX_HTTP_AI_GATEWAY_WALK_DEPTH) {
+        w->path[d - 1] = ngx_http_ai_gateway_walk_key_lookup(p, q - p);
+    }
+
+    p = q + 1;
+
+colon:
+
+    ngx_http_ai_gateway_walk_need(COLON);
+    c = *p;
+
+    if (c == ':') {
+        p++;
+        goto value;
+    }
+
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto colon;
+    }
+
+    goto malformed;
+
+literal:
+
+    if (w->literal == NGX_HTTP_AI_GATEWAY_WALK_NUMBER) {
+        goto number;
+    }
+
+word:
+
+    /* the rest of true, false or null, a byte at a time */
+
+    ngx_http_ai_gateway_walk_need(LITERAL);
+    c = *p;
+
+    if (c != (unsigned char)
+             ngx_http_ai_gateway_walk_words[w->literal].word[w->literal_pos])
+    {
+        goto malformed;
+    }
+
+    p++;
+
+    if (++w->literal_pos == ngx_http_ai_gateway_walk_words[w->literal].len) {
+        goto value_end;
+    }
+
+    goto word;
+
+number:
+
+    /* the rest of a number: the characters numbers are made of */
+
+    p = ngx_http_ai_gateway_walk_skip_digits(p, end);
+
+    while (p < end) {
+        c = *p;
+
+        if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E'
+              || c == '+' || c == '-'))
+        {
+            /* the number ended before c: c is looked at again */
+            goto value_end;
+        }
+
+        p++;
+    }
+
+    w->literal = NGX_HTTP_AI_GATEWAY_WALK_NUMBER;
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_LITERAL;
+    goto done;
+
+close:
+
+    /* c is '}' or ']', closing the container at w->depth */
+
+    d = w->depth;
+
+    if (d == 0 || (c == '}') != ngx_http_ai_gateway_walk_object(w, d)) {
+        goto malformed;
+    }
+
+    p++;
+
+    if (w->capturing && d == w->capture_depth) {
+        ngx_http_ai_gateway_walk_capture(w, cap, p - cap);
+        ngx_http_ai_gateway_walk_captured(w);
+    }
+
+    w->depth = d - 1;
+
+value_end:
+
+    if (w->depth == 0) {
+        goto top_done;
+    }
+
+after:
+
+    ngx_http_ai_gateway_walk_need(AFTER);
+    c = *p;
+
+    if (c == ',') {
+        p++;
+
+        if (ngx_http_ai_gateway_walk_object(w, w->depth)) {
+            goto key;
+        }
+
+        goto value;
+    }
+
+    if (c == '}' || c == ']') {
+        goto close;
+    }
+
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto after;
+    }
+
+    goto malformed;
+
+top_done:
+
+    /* after the top-level value: white space only */
+
+    ngx_http_ai_gateway_walk_need(DONE);
+    c = *p;
+
+    if (ngx_http_ai_gateway_walk_ws(c)) {
+        p++;
+        goto top_done;
+    }
+
+    goto malformed;
 
 done:
 
@@ -433,6 +682,8 @@ malformed:
     return ngx_http_ai_gateway_walk_fail(w);
 }
 
+#undef ngx_http_ai_gateway_walk_need
+
 
 static int
 ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w)
@@ -445,7 +696,7 @@ ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w)
 }
 
 
-static int
+static ngx_http_ai_gateway_walk_inline int
 ngx_http_ai_gateway_walk_push(ngx_http_ai_gateway_walk_t *w, unsigned object)
 {
     unsigned  d;
@@ -478,7 +729,7 @@ ngx_http_ai_gateway_walk_push(ngx_http_ai_gateway_walk_t *w, unsigned object)
 
 /* is the object starting here usage, message.usage or response.usage */
 
-static int
+static ngx_http_ai_gateway_walk_inline int
 ngx_http_ai_gateway_walk_is_usage(ngx_http_ai_gateway_walk_t *w)
 {
     unsigned  d;
@@ -1069,76 +1320,96 @@ ngx_http_ai_gateway_walk_key_end(ngx_http_ai_gateway_walk_t *w,
 static void
 ngx_http_ai_gateway_walk_string_end(ngx_http_ai_gateway_walk_t *w)
 {
-    size_t          len;
-    unsigned        need;
-    unsigned char  *s;
+    size_t    len;
+    unsigned  need;
 
-    switch (w->str_mode) {
-
-    case NGX_HTTP_AI_GATEWAY_STR_SHORT:
-        s = w->short_buf;
+    if (w->str_mode == NGX_HTTP_AI_GATEWAY_STR_SHORT) {
         len = w->short_len;
 
         if (w->short_cut) {
             /* not in the middle of a character */
-            len = ngx_http_ai_gateway_walk_utf8_tail(s, len, &need);
+            len = ngx_http_ai_gateway_walk_utf8_tail(w->short_buf, len, &need);
         }
 
-        switch (w->short_target) {
-
-        case NGX_HTTP_AI_GATEWAY_SHORT_MODEL:
-            if (len) {
-                memcpy(w->model, s, len);
-                w->model_len = len;
-            }
-
-            break;
-
-        case NGX_HTTP_AI_GATEWAY_SHORT_FINISH:
-            if (len) {
-                memcpy(w->finish, s, len);
-                w->finish_len = len;
-            }
-
-            break;
-
-        default: /* NGX_HTTP_AI_GATEWAY_SHORT_TYPE */
-            w->type_arguments = 0;
-
-            for ( /* void */ ; len >= 9; s++, len--) {
-                if (memcmp(s, "arguments", 9) == 0) {
-                    w->type_arguments = 1;
-                    break;
-                }
-            }
-
-            break;
-        }
-
-        break;
-
-    default:
-        break;
+        ngx_http_ai_gateway_walk_short(w, w->short_buf, len);
     }
 
     ngx_http_ai_gateway_walk_value_end(w);
 }
 
 
+/* a short string's decoded value, whole (or cut at a character) */
+
+static void
+ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *s, size_t len)
+{
+    switch (w->short_target) {
+
+    case NGX_HTTP_AI_GATEWAY_SHORT_MODEL:
+        if (len) {
+            memcpy(w->model, s, len);
+            w->model_len = len;
+        }
+
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_SHORT_FINISH:
+        if (len) {
+            memcpy(w->finish, s, len);
+            w->finish_len = len;
+        }
+
+        break;
+
+    default: /* NGX_HTTP_AI_GATEWAY_SHORT_TYPE */
+        w->type_arguments = 0;
+
+        for ( /* void */ ; len >= 9; s++, len--) {
+            if (memcmp(s, "arguments", 9) == 0) {
+                w->type_arguments = 1;
+                break;
+            }
+        }
+
+        break;
+    }
+}
+
+
 /*
  * Every key of every object goes through here: the length and a byte pick
- * the one key of the table it can be, and a few compares tell.
+ * the one key of the table it can be, and a compare of two (overlapping)
+ * words tells.
  */
 
-static unsigned
+/* key[0..n) == s, for a literal s of 4 to 16 bytes */
+
+static ngx_http_ai_gateway_walk_inline int
+ngx_http_ai_gateway_walk_key_is(const unsigned char *key, const char *s,
+    size_t n)
+{
+    if (n >= 8) {
+        return ngx_http_ai_gateway_walk_w64(key)
+               == ngx_http_ai_gateway_walk_w64(s)
+               && ngx_http_ai_gateway_walk_w64(key + n - 8)
+                  == ngx_http_ai_gateway_walk_w64(s + n - 8);
+    }
+
+    return ngx_http_ai_gateway_walk_w32(key) == ngx_http_ai_gateway_walk_w32(s)
+           && ngx_http_ai_gateway_walk_w32(key + n - 4)
+              == ngx_http_ai_gateway_walk_w32(s + n - 4);
+}
+
+
+static ngx_http_ai_gateway_walk_inline unsigned
 ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
 {
-    size_t       i;
-    unsigned     k;
-    const char  *name;
-
 #define ngx_http_ai_gateway_walk_key(s, index)                                \
-    name = s; k = NGX_HTTP_AI_GATEWAY_WK_##index; break
+    if (ngx_http_ai_gateway_walk_key_is(key, s, sizeof(s) - 1)) {             \
+        return NGX_HTTP_AI_GATEWAY_WK_##index;                                \
+    }                                                                         \
+    return NGX_HTTP_AI_GATEWAY_WK_OTHER
 
     switch (len) {
 
@@ -1149,8 +1420,6 @@ ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
         default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
         }
 
-        break;
-
     case 5:
         switch (key[0]) {
         case 'u': ngx_http_ai_gateway_walk_key("usage", USAGE);
@@ -1159,16 +1428,12 @@ ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
         default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
         }
 
-        break;
-
     case 6:
         switch (key[0]) {
         case 's': ngx_http_ai_gateway_walk_key("status", STATUS);
         case 'o': ngx_http_ai_gateway_walk_key("output", OUTPUT);
         default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
         }
-
-        break;
 
     case 7:
         switch (key[1]) {
@@ -1178,16 +1443,12 @@ ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
         default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
         }
 
-        break;
-
     case 8:
         switch (key[0]) {
         case 'r': ngx_http_ai_gateway_walk_key("response", RESPONSE);
         case 'f': ngx_http_ai_gateway_walk_key("function", FUNCTION);
         default: return NGX_HTTP_AI_GATEWAY_WK_OTHER;
         }
-
-        break;
 
     case 9:
         ngx_http_ai_gateway_walk_key("arguments", ARGUMENTS);
@@ -1209,14 +1470,6 @@ ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len)
     }
 
 #undef ngx_http_ai_gateway_walk_key
-
-    for (i = 0; i < len; i++) {
-        if (key[i] != (unsigned char) name[i]) {
-            return NGX_HTTP_AI_GATEWAY_WK_OTHER;
-        }
-    }
-
-    return k;
 }
 
 
@@ -1262,7 +1515,7 @@ ngx_http_ai_gateway_walk_captured(ngx_http_ai_gateway_walk_t *w)
  * not validate them.
  */
 
-static const unsigned char *
+static ngx_http_ai_gateway_walk_inline const unsigned char *
 ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
     const unsigned char *end)
 {
@@ -1310,6 +1563,36 @@ ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
 
     while (p < end && *p != '"' && *p != '\\') {
         p++;
+    }
+
+    return p;
+}
+
+
+/*
+ * Skips whole words of 8 ASCII digits (timestamps, token counts); the
+ * caller takes the rest of a number a byte at a time.
+ */
+
+static ngx_http_ai_gateway_walk_inline const unsigned char *
+ngx_http_ai_gateway_walk_skip_digits(const unsigned char *p,
+    const unsigned char *end)
+{
+    uint64_t  x;
+
+    while (end - p >= 8) {
+        x = ngx_http_ai_gateway_walk_w64(p);
+
+        /* each byte 0x30-0x39: high nibble 3, and + 6 keeps it 3 (no
+         * carry crosses bytes then) */
+        if ((x & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL
+            || ((x + 0x0606060606060606ULL) & 0xf0f0f0f0f0f0f0f0ULL)
+               != 0x3030303030303030ULL)
+        {
+            break;
+        }
+
+        p += 8;
     }
 
     return p;
@@ -1549,20 +1832,36 @@ ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
 
     start = ++s->p;
 
-    while (s->p < s->end && *s->p != '"') {
-        if (*s->p < 0x20) {
+    for ( ;; ) {
+        /* keys and values here are short and plain: find the quote */
+        s->p = memchr(s->p, '"', s->end - s->p);
+
+        if (s->p == NULL) {
             return -1;
         }
 
-        if (*s->p == '\\') {
-            s->p++;
+        if (memchr(start, '\\', s->p - start) == NULL) {
+            break;
         }
 
-        s->p++;
+        /* an escape: step through, so that \" does not end the string */
+        for (s->p = start; s->p < s->end && *s->p != '"'; s->p++) {
+            if (*s->p == '\\') {
+                s->p++;
+            }
+        }
+
+        if (s->p >= s->end) {
+            return -1;
+        }
+
+        break;
     }
 
-    if (s->p >= s->end) {
-        return -1;
+    for (k[0] = start; *k < s->p; (*k)++) {
+        if (**k < 0x20) {
+            return -1;
+        }
     }
 
     *k = start;
