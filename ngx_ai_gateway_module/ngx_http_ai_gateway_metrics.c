@@ -15,6 +15,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_json.h"
 
 
 typedef enum {
@@ -116,7 +117,11 @@ static void ngx_http_ai_gateway_series_insert(ngx_rbtree_node_t *temp,
 static ngx_int_t ngx_http_ai_gateway_label(ngx_http_request_t *r,
     ngx_http_ai_gateway_update_t *u, ngx_uint_t family, const char *fmt,
     ngx_str_t **arg);
+static ngx_int_t ngx_http_ai_gateway_label_join(ngx_http_request_t *r,
+    ngx_http_ai_gateway_update_t *u, ngx_uint_t family, ngx_str_t *prefix,
+    u_char *suffix, size_t len);
 static u_char *ngx_http_ai_gateway_label_escape(u_char *dst, ngx_str_t *s);
+static uint32_t ngx_http_ai_gateway_label_hash(u_char *p, size_t len);
 static size_t ngx_http_ai_gateway_metrics_size(
     ngx_http_ai_gateway_metrics_sh_t *m);
 static u_char *ngx_http_ai_gateway_metrics_format(u_char *p,
@@ -182,9 +187,9 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t,
     int64_t cost)
 {
-    u_char                            buf[NGX_INT_T_LEN];
+    u_char                            buf[64], *p;
     int64_t                           tok[4];
-    ngx_str_t                         status, word, word2, *a[4];
+    ngx_str_t                         e, em, *a[2];
     ngx_uint_t                        i, n, k, st;
     ngx_msec_int_t                    ms;
     ngx_time_t                       *tp;
@@ -194,14 +199,10 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     ngx_http_ai_gateway_update_t      u[NGX_HTTP_AI_GATEWAY_MAX_UPDATES];
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
-    static ngx_str_t  types[] = { ngx_string("input"), ngx_string("output"),
-                                  ngx_string("cached_input"),
-                                  ngx_string("reasoning") };
-    static ngx_str_t  classes[] = { ngx_string("error"), ngx_string("1xx"),
-                                    ngx_string("2xx"), ngx_string("3xx"),
-                                    ngx_string("4xx"), ngx_string("5xx") };
-    static ngx_str_t  kinds[] = { ngx_string("requests"),
-                                  ngx_string("tokens") };
+    static const char  *types[] = { "input", "output", "cached_input",
+                                    "reasoning" };
+    static const char  *classes[] = { "error", "1xx", "2xx", "3xx", "4xx",
+                                      "5xx" };
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
     shm = mcf->zone->data;
@@ -209,20 +210,33 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     ngx_memzero(u, sizeof(u));
     n = 0;
 
-    status.data = buf;
-    status.len = ngx_sprintf(buf, "%ui",
-                             r->err_status ? r->err_status
-                                           : r->headers_out.status)
-                 - buf;
+    /* the escaped labels most series share, rendered once */
 
     a[0] = &ctx->endpoint;
     a[1] = &ctx->model;
-    a[2] = &status;
 
-    if (ngx_http_ai_gateway_label(r, &u[n], NGX_HTTP_AI_GATEWAY_M_REQUESTS,
-                                  "endpoint=\"%\",model=\"%\",status=\"%\"",
-                                  a)
+    if (ngx_http_ai_gateway_label(r, &u[0], 0, "endpoint=\"%\"", a) != NGX_OK)
+    {
+        return;
+    }
+
+    e = u[0].labels;
+
+    if (ngx_http_ai_gateway_label(r, &u[0], 0, "endpoint=\"%\",model=\"%\"", a)
         != NGX_OK)
+    {
+        return;
+    }
+
+    em = u[0].labels;
+
+    /* the rest are plain words and digits: appended as they are */
+
+    p = ngx_sprintf(buf, ",status=\"%ui\"",
+                    r->err_status ? r->err_status : r->headers_out.status);
+
+    if (ngx_http_ai_gateway_label_join(r, &u[n], NGX_HTTP_AI_GATEWAY_M_REQUESTS,
+                                       &em, buf, p - buf) != NGX_OK)
     {
         return;
     }
@@ -239,12 +253,11 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             continue;
         }
 
-        a[2] = &types[k];
+        p = ngx_sprintf(buf, ",type=\"%s\"", types[k]);
 
-        if (ngx_http_ai_gateway_label(r, &u[n], NGX_HTTP_AI_GATEWAY_M_TOKENS,
-                                      "endpoint=\"%\",model=\"%\","
-                                      "type=\"%\"", a)
-            != NGX_OK)
+        if (ngx_http_ai_gateway_label_join(r, &u[n],
+                                           NGX_HTTP_AI_GATEWAY_M_TOKENS,
+                                           &em, buf, p - buf) != NGX_OK)
         {
             return;
         }
@@ -256,9 +269,8 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                            + (tp->msec - r->start_msec));
 
-    if (ngx_http_ai_gateway_label(r, &u[n], NGX_HTTP_AI_GATEWAY_M_DURATION,
-                                  "endpoint=\"%\",model=\"%\"", a)
-        != NGX_OK)
+    if (ngx_http_ai_gateway_label_join(r, &u[n], NGX_HTTP_AI_GATEWAY_M_DURATION,
+                                       &em, NULL, 0) != NGX_OK)
     {
         return;
     }
@@ -266,9 +278,9 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     u[n++].observe = ngx_max(ms, 0);
 
     if (ctx->ttft_set) {
-        if (ngx_http_ai_gateway_label(r, &u[n], NGX_HTTP_AI_GATEWAY_M_TTFT,
-                                      "endpoint=\"%\",model=\"%\"", a)
-            != NGX_OK)
+        if (ngx_http_ai_gateway_label_join(r, &u[n],
+                                           NGX_HTTP_AI_GATEWAY_M_TTFT,
+                                           &em, NULL, 0) != NGX_OK)
         {
             return;
         }
@@ -288,12 +300,12 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
 
             /* no status: the attempt failed before an answer */
             st = state[i].status / 100;
-            a[1] = &classes[(st >= 1 && st <= 5) ? st : 0];
+            p = ngx_sprintf(buf, ",outcome=\"%s\"",
+                            classes[(st >= 1 && st <= 5) ? st : 0]);
 
-            if (ngx_http_ai_gateway_label(r, &u[n],
-                                          NGX_HTTP_AI_GATEWAY_M_ATTEMPTS,
-                                          "endpoint=\"%\",outcome=\"%\"", a)
-                != NGX_OK)
+            if (ngx_http_ai_gateway_label_join(r, &u[n],
+                                               NGX_HTTP_AI_GATEWAY_M_ATTEMPTS,
+                                               &e, buf, p - buf) != NGX_OK)
             {
                 return;
             }
@@ -311,17 +323,15 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             }
         }
 
-        word = limit->scope;
-        word2 = limit->period_name;
-        a[1] = &word;
-        a[2] = &word2;
-        a[3] = &kinds[limit->tokens ? 1 : 0];
+        /* scope and period are words of the configuration: no escapes */
+        p = ngx_snprintf(buf, sizeof(buf),
+                         ",scope=\"%V\",period=\"%V\",kind=\"%s\"",
+                         &limit->scope, &limit->period_name,
+                         limit->tokens ? "tokens" : "requests");
 
-        if (ngx_http_ai_gateway_label(r, &u[n],
-                                      NGX_HTTP_AI_GATEWAY_M_REJECTIONS,
-                                      "endpoint=\"%\",scope=\"%\","
-                                      "period=\"%\",kind=\"%\"", a)
-            != NGX_OK)
+        if (ngx_http_ai_gateway_label_join(r, &u[n],
+                                           NGX_HTTP_AI_GATEWAY_M_REJECTIONS,
+                                           &e, buf, p - buf) != NGX_OK)
         {
             return;
         }
@@ -330,11 +340,8 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     }
 
     if (cost >= 0) {
-        a[1] = &ctx->model;
-
-        if (ngx_http_ai_gateway_label(r, &u[n], NGX_HTTP_AI_GATEWAY_M_COST,
-                                      "endpoint=\"%\",model=\"%\"", a)
-            != NGX_OK)
+        if (ngx_http_ai_gateway_label_join(r, &u[n], NGX_HTTP_AI_GATEWAY_M_COST,
+                                           &em, NULL, 0) != NGX_OK)
         {
             return;
         }
@@ -350,6 +357,39 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     }
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
+}
+
+
+/* a label set: a rendered prefix and plain text after it; then hashed */
+
+static ngx_int_t
+ngx_http_ai_gateway_label_join(ngx_http_request_t *r,
+    ngx_http_ai_gateway_update_t *u, ngx_uint_t family, ngx_str_t *prefix,
+    u_char *suffix, size_t len)
+{
+    u_char  *p;
+
+    if (len == 0) {
+        u->labels = *prefix;
+
+    } else {
+        p = ngx_pnalloc(r->pool, prefix->len + len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        u->labels.data = p;
+        p = ngx_cpymem(p, prefix->data, prefix->len);
+        p = ngx_cpymem(p, suffix, len);
+        u->labels.len = p - u->labels.data;
+    }
+
+    u->family = family;
+    u->hash = ngx_http_ai_gateway_label_hash(u->labels.data, u->labels.len)
+              ^ family;
+    u->observe = -1;
+
+    return NGX_OK;
 }
 
 
@@ -391,10 +431,40 @@ ngx_http_ai_gateway_label(ngx_http_request_t *r,
 
     u->family = family;
     u->labels.len = p - u->labels.data;
-    u->hash = ngx_crc32_short(u->labels.data, u->labels.len) ^ family;
+    u->hash = ngx_http_ai_gateway_label_hash(u->labels.data, u->labels.len)
+              ^ family;
     u->observe = -1;
 
     return NGX_OK;
+}
+
+
+/*
+ * A hash of a label set, eight bytes a step: the series table is looked up
+ * several times per request.  Collisions are resolved by comparing.
+ */
+
+static uint32_t
+ngx_http_ai_gateway_label_hash(u_char *p, size_t len)
+{
+    uint64_t  h, w;
+
+    h = 0x9e3779b97f4a7c15ULL ^ len;
+
+    while (len >= 8) {
+        ngx_memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+        p += 8;
+        len -= 8;
+    }
+
+    w = 0;
+    ngx_memcpy(&w, p, len);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+
+    return (uint32_t) h;
 }
 
 
@@ -403,9 +473,26 @@ ngx_http_ai_gateway_label(ngx_http_request_t *r,
 static u_char *
 ngx_http_ai_gateway_label_escape(u_char *dst, ngx_str_t *s)
 {
-    u_char  *p, *last;
+    u_char  *p, *q, *last;
 
-    for (p = s->data, last = s->data + s->len; p < last; p++) {
+    last = s->data + s->len;
+
+    for (p = s->data; p < last; p++) {
+
+        /* runs without a quote, a backslash or a control byte: whole */
+        q = (u_char *) ngx_http_ai_gateway_json_skip_plain(p, last);
+
+        while (q < last && *q >= 0x80) {
+            q = (u_char *) ngx_http_ai_gateway_json_skip_plain(q + 1, last);
+        }
+
+        dst = ngx_cpymem(dst, p, q - p);
+        p = q;
+
+        if (p == last) {
+            break;
+        }
+
         switch (*p) {
         case '\\': *dst++ = '\\'; *dst++ = '\\'; break;
         case '"':  *dst++ = '\\'; *dst++ = '"'; break;
@@ -434,7 +521,7 @@ ngx_http_ai_gateway_series(ngx_http_ai_gateway_metrics_sh_t *m,
 
         s = ngx_http_ai_gateway_series_find(m, pool, u->family,
                                     &ngx_http_ai_gateway_overflow,
-                                    ngx_crc32_short(
+                                    ngx_http_ai_gateway_label_hash(
                                         ngx_http_ai_gateway_overflow.data,
                                         ngx_http_ai_gateway_overflow.len)
                                     ^ u->family,
