@@ -145,6 +145,9 @@ static void ngx_http_ai_gateway_walk_string_end(
     ngx_http_ai_gateway_walk_t *w);
 static void ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *s, size_t len);
+static void ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *doc, size_t len);
+static void ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w);
 static ngx_http_ai_gateway_walk_inline unsigned
     ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len);
 static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
@@ -219,6 +222,10 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
     w->capture_len = 0;
     w->uescape_len = 0;
     w->utf8_pending = 0;
+
+    w->doc_start = 1;
+    w->model_set = 0;
+    w->finish_set = 0;
 }
 
 
@@ -246,9 +253,9 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
 {
     int                   rc;
     size_t                n;
-    unsigned              c, d, k, mode;
+    unsigned              c, d, k, mode, obj;
     uint64_t              chars;
-    const unsigned char  *end, *cap, *q;
+    const unsigned char  *end, *cap, *q, *doc;
 
     if (w->state == NGX_HTTP_AI_GATEWAY_WALK_ERROR) {
         return -1;
@@ -263,6 +270,29 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
 
     /* the captured bytes are copied a run at a time: from cap to p */
     cap = p;
+
+    /* the document's start, while its prefix may be remembered */
+    doc = NULL;
+
+    if (w->doc_start && len) {
+        w->doc_start = 0;
+        doc = p;
+
+        if (w->memo_len
+            && len >= w->memo_len
+            && w->memo_mode == w->mode
+            && memcmp(p, w->memo, w->memo_len) == 0)
+        {
+            /* on to the quote that starts the text, the last byte */
+            ngx_http_ai_gateway_walk_replay(w);
+            p += w->memo_len - 1;
+            doc = NULL;
+        }
+    }
+
+    /* is the innermost open container an object */
+    d = w->depth;
+    obj = d ? ngx_http_ai_gateway_walk_object(w, d) : 0;
 
 resume:
 
@@ -315,14 +345,14 @@ value:
     ngx_http_ai_gateway_walk_need(VALUE);
     c = *p;
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
-        p++;
-        goto value;
-    }
-
 value_c:
 
     switch (c) {
+
+    case ' ': case '\t': case '\n': case '\r':
+        /* (value_or_close takes its own white space) */
+        p++;
+        goto value;
 
     case '"':
         p++;
@@ -340,6 +370,13 @@ value_c:
 
         if (mode == NGX_HTTP_AI_GATEWAY_STR_SKIP) {
             goto skip;
+        }
+
+        if (mode == NGX_HTTP_AI_GATEWAY_STR_TEXT && doc != NULL) {
+            /* the first output text of the document: what came before,
+             * and its quote, is remembered for the next one */
+            ngx_http_ai_gateway_walk_remember(w, doc, p - doc);
+            doc = NULL;
         }
 
         q = ngx_http_ai_gateway_walk_skip_plain(p, end);
@@ -383,6 +420,9 @@ value_c:
 
     case '{':
         if (!w->capturing && ngx_http_ai_gateway_walk_is_usage(w)) {
+            /* a prefix with a capture is not remembered */
+            doc = NULL;
+
             w->capturing = 1;
             w->capture_overflow = 0;
             w->capture_len = 0;
@@ -394,6 +434,7 @@ value_c:
             goto malformed;
         }
 
+        obj = 1;
         p++;
         goto key_or_close;
 
@@ -402,6 +443,7 @@ value_c:
             goto malformed;
         }
 
+        obj = 0;
         p++;
         goto value_or_close;
 
@@ -610,7 +652,7 @@ close:
 
     d = w->depth;
 
-    if (d == 0 || (c == '}') != ngx_http_ai_gateway_walk_object(w, d)) {
+    if (d == 0 || (c == '}') != obj) {
         goto malformed;
     }
 
@@ -621,7 +663,14 @@ close:
         ngx_http_ai_gateway_walk_captured(w);
     }
 
-    w->depth = d - 1;
+    w->depth = --d;
+
+    if (d == 0) {
+        goto top_done;
+    }
+
+    obj = ngx_http_ai_gateway_walk_object(w, d);
+    goto after;
 
 value_end:
 
@@ -637,7 +686,7 @@ after:
     if (c == ',') {
         p++;
 
-        if (ngx_http_ai_gateway_walk_object(w, w->depth)) {
+        if (obj) {
             goto key;
         }
 
@@ -683,6 +732,89 @@ malformed:
 }
 
 #undef ngx_http_ai_gateway_walk_need
+
+
+/*
+ * The prefix memo.  The walk of a document's bytes up to its first output
+ * text depends on nothing but those bytes and the mode, and does nothing
+ * but set the walk's state (nesting, keys), "type", and model and finish
+ * reason: so when the next document starts with the same bytes, as the
+ * chunks of a stream mostly do ({"id":...,"model":...,"choices":[{...
+ * "delta":{"content": in every OpenAI chunk), that state is set at once
+ * and the walk goes on from the text.  A prefix with a usage capture, or
+ * with text (there is none before the first), is not remembered.
+ *
+ * Here the walk has just read the quote that starts the first output
+ * text, the last of the len bytes of the document in its first buffer.
+ * The quote is part of the prefix: before it the walk may be in a state
+ * that a ']' would have closed (after '['), but at a quote all states
+ * that expect a value are the same.
+ */
+
+static void
+ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *doc, size_t len)
+{
+    unsigned  d;
+
+    d = w->depth;
+
+    if (len > NGX_HTTP_AI_GATEWAY_WALK_MEMO
+        || d > NGX_HTTP_AI_GATEWAY_WALK_DEPTH)
+    {
+        return;
+    }
+
+    memcpy(w->memo, doc, len);
+    w->memo_len = len;
+    w->memo_mode = w->mode;
+
+    /* levels 1 to 8: their bits are in nest[0] */
+    w->memo_depth = d;
+    w->memo_nest = w->nest[0];
+    memcpy(w->memo_path, w->path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
+    w->memo_type_arguments = w->type_arguments;
+
+    w->memo_model = w->model_set;
+
+    if (w->model_set) {
+        memcpy(w->memo_model_buf, w->model, w->model_len);
+        w->memo_model_len = w->model_len;
+    }
+
+    w->memo_finish = w->finish_set;
+
+    if (w->finish_set) {
+        memcpy(w->memo_finish_buf, w->finish, w->finish_len);
+        w->memo_finish_len = w->finish_len;
+    }
+}
+
+
+/* the document starts with the remembered prefix: the walk as before its
+ * last byte, the quote, which is read again */
+
+static void
+ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w)
+{
+    w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE;
+    w->depth = w->memo_depth;
+    w->nest[0] = w->memo_nest;
+    memcpy(w->path, w->memo_path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
+    w->type_arguments = w->memo_type_arguments;
+
+    if (w->memo_model) {
+        memcpy(w->model, w->memo_model_buf, w->memo_model_len);
+        w->model_len = w->memo_model_len;
+        w->model_set = 1;
+    }
+
+    if (w->memo_finish) {
+        memcpy(w->finish, w->memo_finish_buf, w->memo_finish_len);
+        w->finish_len = w->memo_finish_len;
+        w->finish_set = 1;
+    }
+}
 
 
 static int
@@ -1350,6 +1482,7 @@ ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
         if (len) {
             memcpy(w->model, s, len);
             w->model_len = len;
+            w->model_set = 1;
         }
 
         break;
@@ -1358,6 +1491,7 @@ ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
         if (len) {
             memcpy(w->finish, s, len);
             w->finish_len = len;
+            w->finish_set = 1;
         }
 
         break;
@@ -1526,6 +1660,21 @@ ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
     quote = _mm_set1_epi8('"');
     bslash = _mm_set1_epi8('\\');
 
+    /* keys and most values are shorter than 16 bytes: a first step */
+
+    if (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        mask = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                              _mm_cmpeq_epi8(v, bslash)));
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+
     while (end - p >= 16) {
         v = _mm_loadu_si128((const __m128i *) p);
 
@@ -1610,6 +1759,24 @@ ngx_http_ai_gateway_walk_count(const unsigned char *p,
     n = end - p;
     cont = 0;
 
+    /* a short ASCII run (a streamed token, as usual): two overlapping
+     * words without a high bit */
+
+    if (n >= 4 && n <= 16) {
+        if (n >= 8) {
+            x = ngx_http_ai_gateway_walk_w64(p)
+                | ngx_http_ai_gateway_walk_w64(end - 8);
+
+        } else {
+            x = ngx_http_ai_gateway_walk_w32(p)
+                | ngx_http_ai_gateway_walk_w32(end - 4);
+        }
+
+        if ((x & 0x8080808080808080ULL) == 0) {
+            return n;
+        }
+    }
+
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
     {
     __m128i  v, limit;
@@ -1630,7 +1797,12 @@ ngx_http_ai_gateway_walk_count(const unsigned char *p,
         memcpy(&x, p, 8);
 
         /* bit 7 set and bit 6 clear; bit 6 is shifted under bit 7 */
-        cont += __builtin_popcountll(x & ~(x << 1) & 0x8080808080808080ULL);
+        x &= ~(x << 1) & 0x8080808080808080ULL;
+
+        if (x) {
+            cont += __builtin_popcountll(x);
+        }
+
         p += 8;
     }
 

@@ -46,6 +46,8 @@
 /* a usage object larger than this is not captured (real ones: ~300 B) */
 #define NGX_HTTP_AI_GATEWAY_USAGE_MAX      2048
 #define NGX_HTTP_AI_GATEWAY_SHORT_MAX      128
+/* the longest document prefix the walker remembers (private) */
+#define NGX_HTTP_AI_GATEWAY_WALK_MEMO      384
 
 
 /* what a piece of output text is, for the assembled stream message */
@@ -119,6 +121,25 @@ typedef struct {
     unsigned char                 nest[128];
     size_t                        capture_len;
     unsigned char                 capture[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
+
+    /* the prefix memo: the first bytes of a document, up to its first
+     * output text, and the walk's state there (see usage.c) */
+    unsigned                      doc_start:1;   /* nothing fed since reset */
+    unsigned                      model_set:1;   /* written by this document */
+    unsigned                      finish_set:1;
+    unsigned                      memo_model:1;  /* written by the prefix */
+    unsigned                      memo_finish:1;
+    unsigned                      memo_type_arguments:1;
+    unsigned                      memo_mode;
+    unsigned                      memo_depth;
+    size_t                        memo_len;      /* 0: none */
+    size_t                        memo_model_len;
+    size_t                        memo_finish_len;
+    unsigned char                 memo_nest;
+    unsigned char                 memo_path[NGX_HTTP_AI_GATEWAY_WALK_DEPTH];
+    unsigned char                 memo[NGX_HTTP_AI_GATEWAY_WALK_MEMO];
+    unsigned char                 memo_model_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    unsigned char                 memo_finish_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
 } ngx_http_ai_gateway_walk_t;
 
 

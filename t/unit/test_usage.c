@@ -1204,6 +1204,58 @@ test_long_key(void)
 }
 
 
+/*
+ * Documents that start alike, as the chunks of a stream do: the walker
+ * remembers a document's bytes up to its first output text and sets its
+ * state at once when the next one starts with them.  Fed whole (where
+ * that happens) and byte by byte (where it cannot), the results are the
+ * same, and those of the rules.
+ */
+
+static void
+test_prefix(void)
+{
+    result_t                  whole, bytes;
+    static const char *const  sse_docs[] = {
+        "{\"type\":\"x_arguments\",\"delta\":\"{}\"}",
+        "{\"type\":\"x_arguments\",\"delta\":\"[]\"}",
+        "{\"model\":\"a\",\"choices\":[{\"delta\":{\"content\":\"x\"}}]}",
+        "{\"model\":\"a\",\"choices\":[{\"delta\":{\"content\":[]}}]}",
+        "{\"model\":\"a\",\"choices\":[{\"delta\":{\"content\":\"yz\"},"
+            "\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":1}}",
+        "{\"model\":\"b\",\"choices\":[{\"finish_reason\":\"length\"}]}",
+        "{\"model\":\"a\",\"choices\":[{\"delta\":{\"content\":\"w\"}}]}",
+    };
+    static const char *const  json_docs[] = {
+        "{\"message\":{\"content\":[\"a\"]}}",
+        "{\"message\":{\"content\":[]}}",
+        "{\"message\":{\"content\":[\"b\",\"c\"]}}",
+        "{\"message\":{\"content\":[\"d\"}}",
+        "{\"message\":{\"content\":[\"e\"]}}",
+    };
+
+    run(sse_docs, 7, SSE, FEED_WHOLE, 1, &whole);
+    run(sse_docs, 7, SSE, FEED_BYTES, 1, &bytes);
+    CHECK(same(&whole, &bytes) && strcmp(whole.content.p, "xyzw") == 0
+          && strcmp(whole.args.p, "{}[]") == 0
+          && strcmp(whole.model, "a") == 0
+          && strcmp(whole.finish, "length") == 0
+          && strcmp(whole.malformed, "0000000") == 0 && whole.captures == 1,
+          "prefix, SSE: \"%s\" \"%s\" %s %s %s", whole.content.p,
+          whole.args.p, whole.model, whole.finish, whole.malformed);
+    result_free(&whole);
+    result_free(&bytes);
+
+    run(json_docs, 5, JSON, FEED_WHOLE, 1, &whole);
+    run(json_docs, 5, JSON, FEED_BYTES, 1, &bytes);
+    CHECK(same(&whole, &bytes) && strcmp(whole.content.p, "abcde") == 0
+          && strcmp(whole.malformed, "00010") == 0,
+          "prefix, JSON: \"%s\" %s", whole.content.p, whole.malformed);
+    result_free(&whole);
+    result_free(&bytes);
+}
+
+
 /* the merge rules of usage_parse */
 
 static void
@@ -1545,6 +1597,7 @@ main(void)
     test_strings();
     test_short();
     test_long_key();
+    test_prefix();
     test_usage_parse();
     test_stream();
     test_mutations();
