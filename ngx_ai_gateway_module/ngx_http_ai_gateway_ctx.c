@@ -97,3 +97,42 @@ ngx_http_ai_gateway_ctx_cleanup(void *data)
      * The handler's identity is what marks the ctx in the cleanup list.
      */
 }
+
+
+/* walks a header list: it->part starts NULL; NULL at the end */
+
+ngx_table_elt_t *
+ngx_http_ai_gateway_header_next(ngx_list_t *list,
+    ngx_http_ai_gateway_header_iter_t *it)
+{
+    ngx_table_elt_t  *h;
+
+    if (it->part == NULL) {
+        it->part = &list->part;
+        it->i = 0;
+    }
+
+    while (it->i >= it->part->nelts) {
+        if (it->part->next == NULL) {
+            return NULL;
+        }
+
+        it->part = it->part->next;
+        it->i = 0;
+    }
+
+    h = it->part->elts;
+
+    return &h[it->i++];
+}
+
+
+/* a header's name, case-insensitively; name given in lower case */
+
+ngx_uint_t
+ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
+    size_t len)
+{
+    return h->key.len == len
+           && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0;
+}

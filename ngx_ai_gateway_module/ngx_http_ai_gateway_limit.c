@@ -622,30 +622,18 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
 static void
 ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_header_iter_t   it;
 
-    part = &r->headers_out.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len > sizeof("x-ratelimit-") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-ratelimit-",
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_out.headers, &it)))
+    {
+        if (h->key.len > sizeof("x-ratelimit-") - 1
+            && ngx_strncasecmp(h->key.data, (u_char *) "x-ratelimit-",
                                sizeof("x-ratelimit-") - 1) == 0)
         {
-            h[i].hash = 0;
+            h->hash = 0;
         }
     }
 }

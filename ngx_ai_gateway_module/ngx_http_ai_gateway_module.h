@@ -198,6 +198,19 @@ ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_get_ctx(ngx_http_request_t *r);
 ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_create_ctx(
     ngx_http_request_t *r);
 
+typedef struct {
+    ngx_list_part_t             *part;
+    ngx_uint_t                   i;
+} ngx_http_ai_gateway_header_iter_t;
+
+ngx_table_elt_t *ngx_http_ai_gateway_header_next(ngx_list_t *list,
+    ngx_http_ai_gateway_header_iter_t *it);
+ngx_uint_t ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
+    size_t len);
+
+#define ngx_http_ai_gateway_header_is_literal(h, name)                        \
+    ngx_http_ai_gateway_header_is(h, name, sizeof(name) - 1)
+
 ngx_int_t ngx_http_ai_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);

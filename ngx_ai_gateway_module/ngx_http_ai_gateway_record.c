@@ -30,6 +30,8 @@ static ngx_int_t ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
     ngx_str_t *payload);
+static void ngx_http_ai_gateway_request_time(ngx_http_request_t *r,
+    u_char *time, ngx_str_t *date, ngx_str_t *iso);
 static ngx_uint_t ngx_http_ai_gateway_status(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_aborted(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
@@ -177,7 +179,6 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
 {
     u_char                        time[32], *start;
     size_t                        len;
-    ngx_tm_t                      tm;
     ngx_str_t                     addr, model, rtime, *id, *cid, *api;
     ngx_str_t                     resp_model;
     ngx_msec_t                    ulat;
@@ -192,13 +193,7 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     cid = ngx_http_ai_gateway_client_request_id(r);
     api = ngx_http_ai_gateway_api_name(ctx->api);
 
-    ngx_gmtime(r->start_sec, &tm);
-    rtime.data = time;
-    rtime.len = ngx_sprintf(time, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
-                            tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                            tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                            r->start_msec)
-                - time;
+    ngx_http_ai_gateway_request_time(r, time, NULL, &rtime);
 
     model = ctx->model;
     resp_model.len = ctx->walk ? ctx->walk->model_len : 0;
@@ -280,9 +275,8 @@ static void
 ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf)
 {
-    u_char                     date[16], time[32], *start;
+    u_char                     time[32], *start;
     size_t                     len;
-    ngx_tm_t                   tm;
     ngx_str_t                  request, response, rdate, rtime, *id, *cid;
     ngx_uint_t                 req_over, resp_over;
     ngx_http_ai_gateway_out_t  o;
@@ -290,17 +284,7 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
     id = ngx_http_ai_gateway_request_id(r, mcf);
     cid = ngx_http_ai_gateway_client_request_id(r);
 
-    ngx_gmtime(r->start_sec, &tm);
-    rdate.data = date;
-    rdate.len = ngx_sprintf(date, "%4d-%02d-%02d", tm.ngx_tm_year,
-                            tm.ngx_tm_mon, tm.ngx_tm_mday)
-                - date;
-    rtime.data = time;
-    rtime.len = ngx_sprintf(time, "%V"
-                            "T%02d:%02d:%02d.%03MZ", &rdate,
-                            tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                            r->start_msec)
-                - time;
+    ngx_http_ai_gateway_request_time(r, time, &rdate, &rtime);
 
     /* the client's body as it sent it: headers, and so keys, are not in */
     request.data = ctx->body;
@@ -455,12 +439,12 @@ ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 {
-    u_char           *p, *q, *d, *last, *copy;
-    size_t            n;
-    ngx_str_t         secret;
-    ngx_uint_t        i, found;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    u_char                             *p, *q, *d, *last, *copy;
+    size_t                              n;
+    ngx_str_t                           secret;
+    ngx_uint_t                          found;
+    ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_header_iter_t   it;
 
     static ngx_str_t  redacted = ngx_string("[REDACTED]");
 
@@ -468,35 +452,18 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         return NGX_OK;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (!((h[i].key.len == sizeof("Authorization") - 1
-               && ngx_strncasecmp(h[i].key.data, (u_char *) "Authorization",
-                                  h[i].key.len) == 0)
-              || (h[i].key.len == sizeof("x-api-key") - 1
-                  && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key",
-                                     h[i].key.len) == 0)
-              || (h[i].key.len == sizeof("api-key") - 1
-                  && ngx_strncasecmp(h[i].key.data, (u_char *) "api-key",
-                                     h[i].key.len) == 0)))
+        if (!ngx_http_ai_gateway_header_is_literal(h, "authorization")
+            && !ngx_http_ai_gateway_header_is_literal(h, "x-api-key")
+            && !ngx_http_ai_gateway_header_is_literal(h, "api-key"))
         {
             continue;
         }
 
-        secret = h[i].value;
+        secret = h->value;
 
         /* the credential of "Bearer <key>" or "Basic <token>" */
         p = ngx_strlchr(secret.data, secret.data + secret.len, ' ');
@@ -546,6 +513,33 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The request's arrival in UTC: "2026-11-26T13:30:27.123Z" in time (32
+ * bytes), and its date part, the first 10 bytes, in date when asked.
+ */
+
+static void
+ngx_http_ai_gateway_request_time(ngx_http_request_t *r, u_char *time,
+    ngx_str_t *date, ngx_str_t *iso)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(r->start_sec, &tm);
+
+    iso->data = time;
+    iso->len = ngx_sprintf(time, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                           r->start_msec)
+               - time;
+
+    if (date) {
+        date->data = time;
+        date->len = sizeof("2026-11-26") - 1;
+    }
 }
 
 
@@ -666,33 +660,18 @@ ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
 static ngx_str_t *
 ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_header_iter_t   it;
 
-    static u_char  name[] = "x-client-request-id";
+    it.part = NULL;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof(name) - 1
-            && ngx_strncasecmp(h[i].key.data, name, sizeof(name) - 1) == 0)
-        {
-            return &h[i].value;
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
+        if (ngx_http_ai_gateway_header_is_literal(h, "x-client-request-id")) {
+            return &h->value;
         }
     }
+
+    return NULL;
 }
 
 

@@ -968,47 +968,32 @@ ngx_http_ai_gateway_replace_body(ngx_http_request_t *r, u_char *body,
 static void
 ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *copy;
+    ngx_table_elt_t                    *h, *copy;
+    ngx_http_ai_gateway_header_iter_t   it;
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    it.part = NULL;
 
-    for (i = 0; /* void */; i++) {
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len != sizeof("Accept-Encoding") - 1
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "Accept-Encoding",
-                               sizeof("Accept-Encoding") - 1) != 0)
-        {
+        if (!ngx_http_ai_gateway_header_is_literal(h, "accept-encoding")) {
             continue;
         }
 
 #if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-        if (r->headers_in.accept_encoding == &h[i]) {
+        if (r->headers_in.accept_encoding == h) {
             copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
             if (copy == NULL) {
                 return;
             }
 
-            *copy = h[i];
+            *copy = *h;
             r->headers_in.accept_encoding = copy;
         }
 #else
         (void) copy;
 #endif
 
-        ngx_str_set(&h[i].value, "identity");
+        ngx_str_set(&h->value, "identity");
     }
 }
 

@@ -13,20 +13,7 @@
 #include "ngx_http_ai_gateway_json.h"
 
 
-static int  failures;
-static int  checks;
-
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        checks++;                                                             \
-        if (!(cond)) {                                                        \
-            failures++;                                                       \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fputc('\n', stderr);                                              \
-        }                                                                     \
-    } while (0)
+#include "check.h"
 
 
 /* the reference for input_chars: the rule of the scanner, on a jansson tree */
