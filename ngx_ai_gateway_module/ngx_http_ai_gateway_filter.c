@@ -18,6 +18,13 @@
 #include "ngx_http_ai_gateway_module.h"
 
 
+/*
+ * While the usage chunk is cut out of a stream, a partial event waits at
+ * most this long in memory; provider events are a few hundred bytes.
+ */
+#define NGX_HTTP_AI_GATEWAY_HOLD_MAX  (256 * 1024)
+
+
 /* the byte range of an SSE event to cut out */
 typedef struct {
     uint64_t  start;
@@ -447,8 +454,9 @@ static ngx_int_t
 ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     ngx_chain_t *in)
 {
+    uint64_t      upto;
     ngx_int_t     rc;
-    ngx_uint_t    last_buf, last_in_chain;
+    ngx_uint_t    last_buf, last_in_chain, stop;
     ngx_chain_t  *cl, *out;
 
     last_buf = 0;
@@ -467,14 +475,28 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     }
 
     out = NULL;
+    upto = last_buf ? ctx->sse->offset : ctx->sse_event_end;
+    stop = 0;
 
-    if (ngx_http_ai_gateway_emit(r, ctx,
-                                 last_buf ? ctx->sse->offset
-                                          : ctx->sse_event_end,
-                                 &out)
-        != NGX_OK)
-    {
+    if (ctx->sse->offset - ctx->held_start > NGX_HTTP_AI_GATEWAY_HOLD_MAX) {
+        /*
+         * An event larger than we hold back (no usage chunk is): it goes
+         * on as it is, and so does the rest of the stream.
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: an SSE event over %uz bytes, the usage "
+                      "chunk is no longer cut from this stream",
+                      (size_t) NGX_HTTP_AI_GATEWAY_HOLD_MAX);
+        upto = ctx->sse->offset;
+        stop = 1;
+    }
+
+    if (ngx_http_ai_gateway_emit(r, ctx, upto, &out) != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    if (stop) {
+        ctx->drops = NULL;
     }
 
     if (last_buf || last_in_chain) {

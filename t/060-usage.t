@@ -439,3 +439,31 @@ qr/\[alert\] .*write\(\) to "\/dev\/full" failed, 1 records dropped \(28: No spa
 --- response_body eval
 [": keep-alive\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\r\n\r\ndata: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi \\u00e9\"}}],\"usage\":null}\n\ndata: {\"id\":\"c1\",\"choices\":[],\n\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
  qr/"input_token_count":3,"output_token_count":2,"total_token_count":5,[^\n]*"token_count_source":"provider","input_character_count":11,"output_character_count":4,/]
+
+
+
+=== TEST 21: an SSE event larger than the hold-back limit passes whole, and cutting stops
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/big;
+        proxy_buffering off;
+    }
+    location = /big {
+        default_type text/event-stream;
+        alias html/big.sse;
+    }
+--- user_files eval
+">>> big.sse\n" . "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" . ("x" x 300000) . "\"}}],\"usage\":null}\n\n"
+. "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":75000,\"total_tokens\":75003}}\n\ndata: [DONE]\n\n"
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello there"}]}
+--- error_code: 200
+--- response_body eval
+"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" . ("x" x 300000) . "\"}}],\"usage\":null}\n\n"
+. "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":75000,\"total_tokens\":75003}}\n\ndata: [DONE]\n\n"
+--- error_log
+ai_gateway: an SSE event over 262144 bytes, the usage chunk is no longer cut from this stream
