@@ -6,43 +6,18 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use MockProvider;
+use GatewayNginx;
 use IO::Socket::INET;
 use JSON::PP;
-use File::Temp qw(tempdir);
-use Cwd qw(abs_path);
 use Time::HiRes qw(sleep time);
 
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my ($so) = grep { /ngx_http_ai_gateway_module\.so$/ }
-           split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
-plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so'
-    unless $so;
-
+my $gw = GatewayNginx->new
+    or plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so';
+my $prefix = $gw->{prefix};
+my $port = $gw->{port};
 my $mock = $ENV{TEST_NGINX_MOCK_PORT};
-my $prefix = tempdir(CLEANUP => 1);
-mkdir "$prefix/logs";
-# workers (not root) reopen the files by name after "nginx -s reopen"
-chmod 0755, $prefix, "$prefix/logs";
 
-my $port = do {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    $p;
-};
-
-my $so_path = abs_path($so);
-open my $conf, '>', "$prefix/nginx.conf" or die $!;
-print $conf <<"_EOC_";
-load_module $so_path;
-worker_processes 2;
-daemon on;
-master_process on;
-pid logs/nginx.pid;
-error_log logs/error.log info;
-events { worker_connections 256; }
-http {
+ok($gw->start(<<"_EOC_"), 'nginx starts');
     access_log off;
     # a small buffer, so that flushes happen under load
     ai_gateway_usage_log logs/usage.jsonl buffer=4k flush=100ms;
@@ -55,23 +30,7 @@ http {
             proxy_buffering off;
         }
     }
-}
 _EOC_
-close $conf;
-
-is(system($nginx, '-p', "$prefix/", '-c', "$prefix/nginx.conf"), 0, 'nginx starts');
-
-sub master_pid {
-    open my $f, '<', "$prefix/logs/nginx.pid" or return;
-    my $pid = <$f>;
-    chomp $pid;
-    return $pid;
-}
-
-END {
-    my $pid = master_pid();
-    kill 'QUIT', $pid if $pid;
-}
 
 sub request {
     my ($n, $user) = @_;
@@ -111,7 +70,7 @@ is(load(8, 40, 'first'), 320, '320 concurrent requests answered');
 
 # log rotation: move the file away, reopen, then more load
 rename "$prefix/logs/usage.jsonl", "$prefix/logs/usage.jsonl.1" or die $!;
-kill 'USR1', master_pid();
+$gw->signal('USR1');
 
 my $deadline = time + 10;
 sleep 0.05 until -e "$prefix/logs/usage.jsonl" || time > $deadline;
@@ -120,10 +79,7 @@ ok(-e "$prefix/logs/usage.jsonl", 'reopen created a new file');
 is(load(4, 20, 'second'), 80, '80 more requests answered');
 
 # a graceful stop writes what the buffers hold
-my $master = master_pid();
-kill 'QUIT', $master;
-$deadline = time + 10;
-sleep 0.05 while kill(0, $master) && time < $deadline;
+$gw->stop;
 
 my (%count, $lines, $bad);
 for my $file ("usage.jsonl.1", "usage.jsonl") {
@@ -151,8 +107,7 @@ is($count{ok}, 400, 'every record has the exact provider counts');
 is($count{'usage.jsonl.1:first'}, 320, 'the records from before the reopen are in the old file');
 ok($count{'usage.jsonl:second'} > 0, 'records after the reopen go to the new file');
 
-open my $log, '<', "$prefix/logs/error.log" or die $!;
-my @alerts = grep { /\[(alert|crit|emerg)\]/ } <$log>;
+my @alerts = $gw->alerts;
 is(scalar @alerts, 0, 'no alerts in the error log') or diag(@alerts);
 
 done_testing();

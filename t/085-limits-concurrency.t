@@ -6,42 +6,17 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use MockProvider;
+use GatewayNginx;
 use IO::Socket::INET;
-use File::Temp qw(tempdir);
-use Cwd qw(abs_path);
 use POSIX ();
 use Time::HiRes qw(sleep time);
 
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
-my ($so) = grep { /ngx_http_ai_gateway_module\.so$/ }
-           split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
-plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so'
-    unless $so;
-
+my $gw = GatewayNginx->new
+    or plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so';
+my $port = $gw->{port};
 my $mock = $ENV{TEST_NGINX_MOCK_PORT};
-my $prefix = tempdir(CLEANUP => 1);
-mkdir "$prefix/logs";
-chmod 0755, $prefix, "$prefix/logs";
 
-my $port = do {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, ReuseAddr => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    $p;
-};
-
-my $so_path = abs_path($so);
-open my $conf, '>', "$prefix/nginx.conf" or die $!;
-print $conf <<"_EOC_";
-load_module $so_path;
-worker_processes 2;
-daemon on;
-master_process on;
-pid logs/nginx.pid;
-error_log logs/error.log info;
-events { worker_connections 1024; }
-http {
+ok($gw->start(<<"_EOC_"), 'nginx starts');
     access_log off;
     ai_gateway_zone 1m;
     server {
@@ -60,38 +35,7 @@ http {
             proxy_pass http://127.0.0.1:$mock/v1/;
         }
     }
-}
 _EOC_
-close $conf;
-
-is(system($nginx, '-p', "$prefix/", '-c', "$prefix/nginx.conf"), 0, 'nginx starts');
-
-sub master_pid {
-    open my $f, '<', "$prefix/logs/nginx.pid" or return;
-    my $pid = <$f>;
-    chomp $pid;
-    return $pid;
-}
-
-# the worker processes: children of the master, from /proc
-sub workers {
-    my $master = master_pid();
-    my @w;
-    for my $dir (glob('/proc/[0-9]*')) {
-        my ($pid) = $dir =~ m{/proc/(\d+)$} or next;
-        open(my $f, '<', "$dir/stat") or next;
-        my $stat = <$f> // next;
-        # "pid (comm) state ppid ...": a zombie (state Z) is gone
-        my ($state, $ppid) = $stat =~ /\) (\S) (\d+)/ or next;
-        push @w, $pid if $ppid == $master && $state ne 'Z';
-    }
-    return @w;
-}
-
-END {
-    my $pid = master_pid();
-    kill 'QUIT', $pid if $pid;
-}
 
 # returns (status, headers)
 sub request {
@@ -165,23 +109,23 @@ like($m, qr/^ai_gateway_tokens_total\{endpoint="burst",model="m",type="output"\}
 SKIP: {
     my ($promtool) = grep { -x } map { "$_/promtool" } split /:/, $ENV{PATH};
     skip 'promtool is not installed (Debian package prometheus)', 1 unless $promtool;
-    open my $p, '|-', "$promtool check metrics >$prefix/promtool.out 2>&1" or die $!;
+    open my $p, '|-', "$promtool check metrics >$gw->{prefix}/promtool.out 2>&1" or die $!;
     print $p $m;
     close $p;
     is($?, 0, 'promtool check metrics accepts the output')
-        or diag(`cat $prefix/promtool.out`);
+        or diag(`cat $gw->{prefix}/promtool.out`);
 }
 
 # a reload keeps the counters
-my @old = workers();
-kill 'HUP', master_pid();
+my @old = $gw->workers;
+$gw->signal('HUP');
 my $deadline = time + 15;
 while (time < $deadline) {
-    my %now = map { $_ => 1 } workers();
+    my %now = map { $_ => 1 } $gw->workers;
     last if !grep { $now{$_} } @old;
     sleep 0.1;
 }
-my %now = map { $_ => 1 } workers();
+my %now = map { $_ => 1 } $gw->workers;
 ok(!grep({ $now{$_} } @old), 'the old workers are gone after the reload');
 is((request('/v1/chat/completions'))[0], 429, 'after the reload the limit is still used up');
 like(scrape(), qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="429"\} 151$/m,
@@ -198,8 +142,7 @@ ok($retry && $retry <= 3, "Retry-After is within the window ($retry s)");
 sleep $retry + 0.05;
 is((request('/w/chat/completions'))[0], 200, 'after Retry-After the window has renewed');
 
-open my $log, '<', "$prefix/logs/error.log" or die $!;
-my @alerts = grep { /\[(alert|crit|emerg)\]/ } <$log>;
+my @alerts = $gw->alerts;
 is(scalar @alerts, 0, 'no alerts in the error log') or diag(@alerts);
 
 done_testing();

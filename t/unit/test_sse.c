@@ -19,52 +19,8 @@
 #include "check.h"
 
 
-/* growable byte buffer */
-
-typedef struct {
-    char    *p;
-    size_t   len;
-    size_t   cap;
-} buf_t;
 
 
-static void
-buf_add(buf_t *b, const void *p, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        b->cap = (b->len + len + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL) {
-            abort();
-        }
-    }
-
-    memcpy(b->p + b->len, p, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-}
-
-
-static void
-buf_free(buf_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(buf_t));
-}
-
-
-/* deterministic PRNG (xorshift64) */
-
-static uint64_t  rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t
-rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 
 
 /* what a run of the parser (or the reference) saw */

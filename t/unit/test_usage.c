@@ -19,51 +19,12 @@
 #include "ngx_http_ai_gateway_usage.h"
 
 
+#define UNIT_RNG_SEED  0x2545f4914f6cdd1dULL
 #include "check.h"
 
 
-typedef struct {
-    char    *p;
-    size_t   len;
-    size_t   cap;
-} buf_t;
 
 
-static void
-buf_add(buf_t *b, const void *p, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        b->cap = (b->len + len + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL) {
-            abort();
-        }
-    }
-
-    memcpy(b->p + b->len, p, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-}
-
-
-static void
-buf_free(buf_t *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof(buf_t));
-}
-
-
-static uint64_t  rng_state = 0x2545f4914f6cdd1dULL;
-
-static uint64_t
-rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
 
 
 static uint64_t
