@@ -1996,49 +1996,44 @@ static int
 ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
     const unsigned char **k, size_t *klen)
 {
-    const unsigned char  *start;
+    const unsigned char  *start, *q;
 
     if (s->p == s->end || *s->p != '"') {
         return -1;
     }
 
-    start = ++s->p;
+    start = s->p + 1;
 
-    for ( ;; ) {
-        /* keys and values here are short and plain: find the quote */
-        s->p = memchr(s->p, '"', s->end - s->p);
+    /* keys and values here are short and plain: find the quote */
+    q = memchr(start, '"', s->end - start);
 
-        if (s->p == NULL) {
-            return -1;
-        }
+    if (q == NULL) {
+        return -1;
+    }
 
-        if (memchr(start, '\\', s->p - start) == NULL) {
-            break;
-        }
-
+    if (memchr(start, '\\', q - start) != NULL) {
         /* an escape: step through, so that \" does not end the string */
-        for (s->p = start; s->p < s->end && *s->p != '"'; s->p++) {
-            if (*s->p == '\\') {
-                s->p++;
+        for (q = start; q < s->end && *q != '"'; q++) {
+            if (*q == '\\') {
+                q++;
             }
         }
 
-        if (s->p >= s->end) {
-            return -1;
-        }
-
-        break;
-    }
-
-    for (k[0] = start; *k < s->p; (*k)++) {
-        if (**k < 0x20) {
+        if (q >= s->end) {
             return -1;
         }
     }
 
     *k = start;
-    *klen = s->p - start;
-    s->p++;
+    *klen = q - start;
+
+    for ( /* void */ ; start < q; start++) {
+        if (*start < 0x20) {
+            return -1;
+        }
+    }
+
+    s->p = q + 1;
 
     return 0;
 }
@@ -2098,11 +2093,41 @@ ngx_http_ai_gateway_uscan_number(ngx_http_ai_gateway_uscan_t *s, int field)
 }
 
 
+/*
+ * After a member or an element: 0 at the closing bracket (consumed), 1
+ * after a comma (the next one follows), -1 on anything else.
+ */
+
+static int
+ngx_http_ai_gateway_uscan_next(ngx_http_ai_gateway_uscan_t *s, int close)
+{
+    ngx_http_ai_gateway_uscan_ws(s);
+
+    if (s->p == s->end) {
+        return -1;
+    }
+
+    if (*s->p == close) {
+        s->p++;
+        return 0;
+    }
+
+    if (*s->p != ',') {
+        return -1;
+    }
+
+    s->p++;
+    ngx_http_ai_gateway_uscan_ws(s);
+
+    return 1;
+}
+
+
 static int
 ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
     unsigned depth)
 {
-    int                   i, field, nsub;
+    int                   i, rc, field, nsub;
     size_t                klen;
     const unsigned char  *k;
 
@@ -2162,23 +2187,11 @@ ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
             return -1;
         }
 
-        ngx_http_ai_gateway_uscan_ws(s);
+        rc = ngx_http_ai_gateway_uscan_next(s, '}');
 
-        if (s->p == s->end) {
-            return -1;
+        if (rc != 1) {
+            return rc;
         }
-
-        if (*s->p == '}') {
-            s->p++;
-            return 0;
-        }
-
-        if (*s->p != ',') {
-            return -1;
-        }
-
-        s->p++;
-        ngx_http_ai_gateway_uscan_ws(s);
     }
 }
 
@@ -2187,6 +2200,7 @@ static int
 ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
     int sub, unsigned depth)
 {
+    int                   rc;
     size_t                len;
     const unsigned char  *k;
 
@@ -2213,23 +2227,11 @@ ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
                 return -1;
             }
 
-            ngx_http_ai_gateway_uscan_ws(s);
+            rc = ngx_http_ai_gateway_uscan_next(s, ']');
 
-            if (s->p == s->end) {
-                return -1;
+            if (rc != 1) {
+                return rc;
             }
-
-            if (*s->p == ']') {
-                s->p++;
-                return 0;
-            }
-
-            if (*s->p != ',') {
-                return -1;
-            }
-
-            s->p++;
-            ngx_http_ai_gateway_uscan_ws(s);
         }
 
     case '"':
