@@ -33,20 +33,9 @@ for t in valgrind callgrind_annotate; do
 done
 setup_pinning
 
-RUN_DIR=$(mktemp -d "$RESULTS_DIR/callgrind.XXXXXX")
-FAILED=1
-on_exit() {
-    if [ "$FAILED" = 1 ] || [ "$KEEP" = 1 ]; then
-        note "run directory kept: $RUN_DIR"
-    else
-        rm -rf "$RUN_DIR"
-    fi
-}
-install_traps
-snapshot_module "$RUN_DIR"
+start_run callgrind
 
-label() { if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024))KiB"; else echo "${1}B"; fi; }
-row_label() { echo "$1 $(label "$2")"; }
+row_label() { echo "$1 $(size_label "$2")"; }
 
 gen_case_bodies "$RUN_DIR"
 gen_stream "$RUN_DIR"

@@ -523,8 +523,28 @@ install_traps() {
     trap 'note "terminated"; exit 143' TERM
 }
 
-# overridable by the scripts
-on_exit() { :; }
+# on exit the run directory goes, unless the run failed or KEEP=1
+on_exit() {
+    [ -n "${RUN_DIR:-}" ] || return 0
+    if [ "${FAILED:-1}" = 1 ] || [ "$KEEP" = 1 ]; then
+        note "run directory kept: $RUN_DIR"
+    else
+        rm -rf "$RUN_DIR"
+    fi
+}
+
+# start_run NAME: RUN_DIR under bench/results, the traps, the module snapshot
+start_run() {
+    RUN_DIR=$(mktemp -d "$RESULTS_DIR/$1.XXXXXX")
+    FAILED=1
+    install_traps
+    snapshot_module "$RUN_DIR"
+}
+
+# size_label BYTES: 1KiB, 32KiB, 700B
+size_label() {
+    if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024))KiB"; else echo "${1}B"; fi
+}
 
 # conf_directives FILE: a conf file without its comment and blank lines
 conf_directives() {

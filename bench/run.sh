@@ -47,19 +47,8 @@ fi
 perl -MJSON::PP -e 1 2>/dev/null || die "perl's JSON::PP is required (perl-modules)"
 setup_pinning
 
-RUN_DIR=$(mktemp -d "$RESULTS_DIR/run.XXXXXX")
-FAILED=1
-on_exit() {
-    if [ "$FAILED" = 1 ] || [ "$KEEP" = 1 ]; then
-        note "run directory kept: $RUN_DIR"
-    else
-        rm -rf "$RUN_DIR"
-    fi
-}
-install_traps
-snapshot_module "$RUN_DIR"
+start_run run
 
-size_label() { if [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024))KiB"; else echo "${1}B"; fi; }
 row_label() { printf '%-7s %s' "$1" "$(size_label "$2")"; }
 
 # ------------------------------------------------------------------ start
