@@ -20,6 +20,12 @@
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_limit_t *limit,
     ngx_http_ai_gateway_counter_t *c);
+static ngx_int_t ngx_http_ai_gateway_limit_local(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_limit_decide(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_ai_gateway_limit_verdict(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t i);
 static void ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r);
@@ -332,24 +338,39 @@ ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
 
 /*
  * Admission.  NGX_DECLINED: the location has no limits; NGX_OK: admitted;
- * NGX_DONE: rejected, the answer was sent.
+ * NGX_DONE: rejected and answered, or waiting for Redis (the handler runs
+ * again when it answers).
  */
 
 ngx_int_t
 ngx_http_ai_gateway_limit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
 {
     int64_t                           reserve;
-    uint64_t                          force;
     ngx_int_t                         rc;
-    ngx_uint_t                        i, n, rejected;
+    ngx_uint_t                        i, n;
     ngx_http_ai_gateway_limit_t      *limit;
     ngx_http_ai_gateway_counter_t    *c;
     ngx_http_ai_gateway_loc_conf_t   *lcf;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
+    if (ctx->limit_done) {
+
+        if (ctx->limit_waiting) {
+            /* an event on the client's connection while Redis thinks */
+            return NGX_DONE;
+        }
+
+        if (ctx->limit_pending) {
+            ctx->limit_pending = 0;
+            return ngx_http_ai_gateway_limit_decide(r, ctx, ctx->limit_rc);
+        }
+
+        return NGX_DECLINED;
+    }
+
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    if (lcf->limits == NULL || ctx->limit_done) {
+    if (lcf->limits == NULL) {
         return NGX_DECLINED;
     }
 
@@ -369,7 +390,7 @@ ngx_http_ai_gateway_limit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
               / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN
               + (ctx->max_tokens >= 0 ? ctx->max_tokens
                                       : lcf->token_reservation);
-    force = 0;
+    ctx->limit_force = 0;
 
     /* keys are built and hashed before the lock is taken */
 
@@ -384,27 +405,122 @@ ngx_http_ai_gateway_limit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
         c[i].cost = limit[i].tokens ? reserve : 1;
 
         if (limit[i].dry_run) {
-            force |= (uint64_t) 1 << i;
+            ctx->limit_force |= (uint64_t) 1 << i;
         }
     }
-
-    rc = ngx_http_ai_gateway_shm_admit(mcf->zone->data, c, n, force,
-                                       &rejected, r->connection->log);
 
     ctx->counters = c;
     ctx->limits = limit;
     ctx->nlimits = n;
+    ctx->reserved = reserve;
+
+    if (mcf->redis == NULL) {
+        return ngx_http_ai_gateway_limit_local(r, ctx);
+    }
+
+    rc = ngx_http_ai_gateway_limit_redis_admit(r, ctx, ctx->limit_force);
+
+    if (rc == NGX_AGAIN) {
+        ctx->limit_waiting = 1;
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    /* Redis cannot be asked now: on_error says what to do */
+    return ngx_http_ai_gateway_limit_decide(r, ctx, NGX_ERROR);
+}
+
+
+/* the node's own counters: the default, and Redis's on_error=local */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_local(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_int_t                         rc;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    rc = ngx_http_ai_gateway_shm_admit(mcf->zone->data, ctx->counters,
+                                       ctx->nlimits, ctx->limit_force,
+                                       &ctx->limit_rejected,
+                                       r->connection->log);
+
+    ctx->limit_backend = NGX_HTTP_AI_GATEWAY_BACKEND_SHM;
+
+    return ngx_http_ai_gateway_limit_verdict(r, ctx, rc);
+}
+
+
+/* after Redis answered (rc NGX_OK or NGX_DECLINED), or could not */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_decide(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_str_t                         msg;
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (rc != NGX_ERROR) {
+        ctx->limit_backend = NGX_HTTP_AI_GATEWAY_BACKEND_REDIS;
+        return ngx_http_ai_gateway_limit_verdict(r, ctx, rc);
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    switch (mcf->redis->on_error) {
+
+    case NGX_HTTP_AI_GATEWAY_REDIS_ON_ERROR_ALLOW:
+        ctx->limit_backend = NGX_HTTP_AI_GATEWAY_BACKEND_NONE;
+        ctx->limit_status = NGX_HTTP_AI_GATEWAY_LIMIT_NONE;
+        return NGX_OK;
+
+    case NGX_HTTP_AI_GATEWAY_REDIS_ON_ERROR_DENY:
+        ctx->limit_backend = NGX_HTTP_AI_GATEWAY_BACKEND_NONE;
+        ctx->limit_status = NGX_HTTP_AI_GATEWAY_LIMIT_NONE;
+
+        ngx_str_set(&msg, "The rate limit service is unavailable. "
+                          "Please retry later.");
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: 503 limits_unavailable "
+                      "(redis, on_error=deny)");
+
+        ngx_http_finalize_request(r,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "limits_unavailable", &msg));
+        return NGX_DONE;
+
+    default: /* local */
+        return ngx_http_ai_gateway_limit_local(r, ctx);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_verdict(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc)
+{
+    ngx_uint_t                      i;
+    ngx_http_ai_gateway_limit_t    *limit;
+    ngx_http_ai_gateway_counter_t  *c;
+
+    limit = ctx->limits;
+    c = ctx->counters;
 
     if (rc != NGX_OK) {
         ctx->limit_status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
-        ctx->limit_type = limit[rejected].type;
-        return ngx_http_ai_gateway_limit_reject(r, ctx, rejected);
+        ctx->limit_type = limit[ctx->limit_rejected].type;
+        return ngx_http_ai_gateway_limit_reject(r, ctx, ctx->limit_rejected);
     }
 
-    ctx->reserved = reserve;
     ctx->limit_status = NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < ctx->nlimits; i++) {
         if (limit[i].dry_run && c[i].used + c[i].cost > c[i].limit) {
             ctx->limit_status = NGX_HTTP_AI_GATEWAY_LIMIT_DRY_RUN_REJECTED;
             ctx->limit_type = limit[i].type;
@@ -696,9 +812,18 @@ ngx_http_ai_gateway_limit_settle(ngx_http_request_t *r,
 
     ctx->settled = 1;
 
+    if (ctx->limit_backend == NGX_HTTP_AI_GATEWAY_BACKEND_NONE) {
+        return;
+    }
+
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
     ngx_http_ai_gateway_tokens(r, ctx, &t);
+
+    if (ctx->limit_backend == NGX_HTTP_AI_GATEWAY_BACKEND_REDIS) {
+        ngx_http_ai_gateway_limit_redis_settle(r, ctx, t.total - ctx->reserved);
+        return;
+    }
 
     for (i = 0; i < ctx->nlimits; i++) {
         if (!ctx->limits[i].tokens || !ctx->counters[i].found) {

@@ -23,14 +23,21 @@
  * The buffer is written when a record does not fit in it, when the flush
  * timer set by the first record in the empty buffer fires, before a reopen
  * and at the worker's exit.  Each write() holds whole records only.
+ *
+ * The Redis stream sink ("ai_gateway_usage_log redis stream=NAME") appends
+ * each record with XADD, one stream field a record field, and does not
+ * wait for the answer; what Redis does not take is counted and logged.
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+
 #include <ngx_http.h>
 
-#include "ngx_http_ai_gateway_log.h"
+#include <jansson.h>
+
+#include "ngx_http_ai_gateway_module.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_SINK_BUFFER  (64 * 1024)
@@ -428,4 +435,141 @@ ngx_http_ai_gateway_sink_write_fd(ngx_http_ai_gateway_sink_t *sink,
 
     sink->error_time = now;
     sink->dropped = 0;
+}
+
+
+static void ngx_http_ai_gateway_stream_reply(void *data, redisReply *reply);
+static void ngx_http_ai_gateway_stream_dropped(ngx_log_t *log);
+
+
+/* records dropped since the last one Redis took, in this worker */
+static ngx_uint_t  ngx_http_ai_gateway_stream_lost;
+
+
+void
+ngx_http_ai_gateway_stream_write(ngx_http_ai_gateway_main_conf_t *mcf,
+    ngx_log_t *log, u_char *line, size_t len)
+{
+    int           argc;
+    u_char        maxlen[NGX_INT_T_LEN];
+    char         *dump;
+    json_t       *o, *v;
+    size_t       *lens;
+    const char   *key, **argv;
+    json_error_t  err;
+
+    o = json_loadb((char *) line, len, 0, &err);
+    if (o == NULL || !json_is_object(o)) {
+        json_decref(o);
+        ngx_http_ai_gateway_stream_dropped(log);
+        return;
+    }
+
+    argv = ngx_alloc((6 + 2 * json_object_size(o))
+                     * (sizeof(char *) + sizeof(size_t)), log);
+    if (argv == NULL) {
+        json_decref(o);
+        ngx_http_ai_gateway_stream_dropped(log);
+        return;
+    }
+
+    lens = (size_t *) (argv + 6 + 2 * json_object_size(o));
+
+    argv[0] = "XADD";
+    lens[0] = 4;
+    argv[1] = (char *) mcf->usage_stream.data;
+    lens[1] = mcf->usage_stream.len;
+    argv[2] = "MAXLEN";
+    lens[2] = 6;
+    argv[3] = "~";
+    lens[3] = 1;
+    argv[4] = (char *) maxlen;
+    lens[4] = ngx_sprintf(maxlen, "%ui", mcf->usage_stream_maxlen) - maxlen;
+    argv[5] = "*";
+    lens[5] = 1;
+    argc = 6;
+
+    /* strings as they are, the rest as JSON text; dumps freed below */
+    json_object_foreach(o, key, v) {
+        argv[argc] = key;
+        lens[argc++] = ngx_strlen(key);
+
+        if (json_is_string(v)) {
+            argv[argc] = json_string_value(v);
+            lens[argc++] = json_string_length(v);
+            continue;
+        }
+
+        dump = json_dumps(v, JSON_COMPACT|JSON_ENCODE_ANY);
+        if (dump == NULL) {
+            argc--;
+            continue;
+        }
+
+        /* kept alive by the object until json_decref() */
+        json_object_set_new(o, key, json_string_nocheck(dump));
+        free(dump);
+
+        v = json_object_get(o, key);
+        argv[argc] = json_string_value(v);
+        lens[argc++] = json_string_length(v);
+    }
+
+    if (ngx_http_ai_gateway_redis_send(NULL, argc, argv, lens,
+                                       ngx_http_ai_gateway_stream_reply,
+                                       ngx_cycle->log)
+        == NULL)
+    {
+        ngx_http_ai_gateway_stream_dropped(log);
+
+        if (mcf->redis->dropped) {
+            (void) ngx_atomic_fetch_add(mcf->redis->dropped, 1);
+        }
+    }
+
+    ngx_free(argv);
+    json_decref(o);
+}
+
+
+/* data is the cycle's log: it outlives the request */
+
+static void
+ngx_http_ai_gateway_stream_reply(void *data, redisReply *reply)
+{
+    ngx_log_t  *log = data;
+
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (reply != NULL && reply->type != REDIS_REPLY_ERROR) {
+
+        if (ngx_http_ai_gateway_stream_lost) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ai_gateway: %ui usage records were not delivered "
+                          "to the Redis stream", ngx_http_ai_gateway_stream_lost);
+            ngx_http_ai_gateway_stream_lost = 0;
+        }
+
+        return;
+    }
+
+    ngx_http_ai_gateway_stream_dropped(log);
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_ai_gateway_module);
+
+    if (mcf && mcf->redis && mcf->redis->dropped) {
+        (void) ngx_atomic_fetch_add(mcf->redis->dropped, 1);
+    }
+}
+
+
+static void
+ngx_http_ai_gateway_stream_dropped(ngx_log_t *log)
+{
+    if (ngx_http_ai_gateway_stream_lost++ == 0) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ai_gateway: usage records are not reaching the Redis "
+                      "stream: they are counted until it takes them again");
+    }
 }

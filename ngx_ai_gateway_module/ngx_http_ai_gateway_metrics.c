@@ -77,6 +77,8 @@ typedef struct {
     ngx_queue_t        family[NGX_HTTP_AI_GATEWAY_M_LAST];
     ngx_uint_t         series;
     int64_t            dropped;
+    ngx_atomic_t       redis_errors;
+    ngx_atomic_t       redis_dropped;     /* usage records */
 } ngx_http_ai_gateway_metrics_sh_t;
 
 
@@ -172,8 +174,34 @@ ngx_http_ai_gateway_metrics_init_zone(ngx_slab_pool_t *pool)
 
     m->series = 0;
     m->dropped = 0;
+    m->redis_errors = 0;
+    m->redis_dropped = 0;
 
     return m;
+}
+
+
+/* Redis's counters are bumped without the lock, by the Redis code */
+
+ngx_atomic_t *
+ngx_http_ai_gateway_metrics_redis_counter(ngx_shm_zone_t *zone,
+    ngx_uint_t dropped)
+{
+    ngx_http_ai_gateway_shm_t         *shm;
+    ngx_http_ai_gateway_metrics_sh_t  *m;
+
+    if (zone == NULL || zone->data == NULL) {
+        return NULL;
+    }
+
+    shm = zone->data;
+    m = shm->sh->metrics;
+
+    if (m == NULL) {
+        return NULL;
+    }
+
+    return dropped ? &m->redis_dropped : &m->redis_errors;
 }
 
 
@@ -656,6 +684,7 @@ ngx_http_ai_gateway_metrics_handler(ngx_http_request_t *r)
     ngx_buf_t                        *b;
     ngx_chain_t                       out;
     ngx_http_ai_gateway_shm_t        *shm;
+    ngx_http_ai_gateway_metrics_sh_t *m;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -674,7 +703,7 @@ ngx_http_ai_gateway_metrics_handler(ngx_http_request_t *r)
 
     size = ngx_http_ai_gateway_metrics_size(shm->sh->metrics);
 
-    b = ngx_create_temp_buf(r->pool, size);
+    b = ngx_create_temp_buf(r->pool, size + 512);
     if (b == NULL) {
         ngx_shmtx_unlock(&shm->shpool->mutex);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -683,6 +712,27 @@ ngx_http_ai_gateway_metrics_handler(ngx_http_request_t *r)
     b->last = ngx_http_ai_gateway_metrics_format(b->last, shm->sh->metrics);
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    if (mcf->redis) {
+        m = shm->sh->metrics;
+
+        /* "up" is this worker's link: each worker has its own */
+        b->last = ngx_sprintf(b->last,
+                    "# HELP ai_gateway_redis_up Whether the link to Redis "
+                    "of the worker that answered is up.\n"
+                    "# TYPE ai_gateway_redis_up gauge\n"
+                    "ai_gateway_redis_up %ui\n"
+                    "# HELP ai_gateway_redis_errors_total Redis commands "
+                    "that failed or timed out.\n"
+                    "# TYPE ai_gateway_redis_errors_total counter\n"
+                    "ai_gateway_redis_errors_total %uA\n"
+                    "# HELP ai_gateway_redis_dropped_records_total Usage "
+                    "records not delivered to the Redis stream.\n"
+                    "# TYPE ai_gateway_redis_dropped_records_total counter\n"
+                    "ai_gateway_redis_dropped_records_total %uA\n",
+                    ngx_http_ai_gateway_redis_ready(), m->redis_errors,
+                    m->redis_dropped);
+    }
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = b->last - b->pos;

@@ -28,6 +28,12 @@ static char *ngx_http_ai_gateway_token_reservation(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_inference_log(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ai_gateway_usage_stream(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_http_ai_gateway_main_conf_t *mcf);
+static ngx_int_t ngx_http_ai_gateway_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ai_gateway_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ai_gateway_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 
@@ -97,6 +103,13 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
     { ngx_string("ai_gateway_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_ai_gateway_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -183,10 +196,10 @@ ngx_module_t  ngx_http_ai_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ai_gateway_init_process,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ai_gateway_exit_process,      /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -453,11 +466,119 @@ ngx_http_ai_gateway_usage_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ai_gateway_main_conf_t *mcf = conf;
 
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 5 && ngx_strncmp(value[1].data, "redis", 5) == 0) {
+        return ngx_http_ai_gateway_usage_stream(cf, cmd, mcf);
+    }
+
     if (mcf->usage_log != NULL) {
         return "is duplicate";
     }
 
     return ngx_http_ai_gateway_sink_conf(cf, cmd, &mcf->usage_log, NULL);
+}
+
+
+/* "ai_gateway_usage_log redis stream=NAME [maxlen=N]": besides a file */
+
+static char *
+ngx_http_ai_gateway_usage_stream(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_ai_gateway_main_conf_t *mcf)
+{
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (mcf->usage_stream.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    mcf->usage_stream_maxlen = 1000000;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "stream=", 7) == 0
+            && value[i].len > 7)
+        {
+            mcf->usage_stream.data = value[i].data + 7;
+            mcf->usage_stream.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "maxlen=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            mcf->usage_stream_maxlen = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (mcf->usage_stream.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V redis\" needs \"stream=NAME\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"%V\" directive",
+                       &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_main_conf_t *mcf = conf;
+
+    return ngx_http_ai_gateway_redis_conf(cf, cmd, &mcf->redis);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_ai_gateway_module);
+
+    if (mcf == NULL || mcf->redis == NULL) {
+        return NGX_OK;
+    }
+
+    mcf->redis->errors = ngx_http_ai_gateway_metrics_redis_counter(mcf->zone,
+                                                                   0);
+    mcf->redis->dropped = ngx_http_ai_gateway_metrics_redis_counter(mcf->zone,
+                                                                    1);
+
+    return ngx_http_ai_gateway_redis_init_process(cycle, mcf->redis);
+}
+
+
+static void
+ngx_http_ai_gateway_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ai_gateway_redis_exit_process();
 }
 
 
@@ -532,7 +653,8 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 
     /* records go somewhere even when nobody said where */
 
-    if (mcf->tracking && mcf->usage_log == NULL) {
+    if (mcf->tracking && mcf->usage_log == NULL && mcf->usage_stream.len == 0)
+    {
         mcf->usage_log = ngx_http_ai_gateway_sink_default(cf, &usage_path);
         if (mcf->usage_log == NULL) {
             return NGX_ERROR;
@@ -548,6 +670,19 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
     }
 
     if (ngx_http_ai_gateway_default_zone(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->usage_stream.len && mcf->redis == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"ai_gateway_usage_log redis\" needs "
+                      "\"ai_gateway_redis\"");
+        return NGX_ERROR;
+    }
+
+    if (mcf->redis
+        && ngx_http_ai_gateway_limit_redis_init(cf, mcf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

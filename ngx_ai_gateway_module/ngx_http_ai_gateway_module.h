@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_ai_gateway_log.h"
+#include "ngx_http_ai_gateway_redis.h"
 #include "ngx_http_ai_gateway_shm.h"
 #include "ngx_http_ai_gateway_sse.h"
 #include "ngx_http_ai_gateway_usage.h"
@@ -35,6 +36,14 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED,
     NGX_HTTP_AI_GATEWAY_LIMIT_DRY_RUN_REJECTED
 } ngx_http_ai_gateway_limit_status_e;
+
+
+/* where a request's limits were counted */
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_BACKEND_NONE = 0,
+    NGX_HTTP_AI_GATEWAY_BACKEND_SHM,
+    NGX_HTTP_AI_GATEWAY_BACKEND_REDIS
+} ngx_http_ai_gateway_backend_e;
 
 
 typedef enum {
@@ -91,6 +100,10 @@ typedef struct {
     ngx_array_t                *prices;
     ngx_uint_t                  tracking;        /* some location tracks */
     ngx_uint_t                  inference;       /* some location records */
+    ngx_http_ai_gateway_redis_conf_t    *redis;
+    ngx_http_ai_gateway_redis_script_t  *redis_script;
+    ngx_str_t                   usage_stream;    /* Redis stream name */
+    ngx_uint_t                  usage_stream_maxlen;
 } ngx_http_ai_gateway_main_conf_t;
 
 
@@ -169,10 +182,16 @@ typedef struct {
     int64_t                         reserved;     /* tokens per budget */
     ngx_http_ai_gateway_limit_status_e  limit_status;
     ngx_str_t                       limit_type;   /* the one that acted */
+    uint64_t                        limit_force;  /* dry runs, bitmask */
+    ngx_uint_t                      limit_rejected;
+    ngx_int_t                       limit_rc;     /* Redis's verdict */
+    ngx_http_ai_gateway_backend_e   limit_backend;
 
     unsigned                     inspected:1;
     unsigned                     parse:1;         /* read the answer */
     unsigned                     limit_done:1;
+    unsigned                     limit_waiting:1; /* for Redis */
+    unsigned                     limit_pending:1; /* Redis answered */
     unsigned                     limit_headers:1;
     unsigned                     settled:1;
     unsigned                     track:1;         /* usage tracking on */
@@ -239,11 +258,22 @@ void ngx_http_ai_gateway_limit_settle(ngx_http_request_t *r,
 ngx_str_t *ngx_http_ai_gateway_limit_status(ngx_http_ai_gateway_ctx_t *ctx,
     ngx_uint_t with_type, ngx_pool_t *pool);
 
+ngx_int_t ngx_http_ai_gateway_limit_redis_init(ngx_conf_t *cf,
+    ngx_http_ai_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uint64_t force);
+void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, int64_t delta);
+void ngx_http_ai_gateway_stream_write(ngx_http_ai_gateway_main_conf_t *mcf,
+    ngx_log_t *log, u_char *line, size_t len);
+
 char *ngx_http_ai_gateway_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_ai_gateway_price(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void *ngx_http_ai_gateway_metrics_init_zone(ngx_slab_pool_t *pool);
+ngx_atomic_t *ngx_http_ai_gateway_metrics_redis_counter(ngx_shm_zone_t *zone,
+    ngx_uint_t dropped);
 u_char *ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico);
 
 ngx_int_t ngx_http_ai_gateway_log_handler(ngx_http_request_t *r);

@@ -98,7 +98,7 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
                                           ngx_http_ai_gateway_cost(r, ctx, &t));
     }
 
-    if (ctx->track && mcf->usage_log) {
+    if (ctx->track && (mcf->usage_log || mcf->usage_stream.len)) {
         ngx_http_ai_gateway_usage_record(r, ctx, mcf);
     }
 
@@ -266,8 +266,15 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     o.pos[-1] = '}';
     ngx_http_ai_gateway_put(&o, "\n");
 
-    ngx_http_ai_gateway_sink_write(mcf->usage_log, r->connection->log,
-                                   start, o.pos - start);
+    if (mcf->usage_log) {
+        ngx_http_ai_gateway_sink_write(mcf->usage_log, r->connection->log,
+                                       start, o.pos - start);
+    }
+
+    if (mcf->usage_stream.len) {
+        ngx_http_ai_gateway_stream_write(mcf, r->connection->log, start,
+                                         o.pos - start);
+    }
 }
 
 

@@ -33,7 +33,8 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_VAR_TOTAL_TOKENS,
     NGX_HTTP_AI_GATEWAY_VAR_TTFT,
     NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS,
-    NGX_HTTP_AI_GATEWAY_VAR_COST_USD
+    NGX_HTTP_AI_GATEWAY_VAR_COST_USD,
+    NGX_HTTP_AI_GATEWAY_VAR_LIMIT_BACKEND
 } ngx_http_ai_gateway_var_e;
 
 
@@ -93,6 +94,9 @@ static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
 
     { ngx_string("ai_cost_usd"), NULL, ngx_http_ai_gateway_variable,
       NGX_HTTP_AI_GATEWAY_VAR_COST_USD, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_limit_backend"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_LIMIT_BACKEND, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -198,6 +202,21 @@ ngx_http_ai_gateway_variable(ngx_http_request_t *r,
 
     case NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS:
         value = *ngx_http_ai_gateway_limit_status(ctx, 0, r->pool);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_LIMIT_BACKEND:
+        if (ctx->limit_backend == NGX_HTTP_AI_GATEWAY_BACKEND_REDIS) {
+            ngx_str_set(&value, "redis");
+
+        } else if (ctx->limit_backend == NGX_HTTP_AI_GATEWAY_BACKEND_SHM) {
+            ngx_str_set(&value, "local");
+
+        } else if (ctx->limit_done) {
+            /* Redis failed and on_error let it through, or refused it */
+            ngx_str_set(&value, "none");
+
+        }
+
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_COST_USD:
