@@ -98,6 +98,7 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     }
 
     if (ctx->counters && !ctx->limit_headers
+        && ctx->limit_backend != NGX_HTTP_AI_GATEWAY_BACKEND_NONE
         && ngx_http_ai_gateway_limit_headers(r, ctx) == NGX_OK)
     {
         ctx->limit_headers = 1;

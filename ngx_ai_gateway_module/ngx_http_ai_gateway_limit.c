@@ -472,6 +472,10 @@ ngx_http_ai_gateway_limit_decide(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
+    if (mcf->redis->errors) {
+        (void) ngx_atomic_fetch_add(mcf->redis->errors, 1);
+    }
+
     switch (mcf->redis->on_error) {
 
     case NGX_HTTP_AI_GATEWAY_REDIS_ON_ERROR_ALLOW:

@@ -172,7 +172,7 @@ ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     size = NGX_INT_T_LEN;
 
     for (i = 0; i < n; i++) {
-        size += mcf->redis->prefix.len + 3 + c[i].key.len
+        size += mcf->redis->prefix.len + 4 + c[i].key.len
                 + 4 * (NGX_INT64_LEN + 1);
     }
 
@@ -264,7 +264,7 @@ ngx_http_ai_gateway_limit_redis_key(u_char *dst,
     u_char  *p;
 
     p = ngx_cpymem(dst, rcf->prefix.data, rcf->prefix.len);
-    p = ngx_cpymem(p, "{l}", 3);
+    p = ngx_cpymem(p, "{l}:", 4);
     p = ngx_cpymem(p, key->data, key->len);
 
     return p - dst;
@@ -350,10 +350,6 @@ ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev)
     if (w->op) {
         ngx_http_ai_gateway_redis_cancel(w->op);
         w->op = NULL;
-    }
-
-    if (mcf->redis->errors) {
-        (void) ngx_atomic_fetch_add(mcf->redis->errors, 1);
     }
 
     ngx_log_error(NGX_LOG_WARN, w->request->connection->log, 0,
@@ -443,7 +439,7 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     size = 2 * NGX_INT64_LEN;
 
     for (i = 0; i < n; i++) {
-        size += mcf->redis->prefix.len + 3 + c[i].key.len
+        size += mcf->redis->prefix.len + 4 + c[i].key.len
                 + 2 * (NGX_INT64_LEN + 1);
     }
 

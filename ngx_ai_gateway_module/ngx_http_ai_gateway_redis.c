@@ -41,6 +41,7 @@ struct ngx_http_ai_gateway_redis_op_s {
     ngx_http_ai_gateway_redis_script_t    *script;
     int                                    argc;
     unsigned                               retried:1;
+    unsigned                               forget:1;  /* no handler */
     const char                           **argv;
     size_t                                *argvlen;
 };
@@ -824,6 +825,7 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
     op->script = script;
     op->argc = n;
     op->retried = 0;
+    op->forget = (handler == NULL);
     op->argv = (const char **) (op + 1);
     op->argvlen = (size_t *) (op->argv + n);
 
@@ -897,7 +899,8 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
         reply = NULL;
     }
 
-    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR)
+    /* the callers count their own failures; nobody counts these */
+    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR) && op->forget
         && link->conf && link->conf->errors)
     {
         (void) ngx_atomic_fetch_add(link->conf->errors, 1);

@@ -7,6 +7,7 @@ package GatewayNginx;
 #
 #   my $gw = GatewayNginx->new or plan skip_all => ...;
 #   $gw->start($http_block);       # "listen 127.0.0.1:$gw->{port}" inside
+#   $gw->start($http_block, workers => 1);
 #   $gw->signal('HUP'); $gw->workers; $gw->stop; $gw->alerts;
 
 use strict;
@@ -41,11 +42,12 @@ sub new {
 
 # writes nginx.conf around the http block and starts nginx; true on success
 sub start {
-    my ($self, $http) = @_;
+    my ($self, $http, %opt) = @_;
+    my $workers = $opt{workers} // 2;
     open my $conf, '>', "$self->{prefix}/nginx.conf" or die $!;
     print $conf <<"_EOC_";
 load_module $self->{so};
-worker_processes 2;
+worker_processes $workers;
 daemon on;
 master_process on;
 pid logs/nginx.pid;
@@ -99,6 +101,31 @@ sub stop {
     my $deadline = time + 10;
     sleep 0.05 while kill(0, $master) && time < $deadline;
     unlink "$self->{prefix}/logs/nginx.pid";
+}
+
+# the error log's lines that match a pattern
+sub log_lines {
+    my ($self, $re) = @_;
+    open my $log, '<', "$self->{prefix}/logs/error.log" or return;
+    return grep { /$re/ } <$log>;
+}
+
+# one request: (status, head, body)
+sub request {
+    my ($self, $method, $uri, $body, @headers) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}",
+                                  Timeout => 20)
+        or return (0, '', '');
+    $body //= '';
+    print $s "$method $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+           . join('', map { "$_\r\n" } @headers)
+           . ($body ne '' ? "Content-Type: application/json\r\n" : '')
+           . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    local $/;
+    my $resp = <$s> // '';
+    my ($status) = $resp =~ m{^HTTP/1\.1 (\d+) };
+    my ($head, $rbody) = split /\r\n\r\n/, $resp, 2;
+    return ($status // 0, $head // '', $rbody // '');
 }
 
 # [alert], [crit] and [emerg] lines of the error log

@@ -7,6 +7,7 @@ package RedisServer;
 #   $ENV{TEST_NGINX_REDIS_PORT}           # its port
 #   RedisServer::cli('GET', 'k')          # one command, its reply as text
 #   RedisServer::stop(); RedisServer::start();   # same port, same password
+#   RedisServer::set_password('s3cret');  # CONFIG SET requirepass; '' clears
 #
 #   use RedisServer ();                   # load only: start(password => 'x')
 
@@ -77,6 +78,15 @@ sub start {
     die "redis-server did not start on port $port";
 }
 
+sub running { return defined $pid }
+
+# CONFIG SET requirepass, and the password cli() uses from now on
+sub set_password {
+    my ($pw) = @_;
+    cli('CONFIG', 'SET', 'requirepass', $pw // '');
+    $password = (defined $pw && length $pw) ? $pw : undef;
+}
+
 sub stop {
     return unless $pid && $owner == $$;
     kill 'TERM', $pid;
@@ -89,10 +99,20 @@ sub stop {
 # errors as "ERR ...", nil as ""
 sub cli {
     my (@cmd) = @_;
+    return cli_db(0, @cmd);
+}
+
+# the same in database $db
+sub cli_db {
+    my ($db, @cmd) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 5)
         or die "redis: $!";
     if (defined $password) {
         print $s proto('AUTH', $password);
+        read_reply($s);
+    }
+    if ($db) {
+        print $s proto('SELECT', $db);
         read_reply($s);
     }
     print $s proto(@cmd);

@@ -1,0 +1,260 @@
+# Limits of a fleet: several gateways share one Redis.  Exactness under
+# concurrency across nodes, token budgets reserved and settled fleet-wide,
+# Redis stopped and restarted mid-run under each on_error policy, a slow
+# Redis that leaves the workers free, SCRIPT FLUSH, database selection,
+# and usage records in a Redis stream.
+# (A plain Test::More script: it runs several nginx and stops Redis.)
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use MockProvider;
+use RedisServer;
+use GatewayNginx;
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(sleep time);
+
+my $mock = $ENV{TEST_NGINX_MOCK_PORT};
+my $redis = RedisServer::port();
+my $body = '{"model":"m","max_tokens":20,"messages":[{"role":"user","content":"Hello there"}]}';
+
+sub gateway {
+    my ($options, $locations, %opt) = @_;
+    my $gw = GatewayNginx->new
+        or plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so';
+    my $port = $gw->{port};
+    ok($gw->start(<<"_EOC_", %opt), "nginx starts ($options)");
+    access_log off;
+    ai_gateway_redis 127.0.0.1:$redis $options;
+    @{[ $opt{http} // '' ]}
+    server {
+        listen 127.0.0.1:$port reuseport backlog=512;
+        add_header X-Backend \$ai_limit_backend always;
+        $locations
+    }
+_EOC_
+    return $gw;
+}
+
+# polls until the code returns true; the deadline only bounds a failure
+sub eventually {
+    my ($code, $secs) = @_;
+    my $deadline = time + ($secs // 10);
+    while (time < $deadline) {
+        return 1 if $code->();
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# the sum of a counter's buckets, in Redis
+sub counted {
+    my ($pattern) = @_;
+    my $sum = 0;
+    for my $key (split /\n/, RedisServer::cli('KEYS', $pattern)) {
+        my @v = split /\n/, RedisServer::cli('HMGET', $key, 0 .. 10);
+        $sum += $_ || 0 for @v;
+    }
+    return $sum;
+}
+
+my $calls = <<'_EOL_';
+        location /v1/ {
+            ai_gateway_endpoint fleet;
+            ai_gateway_rate_limit key=endpoint renewal_period=hour calls=50;
+            proxy_pass http://127.0.0.1:MOCK;
+        }
+        location /t/ {
+            ai_gateway_endpoint budget;
+            ai_gateway_user $http_x_user;
+            ai_gateway_rate_limit key=user renewal_period=hour tokens=1000;
+            proxy_pass http://127.0.0.1:MOCK/v1/;
+        }
+_EOL_
+$calls =~ s/MOCK/$mock/g;
+
+my $gw1 = gateway('timeout=2s on_error=deny', $calls);
+my $gw2 = gateway('timeout=2s on_error=deny', $calls);
+
+# ---- 200 concurrent requests over two nodes against calls=50
+
+my @pids;
+pipe my $go_r, my $go_w or die $!;
+pipe my $res_r, my $res_w or die $!;
+for my $c (1 .. 50) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $go_w;
+        close $res_r;
+        sysread $go_r, my $x, 1;
+        my $out = '';
+        for my $i (1 .. 4) {
+            my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
+            my ($st, $h) = $gw->request('POST', '/v1/chat/completions', $body);
+            my $ok = $st == 429
+                     && $h =~ /\r\nRetry-After: \d+\r\n/
+                     && $h =~ /\r\nx-ratelimit-remaining-requests: 0\r\n/
+                     && $h =~ /\r\nX-Backend: redis$/m;
+            $out .= $st == 200 && $h =~ /X-Backend: redis/ ? "A" : $ok ? "R" : "?$st";
+        }
+        syswrite $res_w, "$out\n";
+        POSIX::_exit(0);
+    }
+    push @pids, $pid;
+}
+close $go_r;
+close $res_w;
+close $go_w;
+waitpid $_, 0 for @pids;
+my $all = do { local $/; <$res_r> };
+
+is(($all =~ tr/A//), 50, 'two nodes, 200 concurrent requests: exactly 50 admitted');
+is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and the headers')
+    or diag($all);
+is(counted('aigw:{l}:c:3600000:1:*'), 50, 'Redis holds 50 calls in the window');
+
+# ---- a token budget reserved on one node, settled, seen from the other
+
+my ($st, $h) = $gw1->request('POST', '/t/chat/completions', $body, 'X-User: tok');
+is($st, 200, 'budget: node 1 answers');
+like($h, qr/\r\nx-ratelimit-remaining-tokens: 977\r\n/,
+     'budget: node 1 reserved the prompt estimate (3) and max_tokens (20)');
+ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1ftok") == 14 }),
+   'budget: settled in Redis to the real total (14 tokens)');
+($st, $h) = $gw2->request('POST', '/t/chat/completions', $body, 'X-User: tok');
+like($h, qr/\r\nx-ratelimit-remaining-tokens: 963\r\n/,
+     'budget: node 2 sees node 1\'s 14 tokens, and reserves 23');
+ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1ftok") == 28 }),
+   'budget: both requests settled, 28 tokens in Redis');
+
+# ---- SCRIPT FLUSH: the next call reloads the script
+
+is(RedisServer::cli('SCRIPT', 'FLUSH'), 'OK', 'SCRIPT FLUSH');
+($st, $h) = $gw1->request('POST', '/t/chat/completions', $body, 'X-User: tok');
+is($st, 200, 'after SCRIPT FLUSH the request is admitted');
+like($h, qr/\r\nx-ratelimit-remaining-tokens: 949\r\nx-ratelimit-reset-tokens: \S+\r\n(?s:.*)X-Backend: redis/,
+     'after SCRIPT FLUSH it is counted in Redis');
+ok(scalar $gw1->log_lines(qr/lost a script \(NOSCRIPT\): sending it again/),
+   'the NOSCRIPT reload is logged');
+
+# ---- Redis stopped mid-run, under each on_error policy
+
+my $one = <<"_EOL_";
+        location /v1/ {
+            ai_gateway_endpoint one;
+            ai_gateway_rate_limit key=endpoint renewal_period=hour calls=2;
+            proxy_pass http://127.0.0.1:$mock;
+        }
+        location /free/ {
+            proxy_pass http://127.0.0.1:$mock/v1/;
+        }
+_EOL_
+
+my $local = gateway('timeout=300ms on_error=local', $one);
+my $allow = gateway('timeout=300ms on_error=allow', $one);
+my $deny = gateway('timeout=300ms on_error=deny', $one);
+
+for my $gw ($local, $allow, $deny) {
+    ok(eventually(sub {
+        (($gw->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+    }), 'before the stop: counted in Redis');
+}
+RedisServer::cli('FLUSHALL');
+
+RedisServer::stop();
+
+my @r = map { [$local->request('POST', '/v1/chat/completions', $body)] } 1 .. 3;
+is(join(',', map { $_->[0] } @r), '200,200,429',
+   'Redis down, on_error=local: the node counts alone and enforces calls=2');
+like($r[0][1], qr/X-Backend: local/, 'on_error=local: counted locally');
+@r = map { [$allow->request('POST', '/v1/chat/completions', $body)] } 1 .. 3;
+is(join(',', map { $_->[0] } @r), '200,200,200', 'Redis down, on_error=allow: all pass');
+like($r[0][1], qr/X-Backend: none/, 'on_error=allow: not counted');
+@r = $deny->request('POST', '/v1/chat/completions', $body);
+is($r[0], 503, 'Redis down, on_error=deny: 503');
+is($r[2], '{"error":{"message":"The rate limit service is unavailable. Please retry later.","type":"server_error","code":"limits_unavailable"}}' . "\n",
+   'on_error=deny: the OpenAI error shape');
+is(scalar(() = $local->log_lines(qr/is unavailable/)), 2,
+   'the loss is logged once per worker (two workers), not per request');
+
+RedisServer::start();
+
+for my $gw ($local, $allow, $deny) {
+    ok(eventually(sub {
+        my @x = $gw->request('POST', '/v1/chat/completions', $body);
+        $x[1] =~ /X-Backend: redis/
+    }), 'Redis back: enforcement in Redis resumes');
+}
+ok(scalar $local->log_lines(qr/answers again: limits are counted there again/),
+   'the return is logged');
+is(scalar($local->alerts) + scalar($allow->alerts) + scalar($deny->alerts), 0,
+   'no worker crashed, nothing alerted');
+
+# ---- a slow Redis: limited requests wait up to timeout, the worker does not
+
+my $slow = gateway('timeout=1s on_error=local', $one, workers => 1);
+ok(eventually(sub {
+    (($slow->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'slow: Redis answers at first');
+
+RedisServer::cli('CLIENT', 'PAUSE', 2500);
+
+sub open_request {
+    my ($gw, $uri) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$gw->{port}") or die $!;
+    print $s "POST $uri HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           . "Content-Type: application/json\r\nContent-Length: "
+           . length($body) . "\r\n\r\n$body";
+    return $s;
+}
+
+my $waiting = open_request($slow, '/v1/chat/completions');
+my $gone = open_request($slow, '/v1/chat/completions');
+close $gone;                       # leaves while its request waits
+my ($fst, $fh) = $slow->request('POST', '/free/chat/completions', $body);
+is($fst, 200, 'slow Redis: a location without limits answers at once');
+ok(!IO::Select->new($waiting)->can_read(0),
+   'slow Redis: ... while the limited request still waits (one worker)');
+my $resp = do { local $/; <$waiting> } // '';
+like($resp, qr{^HTTP/1\.1 200 (?s:.*)X-Backend: local}, 'slow Redis: after timeout, on_error=local');
+ok(scalar $slow->log_lines(qr/did not answer within 1000 ms/), 'the timeout is logged');
+
+# the paused Redis answers the two late requests: nothing must break
+ok(eventually(sub {
+    (($slow->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'slow Redis: once it answers again, counting is back in Redis');
+is(scalar $slow->alerts, 0, 'late answers (one for a client that left) broke nothing');
+
+# ---- database selection, and usage records in a stream
+
+my $db = gateway('db=4 on_error=deny', <<"_EOL_",
+        location /v1/ {
+            ai_gateway_endpoint dbsel;
+            ai_gateway_usage_tracking on;
+            ai_gateway_rate_limit key=endpoint renewal_period=hour calls=5;
+            proxy_pass http://127.0.0.1:$mock;
+        }
+_EOL_
+    http => 'ai_gateway_usage_log redis stream=ai_usage maxlen=1000;'
+          . ' ai_gateway_usage_log logs/usage.jsonl buffer=0;');
+($st, $h) = $db->request('POST', '/v1/chat/completions', $body);
+is($st, 200, 'db=4: answered');
+like(RedisServer::cli_db(4, 'KEYS', 'aigw:*'), qr/dbsel/, 'db=4: the counter is in database 4');
+unlike(RedisServer::cli('KEYS', 'aigw:*'), qr/dbsel/, 'db=4: and not in database 0');
+
+my $entry = '';
+ok(eventually(sub { $entry = RedisServer::cli_db(4, 'XRANGE', 'ai_usage', '-', '+'); $entry ne '' }),
+   'stream: the usage record arrived');
+my (undef, %fields) = split /\n/, $entry;      # the id, then the fields
+open my $jl, '<', "$db->{prefix}/logs/usage.jsonl" or die $!;
+my $line = <$jl>;
+my @keys = $line =~ /"([a-z_]+)":/g;
+my @missing = grep { !exists $fields{$_} } grep { $_ ne 'prompt_tokens_details' } @keys;
+is("@missing", '', 'stream: the entry has every field of the JSONL record');
+is($fields{model}, 'm', 'stream: model');
+is($fields{total_token_count}, 14, 'stream: total_token_count') or diag($entry);
+is($fields{endpoint}, 'dbsel', 'stream: endpoint');
+
+done_testing();
