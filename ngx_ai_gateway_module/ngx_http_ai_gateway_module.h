@@ -264,6 +264,7 @@ ngx_int_t ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, uint64_t force);
 void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, int64_t delta);
+void ngx_http_ai_gateway_limit_redis_exit(void);
 void ngx_http_ai_gateway_stream_write(ngx_http_ai_gateway_main_conf_t *mcf,
     ngx_log_t *log, u_char *line, size_t len);
 

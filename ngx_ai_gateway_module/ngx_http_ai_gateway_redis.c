@@ -10,6 +10,11 @@
  *     connection (with fd -1, so that a stale event finds nothing);
  *   - events are level-triggered: hiredis reads 16 KiB a call, and an
  *     edge-triggered read would leave the rest of a large reply unread;
+ *   - writes are not registered with epoll for each command: the first
+ *     command of a turn of the event loop posts the write event, so that
+ *     the commands of all the requests of that turn go out in one write()
+ *     after it; only a socket that is full (or still connecting) waits
+ *     for epoll;
  *   - the context can be freed inside redisAsyncHandleRead(): nothing is
  *     touched after it, and every pointer to a context is dropped in the
  *     connect and disconnect callbacks;
@@ -35,6 +40,12 @@
 #define NGX_HTTP_AI_GATEWAY_REDIS_CONNECT_MIN   1000
 
 
+/*
+ * A command, formatted (RESP) by us: hiredis's own formatting of an argv
+ * costs more than the rest of an admission.  For EVALSHA, "rest" is where
+ * the arguments after the script's SHA-1 start, to send EVAL instead.
+ */
+
 struct ngx_http_ai_gateway_redis_op_s {
     ngx_http_ai_gateway_redis_handler_pt   handler;   /* NULL: cancelled */
     void                                  *data;
@@ -42,8 +53,9 @@ struct ngx_http_ai_gateway_redis_op_s {
     int                                    argc;
     unsigned                               retried:1;
     unsigned                               forget:1;  /* no handler */
-    const char                           **argv;
-    size_t                                *argvlen;
+    size_t                                 len;
+    size_t                                 rest;
+    u_char                                 cmd[1];
 };
 
 
@@ -59,6 +71,7 @@ typedef struct {
     unsigned                               down_logged:1;
     unsigned                               auth_logged:1;
     unsigned                               exiting:1;
+    unsigned                               in_write:1;
 } ngx_http_ai_gateway_redis_link_t;
 
 
@@ -78,6 +91,9 @@ static void ngx_http_ai_gateway_redis_on_disconnect(
     const redisAsyncContext *ac, int status);
 static void ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static u_char *ngx_http_ai_gateway_redis_number(u_char *p, size_t n);
+static ngx_int_t ngx_http_ai_gateway_redis_resend(redisAsyncContext *ac,
+    ngx_http_ai_gateway_redis_op_t *op);
 static void ngx_http_ai_gateway_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ai_gateway_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_ai_gateway_redis_read_handler(ngx_event_t *ev);
@@ -453,6 +469,13 @@ ngx_http_ai_gateway_redis_exit_process(void)
     link->ac = NULL;
 
     if (ac) {
+        if (ac->c.flags & REDIS_CONNECTED) {
+            /* what the socket takes now: the last settlements */
+            link->in_write = 1;
+            redisAsyncHandleWrite(ac);
+            link->in_write = 0;
+        }
+
         redisAsyncFree(ac);
     }
 }
@@ -792,7 +815,7 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
     int argc, const char **argv, const size_t *argvlen,
     ngx_http_ai_gateway_redis_handler_pt handler, void *data)
 {
-    int                                i, n, first;
+    int                                i;
     u_char                            *p;
     size_t                             size;
     ngx_http_ai_gateway_redis_op_t    *op;
@@ -804,18 +827,16 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
         return NULL;
     }
 
-    first = script ? 2 : 0;
-    n = argc + first;
-
-    size = sizeof(ngx_http_ai_gateway_redis_op_t)
-           + n * (sizeof(char *) + sizeof(size_t));
+    size = sizeof("*\r\n") + NGX_INT_T_LEN
+           + sizeof("$7\r\nEVALSHA\r\n$40\r\n\r\n") + 40;
 
     for (i = 0; i < argc; i++) {
-        size += argvlen[i];
+        size += sizeof("$\r\n\r\n") + NGX_SIZE_T_LEN + argvlen[i];
     }
 
     /* one block, freed when the reply comes: it outlives any request */
-    op = ngx_alloc(size, link->log);
+    op = ngx_alloc(offsetof(ngx_http_ai_gateway_redis_op_t, cmd) + size,
+                   link->log);
     if (op == NULL) {
         return NULL;
     }
@@ -823,29 +844,36 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
     op->handler = handler;
     op->data = data;
     op->script = script;
-    op->argc = n;
+    op->argc = argc + (script ? 2 : 0);
     op->retried = 0;
     op->forget = (handler == NULL);
-    op->argv = (const char **) (op + 1);
-    op->argvlen = (size_t *) (op->argv + n);
 
-    p = (u_char *) (op->argvlen + n);
+    p = op->cmd;
+    *p++ = '*';
+    p = ngx_http_ai_gateway_redis_number(p, op->argc);
+    *p++ = CR; *p++ = LF;
 
     if (script) {
-        op->argv[0] = "EVALSHA";
-        op->argvlen[0] = 7;
-        op->argv[1] = (char *) script->sha1;
-        op->argvlen[1] = 40;
+        p = ngx_cpymem(p, "$7\r\nEVALSHA\r\n$40\r\n",
+                       sizeof("$7\r\nEVALSHA\r\n$40\r\n") - 1);
+        p = ngx_cpymem(p, script->sha1, 40);
+        *p++ = CR; *p++ = LF;
     }
+
+    op->rest = p - op->cmd;
 
     for (i = 0; i < argc; i++) {
-        op->argv[first + i] = (char *) p;
-        op->argvlen[first + i] = argvlen[i];
+        *p++ = '$';
+        p = ngx_http_ai_gateway_redis_number(p, argvlen[i]);
+        *p++ = CR; *p++ = LF;
         p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR; *p++ = LF;
     }
 
-    if (redisAsyncCommandArgv(link->ac, ngx_http_ai_gateway_redis_reply, op,
-                              op->argc, op->argv, op->argvlen)
+    op->len = p - op->cmd;
+
+    if (redisAsyncFormattedCommand(link->ac, ngx_http_ai_gateway_redis_reply,
+                                   op, (char *) op->cmd, op->len)
         != REDIS_OK)
     {
         ngx_free(op);
@@ -853,6 +881,63 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
     }
 
     return op;
+}
+
+
+static u_char *
+ngx_http_ai_gateway_redis_number(u_char *p, size_t n)
+{
+    u_char   buf[NGX_SIZE_T_LEN];
+    u_char  *q;
+
+    q = buf + sizeof(buf);
+
+    do {
+        *--q = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, q, buf + sizeof(buf) - q);
+}
+
+
+/* after NOSCRIPT: the same arguments after EVAL and the script's text */
+
+static ngx_int_t
+ngx_http_ai_gateway_redis_resend(redisAsyncContext *ac,
+    ngx_http_ai_gateway_redis_op_t *op)
+{
+    int        rc;
+    u_char    *cmd, *p;
+    size_t     size;
+    ngx_str_t *text;
+
+    text = &op->script->text;
+
+    size = sizeof("*\r\n$4\r\nEVAL\r\n$\r\n\r\n") + 2 * NGX_SIZE_T_LEN
+           + text->len + op->len - op->rest;
+
+    cmd = ngx_alloc(size, ngx_http_ai_gateway_redis_link.log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = cmd;
+    *p++ = '*';
+    p = ngx_http_ai_gateway_redis_number(p, op->argc);
+    p = ngx_cpymem(p, "\r\n$4\r\nEVAL\r\n$", sizeof("\r\n$4\r\nEVAL\r\n$") - 1);
+    p = ngx_http_ai_gateway_redis_number(p, text->len);
+    *p++ = CR; *p++ = LF;
+    p = ngx_cpymem(p, text->data, text->len);
+    *p++ = CR; *p++ = LF;
+    p = ngx_cpymem(p, op->cmd + op->rest, op->len - op->rest);
+
+    /* hiredis copies the command into its output buffer */
+    rc = redisAsyncFormattedCommand(ac, ngx_http_ai_gateway_redis_reply, op,
+                                    (char *) cmd, p - cmd);
+    ngx_free(cmd);
+
+    return (rc == REDIS_OK) ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -880,19 +965,12 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     {
         /* SCRIPT FLUSH, or a restart: send the text, Redis caches it */
         op->retried = 1;
-        op->argv[0] = "EVAL";
-        op->argvlen[0] = 4;
-        op->argv[1] = (char *) op->script->text.data;
-        op->argvlen[1] = op->script->text.len;
 
         ngx_log_error(NGX_LOG_NOTICE, link->log, 0,
                       "ai_gateway: redis %V lost a script (NOSCRIPT): "
                       "sending it again", &link->conf->name);
 
-        if (redisAsyncCommandArgv(ac, ngx_http_ai_gateway_redis_reply, op,
-                                  op->argc, op->argv, op->argvlen)
-            == REDIS_OK)
-        {
+        if (ngx_http_ai_gateway_redis_resend(ac, op) == NGX_OK) {
             return;
         }
 
@@ -935,7 +1013,12 @@ ngx_http_ai_gateway_redis_write_handler(ngx_event_t *ev)
 {
     ngx_connection_t  *c = ev->data;
 
+    ngx_http_ai_gateway_redis_link.in_write = 1;
+
+    /* may free the context and the connection too */
     redisAsyncHandleWrite(c->data);
+
+    ngx_http_ai_gateway_redis_link.in_write = 0;
 }
 
 
@@ -966,8 +1049,24 @@ ngx_http_ai_gateway_redis_add_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (!c->write->active) {
+    redisAsyncContext  *ac;
+
+    ac = c->data;
+
+    if (c->write->active) {
+        return;
+    }
+
+    if (!(ac->c.flags & REDIS_CONNECTED)
+        || ngx_http_ai_gateway_redis_link.in_write)
+    {
+        /* connecting, or the socket took only part of the output */
         (void) ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+        return;
+    }
+
+    if (!c->write->posted) {
+        ngx_post_event(c->write, &ngx_posted_events);
     }
 }
 

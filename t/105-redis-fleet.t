@@ -54,8 +54,12 @@ sub counted {
     my ($pattern) = @_;
     my $sum = 0;
     for my $key (split /\n/, RedisServer::cli('KEYS', $pattern)) {
-        my @v = split /\n/, RedisServer::cli('HMGET', $key, 0 .. 10);
-        $sum += $_ || 0 for @v;
+        # the last bucket, the sum, then the ring: thirteen doubles
+        my (undef, $total, @buckets) = unpack 'd<13', RedisServer::cli('GET', $key);
+        my $ring = 0;
+        $ring += $_ for @buckets;
+        return -1 if $ring != $total;     # the sum must be the ring's
+        $sum += $ring;
     }
     return $sum;
 }
@@ -128,6 +132,26 @@ like($h, qr/\r\nx-ratelimit-remaining-tokens: 963\r\n/,
      'budget: node 2 sees node 1\'s 14 tokens, and reserves 23');
 ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1ftok") == 28 }),
    'budget: both requests settled, 28 tokens in Redis');
+
+# ---- settlements of many concurrent requests of one user: batched
+# commands name the same key several times, and every request counts
+
+my @kids;
+for my $c (1 .. 20) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        for my $i (1 .. 2) {
+            (($c + $i) % 2 ? $gw1 : $gw2)->request('POST', '/t/chat/completions',
+                                                  $body, 'X-User: many');
+        }
+        POSIX::_exit(0);
+    }
+    push @kids, $pid;
+}
+waitpid $_, 0 for @kids;
+ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1fmany") == 40 * 14 }),
+   '40 concurrent requests over two nodes settle to exactly 40 x 14 tokens')
+    or diag(counted("aigw:{l}:t:3600000:0:budget\x1fmany"));
 
 # ---- SCRIPT FLUSH: the next call reloads the script
 
