@@ -1,0 +1,10 @@
+# OpenAI chat <-> Anthropic messages translation; the stream tests feed
+# Anthropic SSE text through the SSE parser as well
+add_executable(test_translate t/unit/test_translate.c
+               ngx_ai_gateway_module/ngx_http_ai_gateway_translate.c
+               ngx_ai_gateway_module/ngx_http_ai_gateway_sse.c)
+target_include_directories(test_translate PRIVATE ngx_ai_gateway_module)
+target_compile_options(test_translate PRIVATE -Wall -Wextra -Werror -g -O1)
+target_link_libraries(test_translate ${JANSSON_LIB})
+add_test(NAME translate COMMAND test_translate)
+list(APPEND AI_GATEWAY_UNIT_TESTS test_translate)
