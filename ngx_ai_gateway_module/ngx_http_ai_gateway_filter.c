@@ -46,9 +46,9 @@ static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
     size_t name_len);
 static int ngx_http_ai_gateway_text(void *data,
     ngx_http_ai_gateway_text_e kind, const u_char *p, size_t len);
-static ngx_int_t ngx_http_ai_gateway_append(ngx_http_request_t *r,
-    ngx_buf_t **bp, const u_char *p, size_t len, size_t max);
 static ngx_int_t ngx_http_ai_gateway_hide(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_translated(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_emit(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, uint64_t upto, ngx_chain_t **out);
@@ -174,6 +174,12 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     /* a buffered answer may sit in a temporary file: we read memory */
     r->filter_need_in_memory = 1;
 
+    if (ctx->translate
+        && ngx_http_ai_gateway_translate_header(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_next_header_filter(r);
 }
 
@@ -222,7 +228,35 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_ai_gateway_hide(r, ctx, in);
     }
 
+    if (ctx->translate) {
+        return ngx_http_ai_gateway_translated(r, ctx, in);
+    }
+
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/* what the client gets instead of the Anthropic answer */
+
+static ngx_int_t
+ngx_http_ai_gateway_translated(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    out = NULL;
+
+    if (ngx_http_ai_gateway_translate_body(r, ctx, in, &out) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_chain_update_chains(r->pool, &ctx->tfree, &ctx->tbusy, &out,
+                            (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+
+    return rc;
 }
 
 
@@ -251,6 +285,14 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     if (!ctx->walk->malformed) {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
         ngx_http_ai_gateway_take_usage(ctx);
+    }
+
+    if (ctx->translate && !ctx->translate_failed
+        && ngx_http_ai_gateway_append(r, &ctx->tjson, p, len,
+                                      NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX)
+           != NGX_OK)
+    {
+        ctx->translate_failed = 1;
     }
 
     if (ctx->infer && !ctx->capture_overflow) {
@@ -315,6 +357,14 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
         ngx_http_ai_gateway_set_ttft(r, ctx);
     }
 
+    if (ctx->translate && !ctx->translate_failed
+        && ngx_http_ai_gateway_append(r, &ctx->tevent, p, len,
+                                      NGX_HTTP_AI_GATEWAY_TRANSLATE_EVENT_MAX)
+           != NGX_OK)
+    {
+        ctx->translate_failed = 1;
+    }
+
     if (ctx->sse_head_len < sizeof(ctx->sse_head)) {
         len = ngx_min(len, sizeof(ctx->sse_head) - ctx->sse_head_len);
         ngx_memcpy(ctx->sse_head + ctx->sse_head_len, p, len);
@@ -363,6 +413,10 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
 
     ngx_http_ai_gateway_take_usage(ctx);
 
+    if (ctx->translate) {
+        (void) ngx_http_ai_gateway_translate_event(r, ctx, name, name_len);
+    }
+
     ctx->sse_event_end = ctx->sse->offset;
     ctx->sse_head_len = 0;
 
@@ -406,7 +460,7 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
  * it doubles, so that capture costs O(n) for n bytes.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,
     const u_char *p, size_t len, size_t max)
 {

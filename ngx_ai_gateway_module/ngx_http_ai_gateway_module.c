@@ -107,6 +107,41 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ai_gateway_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ai_gateway_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_keys,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_models"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_models,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_model_map"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_ai_gateway_model_map,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_upstream_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_upstream_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ai_gateway_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_ai_gateway_redis,
@@ -270,6 +305,11 @@ ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->stream_usage = NGX_CONF_UNSET;
     conf->require_user = NGX_CONF_UNSET;
     conf->token_reservation = NGX_CONF_UNSET;
+    conf->keys = NGX_CONF_UNSET_PTR;
+    conf->models = NGX_CONF_UNSET_PTR;
+    conf->model_map = NGX_CONF_UNSET_PTR;
+    conf->upstream_api = NGX_CONF_UNSET_UINT;
+    conf->translate_max_tokens = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -305,7 +345,11 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             || conf->stream_usage != NGX_CONF_UNSET
             || conf->limits != NULL
             || conf->require_user != NGX_CONF_UNSET
-            || conf->token_reservation != NGX_CONF_UNSET))
+            || conf->token_reservation != NGX_CONF_UNSET
+            || conf->keys != NGX_CONF_UNSET_PTR
+            || conf->models != NGX_CONF_UNSET_PTR
+            || conf->model_map != NGX_CONF_UNSET_PTR
+            || conf->upstream_api != NGX_CONF_UNSET_UINT))
     {
         conf->enable = 1;
     }
@@ -334,6 +378,20 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->user == NULL) {
         conf->user = prev->user;
+    }
+
+    ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
+    ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
+    ngx_conf_merge_ptr_value(conf->model_map, prev->model_map, NULL);
+
+    /* the upstream's API comes with its secret, version and max_tokens */
+    if (conf->upstream_api == NGX_CONF_UNSET_UINT) {
+        conf->upstream_api = (prev->upstream_api == NGX_CONF_UNSET_UINT)
+                             ? NGX_HTTP_AI_GATEWAY_UPSTREAM_OPENAI
+                             : prev->upstream_api;
+        conf->upstream_secret = prev->upstream_secret;
+        conf->anthropic_version = prev->anthropic_version;
+        conf->translate_max_tokens = prev->translate_max_tokens;
     }
 
     if (conf->enable) {

@@ -16,6 +16,7 @@
 #include "ngx_http_ai_gateway_redis.h"
 #include "ngx_http_ai_gateway_shm.h"
 #include "ngx_http_ai_gateway_sse.h"
+#include "ngx_http_ai_gateway_translate.h"
 #include "ngx_http_ai_gateway_usage.h"
 
 
@@ -36,6 +37,23 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED,
     NGX_HTTP_AI_GATEWAY_LIMIT_DRY_RUN_REJECTED
 } ngx_http_ai_gateway_limit_status_e;
+
+
+typedef struct ngx_http_ai_gateway_keys_s  ngx_http_ai_gateway_keys_t;
+typedef struct ngx_http_ai_gateway_key_s   ngx_http_ai_gateway_key_t;
+
+
+/*
+ * A translated JSON answer is read whole before it is translated, up to
+ * this; an SSE event's data, up to the other.
+ */
+#define NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX   (8 * 1024 * 1024)
+#define NGX_HTTP_AI_GATEWAY_TRANSLATE_EVENT_MAX  (1024 * 1024)
+
+
+/* ai_gateway_upstream_api */
+#define NGX_HTTP_AI_GATEWAY_UPSTREAM_OPENAI     0
+#define NGX_HTTP_AI_GATEWAY_UPSTREAM_ANTHROPIC  1
 
 
 /* where a request's limits were counted */
@@ -103,6 +121,7 @@ typedef struct {
     ngx_http_ai_gateway_redis_conf_t    *redis;
     ngx_http_ai_gateway_redis_script_t  *redis_script;
     ngx_str_t                   usage_stream;    /* Redis stream name */
+    ngx_array_t                *secrets;         /* ai_gateway_secret */
     ngx_uint_t                  usage_stream_maxlen;
 } ngx_http_ai_gateway_main_conf_t;
 
@@ -118,6 +137,13 @@ typedef struct {
     ngx_array_t                *limits;
     ngx_flag_t                  require_user;
     ngx_int_t                   token_reservation;
+    ngx_http_ai_gateway_keys_t *keys;
+    ngx_array_t                *models;          /* of ngx_str_t */
+    ngx_array_t                *model_map;       /* of ngx_keyval_t */
+    ngx_uint_t                  upstream_api;
+    ngx_str_t                  *upstream_secret;
+    ngx_str_t                   anthropic_version;
+    ngx_int_t                   translate_max_tokens;
 } ngx_http_ai_gateway_loc_conf_t;
 
 
@@ -175,6 +201,19 @@ typedef struct {
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
 
+    /* providers: the client's key, the model the upstream is asked */
+    ngx_http_ai_gateway_key_t   *key;
+    ngx_str_t                    group;
+    ngx_str_t                    upstream_model;
+
+    /* an Anthropic answer translated for an OpenAI client */
+    ngx_http_ai_gateway_translate_stream_t  *tstream;
+    ngx_buf_t                   *tevent;          /* an event's data */
+    ngx_buf_t                   *tjson;           /* a JSON answer */
+    ngx_http_ai_gateway_translate_buf_t      tout;
+    ngx_chain_t                 *tfree;
+    ngx_chain_t                 *tbusy;
+
     /* limits: what admission charged, for the headers and settlement */
     ngx_http_ai_gateway_counter_t  *counters;
     ngx_http_ai_gateway_limit_t    *limits;
@@ -210,6 +249,10 @@ typedef struct {
     unsigned                     too_large:1;
     unsigned                     user_evaluated:1;
     unsigned                     hashed:1;
+    unsigned                     translate:1;
+    unsigned                     translate_usage:1; /* client asked */
+    unsigned                     translate_failed:1;
+    unsigned                     translate_last:1;
 } ngx_http_ai_gateway_ctx_t;
 
 
@@ -239,7 +282,35 @@ ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 ngx_str_t *ngx_http_ai_gateway_api_name(ngx_http_ai_gateway_api_e api);
 
+ngx_int_t ngx_http_ai_gateway_replace_body(ngx_http_request_t *r,
+    u_char *body, size_t len);
+
 ngx_int_t ngx_http_ai_gateway_add_variables(ngx_conf_t *cf);
+
+char *ngx_http_ai_gateway_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_keys(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_models(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_model_map(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_upstream_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ai_gateway_provider_access(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_provider_check(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_provider_prepare(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_translate_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
+ngx_int_t ngx_http_ai_gateway_translate_event(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t len);
+ngx_int_t ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,
+    const u_char *p, size_t len, size_t max);
 
 ngx_int_t ngx_http_ai_gateway_filter_init(ngx_conf_t *cf);
 

@@ -48,8 +48,6 @@ static ngx_uint_t ngx_http_ai_gateway_token_budgets(
     ngx_http_ai_gateway_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
-static ngx_int_t ngx_http_ai_gateway_replace_body(ngx_http_request_t *r,
-    u_char *body, size_t len);
 static void ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r);
 static ngx_http_ai_gateway_api_e ngx_http_ai_gateway_detect_api(
     ngx_http_request_t *r, ngx_http_ai_gateway_json_facts_t *facts,
@@ -126,9 +124,30 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
             return NGX_DECLINED;
         }
 
+        /* the models of this location, and of the client's key */
+
+        rc = ngx_http_ai_gateway_provider_check(r, ctx);
+
+        if (rc != NGX_OK) {
+            return (rc == NGX_DONE) ? NGX_DONE
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         /* the limits, once, in the first location that inspected */
 
         rc = ngx_http_ai_gateway_limit(r, ctx);
+
+        if (rc == NGX_DONE) {
+            return NGX_DONE;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* what this location's upstream is sent */
+
+        rc = ngx_http_ai_gateway_provider_prepare(r, ctx);
 
         if (rc == NGX_DONE) {
             return NGX_DONE;
@@ -158,6 +177,14 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     } else {
         clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
         ctx->endpoint = clcf->name;
+    }
+
+    /* a key before anything else: nothing is read for an unknown one */
+
+    rc = ngx_http_ai_gateway_provider_access(r, ctx);
+
+    if (rc != NGX_OK) {
+        return (rc == NGX_DONE) ? NGX_DONE : NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_ai_gateway_json_content_type(r) != NGX_OK) {
@@ -906,7 +933,7 @@ ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
  * and the inference table).
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ai_gateway_replace_body(ngx_http_request_t *r, u_char *body,
     size_t len)
 {

@@ -32,4 +32,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
 fi
 
 make -s -C "$work" -f objs/Makefile modules
-cp "$work/objs/ngx_http_ai_gateway_module.so" "$out"
+# a new file, renamed over the old: an nginx that has the old one mapped
+# (a test run) keeps it intact
+cp "$work/objs/ngx_http_ai_gateway_module.so" "$out.tmp"
+mv -f "$out.tmp" "$out"

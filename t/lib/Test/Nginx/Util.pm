@@ -145,7 +145,10 @@ sub expand_env {
 
 sub env_value {
     my ($var, $name) = @_;
-    return $RandPorts{$var} //= free_port($name) if $var =~ /^TEST_NGINX_RAND_PORT_\d+$/;
+    if ($var =~ /^TEST_NGINX_RAND_PORT_\d+$/) {
+        $RandPorts{$var} = free_port($name) unless defined $RandPorts{$var};
+        return $RandPorts{$var};
+    }
     bail_out("$name - No environment $var defined.\n") unless defined $ENV{$var};
     return $ENV{$var};
 }

@@ -1,0 +1,504 @@
+# Providers: injected secrets, client keys, model lists and maps, routing
+# by model, failover on upstream groups, and OpenAI-format clients served by
+# an Anthropic fallback (requests and answers translated, JSON and SSE).
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use MockProvider;
+use Digest::SHA qw(sha256_hex);
+
+$ENV{AIGW_TEST_OPENAI_KEY} = 'sk-test-openai-secret-4242424242';
+$ENV{AIGW_TEST_ANTHROPIC_KEY} = 'sk-ant-test-secret-5151515151';
+
+our $body = '{"model":"gpt-4o","messages":[{"role":"system","content":"Be terse."},{"role":"user","content":"Hello there"}]}';
+our $stream = '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hello there"}]}';
+our $stream_usage = '{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello there"}]}';
+
+# keys issued to clients: the file holds their SHA-256 only
+our $keys = join '', map { "sha256:" . sha256_hex($_->[0]) . " $_->[1]\n" }
+    (['aigw-alice-key-0001', 'user=alice group=research models=gpt-4o,gpt-4o-mini'],
+     ['aigw-bob-key-0002', 'user=bob']);
+$keys = "# issued by scripts/issue-key.sh\n\n$keys";
+
+log_level('info');
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: an injected secret reaches the upstream; the client's own credentials do not
+--- http_config
+    ai_gateway_secret openai env=AIGW_TEST_OPENAI_KEY;
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_set_header Authorization "Bearer $ai_secret_openai";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- more_headers
+Authorization: Bearer client-own-key-777
+x-api-key: client-own-x-key-888
+api-key: client-azure-key-999
+--- error_code: 200
+--- response_body_like eval
+qr/"authorization":"Bearer sk-test-openai-secret-4242424242"/
+--- response_body_unlike: client-own
+--- no_error_log
+sk-test-openai-secret
+
+
+
+=== TEST 2: a secret read from a file, its line end dropped
+--- http_config
+    ai_gateway_secret fromfile file=$TEST_NGINX_HTML_DIR/openai.key;
+--- user_files
+>>> openai.key
+sk-from-file-31337
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_set_header Authorization "Bearer $ai_secret_fromfile";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 200
+--- response_body_like eval
+qr/"authorization":"Bearer sk-from-file-31337"/
+
+
+
+=== TEST 3: nginx -t fails for a secret whose environment variable is not set
+--- http_config
+    ai_gateway_secret missing env=AIGW_TEST_NOT_SET_ANYWHERE;
+--- config
+--- must_die
+--- error_log
+ai_gateway_secret "missing": the environment variable "AIGW_TEST_NOT_SET_ANYWHERE" is not set
+
+
+
+=== TEST 4: nginx -t fails for a secret file that cannot be read
+--- http_config
+    ai_gateway_secret nofile file=/nonexistent/secret.key;
+--- config
+--- must_die
+--- error_log
+cannot open "/nonexistent/secret.key"
+
+
+
+=== TEST 5: nginx -t fails for a secret given neither env= nor file=
+--- http_config
+    ai_gateway_secret bad sk-inline-value;
+--- config
+--- must_die
+--- error_log
+invalid parameter "sk-inline-value" in "ai_gateway_secret" directive, it must be env=VAR or file=PATH
+
+
+
+=== TEST 6: a known client key is let in and says who the user is
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        add_header X-User $ai_user always;
+        add_header X-Group $ai_group always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- more_headers
+Authorization: Bearer aigw-alice-key-0001
+--- error_code: 200
+--- response_headers
+X-User: alice
+X-Group: research
+--- no_error_log
+aigw-alice-key
+
+
+
+=== TEST 7: an unknown key gets 401 in the OpenAI shape, and is not logged
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- more_headers
+Authorization: Bearer aigw-mallory-key-6666
+--- error_code: 401
+--- response_body
+{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}
+--- no_error_log
+aigw-mallory
+
+
+
+=== TEST 8: no key at all gets 401
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 401
+--- response_body_like: "code":"invalid_api_key"
+
+
+
+=== TEST 9: a key in x-api-key (Anthropic clients) works too
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        add_header X-User $ai_user always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- more_headers
+x-api-key: aigw-bob-key-0002
+--- error_code: 200
+--- response_headers
+X-User: bob
+
+
+
+=== TEST 10: a model outside the key's list gets 403
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n{\"model\":\"o3\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}"
+--- more_headers
+Authorization: Bearer aigw-alice-key-0001
+--- error_code: 403
+--- response_body
+{"error":{"message":"Your API key is not allowed to use the model `o3`.","type":"invalid_request_error","code":"model_not_allowed"}}
+
+
+
+=== TEST 11: nginx -t fails for a malformed keys file, naming the line
+--- user_files
+>>> keys.txt
+# comment
+sha256:1234 user=x
+--- http_config
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+    }
+--- must_die
+--- error_log eval
+qr/ai_gateway_keys ".*keys\.txt", line 2: expected "sha256:<64 hex digits> user=NAME/
+
+
+
+=== TEST 12: ai_gateway_models refuses other models with 404 in the OpenAI shape
+--- config
+    location /v1/ {
+        ai_gateway_models gpt-4o gpt-4o-mini;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-5-secret\",\"messages\":[]}", "POST /v1/chat/completions\n$::body"]
+--- error_code eval
+[404, 200]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"The model `gpt-5-secret` does not exist or you do not have access to it\.","type":"invalid_request_error","code":"model_not_found"\}\}$/, qr/chat\.completion/]
+
+
+
+=== TEST 13: a model alias: the upstream is asked for the mapped model, the record keeps the client's
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_model_map fast gpt-4o-mini;
+        add_header X-Model $ai_model always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /usage {
+        alias logs/usage.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}", "GET /usage"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"model": "gpt-4o-mini"/, qr/"model":"fast","response_model":"gpt-4o-mini"/]
+
+
+
+=== TEST 14: $ai_model in a map picks the upstream
+--- http_config
+    map $ai_model $ai_route {
+        ~^claude-  /anthropic;
+        default    /openai;
+    }
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT$ai_route$uri;
+    }
+--- request eval
+["POST /v1/chat/completions\n{\"model\":\"claude-sonnet-4\",\"messages\":[]}", "POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"messages\":[]}"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr{"url":"/anthropic/v1/chat/completions"}, qr{"url":"/openai/v1/chat/completions"}]
+
+
+
+=== TEST 15: failover: the primary answers 503, the backup server answers; the record lists both attempts
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+    upstream ai_group {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT backup;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location / {
+            default_type application/json;
+            return 503 '{"error":{"message":"overloaded","type":"server_error","code":null}}';
+        }
+    }
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_next_upstream error timeout http_429 http_500 http_502 http_503 http_504 non_idempotent;
+        proxy_next_upstream_tries 3;
+        proxy_pass http://ai_group;
+    }
+    location = /usage {
+        alias logs/usage.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "GET /usage"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/"upstream_addr":"127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+","upstream_attempts":2,"status_code":200,.*"total_token_count":16,/]
+
+
+
+=== TEST 16: failover: a primary that is down is skipped
+--- http_config
+    upstream ai_group {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT backup;
+    }
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_next_upstream error timeout http_429 http_500 http_502 http_503 http_504 non_idempotent;
+        proxy_pass http://ai_group;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 200
+--- response_body_like: chat\.completion
+--- error_log
+connect() failed (111: Connection refused)
+
+
+
+=== TEST 17: failover: when all fail (429 then 503), the client gets the last error in the OpenAI shape
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+    upstream ai_group {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT backup;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location / {
+            default_type application/json;
+            add_header Retry-After 7;
+            return 429 '{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}';
+        }
+    }
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_next_upstream error timeout http_429 http_500 http_502 http_503 http_504 non_idempotent;
+        proxy_set_header x-mock-status 503;
+        proxy_pass http://ai_group;
+    }
+    location = /usage {
+        alias logs/usage.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "GET /usage"]
+--- error_code eval
+[503, 200]
+--- response_body_like eval
+[qr/^\{\s*"error":\s*\{\s*"message":/, qr/"upstream_attempts":2,"status_code":503,.*"total_token_count":0,/]
+
+
+
+=== TEST 18: the Anthropic fallback answers an OpenAI client in the chat.completion shape
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_set_header x-mock-status 503;
+        proxy_intercept_errors on;
+        error_page 429 500 502 503 504 = @anthropic;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @anthropic {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        ai_gateway_model_map gpt-4o claude-sonnet-4;
+        proxy_set_header x-mock-status "";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 200
+--- response_headers
+Content-Type: application/json
+--- response_body_like eval
+qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion","created":\d+,"model":"claude-sonnet-4","choices":\[\{"index":0,"message":\{"role":"assistant","content":"This is a mock response from the AI gateway test provider\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/
+
+
+
+=== TEST 19: what the Anthropic fallback is sent: Messages shape, its key, its version, /v1/messages
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        ai_gateway_model_map gpt-4o claude-sonnet-4;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["DELETE /__mock/requests", "POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"max_tokens\":50,\"temperature\":0.5,\"stop\":\"END\",\"messages\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":\"Hi\"}]}", "GET /__mock/requests"]
+--- more_headers
+Authorization: Bearer client-own-key-777
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr//, qr/chat\.completion/,
+ qr{^(?=.*"anthropic-version":"2023-06-01")(?=.*"x-api-key":"sk-ant-test-secret-5151515151").*"url":"/v1/messages".*"body":"\{\\"model\\":\\"claude-sonnet-4\\",\\"max_tokens\\":50,\\"messages\\":\[\{\\"role\\":\\"user\\",\\"content\\":\\"Hi\\"\}\],\\"system\\":\\"S\\",\\"stop_sequences\\":\[\\"END\\"\],\\"temperature\\":0\.5\}"}s]
+--- response_body_unlike eval
+[qr/client-own/, qr/client-own/, qr/client-own/]
+
+
+
+=== TEST 20: the Anthropic fallback streams OpenAI chunks; without include_usage, no usage chunk
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        proxy_buffering off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::stream"
+--- error_code: 200
+--- response_headers_like
+Content-Type: text/event-stream.*
+--- response_body_like eval
+qr/^data: \{"id":"chatcmpl-\w+","object":"chat\.completion\.chunk","created":\d+,"model":"gpt-4o","choices":\[\{"index":0,"delta":\{"role":"assistant","content":""\},"logprobs":null,"finish_reason":null\}\]\}\n\n(data: \{[^\n]*"delta":\{"content":"[^"]*"\}[^\n]*\n\n){11}data: \{[^\n]*"delta":\{\},"logprobs":null,"finish_reason":"stop"\}\]\}\n\ndata: \[DONE\]\n\n\z/
+
+
+
+=== TEST 21: with include_usage, the stream ends with the usage chunk, and the record has the exact tokens
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        proxy_buffering off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /usage {
+        alias logs/usage.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::stream_usage", "GET /usage"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"finish_reason":"stop"\}\]\}\n\ndata: \{"id":"chatcmpl-\w+","object":"chat\.completion\.chunk","created":\d+,"model":"gpt-4o","choices":\[\],"usage":\{"prompt_tokens":3,"completion_tokens":11,"total_tokens":14,"prompt_tokens_details":\{"cached_tokens":0\}\}\}\n\ndata: \[DONE\]\n\n\z/,
+ qr/"request_streaming":true,"input_token_count":3,"output_token_count":11,"total_token_count":14,/]
+
+
+
+=== TEST 22: an overloaded Anthropic (529) becomes 503 with the OpenAI error shape
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_set_header x-mock-status 529;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 503
+--- response_body_like eval
+qr/^\{"error":\{"message":"[^"]+","type":"server_error","code":"overloaded_error"\}\}$/
+
+
+
+=== TEST 23: a request the fallback cannot express (n=2) gets 400 in the OpenAI shape
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}"
+--- error_code: 400
+--- response_body_like eval
+qr/^\{"error":\{"message":"[^"]*\bn\b[^"]*","type":"invalid_request_error","code":"invalid_request"\}\}$/
+
+
+
+=== TEST 24: nginx -t fails for an unknown upstream API, and for an unknown secret
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api gemini;
+    }
+--- must_die
+--- error_log
+invalid value "gemini" in "ai_gateway_upstream_api" directive, it must be "anthropic_messages" or "openai"
+
+
+
+=== TEST 25: nginx -t fails for an upstream API naming an unknown secret
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=nope;
+    }
+--- must_die
+--- error_log
+unknown secret "nope" in "ai_gateway_upstream_api": define it with ai_gateway_secret first
