@@ -502,3 +502,71 @@ invalid value "gemini" in "ai_gateway_upstream_api" directive, it must be "anthr
 --- must_die
 --- error_log
 unknown secret "nope" in "ai_gateway_upstream_api": define it with ai_gateway_secret first
+
+
+
+=== TEST 26: a tool call of the Anthropic fallback reaches the OpenAI client as tool_calls (JSON)
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_set_header x-mock-tool-call get_weather;
+        proxy_set_header x-mock-tool-args '{"city":"Paris","unit":"celsius"}';
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}],\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}]}"
+--- error_code: 200
+--- response_body_like eval
+qr/"message":\{"role":"assistant","content":null,"tool_calls":\[\{"id":"toolu_01\w+","type":"function","function":\{"name":"get_weather","arguments":"\{\\"city\\":\\"Paris\\",\\"unit\\":\\"celsius\\"\}"\}\}\]\},"logprobs":null,"finish_reason":"tool_calls"\}/
+
+
+
+=== TEST 27: two tool calls of the Anthropic fallback stream as OpenAI tool_calls deltas
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_buffering off;
+        proxy_set_header x-mock-tool-call get_weather;
+        proxy_set_header x-mock-tool-args '{"city":"Paris"}';
+        proxy_set_header x-mock-tool-call-2 get_time;
+        proxy_set_header x-mock-tool-args-2 '{"zone":"CET"}';
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Weather and time in Paris?\"}]}"
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body, %args, %names) = @_;
+    for my $chunk ($body =~ /^data: (\{.*\})$/mg) {
+        while ($chunk =~ /"tool_calls":\[\{"index":(\d)(?:,"id":"[^"]+","type":"function")?,"function":\{(?:"name":"(\w+)",)?"arguments":"((?:[^"\\]|\\.)*)"\}/g) {
+            $names{$1} = $2 if defined $2;
+            $args{$1} .= $3;
+        }
+    }
+    my ($finish) = $body =~ /"finish_reason":"(\w+)"\}\]\}\n\ndata: \[DONE\]\n\n\z/;
+    CORE::join '|', (map { "$_:$names{$_}:$args{$_}" } sort keys %args), $finish // 'none';
+}
+--- response_body eval
+'0:get_weather:{\"city\":\"Paris\"}|1:get_time:{\"zone\":\"CET\"}|tool_calls'
+
+
+
+=== TEST 28: a conversation with tools, tool calls and tool results is sent in Anthropic's shape
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["DELETE /__mock/requests",
+ "POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"tool_choice\":\"required\",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}],\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"},{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"18C, sunny\"}]}",
+ "GET /__mock/requests"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr//, qr/chat\.completion/,
+ qr/\\"messages\\":\[\{\\"role\\":\\"user\\",\\"content\\":\\"Weather\?\\"\},\{\\"role\\":\\"assistant\\",\\"content\\":\[\{\\"type\\":\\"tool_use\\",\\"id\\":\\"call_1\\",\\"name\\":\\"get_weather\\",\\"input\\":\{\\"city\\":\\"Paris\\"\}\}\]\},\{\\"role\\":\\"user\\",\\"content\\":\[\{\\"type\\":\\"tool_result\\",\\"tool_use_id\\":\\"call_1\\",\\"content\\":\\"18C, sunny\\"\}\]\}\].*\\"tools\\":\[\{\\"name\\":\\"get_weather\\",\\"description\\":\\"Weather\\",\\"input_schema\\":\{/s]

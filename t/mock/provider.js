@@ -2,10 +2,11 @@
 // Mock LLM provider for the ngx_http_ai_gateway_module test suite and quickstart.
 //
 // Dependency-free (Node >= 18 core modules only, CommonJS). Speaks the OpenAI
-// (chat/completions, completions, responses, embeddings, models) and Anthropic
-// (messages, messages/count_tokens) HTTP APIs, JSON and SSE, with per-request
-// behaviour controlled by x-mock-* request headers or a "mock" object in the
-// JSON body. See t/mock/README.md for the full list of controls.
+// (chat/completions, completions, responses, embeddings, moderations, models)
+// and Anthropic (messages, messages/count_tokens) HTTP APIs, JSON and SSE (text
+// answers or tool calls), with per-request behaviour controlled by x-mock-*
+// request headers or a "mock" object in the JSON body. See t/mock/README.md
+// for the full list of controls.
 //
 //   node t/mock/provider.js [--port N] [--host 127.0.0.1] [--exit-with-parent] [--verbose]
 //
@@ -20,6 +21,9 @@ const DEFAULT_MODEL = 'mock-model';
 const DEFAULT_PORT = 8081;
 const MAX_LOG = 100;
 const EMBEDDING_DIMS = 8;
+const TOOL_PIECE = 10; // code points per streamed tool-argument piece (at least 3 pieces)
+const MODERATION_MODEL = 'omni-moderation-latest';
+const DEFAULT_FLAG_WORDS = 'kill,bomb,hate';
 const MODELS = [
   ['gpt-4o', 'system'],
   ['gpt-4o-mini', 'system'],
@@ -154,10 +158,63 @@ function getControls(req, body) {
   return c;
 }
 
+// Split s (by code points) into max(3, ceil(length / TOOL_PIECE)) consecutive
+// pieces of about equal size, so that pieces.join('') === s. Short strings get
+// empty leading pieces ('{}' -> '', '{', '}').
+function splitPieces(s) {
+  const cps = Array.from(s);
+  const n = Math.max(3, Math.ceil(cps.length / TOOL_PIECE));
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push(cps.slice(Math.floor(i * cps.length / n), Math.floor((i + 1) * cps.length / n)).join(''));
+  }
+  return out;
+}
+
+// Deterministic id: prefix + n characters of ALNUM taken from a digest.
+function hashId(prefix, digest, n) {
+  let s = prefix;
+  for (let i = 0; i < n; i++) s += ALNUM[digest[i % digest.length] % ALNUM.length];
+  return s;
+}
+
+// Tool calls asked for by x-mock-tool-call / x-mock-tool-args and the second
+// pair x-mock-tool-call-2 / x-mock-tool-args-2. Returns an array (empty when
+// none is asked for) of {index, name, args, json, pieces, tokens, callId,
+// toolUseId}, or {error} when an arguments text is not a JSON object.
+function makeToolCalls(ctl) {
+  const out = [];
+  for (const sfx of ['', '-2']) {
+    const name = ctl['tool-call' + sfx];
+    if (name === undefined || name === '') continue;
+    const text = ctl['tool-args' + sfx] !== undefined ? ctl['tool-args' + sfx] : '{}';
+    let args;
+    try { args = JSON.parse(text); } catch (e) {
+      return { error: 'x-mock-tool-args' + sfx + ' is not valid JSON: ' + e.message };
+    }
+    if (!isObj(args)) return { error: 'x-mock-tool-args' + sfx + ' must be a JSON object' };
+    const json = JSON.stringify(args);
+    const index = out.length;
+    const digest = crypto.createHash('sha256').update(name + '\u0000' + json + '\u0000' + index).digest();
+    out.push({
+      index, name, args, json,
+      pieces: splitPieces(json),
+      tokens: Math.ceil((chars(name) + chars(json)) / 4),
+      callId: hashId('call_', digest, 24),
+      toolUseId: hashId('toolu_01', digest, 22),
+    });
+  }
+  return out;
+}
+
 // The answer text, split into stream pieces (one per word, leading whitespace
 // attached, so that pieces.join('') === text), possibly cut to maxTokens words.
-function makeAnswer(ctl, maxTokens) {
-  let text = ctl.text !== undefined ? ctl.text : DEFAULT_TEXT;
+// With tool calls the text is x-mock-text or empty, max tokens do not apply,
+// and the tool calls' tokens are added to the completion tokens.
+function makeAnswer(ctl, maxTokens, tools) {
+  tools = tools || [];
+  if (tools.length) maxTokens = undefined;
+  let text = ctl.text !== undefined ? ctl.text : (tools.length ? '' : DEFAULT_TEXT);
   let pieces = text.match(/\s*\S+/g) || [];
   const rest = text.slice(pieces.join('').length);
   if (rest) { if (pieces.length) pieces[pieces.length - 1] += rest; else pieces.push(rest); }
@@ -171,7 +228,8 @@ function makeAnswer(ctl, maxTokens) {
     truncated = true;
   }
   const reasoning = Math.max(0, toInt(ctl['reasoning-tokens'], 0));
-  return { text, pieces, words, truncated, reasoning, completion: words + reasoning };
+  const toolTokens = tools.reduce((n, t) => n + t.tokens, 0);
+  return { text, pieces, words, truncated, reasoning, tools, completion: words + toolTokens + reasoning };
 }
 
 // ---------------------------------------------------------------- state
@@ -433,20 +491,31 @@ const wantsUsageChunk = (body) => isObj(body.stream_options) && body.stream_opti
 async function handleChat(req, res, ctx, body) {
   const ctl = ctx.ctl;
   const model = modelOf(body);
-  const a = makeAnswer(ctl, body.max_completion_tokens !== undefined ? body.max_completion_tokens : body.max_tokens);
+  const tools = makeToolCalls(ctl);
+  if (tools.error) return sendError(res, ctx, 400, { message: tools.error });
+  const a = makeAnswer(ctl, body.max_completion_tokens !== undefined ? body.max_completion_tokens : body.max_tokens, tools);
   const p = promptTokens(body);
   const id = randId('chatcmpl-', 29);
   const created = now();
   const fp = 'fp_mock0000';
-  const finish = a.truncated ? 'length' : 'stop';
+  const finish = tools.length ? 'tool_calls' : a.truncated ? 'length' : 'stop';
   const usage = ctx.noUsage ? undefined : chatUsage(p, a, ctl);
 
   if (body.stream !== true) {
+    const message = !tools.length
+      ? { role: 'assistant', content: a.text, refusal: null, annotations: [] }
+      : {
+        role: 'assistant',
+        content: a.text !== '' ? a.text : null,
+        tool_calls: tools.map((t) => ({ id: t.callId, type: 'function', function: { name: t.name, arguments: t.json } })),
+        refusal: null,
+        annotations: [],
+      };
     const o = {
       id, object: 'chat.completion', created, model,
       choices: [{
         index: 0,
-        message: { role: 'assistant', content: a.text, refusal: null, annotations: [] },
+        message,
         logprobs: null,
         finish_reason: finish,
       }],
@@ -469,8 +538,16 @@ async function handleChat(req, res, ctx, body) {
   };
   const sse = new Sse(res, ctx);
   if (!(await sse.start(baseHeaders(ctx, successRateHeaders(ctx))))) return;
-  if (!(await sse.send(null, chunk({ role: 'assistant', content: '', refusal: null }, null)))) return;
+  const roleContent = tools.length && a.text === '' ? null : '';
+  if (!(await sse.send(null, chunk({ role: 'assistant', content: roleContent, refusal: null }, null)))) return;
   for (const piece of a.pieces) if (!(await sse.send(null, chunk({ content: piece }, null)))) return;
+  for (const t of tools) {
+    const head = { index: t.index, id: t.callId, type: 'function', function: { name: t.name, arguments: '' } };
+    if (!(await sse.send(null, chunk({ tool_calls: [head] }, null)))) return;
+    for (const piece of t.pieces) {
+      if (!(await sse.send(null, chunk({ tool_calls: [{ index: t.index, function: { arguments: piece } }] }, null)))) return;
+    }
+  }
   if (!(await sse.send(null, chunk({}, finish)))) return;
   if (includeUsage) {
     const u = { id, object: 'chat.completion.chunk', created, model, service_tier: 'default', system_fingerprint: fp, choices: [], usage };
@@ -628,18 +705,102 @@ async function handleEmbeddings(req, res, ctx, body) {
   return sendJson(res, ctx, 200, o, baseHeaders(ctx, successRateHeaders(ctx)), true);
 }
 
+const MODERATION_CATEGORIES = [
+  'harassment', 'harassment/threatening', 'hate', 'hate/threatening', 'illicit', 'illicit/violent',
+  'self-harm', 'self-harm/intent', 'self-harm/instructions', 'sexual', 'sexual/minors',
+  'violence', 'violence/graphic',
+];
+// categories omni-moderation also applies to images
+const MODERATION_IMAGE = new Set(['self-harm', 'self-harm/intent', 'self-harm/instructions', 'sexual', 'violence', 'violence/graphic']);
+
+// x-mock-flag-words: "w1,w2,w3:category" (or a JSON array of such strings in
+// the body). A word without ":category" maps to violence (kill, bomb), hate
+// (hate) or harassment (anything else). Returns [[word, category], ...] or {error}.
+function flagWords(v) {
+  if (v === undefined) v = DEFAULT_FLAG_WORDS;
+  let list;
+  if (/^\s*\[/.test(v)) {
+    try { list = JSON.parse(v); } catch (e) { list = null; }
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) return { error: 'x-mock-flag-words: bad JSON array' };
+  } else {
+    list = v.split(',');
+  }
+  const out = [];
+  for (const entry of list) {
+    let word = entry;
+    let cat;
+    const i = entry.lastIndexOf(':');
+    if (i >= 0) { word = entry.slice(0, i); cat = entry.slice(i + 1).trim().toLowerCase(); }
+    word = word.trim().toLowerCase();
+    if (!word) continue;
+    if (cat === undefined || cat === '') cat = (word === 'kill' || word === 'bomb') ? 'violence' : word === 'hate' ? 'hate' : 'harassment';
+    if (!MODERATION_CATEGORIES.includes(cat)) return { error: 'x-mock-flag-words: unknown category ' + JSON.stringify(cat) };
+    out.push([word, cat]);
+  }
+  return out;
+}
+
+// deterministic score in [0, 1) for one input text and category
+function unitHash(key) {
+  return crypto.createHash('sha256').update(key).digest().readUInt32BE(0) / 0x100000000;
+}
+
+async function handleModerations(req, res, ctx, body) {
+  const input = body.input;
+  const bad = () => sendError(res, ctx, 400, {
+    message: "'input' is a required property and must be a non-empty string, array of strings, or array of {type: \"text\"|\"image_url\"} objects.",
+  });
+  let items;
+  if (typeof input === 'string') items = [{ text: input }];
+  else if (Array.isArray(input) && input.length) {
+    items = [];
+    for (const x of input) {
+      if (typeof x === 'string') items.push({ text: x });
+      else if (isObj(x) && x.type === 'text' && typeof x.text === 'string') items.push({ text: x.text });
+      else if (isObj(x) && x.type === 'image_url') items.push({ text: '', image: true });
+      else return bad();
+    }
+  } else return bad();
+  const words = flagWords(ctx.ctl['flag-words']);
+  if (words.error) return sendError(res, ctx, 400, { message: words.error });
+
+  const results = items.map((it) => {
+    const lower = it.text.toLowerCase();
+    const hit = new Set(words.filter(([w]) => lower.includes(w)).map(([, c]) => c));
+    const categories = {};
+    const scores = {};
+    const applied = {};
+    for (const c of MODERATION_CATEGORIES) {
+      const u = unitHash((it.image ? 'i:' : 't:') + it.text + '\u0000' + c);
+      categories[c] = hit.has(c);
+      scores[c] = hit.has(c) ? Math.round((0.9 + 0.09 * u) * 1e8) / 1e8 : Math.round(u * 1e-3 * 1e8) / 1e8;
+      applied[c] = it.image ? (MODERATION_IMAGE.has(c) ? ['image'] : []) : ['text'];
+    }
+    return { flagged: hit.size > 0, categories, category_scores: scores, category_applied_input_types: applied };
+  });
+  const model = (typeof body.model === 'string' && body.model) ? body.model : MODERATION_MODEL;
+  const o = { id: randHex('modr-', 32), model, results };
+  return sendJson(res, ctx, 200, o, baseHeaders(ctx, successRateHeaders(ctx)), true);
+}
+
 async function handleMessages(req, res, ctx, body) {
   const ctl = ctx.ctl;
   const model = modelOf(body);
-  const a = makeAnswer(ctl, body.max_tokens);
+  const tools = makeToolCalls(ctl);
+  if (tools.error) return sendError(res, ctx, 400, { message: tools.error });
+  const a = makeAnswer(ctl, body.max_tokens, tools);
   const p = promptTokens(body);
   const id = randId('msg_01', 22);
-  const stop = a.truncated ? 'max_tokens' : 'end_turn';
+  const stop = tools.length ? 'tool_use' : a.truncated ? 'max_tokens' : 'end_turn';
+  // with tool calls, a text block comes first only if x-mock-text gave some text
+  const withText = !tools.length || a.text !== '';
 
   if (body.stream !== true) {
+    const content = withText ? [{ type: 'text', text: a.text }] : [];
+    for (const t of tools) content.push({ type: 'tool_use', id: t.toolUseId, name: t.name, input: t.args });
     const o = {
       id, type: 'message', role: 'assistant', model,
-      content: [{ type: 'text', text: a.text }],
+      content,
       stop_reason: stop, stop_sequence: null,
       usage: anthropicUsage(p, a, ctl, a.completion),
     };
@@ -656,12 +817,28 @@ async function handleMessages(req, res, ctx, body) {
   };
   if (ctx.noUsage) delete message.usage;
   if (!(await sse.send('message_start', { type: 'message_start', message }))) return;
-  if (!(await sse.send('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }))) return;
-  if (!(await sse.send('ping', { type: 'ping' }))) return;
-  for (const piece of a.pieces) {
-    if (!(await sse.send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: piece } }))) return;
+  let index = 0;
+  // a ping follows the first content_block_start, as with the real API
+  const blockStart = async (block) => {
+    if (!(await sse.send('content_block_start', { type: 'content_block_start', index, content_block: block }))) return false;
+    return index > 0 || sse.send('ping', { type: 'ping' });
+  };
+  const blockDelta = (delta) => sse.send('content_block_delta', { type: 'content_block_delta', index, delta });
+  const blockStop = async () => {
+    if (!(await sse.send('content_block_stop', { type: 'content_block_stop', index }))) return false;
+    index++;
+    return true;
+  };
+  if (withText) {
+    if (!(await blockStart({ type: 'text', text: '' }))) return;
+    for (const piece of a.pieces) if (!(await blockDelta({ type: 'text_delta', text: piece }))) return;
+    if (!(await blockStop())) return;
   }
-  if (!(await sse.send('content_block_stop', { type: 'content_block_stop', index: 0 }))) return;
+  for (const t of tools) {
+    if (!(await blockStart({ type: 'tool_use', id: t.toolUseId, name: t.name, input: {} }))) return;
+    for (const piece of t.pieces) if (!(await blockDelta({ type: 'input_json_delta', partial_json: piece }))) return;
+    if (!(await blockStop())) return;
+  }
   const md = { type: 'message_delta', delta: { stop_reason: stop, stop_sequence: null }, usage: { output_tokens: a.completion } };
   if (ctx.noUsage) delete md.usage;
   if (!(await sse.send('message_delta', md))) return;
@@ -707,6 +884,7 @@ function route(method, path) {
   if (p.endsWith('/completions')) return post('completions', 'openai');
   if (p.endsWith('/responses')) return post('responses', 'openai');
   if (p.endsWith('/embeddings')) return post('embeddings', 'openai');
+  if (p.endsWith('/moderations')) return post('moderations', 'openai');
   if (p.endsWith('/messages/count_tokens')) return post('count_tokens', 'anthropic');
   if (p.endsWith('/messages')) return post('messages', 'anthropic');
   let m;
@@ -722,6 +900,7 @@ const HANDLERS = {
   completions: handleCompletions,
   responses: handleResponses,
   embeddings: handleEmbeddings,
+  moderations: handleModerations,
   messages: handleMessages,
   count_tokens: handleCountTokens,
 };

@@ -234,6 +234,121 @@ check msg_max 'max_tokens -> stop_reason max_tokens' 'b.stop_reason === "max_tok
 post msg_ct /v1/messages/count_tokens "$ANTH"
 check msg_ct 'count_tokens' 's === 200 && b.input_tokens === 8'
 
+# ---------------------------------------------------------------- tool calls (x-mock-tool-call / x-mock-tool-args)
+# get_weather (11) + {"city":"Paris","unit":"celsius"} (33) = 44 code points -> 11 completion tokens
+TARGS='{"city": "Paris", "unit": "celsius"}'
+TJ='JSON.stringify({city: "Paris", unit: "celsius"})'
+post tc_chat /v1/chat/completions "$CHAT" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS"
+check tc_chat \
+  'message with tool_calls, content null' 's === 200 && b.choices[0].message.role === "assistant" && b.choices[0].message.content === null && b.choices[0].message.refusal === null && Array.isArray(b.choices[0].message.annotations) && b.choices[0].message.tool_calls.length === 1' \
+  'tool call shape' "const c = b.choices[0].message.tool_calls[0]; /^call_[A-Za-z0-9]{24}\$/.test(c.id) && c.type === 'function' && c.function.name === 'get_weather' && c.function.arguments === $TJ" \
+  'finish_reason tool_calls' 'b.choices[0].finish_reason === "tool_calls"' \
+  'usage (8 prompt, ceil(44/4) = 11 completion)' 'b.usage.prompt_tokens === 8 && b.usage.completion_tokens === 11 && b.usage.total_tokens === 19'
+cp "$TMP/tc_chat.body" "$TMP/tc_chat_first.json"
+post tc_chat /v1/chat/completions "$CHAT" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS"
+check tc_chat 'deterministic tool call id' 'b.choices[0].message.tool_calls[0].id === JSON.parse(require("fs").readFileSync(process.argv[2] + "/tc_chat_first.json", "utf8")).choices[0].message.tool_calls[0].id'
+post tc_chat_t /v1/chat/completions "$CHAT" -H 'x-mock-tool-call: lookup' -H 'x-mock-text: Checking now'
+check tc_chat_t 'x-mock-text goes to content, default args {}' 'b.choices[0].message.content === "Checking now" && b.choices[0].message.tool_calls[0].function.arguments === "{}" && b.usage.completion_tokens === 2 + 2'
+
+post tc_chat_s /v1/chat/completions "$CHAT_STREAM_U" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS"
+check tc_chat_s \
+  'SSE, ends with [DONE]' 's === 200 && /^text\/event-stream/.test(h["content-type"]) && ev[ev.length - 1].data === "[DONE]"' \
+  'role chunk first, content null' 'dj[0].choices[0].delta.role === "assistant" && dj[0].choices[0].delta.content === null && !("tool_calls" in dj[0].choices[0].delta)' \
+  'then the tool call head chunk' "const tc = dj[1].choices[0].delta.tool_calls; tc.length === 1 && tc[0].index === 0 && tc[0].id === JSON.parse(require('fs').readFileSync(process.argv[2] + '/tc_chat_first.json', 'utf8')).choices[0].message.tool_calls[0].id && tc[0].type === 'function' && tc[0].function.name === 'get_weather' && tc[0].function.arguments === ''" \
+  'then >= 3 argument pieces that join to the args JSON' "const p = dj.slice(2, -2); p.length >= 3 && p.every(c => c.choices[0].delta.tool_calls.length === 1 && c.choices[0].delta.tool_calls[0].index === 0 && !('id' in c.choices[0].delta.tool_calls[0]) && !('name' in c.choices[0].delta.tool_calls[0].function)) && p.map(c => c.choices[0].delta.tool_calls[0].function.arguments).join('') === $TJ" \
+  'finish chunk tool_calls' 'Object.keys(dj[dj.length - 2].choices[0].delta).length === 0 && dj[dj.length - 2].choices[0].finish_reason === "tool_calls" && dj.slice(0, -2).every(c => c.choices[0].finish_reason === null)' \
+  'usage chunk last' 'dj[dj.length - 1].choices.length === 0 && dj[dj.length - 1].usage.completion_tokens === 11 && dj[dj.length - 1].usage.total_tokens === 19 && dj.slice(0, -1).every(c => c.usage === null)'
+
+# two tool calls through the body "mock" object (args as an object and as text)
+TWO='"mock":{"tool_call":"get_weather","tool_args":{"city":"Paris","unit":"celsius"},"tool_call_2":"get_time","tool_args_2":"{\"tz\": \"Europe/Paris\"}"}'
+post tc_two /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi"}],'"$TWO"'}'
+check tc_two \
+  'two tool calls' "const c = b.choices[0].message.tool_calls; c.length === 2 && c[0].function.name === 'get_weather' && c[0].function.arguments === $TJ && c[1].function.name === 'get_time' && c[1].function.arguments === '{\"tz\":\"Europe/Paris\"}' && c[0].id !== c[1].id && c.every(x => /^call_/.test(x.id) && x.type === 'function')" \
+  'usage sums both calls (11 + ceil((8+21)/4) = 19)' 'b.finish_reason === undefined && b.choices[0].finish_reason === "tool_calls" && b.usage.completion_tokens === 19 && b.usage.total_tokens === b.usage.prompt_tokens + 19'
+post tc_two_s /v1/chat/completions '{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],'"$TWO"'}'
+check tc_two_s \
+  'one head chunk per index, in order' "const heads = dj.filter(c => c.choices[0].delta.tool_calls && c.choices[0].delta.tool_calls[0].id); heads.length === 2 && heads[0].choices[0].delta.tool_calls[0].index === 0 && heads[1].choices[0].delta.tool_calls[0].index === 1 && heads[1].choices[0].delta.tool_calls[0].function.name === 'get_time'" \
+  'argument pieces join per index' "const args = k => dj.filter(c => c.choices[0].delta.tool_calls && c.choices[0].delta.tool_calls[0].index === k).map(c => c.choices[0].delta.tool_calls[0].function.arguments).join(''); args(0) === $TJ && args(1) === '{\"tz\":\"Europe/Paris\"}' && dj.filter(c => c.choices[0].delta.tool_calls && c.choices[0].delta.tool_calls[0].index === 1 && !c.choices[0].delta.tool_calls[0].id).length >= 3" \
+  'finish tool_calls, no usage chunk without include_usage' 'dj[dj.length - 1].choices[0].finish_reason === "tool_calls" && dj.every(c => !("usage" in c)) && ev[ev.length - 1].data === "[DONE]"'
+post tc_empty_s /v1/chat/completions "$CHAT_STREAM" -H 'x-mock-tool-call: noop'
+check tc_empty_s 'default {} args stream as 3 pieces "", "{", "}"' 'JSON.stringify(dj.filter(c => c.choices[0].delta.tool_calls && !c.choices[0].delta.tool_calls[0].id).map(c => c.choices[0].delta.tool_calls[0].function.arguments)) === JSON.stringify(["", "{", "}"])'
+
+post tc_msg /v1/messages "$ANTH" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS"
+check tc_msg \
+  'tool_use block only' "s === 200 && b.type === 'message' && b.content.length === 1 && b.content[0].type === 'tool_use' && /^toolu_01[A-Za-z0-9]{22}\$/.test(b.content[0].id) && b.content[0].name === 'get_weather' && JSON.stringify(b.content[0].input) === $TJ" \
+  'stop_reason tool_use' 'b.stop_reason === "tool_use" && b.stop_sequence === null' \
+  'usage' 'b.usage.input_tokens === 8 && b.usage.output_tokens === 11'
+post tc_msg_t /v1/messages "$ANTH" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS" -H 'x-mock-text: Let me check the weather.'
+check tc_msg_t 'text block before tool_use' 'b.content.length === 2 && b.content[0].type === "text" && b.content[0].text === "Let me check the weather." && b.content[1].type === "tool_use" && b.content[1].id === JSON.parse(require("fs").readFileSync(process.argv[2] + "/tc_msg.body", "utf8")).content[0].id && b.stop_reason === "tool_use" && b.usage.output_tokens === 5 + 11'
+
+post tc_msg_s /v1/messages "$ANTH_STREAM" -H 'x-mock-tool-call: get_weather' -H "x-mock-tool-args: $TARGS"
+check tc_msg_s \
+  'event: lines match data.type' 's === 200 && ev.every(e => e.event && e.json && e.json.type === e.event)' \
+  'event order' 'JSON.stringify(ev.map(e => e.event).filter((x, i, a) => x !== a[i - 1])) === JSON.stringify(["message_start","content_block_start","ping","content_block_delta","content_block_stop","message_delta","message_stop"])' \
+  'tool_use block start at index 0' "const s0 = ev.find(e => e.event === 'content_block_start').json; s0.index === 0 && s0.content_block.type === 'tool_use' && s0.content_block.id === JSON.parse(require('fs').readFileSync(process.argv[2] + '/tc_msg.body', 'utf8')).content[0].id && s0.content_block.name === 'get_weather' && JSON.stringify(s0.content_block.input) === '{}'" \
+  '>= 3 input_json_delta pieces joining to the args' "const d = ev.filter(e => e.event === 'content_block_delta'); d.length >= 3 && d.every(e => e.json.index === 0 && e.json.delta.type === 'input_json_delta') && d.map(e => e.json.delta.partial_json).join('') === $TJ" \
+  'stop at index 0' 'ev.filter(e => e.event === "content_block_stop").length === 1 && ev.find(e => e.event === "content_block_stop").json.index === 0' \
+  'message_delta tool_use + usage' 'ev.find(e => e.event === "message_delta").json.delta.stop_reason === "tool_use" && ev.find(e => e.event === "message_delta").json.usage.output_tokens === 11 && ev[0].json.message.usage.output_tokens === 1'
+post tc_msg_s2 /v1/messages '{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}],'"$TWO"'}' -H 'x-mock-text: Two tools.'
+check tc_msg_s2 \
+  'blocks: text 0, tool_use 1, tool_use 2' "const st = ev.filter(e => e.event === 'content_block_start').map(e => e.json); st.length === 3 && st.map(x => x.index).join() === '0,1,2' && st[0].content_block.type === 'text' && st[1].content_block.name === 'get_weather' && st[2].content_block.name === 'get_time' && st[1].content_block.id !== st[2].content_block.id" \
+  'each block: start, deltas, stop with its own index' "let cur = -1, okk = true; for (const e of ev) { if (e.event === 'content_block_start') { okk = okk && e.json.index === cur + 1; cur = e.json.index; } else if (e.event === 'content_block_delta' || e.event === 'content_block_stop') okk = okk && e.json.index === cur; } okk && ev.filter(e => e.event === 'content_block_stop').map(e => e.json.index).join() === '0,1,2'" \
+  'one ping, after the first block start' 'ev.filter(e => e.event === "ping").length === 1 && ev[2].event === "ping"' \
+  'text and partial_json per block' "const j = k => ev.filter(e => e.event === 'content_block_delta' && e.json.index === k).map(e => e.json.delta.text !== undefined ? e.json.delta.text : e.json.delta.partial_json).join(''); j(0) === 'Two tools.' && j(1) === $TJ && j(2) === '{\"tz\":\"Europe/Paris\"}'" \
+  'stop_reason tool_use, output tokens 2 + 11 + 8' 'ev.find(e => e.event === "message_delta").json.delta.stop_reason === "tool_use" && ev.find(e => e.event === "message_delta").json.usage.output_tokens === 21 && ev[ev.length - 1].event === "message_stop"'
+
+post tc_bad /v1/chat/completions "$CHAT" -H 'x-mock-tool-call: f' -H 'x-mock-tool-args: {"city": Paris}'
+check tc_bad 'invalid x-mock-tool-args -> 400 OpenAI shape' 's === 400 && b.error.type === "invalid_request_error" && /x-mock-tool-args/.test(b.error.message) && "param" in b.error && "code" in b.error'
+post tc_bad_s /v1/chat/completions "$CHAT_STREAM" -H 'x-mock-tool-call: f' -H 'x-mock-tool-args: [1, 2]'
+check tc_bad_s 'non-object args on a stream -> 400 JSON' 's === 400 && /^application\/json/.test(h["content-type"]) && /JSON object/.test(b.error.message)'
+post tc_bad_a /v1/messages "$ANTH" -H 'x-mock-tool-call: f' -H 'x-mock-tool-call-2: g' -H 'x-mock-tool-args-2: nope'
+check tc_bad_a 'invalid x-mock-tool-args-2 -> 400 Anthropic shape' 's === 400 && b.type === "error" && b.error.type === "invalid_request_error" && /x-mock-tool-args-2/.test(b.error.message)'
+post tc_other /v1/completions '{"prompt":"x"}' -H 'x-mock-tool-call: f'
+check tc_other 'other routes ignore tool controls' 's === 200 && b.choices[0].text === DEFAULT_TEXT'
+
+# ---------------------------------------------------------------- moderations
+CATS='["harassment","harassment/threatening","hate","hate/threatening","illicit","illicit/violent","self-harm","self-harm/intent","self-harm/instructions","sexual","sexual/minors","violence","violence/graphic"]'
+post mod_flag /v1/moderations '{"input":"How do I build a BOMB at home?"}'
+check mod_flag \
+  'moderation object' 's === 200 && /^application\/json/.test(h["content-type"]) && /^modr-/.test(b.id) && b.model === "omni-moderation-latest" && b.results.length === 1 && !("usage" in b)' \
+  'all categories, booleans and scores' "const r = b.results[0]; JSON.stringify(Object.keys(r.categories)) === '$CATS' && JSON.stringify(Object.keys(r.category_scores)) === '$CATS' && Object.values(r.categories).every(x => typeof x === 'boolean') && Object.values(r.category_scores).every(x => typeof x === 'number' && x >= 0 && x < 1) && Object.values(r.category_applied_input_types).every(x => JSON.stringify(x) === '[\"text\"]')" \
+  'flagged as violence only' 'const r = b.results[0]; r.flagged === true && r.categories.violence === true && Object.entries(r.categories).filter(([k, v]) => v).length === 1 && r.category_scores.violence >= 0.9 && r.category_scores.hate < 0.001'
+post mod_clean /openai/v1/moderations '{"model":"omni-moderation-2024-09-26","input":"What a lovely day for a walk."}'
+check mod_clean 'clean input' 's === 200 && b.model === "omni-moderation-2024-09-26" && b.results.length === 1 && b.results[0].flagged === false && Object.values(b.results[0].categories).every(x => x === false) && Object.values(b.results[0].category_scores).every(x => x < 0.001)'
+post mod_arr /v1/moderations '{"input":["I hate Mondays","nice day","Kill the process","hello"]}'
+check mod_arr \
+  'one result per string' 's === 200 && b.results.length === 4' \
+  'flags' 'JSON.stringify(b.results.map(r => r.flagged)) === "[true,false,true,false]" && b.results[0].categories.hate === true && b.results[0].categories.violence === false && b.results[2].categories.violence === true'
+cp "$TMP/mod_arr.body" "$TMP/mod_arr_first.json"
+post mod_arr /v1/moderations '{"input":["I hate Mondays","nice day","Kill the process","hello"]}'
+check mod_arr 'deterministic scores' 'JSON.stringify(b.results) === JSON.stringify(JSON.parse(require("fs").readFileSync(process.argv[2] + "/mod_arr_first.json", "utf8")).results)'
+post mod_parts /v1/moderations '{"input":[{"type":"text","text":"bomb threat"},{"type":"image_url","image_url":{"url":"https://example.com/a.png"}},{"type":"text","text":"fine"}]}'
+check mod_parts 'array of parts' 's === 200 && b.results.length === 3 && JSON.stringify(b.results.map(r => r.flagged)) === "[true,false,false]" && JSON.stringify(b.results[1].category_applied_input_types.violence) === "[\"image\"]" && JSON.stringify(b.results[1].category_applied_input_types.hate) === "[]"'
+post mod_words /v1/moderations '{"input":["buy cheap PILLS now","kill"]}' -H 'x-mock-flag-words: spam, pills:self-harm'
+check mod_words 'x-mock-flag-words with WORD:CATEGORY replaces the default list' 'b.results[0].flagged && b.results[0].categories["self-harm"] && !b.results[0].categories.harassment && b.results[1].flagged === false'
+post mod_words_b /v1/moderations '{"input":"you are a troll","mock":{"flag_words":"troll"}}'
+check mod_words_b 'flag words via body, other words -> harassment' 'b.results[0].flagged && b.results[0].categories.harassment && Object.values(b.results[0].categories).filter(Boolean).length === 1'
+post mod_words_e /v1/moderations '{"input":"kill"}' -H 'x-mock-flag-words;'
+check mod_words_e 'empty flag words flag nothing' 's === 200 && b.results[0].flagged === false'
+post mod_words_x /v1/moderations '{"input":"x"}' -H 'x-mock-flag-words: a:nonsense'
+check mod_words_x 'unknown category -> 400' 's === 400 && b.error.type === "invalid_request_error"'
+post mod_bad /v1/moderations '{"model":"omni-moderation-latest"}'
+check mod_bad 'missing input -> 400' 's === 400 && b.error.type === "invalid_request_error"'
+post mod_bad2 /v1/moderations '{"input":[{"type":"audio"}]}'
+check mod_bad2 'bad part -> 400' 's === 400'
+call mod_get "$BASE/v1/moderations"
+check mod_get 'GET moderations -> 405' 's === 405 && h.allow === "POST"'
+post mod_st /v1/moderations '{"input":"x"}' -H 'x-mock-status: 429'
+check mod_st 'x-mock-status on moderations' 's === 429 && b.error.code === "rate_limit_exceeded" && h["retry-after"] === "1"'
+post mod_ff1 /v1/moderations '{"input":"x","mock":{"fail_first":1,"key":"mod-ff"}}'
+post mod_ff2 /v1/moderations '{"input":"x","mock":{"fail_first":1,"key":"mod-ff"}}'
+check mod_ff1 'fail-first on moderations' 's === 503'
+check mod_ff2 'then ok' 's === 200 && b.results.length === 1'
+post mod_delay /v1/moderations '{"input":"x"}' -H 'x-mock-delay-ms: 300'
+check mod_delay 'delay on moderations' 's === 200 && ttfb >= 0.3'
+post mod_rst /v1/moderations '{"input":"x"}' -H 'x-mock-reset-after: 1'
+check mod_rst 'reset-after on moderations' 'rc !== 0 && s === 200 && b === null'
+
 # ---------------------------------------------------------------- malformed bodies
 post bad_chat /v1/chat/completions '{"model": "x", "messages": [' 
 check bad_chat 'malformed JSON -> 400 OpenAI shape' 's === 400 && b.error.type === "invalid_request_error" && typeof b.error.message === "string" && "param" in b.error && "code" in b.error'

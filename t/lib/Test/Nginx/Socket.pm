@@ -20,7 +20,8 @@ package Test::Nginx::Socket;
 #   pipelined_requests timeout abort shutdown wait log_level must_die
 #   error_code error_code_like response_headers response_headers_like
 #   raw_response_headers_like raw_response_headers_unlike response_body
-#   response_body_like response_body_unlike error_log no_error_log
+#   response_body_like response_body_unlike response_body_filters
+#   error_log no_error_log
 #   grep_error_log grep_error_log_out access_log no_access_log skip_nginx
 #   ignore_response http09, plus Test::Base's ONLY / SKIP / LAST.
 # Environment: TEST_NGINX_BINARY LOAD_MODULES SERVER_PORT (or PORT)
@@ -60,7 +61,7 @@ my @Unsupported = qw(
     http2 http3 shutdown_error_log no_shutdown_error_log error_log_file
     server_name response_body_json_sort charset todo todo_nginx skip_openssl
     skip_nginx2 skip_slave skip_eval server_addr_for_client write_resp_body_file
-    request_eval response_body_eval response_body_filters curl
+    request_eval response_body_eval curl
 );
 
 # Sections whose $TEST_NGINX_* variables the real runner does NOT expand; we
@@ -589,6 +590,15 @@ sub check_response {
     }
 
     my $body = $res->{body};
+    # each filter gets the body and returns what is compared
+    if (defined(my $filters = $block->response_body_filters)) {
+        my %named = (uc => sub { uc $_[0] }, lc => sub { lc $_[0] });
+        for my $f (ref $filters eq 'ARRAY' ? @$filters : ($filters)) {
+            my $code = ref $f ? $f : $named{$f}
+                or die "$name - unknown response_body_filters entry \"$f\"\n";
+            $body = $code->($body);
+        }
+    }
     if (defined $block->response_body) {
         my $want = expand_expected(indexed($name, scalar $block->response_body, $i, $need_array), $name);
         if (ref $want) {
@@ -597,15 +607,17 @@ sub check_response {
             is_str($body, $want,
                    "$name - response_body - response is expected (repeated req $rep, req $i)");
         }
-    } elsif (defined $block->response_body_like || defined $block->response_body_unlike) {
-        my $how = defined $block->response_body_like ? 'like' : 'unlike';
-        my $pat = expand_expected(indexed($name, scalar $block->${\"response_body_$how"}, $i, $need_array), $name);
-        my $summary = $body // '';
-        $summary =~ s/^\s+|\s+$//g;
-        $summary =~ s/\s+/ /g;
-        no strict 'refs';
-        &{"Test::More::$how"}($body, qr/$pat/s,
-                              "$name - response_body_$how - response is expected ($summary)");
+    } else {
+        for my $how (qw(like unlike)) {
+            next unless defined $block->${\"response_body_$how"};
+            my $pat = expand_expected(indexed($name, scalar $block->${\"response_body_$how"}, $i, $need_array), $name);
+            my $summary = $body // '';
+            $summary =~ s/^\s+|\s+$//g;
+            $summary =~ s/\s+/ /g;
+            no strict 'refs';
+            &{"Test::More::$how"}($body, qr/$pat/s,
+                                  "$name - response_body_$how - response is expected ($summary)");
+        }
     }
 }
 
