@@ -20,6 +20,11 @@ done
 # Node runs the mock provider; a bundled Node (with its own npm) is fine too,
 # and Debian's npm would conflict with it, so only nodejs and only if absent.
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+# the suite runs the official openai package, installed with npm
+if [ "${1:-}" = "--test" ]; then
+  command -v npm >/dev/null 2>&1 || missing="$missing npm"
+  command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+fi
 
 if [ -n "$missing" ]; then
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -30,6 +35,12 @@ if [ -n "$missing" ]; then
   # where a service manager exists, and without one nothing is started.
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# the SDKs the tests use as clients, exactly as package-lock.json pins them
+if [ "${1:-}" = "--test" ] && [ ! -d "$repo/t/node/node_modules/openai" ]; then
+  echo "setup: npm ci in t/node"
+  (cd "$repo/t/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 mkdir -p "$repo/build"
