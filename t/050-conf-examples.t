@@ -13,6 +13,11 @@ my ($so) = grep { /ngx_http_ai_gateway_module\.so$/ }
 plan skip_all => 'TEST_NGINX_LOAD_MODULES names no ngx_http_ai_gateway_module.so'
     unless $so;
 
+# the provider keys some examples read from the environment (placeholders:
+# nginx -t sends nothing anywhere)
+$ENV{$_} //= 'sk-placeholder-for-nginx-t'
+    for qw(OPENAI_API_KEY ANTHROPIC_API_KEY DATABRICKS_TOKEN);
+
 my @confs = glob('conf-examples/*.conf');
 ok(scalar @confs, 'conf-examples/ has configurations');
 
