@@ -2,7 +2,8 @@
 # bench/callgrind.sh [REQUESTS]  -- instructions per request of plain
 # proxy_pass and of the gateway, counted by valgrind's callgrind; the
 # difference is what the module costs per request.  One pair of runs per
-# case and body size (CASES, as in run.sh: inspect, usage, stream).  See
+# case and body size (CASES, as in run.sh: inspect, usage, stream,
+# translate).  See
 # bench/README.md.
 #
 # Each target runs as ONE process (master_process off; daemon off) under
@@ -13,10 +14,10 @@
 # REQUESTS requests (default 2000) on one keep-alive connection and checks
 # every answer's body; the mock upstream runs natively.
 #
-# Environment: NGINX, MODULE, CASES="inspect usage stream",
+# Environment: NGINX, MODULE, CASES="inspect usage stream translate",
 # SIZES="1024 32768" (inspect), USAGE_SIZES=1024, STREAM_SIZES=1024,
-# STREAM_CHUNKS=200, TOP=15, KEEP=1 (keep the run directory),
-# PIN/TEST_CPU/LOAD_CPU, GATEWAY_* (see lib.sh).
+# TRANSLATE_SIZES=1024, STREAM_CHUNKS=200, TOP=15, KEEP=1 (keep the run
+# directory), PIN/TEST_CPU/LOAD_CPU, GATEWAY_* (see lib.sh).
 set -euo pipefail
 
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -83,6 +84,7 @@ for row in "${ROWS[@]}"; do
         expect=()
         [ "$t" = gateway ] && expect=("$MODEL")
         BENCH_URI=$(case_uri "$c") EXPECT_BODY=$(expected_body "$c" "$t") \
+        EXPECT_TRANSLATION=$(expected_translation "$c" "$t") \
         "${PIN_LOAD[@]}" perl "$BENCH_DIR/fixed_client.pl" "$port" \
             "$(body_file "$RUN_DIR" "$c" "$s")" "$REQUESTS" "${expect[@]}" \
             > "$prefix/logs/client.txt" 2>&1 < /dev/null || {
@@ -98,7 +100,7 @@ for row in "${ROWS[@]}"; do
         [ -n "$ir" ] || die "no total in $out"
         printf '%s\t%s\t%s\t%s\n' "$c" "$s" "$t" "$ir" >> "$SUMMARY"
 
-        if [ "$t" = gateway ] && [ "$c" != inspect ]; then
+        if [ "$t" = gateway ] && { [ "$c" = usage ] || [ "$c" = stream ]; }; then
             # one usage and one inference record per request, provider counts
             # (the buffers are written at the latest when nginx exits)
             counts=$(perl "$BENCH_DIR/check_records.pl" count \
@@ -136,13 +138,17 @@ while (<$fh>) {
     $ir{"$c $s"}{$t} = $ir;
 }
 sub slabel { my $s = shift; $s % 1024 ? "${s}B" : ($s / 1024) . "KiB" }
-sub label { my ($c, $s) = split ' ', shift; sprintf "%-7s %-5s", $c, slabel($s) }
+# the case column is 7 wide, wider for a longer name ("translate")
+my $cw = 7;
+for (@rows) { my ($c) = split ' '; $cw = length $c if length $c > $cw; }
+my $lw = $cw + 6;
+sub label { my ($c, $s) = split ' ', shift; sprintf "%-${cw}s %-5s", $c, slabel($s) }
 sub c { my $x = sprintf "%.0f", shift; 1 while $x =~ s/^(-?\d+)(\d{3})/$1,$2/; $x }
-printf "%-13s %16s %16s %16s %9s\n", 'case  body', 'plain Ir/req', 'gateway Ir/req',
+printf "%-${lw}s %16s %16s %16s %9s\n", 'case  body', 'plain Ir/req', 'gateway Ir/req',
        'module Ir/req', 'overhead';
 for my $row (@rows) {
     my ($p, $g) = ($ir{$row}{plain} / $n, $ir{$row}{gateway} / $n);
-    printf "%-13s %16s %16s %16s %8.1f%%\n", label($row), c($p), c($g),
+    printf "%-${lw}s %16s %16s %16s %8.1f%%\n", label($row), c($p), c($g),
            c($g - $p), 100 * ($g - $p) / $p;
 }
 EOF

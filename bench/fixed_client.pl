@@ -9,6 +9,8 @@
 #
 # Environment: BENCH_URI (default /v1/chat/completions) is the URI;
 # EXPECT_BODY=FILE: every answer's body (de-chunked) must be exactly FILE.
+# EXPECT_TRANSLATION=FILE: every answer's body must be the chat.completion
+# translation of the Anthropic answer in FILE (bench/check_translate.pl).
 #
 # Used by bench/callgrind.sh: a client that costs the server the same work
 # per request as wrk does, but sends a fixed count (wrk only knows durations).
@@ -26,6 +28,13 @@ my $expect_body;
 if (defined $ENV{EXPECT_BODY} && length $ENV{EXPECT_BODY}) {
     open my $eh, '<:raw', $ENV{EXPECT_BODY} or die "$0: $ENV{EXPECT_BODY}: $!\n";
     $expect_body = do { local $/; <$eh> };
+}
+my $check_translation;
+if (defined $ENV{EXPECT_TRANSLATION} && length $ENV{EXPECT_TRANSLATION}) {
+    require File::Basename;
+    require File::Spec;
+    require(File::Basename::dirname(File::Spec->rel2abs(__FILE__)) . '/check_translate.pl');
+    $check_translation = BenchTranslate::checker($ENV{EXPECT_TRANSLATION});
 }
 
 open my $fh, '<:raw', $file or die "$0: $file: $!\n";
@@ -130,6 +139,14 @@ for my $i (1 .. $n) {
         print STDERR "$0: request $i: the body (", length($r->{body}), " bytes) is not $ENV{EXPECT_BODY} (",
                      length($expect_body), " bytes); it begins:\n", substr($r->{body}, 0, 500), "\n";
         exit 1;
+    }
+    if ($check_translation) {
+        my $err = $check_translation->($r->{body});
+        if (defined $err) {
+            print STDERR "$0: request $i: the body is not the translation of $ENV{EXPECT_TRANSLATION}: ",
+                         "$err; it begins:\n", substr($r->{body}, 0, 500), "\n";
+            exit 1;
+        }
     }
     $ok++;
     connect_() if $r->{close};

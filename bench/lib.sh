@@ -27,11 +27,18 @@ URI=/v1/chat/completions
 #   stream   /stream/v1/...  + gateway-usage.conf, "stream": true body, the
 #                            mock answers with an SSE stream; proxy_buffering
 #                            off in plain and gateway
-ALL_CASES="inspect usage stream"
+#   translate /translate/v1/... gateway-location.conf + ai_gateway_upstream_api
+#                            anthropic_messages: the OpenAI chat body (the
+#                            one of "inspect") is translated, sent to
+#                            /translate/v1/messages, and the mock's Anthropic
+#                            Messages answer translated back; plain passes the
+#                            Anthropic answer through
+ALL_CASES="inspect usage stream translate"
 CASES=${CASES:-$ALL_CASES}
 SIZES=${SIZES:-1024 32768}
 USAGE_SIZES=${USAGE_SIZES:-1024}
 STREAM_SIZES=${STREAM_SIZES:-1024}
+TRANSLATE_SIZES=${TRANSLATE_SIZES:-1024}
 STREAM_CHUNKS=${STREAM_CHUNKS:-200}
 
 case_uri() {
@@ -39,6 +46,7 @@ case_uri() {
         inspect) echo "/v1/chat/completions" ;;
         usage)   echo "/usage/v1/chat/completions" ;;
         stream)  echo "/stream/v1/chat/completions" ;;
+        translate) echo "/translate/v1/chat/completions" ;;
         *)       die "unknown case: $1 (known: $ALL_CASES)" ;;
     esac
 }
@@ -56,11 +64,24 @@ case_sizes() {
         inspect) echo "$SIZES" ;;
         usage)   echo "$USAGE_SIZES" ;;
         stream)  echo "$STREAM_SIZES" ;;
+        translate) echo "$TRANSLATE_SIZES" ;;
     esac
 }
 
+# upstream_uri CASE TARGET: the URI the mock gets (the gateway sends the
+# translated request of "translate" to .../messages)
+upstream_uri() {
+    local uri
+    uri=$(case_uri "$1")
+    if [ "$1" = translate ] && [ "$2" = gateway ]; then
+        echo "${uri%chat/completions}messages"
+    else
+        echo "$uri"
+    fi
+}
+
 # body_file DIR CASE SIZE: the request body of CASE and SIZE (streaming
-# bodies are separate files)
+# bodies are separate files; "translate" sends the bodies of "inspect")
 body_file() {
     if [ "$2" = stream ]; then echo "$1/body-$3-stream.json"; else echo "$1/body-$3.json"; fi
 }
@@ -103,7 +124,7 @@ check_common() {
     [[ "$STREAM_CHUNKS" =~ ^[0-9]+$ ]] && [ "$STREAM_CHUNKS" -gt 0 ] \
         || die "STREAM_CHUNKS must be a positive number"
     local s
-    for s in $SIZES $USAGE_SIZES $STREAM_SIZES; do
+    for s in $SIZES $USAGE_SIZES $STREAM_SIZES $TRANSLATE_SIZES; do
         [[ "$s" =~ ^[0-9]+$ ]] || die "body sizes must be numbers: $s"
     done
     check_cases
@@ -192,15 +213,22 @@ gen_stream() {
         || die "gen_stream --strip failed"
 }
 
-# mock_response_file DIR: the mock's JSON answer as a file (for comparisons)
+# mock_response_file DIR: the mock's JSON answers as files (for
+# comparisons): MOCK_RESPONSE_FILE, MOCK_ANTHROPIC_RESPONSE_FILE
 mock_response_file() {
     printf '%s' "$MOCK_RESPONSE" > "$1/response.json"
     MOCK_RESPONSE_FILE="$1/response.json"
+    printf '%s' "$MOCK_ANTHROPIC_RESPONSE" > "$1/response-anthropic.json"
+    MOCK_ANTHROPIC_RESPONSE_FILE="$1/response-anthropic.json"
 }
 
-# expected_body CASE TARGET: the file with the exact body the client must get
+# expected_body CASE TARGET: the file with the exact body the client must
+# get; empty for the gateway's "translate" (its "created" is the time of
+# the answer: see expected_translation)
 expected_body() {
-    if [ "$1" != stream ]; then
+    if [ "$1" = translate ]; then
+        [ "$2" = gateway ] || echo "$MOCK_ANTHROPIC_RESPONSE_FILE"
+    elif [ "$1" != stream ]; then
         echo "$MOCK_RESPONSE_FILE"
     elif [ "$2" = gateway ]; then
         echo "$MOCK_STREAM_STRIPPED"
@@ -209,9 +237,21 @@ expected_body() {
     fi
 }
 
+# expected_translation CASE TARGET: for the gateway's "translate", the
+# Anthropic answer whose chat.completion translation the client must get
+# (bench/check_translate.pl checks it); empty otherwise
+expected_translation() {
+    if [ "$1" = translate ] && [ "$2" = gateway ]; then echo "$MOCK_ANTHROPIC_RESPONSE_FILE"; fi
+}
+
 # the realistic upstream answer: one chat.completion with usage.  It goes into
 # a single-quoted nginx string, so: no single quotes, no backslashes, no "$".
 MOCK_RESPONSE='{"id":"chatcmpl-B1ench0000000000000000000001","object":"chat.completion","created":1732600000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Here is a short summary of last quarter: revenue grew 12 percent, refunds fell to 1.8 percent of orders, and the average delivery time was 2.4 days. The largest region by orders was EU-West.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":231,"completion_tokens":48,"total_tokens":279,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp_0ba0d124f1"}'
+
+# the mock's answer in the "translate" case: an Anthropic Messages answer
+# with the same text and token counts as MOCK_RESPONSE (no cache tokens).
+# The same rules: no single quotes, no backslashes, no "$".
+MOCK_ANTHROPIC_RESPONSE='{"id":"msg_01Bench000000000000000001","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Here is a short summary of last quarter: revenue grew 12 percent, refunds fell to 1.8 percent of orders, and the average delivery time was 2.4 days. The largest region by orders was EU-West."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":231,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":48}}'
 
 # ------------------------------------------------------------------ configs
 
@@ -309,6 +349,7 @@ write_upstream_conf() {
     default_type  application/json;
 
     log_format  bench_check  '\$request_uri content_length=\$content_length request_length=\$request_length status=\$status';
+    log_format  bench_check_translate  '\$request_uri content_length=\$content_length request_length=\$request_length status=\$status anthropic_version=\$http_anthropic_version';
 
 EOF
         [ -n "$maps" ] && printf '    # the SSE stream (bench/gen_stream.pl), in pieces\n%s\n\n' "$maps"
@@ -320,6 +361,13 @@ EOF
 
         location / {
             return 200 '$MOCK_RESPONSE';
+        }
+
+        # case "translate": an Anthropic Messages answer, whatever the URI
+        # (plain sends .../chat/completions, the gateway .../messages)
+        location /translate/ {
+            access_log  $prefix/logs/check.log bench_check_translate if=\$http_x_bench_check;
+            return 200 '$MOCK_ANTHROPIC_RESPONSE';
         }
 EOF
         if [ -n "$vars" ]; then
@@ -376,9 +424,13 @@ EOF
                 echo "            # ---- $GATEWAY_LOCATION_CONF"
                 conf_directives "$GATEWAY_LOCATION_CONF" | sed 's/^/            /'
                 [ -n "$GATEWAY_DIRECTIVES" ] && printf '            %s\n' "$GATEWAY_DIRECTIVES"
-                if [ "$c" != inspect ]; then
+                if [ "$c" = usage ] || [ "$c" = stream ]; then
                     echo "            # ---- $GATEWAY_USAGE_CONF"
                     conf_directives "$GATEWAY_USAGE_CONF" | sed 's/^/            /'
+                fi
+                if [ "$c" = translate ]; then
+                    echo "            # ---- the upstream speaks Anthropic's Messages API"
+                    echo "            ai_gateway_upstream_api  anthropic_messages;"
                 fi
                 echo "            # ----"
                 echo
@@ -571,12 +623,15 @@ describe() {
     echo "nginx:    $NGINX ($("$NGINX" -v 2>&1 | sed 's/^nginx version: //'))"
     echo "module:   ${MODULE_ORIG:-$MODULE} (built $(date -u -r "$MODULE" '+%F %T UTC'), sha256 ${MODULE_SHA:-?}..., repo $rev$dirty)"
     echo "gateway:  $(conf_summary "$GATEWAY_LOCATION_CONF")${GATEWAY_DIRECTIVES:+ $GATEWAY_DIRECTIVES}"
-    echo "cases:    $CASES (sizes: inspect $SIZES; usage $USAGE_SIZES; stream $STREAM_SIZES)"
+    echo "cases:    $CASES (sizes: inspect $SIZES; usage $USAGE_SIZES; stream $STREAM_SIZES$(case " $CASES " in *" translate "*) echo "; translate $TRANSLATE_SIZES";; esac))"
     case " $CASES " in *" usage "*|*" stream "*)
         echo "usage:    + $(conf_summary "$GATEWAY_USAGE_CONF") (usage and stream); http: $(conf_summary "$GATEWAY_HTTP_CONF")${GATEWAY_HTTP_DIRECTIVES:+ $GATEWAY_HTTP_DIRECTIVES}"
     esac
     case " $CASES " in *" stream "*)
         echo "stream:   \"stream\": true body; mock answers text/event-stream: role, $STREAM_CHUNKS content, stop, usage, [DONE] events ($(wc -c < "$MOCK_STREAM") bytes at once); proxy_buffering off in plain and gateway"
+    esac
+    case " $CASES " in *" translate "*)
+        echo "translate: + ai_gateway_upstream_api anthropic_messages; the inspect body, translated and sent to /translate/v1/messages; the mock answers Anthropic Messages JSON (${#MOCK_ANTHROPIC_RESPONSE} bytes), which the gateway translates to a chat.completion and plain passes through"
     esac
     echo "pinning:  $PIN_DESC"
     echo "load avg: $(cut -d' ' -f1-3 /proc/loadavg) at start (other work on the machine skews results)"

@@ -6,13 +6,17 @@
 #   stream   + usage tracking + inference tables, "stream": true (1 KiB),
 #            the mock answers with an OpenAI SSE stream (STREAM_CHUNKS
 #            content chunks and a usage chunk), proxy_buffering off
+#   translate ai_gateway_upstream_api anthropic_messages (1 KiB): the chat
+#            body is translated to a Messages request, the mock's Anthropic
+#            answer back to a chat.completion (plain passes it through)
 # See bench/README.md.
 #
 # Environment (all optional):
 #   NGINX=/usr/sbin/nginx   MODULE=<repo>/build/ngx_http_ai_gateway_module.so
-#   CASES="inspect usage stream"   the cases measured, in this order
+#   CASES="inspect usage stream translate"   the cases measured, in this order
 #   SIZES="1024 32768"   body sizes of "inspect"
-#   USAGE_SIZES=1024 STREAM_SIZES=1024   body sizes of "usage", "stream"
+#   USAGE_SIZES=1024 STREAM_SIZES=1024 TRANSLATE_SIZES=1024   body sizes of
+#                   "usage", "stream", "translate"
 #   STREAM_CHUNKS=200   content chunks of the mock's SSE answer
 #   ROUNDS=3        measured rounds per case, size and target (median reported)
 #   WARMUP=3        seconds of warm-up per case, size and target
@@ -104,13 +108,16 @@ show_failure() {
 
 # check_once CASE TARGET SIZE: one request with curl, must be 200, carry
 # exactly the body expected (the mock's answer; through the gateway, the
-# stream without the usage chunk it asked for), and through the gateway the
-# model the module found.  For "usage" and "stream", the gateway must also
-# have written a correct usage record and inference record.
+# stream without the usage chunk it asked for; for "translate" through the
+# gateway, the chat.completion made of the mock's Anthropic answer), and
+# through the gateway the model the module found.  For "usage" and "stream",
+# the gateway must also have written a correct usage record and inference
+# record.
 check_once() {
-    local c=$1 target=$2 size=$3 port base code model id uri expect line i what
+    local c=$1 target=$2 size=$3 port base code model id uri upuri expect line i what
     port=$(port_of "$target")
     uri=$(case_uri "$c")
+    upuri=$(upstream_uri "$c" "$target")
     what="$target, $c $(size_label "$size")"
     base="$RUN_DIR/check-$c-$size-$target"
     id="bench-check-$c-$size-$target-$$"
@@ -145,22 +152,54 @@ check_once() {
             && [ "$(tail -c 2 "$base.body" | od -An -c | tr -d ' ')" = '\n\n' ] \
             || { show_failure "$target" "$base"; die "$what: the stream does not end with \"data: [DONE]\\n\\n\""; }
     fi
-    expect=$(expected_body "$c" "$target")
-    if ! cmp -s "$base.body" "$expect"; then
-        show_failure "$target" "$base"
-        echo "---- first difference (cmp):" >&2; cmp "$base.body" "$expect" >&2 || true
-        die "$what: the body ($(wc -c < "$base.body") bytes) is not the expected $(basename "$expect") ($(wc -c < "$expect") bytes)"
+    if [ "$c" = translate ]; then
+        local ctype
+        ctype=$(tr -d '\r' < "$base.headers" | awk -F': ' 'tolower($1) == "content-type" { print $2 }')
+        [ "$ctype" = application/json ] \
+            || { show_failure "$target" "$base"; die "$what: Content-Type is \"$ctype\", not application/json"; }
     fi
-    echo "check: $what: HTTP 200, X-AI-Model: $model, body as expected ($(wc -c < "$base.body") bytes)"
+    expect=$(expected_translation "$c" "$target")
+    if [ -n "$expect" ]; then
+        # "created" is the time of the answer: no exact comparison
+        line=$(perl "$BENCH_DIR/check_translate.pl" "$expect" "$base.body") || {
+            show_failure "$target" "$base"
+            die "$what: the body ($(wc -c < "$base.body") bytes) is not the chat.completion translation of $(basename "$expect")"
+        }
+        echo "check: $what: HTTP 200, X-AI-Model: $model, body translated as expected ($(wc -c < "$base.body") bytes): $line"
+    else
+        expect=$(expected_body "$c" "$target")
+        if ! cmp -s "$base.body" "$expect"; then
+            show_failure "$target" "$base"
+            echo "---- first difference (cmp):" >&2; cmp "$base.body" "$expect" >&2 || true
+            die "$what: the body ($(wc -c < "$base.body") bytes) is not the expected $(basename "$expect") ($(wc -c < "$expect") bytes)"
+        fi
+        echo "check: $what: HTTP 200, X-AI-Model: $model, body as expected ($(wc -c < "$base.body") bytes)"
+    fi
 
     # what the mock received (its check.log): for the gateway's stream, the
-    # body with "stream_options":{"include_usage":true} added
+    # body with "stream_options":{"include_usage":true} added; for the
+    # gateway's "translate", a Messages request sent to .../messages
     line=
     for ((i = 0; i < 20; i++)); do
-        line=$(grep -F "$uri " "$RUN_DIR/upstream/logs/check.log" 2>/dev/null | tail -n 1 || true)
+        line=$(grep -F "$upuri " "$RUN_DIR/upstream/logs/check.log" 2>/dev/null | tail -n 1 || true)
         [ -n "$line" ] && break
         sleep 0.1
     done
+    if [ "$c" = translate ]; then
+        local got
+        got=$(sed -n 's/.* content_length=\([0-9]*\) .*/\1/p' <<< "$line")
+        if [ -z "$got" ]; then
+            echo "---- the mock's check.log:" >&2; cat "$RUN_DIR/upstream/logs/check.log" >&2
+            die "$what: the mock did not get the request as POST $upuri"
+        fi
+        if [ "$target" = gateway ]; then
+            [[ "$line" == *" anthropic_version=2023-06-01" ]] \
+                || die "$what: the upstream request lacks \"anthropic-version: 2023-06-01\" (check.log: '$line')"
+            echo "check: $what: upstream got POST $upuri, anthropic-version 2023-06-01, a $got-byte Messages body (client sent $size)"
+        else
+            [ "$got" -eq "$size" ] || die "$what: the upstream got a $got-byte body, not the client's $size"
+        fi
+    fi
     if [ "$c" = stream ]; then
         local got
         got=$(sed -n 's/.* content_length=\([0-9]*\) .*/\1/p' <<< "$line")
@@ -173,7 +212,7 @@ check_once() {
     fi
     : > "$RUN_DIR/upstream/logs/check.log"
 
-    if [ "$target" = gateway ] && [ "$c" != inspect ]; then
+    if [ "$target" = gateway ] && { [ "$c" = usage ] || [ "$c" = stream ]; }; then
         # the records: flush=1s by default, so wait for them
         for ((i = 0; i < 50; i++)); do
             if grep -qF "\"$id\"" "$USAGE_LOG" 2>/dev/null && grep -qF "\"$id\"" "$INFERENCE_LOG" 2>/dev/null; then
@@ -322,6 +361,8 @@ if [ -n "${GW_DONE[usage]:-}${GW_DONE[stream]:-}" ]; then
 fi
 
 TABLE="$RUN_DIR/table.txt"
+# the budget: gateway/plain >= 0.90 (stretch 0.95); "translate" (the issue:
+# "ratio >= 0.85 of plain nginx proxying the same Anthropic mock") >= 0.85
 perl - "$RAW" > "$TABLE" <<'EOF'
 use strict; use warnings;
 my (%v, @rows);
@@ -345,17 +386,24 @@ sub median { my @s = sort { $a <=> $b } @_; my $n = @s;
 sub max { my $m = shift; for (@_) { $m = $_ if $_ > $m } $m }
 sub min { my $m = shift; for (@_) { $m = $_ if $_ < $m } $m }
 sub slabel { my $s = shift; $s % 1024 ? "${s}B" : ($s / 1024) . "KiB" }
-sub label { my ($c, $s) = split ' ', shift; sprintf "%-7s %-5s", $c, slabel($s) }
+# the case column is 7 wide, wider for a longer name ("translate")
+my $cw = 7;
+for (@rows) { my ($c) = split ' '; $cw = length $c if length $c > $cw; }
+my $lw = $cw + 6;
+sub label { my ($c, $s) = split ' ', shift; sprintf "%-${cw}s %-5s", $c, slabel($s) }
 sub ms { sprintf "%.2fms", $_[0] / 1000 }
-sub verdict { $_[0] >= 0.95 ? 'MET (stretch too)' : $_[0] >= 0.90 ? 'MET' : 'NOT MET' }
+my %target = (translate => 0.85);
+sub target { $target{ $_[0] } // 0.90 }
+sub verdict { my ($r, $t) = @_; $t //= 0.90;
+              $r >= 0.95 ? 'MET (stretch too)' : $r >= $t ? 'MET' : 'NOT MET' }
 
-printf "%-13s %-8s %10s %17s %9s %9s %12s %7s %8s\n",
+printf "%-${lw}s %-8s %10s %17s %9s %9s %12s %7s %8s\n",
        'case  body', 'target', 'req/s', 'req/s min..max', 'p50', 'p99', 'CPU us/req',
        'busy', 'load CPU';
 for my $row (@rows) {
     for my $t (qw(plain gateway)) {
         my $x = $v{$row}{$t};
-        printf "%-13s %-8s %10.0f %17s %9s %9s %12.1f %6.0f%% %7.0f%%\n",
+        printf "%-${lw}s %-8s %10.0f %17s %9s %9s %12.1f %6.0f%% %7.0f%%\n",
             label($row), $t, median(@{ $x->{rps} }),
             sprintf("%.0f..%.0f", min(@{ $x->{rps} }), max(@{ $x->{rps} })),
             ms(median(@{ $x->{p50} })), ms(median(@{ $x->{p99} })),
@@ -364,7 +412,7 @@ for my $row (@rows) {
 }
 print "\n";
 my @budget;
-my $pad = ' ' x 13;
+my $pad = ' ' x $lw;
 for my $row (@rows) {
     my ($p, $g) = ($v{$row}{plain}, $v{$row}{gateway});
     my $ratio = median(@{ $g->{rps} }) / median(@{ $p->{rps} });
@@ -381,10 +429,12 @@ for my $row (@rows) {
         $pad, $n, $m, $pad if $n;
     my ($c, $s) = split ' ', $row;
     if ($s == 1024) {
-        printf "%s budget (>= 0.90, stretch >= 0.95): req/s ratio %.3f %s; CPU ratio %.3f %s\n",
-            $pad, $ratio, verdict($ratio), $pc / $gc, verdict($pc / $gc);
-        push @budget, sprintf "  %-7s 1KiB  req/s ratio %.3f %-17s  CPU ratio %.3f %s",
-            $c, $ratio, verdict($ratio), $pc / $gc, verdict($pc / $gc);
+        my $t = target($c);
+        printf "%s budget (>= %.2f, stretch >= 0.95): req/s ratio %.3f %s; CPU ratio %.3f %s\n",
+            $pad, $t, $ratio, verdict($ratio, $t), $pc / $gc, verdict($pc / $gc, $t);
+        push @budget, sprintf "  %-${cw}s 1KiB  req/s ratio %.3f %-17s  CPU ratio %.3f %s",
+            $c, $ratio, verdict($ratio, $t), $pc / $gc, verdict($pc / $gc, $t);
+        $budget[-1] .= sprintf "  (target >= %.2f)", $t if $t != 0.90;
     }
 }
 if (@budget) {

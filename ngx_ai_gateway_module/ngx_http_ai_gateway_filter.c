@@ -50,6 +50,8 @@ static ngx_int_t ngx_http_ai_gateway_hide(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_translated(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_guarded(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_emit(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, uint64_t upto, ngx_chain_t **out);
 
@@ -84,6 +86,7 @@ ngx_http_ai_gateway_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
 {
+    ngx_int_t                   rc;
     ngx_table_elt_t            *h;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
@@ -180,6 +183,24 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    rc = ngx_http_ai_gateway_guard_header(r, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DONE) {
+        /* a JSON answer is judged whole: its header waits for it */
+        return NGX_OK;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_next_header(ngx_http_request_t *r)
+{
     return ngx_http_next_header_filter(r);
 }
 
@@ -224,6 +245,10 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
+    if (ctx->gout != NULL) {
+        return ngx_http_ai_gateway_guarded(r, ctx, in);
+    }
+
     if (ctx->drops != NULL) {
         return ngx_http_ai_gateway_hide(r, ctx, in);
     }
@@ -233,6 +258,33 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/* what the client gets, through the output guardrail */
+
+static ngx_int_t
+ngx_http_ai_gateway_guarded(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    out = NULL;
+
+    if (ngx_http_ai_gateway_guard_body(r, ctx, in, &out) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (out == NULL && ngx_http_ai_gateway_guard_held(ctx)) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    ngx_http_ai_gateway_guard_update(r, ctx, &out);
+
+    return rc;
 }
 
 
@@ -357,6 +409,11 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
         ngx_http_ai_gateway_set_ttft(r, ctx);
     }
 
+    if (ctx->gout && ngx_http_ai_gateway_guard_data(r, ctx, p, len) != NGX_OK)
+    {
+        return -1;
+    }
+
     if (ctx->translate && !ctx->translate_failed
         && ngx_http_ai_gateway_append(r, &ctx->tevent, p, len,
                                       NGX_HTTP_AI_GATEWAY_TRANSLATE_EVENT_MAX)
@@ -395,6 +452,15 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
         if (e->len == name_len && ngx_strncmp(e->data, name, name_len) == 0) {
             ctx->resp_end_event = 1;
         }
+    }
+
+    if (ctx->gout
+        && ngx_http_ai_gateway_guard_event(r, ctx, name, name_len,
+                                           ctx->walk->usage_new
+                                           && ctx->hide_usage)
+           != NGX_OK)
+    {
+        return -1;
     }
 
     /*
@@ -438,7 +504,8 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
-    if (ctx->capture_overflow) {
+    /* the output guardrail records what the client got, masked */
+    if (ctx->capture_overflow || ctx->gout) {
         return 0;
     }
 

@@ -215,7 +215,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_tokens_t *t,
     int64_t cost)
 {
-    u_char                            buf[64], *p;
+    u_char                            buf[128], *p;
     int64_t                           tok[4];
     ngx_str_t                         e, em, *a[2];
     ngx_uint_t                        i, n, k, st;
@@ -360,6 +360,44 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
         if (ngx_http_ai_gateway_label_join(r, &u[n],
                                            NGX_HTTP_AI_GATEWAY_M_REJECTIONS,
                                            &e, buf, p - buf) != NGX_OK)
+        {
+            return;
+        }
+
+        u[n++].add = 1;
+    }
+
+    /* "input:pii_email:mask,output:invalid_keyword:block": our own words */
+    for (p = ctx->guardrail.data, k = 0;
+         k < ctx->guardrail.len && n < NGX_HTTP_AI_GATEWAY_MAX_UPDATES - 1;
+         k = i + 1)
+    {
+        u_char  *f[3], *q, *end;
+        size_t   fl[3];
+
+        for (i = k; i < ctx->guardrail.len && p[i] != ','; i++) { /* void */ }
+
+        end = p + i;
+        q = p + k;
+
+        for (st = 0; st < 3; st++) {
+            f[st] = q;
+            while (q < end && *q != ':') {
+                q++;
+            }
+
+            fl[st] = q - f[st];
+            q++;
+        }
+
+        q = ngx_snprintf(buf, sizeof(buf),
+                         ",direction=\"%*s\",guardrail=\"%*s\","
+                         "action=\"%*s\"", fl[0], f[0], fl[1], f[1],
+                         fl[2], f[2]);
+
+        if (ngx_http_ai_gateway_label_join(r, &u[n],
+                                           NGX_HTTP_AI_GATEWAY_M_GUARDRAILS,
+                                           &e, buf, q - buf) != NGX_OK)
         {
             return;
         }

@@ -142,6 +142,13 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ai_gateway_guardrails"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_guardrails,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ai_gateway_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_ai_gateway_redis,
@@ -310,6 +317,8 @@ ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->model_map = NGX_CONF_UNSET_PTR;
     conf->upstream_api = NGX_CONF_UNSET_UINT;
     conf->translate_max_tokens = NGX_CONF_UNSET;
+    conf->guard_in = NGX_CONF_UNSET_PTR;
+    conf->guard_out = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -349,7 +358,9 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             || conf->keys != NGX_CONF_UNSET_PTR
             || conf->models != NGX_CONF_UNSET_PTR
             || conf->model_map != NGX_CONF_UNSET_PTR
-            || conf->upstream_api != NGX_CONF_UNSET_UINT))
+            || conf->upstream_api != NGX_CONF_UNSET_UINT
+            || conf->guard_in != NGX_CONF_UNSET_PTR
+            || conf->guard_out != NGX_CONF_UNSET_PTR))
     {
         conf->enable = 1;
     }
@@ -383,6 +394,8 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
     ngx_conf_merge_ptr_value(conf->model_map, prev->model_map, NULL);
+    ngx_conf_merge_ptr_value(conf->guard_in, prev->guard_in, NULL);
+    ngx_conf_merge_ptr_value(conf->guard_out, prev->guard_out, NULL);
 
     /* the upstream's API comes with its secret, version and max_tokens */
     if (conf->upstream_api == NGX_CONF_UNSET_UINT) {

@@ -40,6 +40,7 @@ typedef enum {
 
 
 typedef struct ngx_http_ai_gateway_keys_s  ngx_http_ai_gateway_keys_t;
+typedef struct ngx_http_ai_gateway_guard_s  ngx_http_ai_gateway_guard_t;
 typedef struct ngx_http_ai_gateway_key_s   ngx_http_ai_gateway_key_t;
 
 
@@ -144,6 +145,8 @@ typedef struct {
     ngx_str_t                  *upstream_secret;
     ngx_str_t                   anthropic_version;
     ngx_int_t                   translate_max_tokens;
+    ngx_http_ai_gateway_guard_t *guard_in;
+    ngx_http_ai_gateway_guard_t *guard_out;
 } ngx_http_ai_gateway_loc_conf_t;
 
 
@@ -200,6 +203,11 @@ typedef struct {
     ngx_chain_t                 *free;
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
+
+    /* guardrails: what acted, "input:pii_email:mask,..." */
+    ngx_str_t                    guardrail;
+    void                        *gout;            /* output state */
+    const char                  *gout_category;   /* what blocked */
 
     /* providers: the client's key, the model the upstream is asked */
     ngx_http_ai_gateway_key_t   *key;
@@ -311,6 +319,31 @@ ngx_int_t ngx_http_ai_gateway_translate_event(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t len);
 ngx_int_t ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,
     const u_char *p, size_t len, size_t max);
+char *ngx_http_ai_gateway_conf_read_file(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *out, size_t max);
+
+char *ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+void ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
+    const char *category, const char *action);
+void ngx_http_ai_gateway_guard_mask_note(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const char *direction, unsigned types);
+ngx_int_t ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_guard_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
+ngx_int_t ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t name_len,
+    ngx_uint_t hide);
+ngx_int_t ngx_http_ai_gateway_guard_data(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len);
+void ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t **out);
+ngx_uint_t ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_next_header(ngx_http_request_t *r);
 
 ngx_int_t ngx_http_ai_gateway_filter_init(ngx_conf_t *cf);
 

@@ -51,8 +51,6 @@ typedef struct {
 static ngx_int_t ngx_http_ai_gateway_secret_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r);
-static char *ngx_http_ai_gateway_read_file(ngx_conf_t *cf, ngx_str_t *path,
-    ngx_str_t *out, size_t max);
 static char *ngx_http_ai_gateway_keys_line(ngx_conf_t *cf,
     ngx_http_ai_gateway_keys_t *keys, ngx_array_t *all, u_char *p,
     u_char *last, ngx_uint_t line);
@@ -172,7 +170,7 @@ ngx_http_ai_gateway_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         path.data = value[2].data + 5;
         path.len = value[2].len - 5;
 
-        rv = ngx_http_ai_gateway_read_file(cf, &path, &s->value, 16384);
+        rv = ngx_http_ai_gateway_conf_read_file(cf, &path, &s->value, 16384);
         if (rv != NGX_CONF_OK) {
             return rv;
         }
@@ -283,8 +281,8 @@ ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r)
 }
 
 
-static char *
-ngx_http_ai_gateway_read_file(ngx_conf_t *cf, ngx_str_t *path,
+char *
+ngx_http_ai_gateway_conf_read_file(ngx_conf_t *cf, ngx_str_t *path,
     ngx_str_t *out, size_t max)
 {
     ssize_t          n;
@@ -374,7 +372,7 @@ ngx_http_ai_gateway_keys(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     keys->path = value[1];
 
-    rv = ngx_http_ai_gateway_read_file(cf, &keys->path, &text,
+    rv = ngx_http_ai_gateway_conf_read_file(cf, &keys->path, &text,
                                        64 * 1024 * 1024);
     if (rv != NGX_CONF_OK) {
         return rv;

@@ -258,7 +258,8 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
                                 ? ngx_http_ai_gateway_limit_status(ctx, 1,
                                                                    r->pool)
                                 : NULL);
-    ngx_http_ai_gateway_put_str(&o, "guardrail", NULL);
+    ngx_http_ai_gateway_put_str(&o, "guardrail",
+                                ctx->guardrail.len ? &ctx->guardrail : NULL);
     ngx_http_ai_gateway_put_bool(&o, "client_aborted",
                                  ngx_http_ai_gateway_aborted(r, ctx));
 

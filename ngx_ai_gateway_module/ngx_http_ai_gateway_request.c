@@ -625,10 +625,16 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     /* answers are read for records and for token budgets */
     budgets = ngx_http_ai_gateway_token_budgets(lcf);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
-    ctx->parse = ctx->track || ctx->infer || budgets || mcf->metrics;
+    ctx->parse = ctx->track || ctx->infer || budgets || mcf->metrics
+                 || lcf->guard_out;
 
     if (ctx->parse) {
         ngx_http_ai_gateway_identity_encoding(r);
+    }
+
+    /* before anything is forwarded or counted: a block ends it here */
+    if (ngx_http_ai_gateway_guard_input(r, ctx) != NGX_OK) {
+        return;
     }
 
     if (ctx->stream == 1

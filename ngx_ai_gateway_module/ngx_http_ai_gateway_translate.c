@@ -283,6 +283,16 @@ ngx_http_ai_gateway_translate_buf_free(ngx_http_ai_gateway_translate_buf_t *b)
 }
 
 
+int
+ngx_http_ai_gateway_translate_buf_room(ngx_http_ai_gateway_translate_buf_t *b,
+    size_t n)
+{
+    return ngx_http_ai_gateway_translate_reserve(b, n) != NULL
+           ? NGX_HTTP_AI_GATEWAY_TRANSLATE_OK
+           : NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+}
+
+
 /* room for n more bytes and the closing NUL, or NULL (b->failed is set) */
 
 static unsigned char *

@@ -105,6 +105,9 @@ void ngx_http_ai_gateway_translate_buf_init(
     ngx_http_ai_gateway_translate_resize_pt resize, void *ctx);
 void ngx_http_ai_gateway_translate_buf_free(
     ngx_http_ai_gateway_translate_buf_t *b);
+/* room for n more bytes at p + len: _OK, or _NOMEM (the buffer failed) */
+int ngx_http_ai_gateway_translate_buf_room(
+    ngx_http_ai_gateway_translate_buf_t *b, size_t n);
 
 
 /* the fallback's settings */

@@ -35,7 +35,8 @@ typedef enum {
     NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS,
     NGX_HTTP_AI_GATEWAY_VAR_COST_USD,
     NGX_HTTP_AI_GATEWAY_VAR_LIMIT_BACKEND,
-    NGX_HTTP_AI_GATEWAY_VAR_GROUP
+    NGX_HTTP_AI_GATEWAY_VAR_GROUP,
+    NGX_HTTP_AI_GATEWAY_VAR_GUARDRAIL
 } ngx_http_ai_gateway_var_e;
 
 
@@ -101,6 +102,9 @@ static ngx_http_variable_t  ngx_http_ai_gateway_vars[] = {
 
     { ngx_string("ai_group"), NULL, ngx_http_ai_gateway_variable,
       NGX_HTTP_AI_GATEWAY_VAR_GROUP, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_guardrail"), NULL, ngx_http_ai_gateway_variable,
+      NGX_HTTP_AI_GATEWAY_VAR_GUARDRAIL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -206,6 +210,10 @@ ngx_http_ai_gateway_variable(ngx_http_request_t *r,
 
     case NGX_HTTP_AI_GATEWAY_VAR_LIMIT_STATUS:
         value = *ngx_http_ai_gateway_limit_status(ctx, 0, r->pool);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_VAR_GUARDRAIL:
+        value = ctx->guardrail;
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_GROUP:

@@ -1,0 +1,877 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Guardrails (ai_gateway_guardrails input|output ...): keywords (the
+ * keyword engine of ngx_http_ai_gateway_pii.c), deny and allow patterns
+ * (PCRE2, JIT-compiled at start-up, with match limits), PII detectors
+ * (ngx_http_ai_gateway_pii.c) that block or mask, and a safety model asked
+ * through a subrequest.
+ *
+ * Texts are inspected decoded (jansson), so that "\u0040" is an "@", and
+ * masked texts are encoded again by jansson.  Input: the texts the model
+ * will read, in the request body; the forwarded body and the inference
+ * record get the masked version.  Output: see ngx_http_ai_gateway_guard_out.c.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_guard.h"
+
+
+static char *ngx_http_ai_gateway_guard_file(ngx_conf_t *cf,
+    ngx_http_ai_gateway_guard_t *g, ngx_str_t *name, ngx_str_t *path);
+static char *ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
+    ngx_http_ai_gateway_guard_t *g, ngx_str_t *path, ngx_str_t *text);
+static char *ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf,
+    ngx_array_t **list, ngx_str_t *name, ngx_str_t *path, ngx_str_t *text);
+static void ngx_http_ai_gateway_guard_cleanup(void *data);
+static void *ngx_http_ai_gateway_guard_alloc(void *data, size_t size);
+static ngx_int_t ngx_http_ai_gateway_guard_walk(
+    ngx_http_ai_gateway_guard_scan_t *s, json_t *v, ngx_uint_t text);
+static int ngx_http_ai_gateway_guard_pii_first(void *data,
+    ngx_http_ai_gateway_pii_match_t *m);
+
+
+/* the keys whose string values the model reads, and subtrees it does not */
+static const char  *ngx_http_ai_gateway_guard_text_keys[] = {
+    "content", "text", "prompt", "input", "instructions", "system",
+    "arguments", "partial_json", NULL
+};
+
+static const char  *ngx_http_ai_gateway_guard_skip_keys[] = {
+    "tools", "tool_choice", "response_format", "metadata", "stream_options",
+    "functions", NULL
+};
+
+
+static ngx_conf_enum_t  ngx_http_ai_gateway_guard_pii_modes[] = {
+    { ngx_string("none"), NGX_HTTP_AI_GATEWAY_GUARD_NONE },
+    { ngx_string("block"), NGX_HTTP_AI_GATEWAY_GUARD_BLOCK },
+    { ngx_string("mask"), NGX_HTTP_AI_GATEWAY_GUARD_MASK },
+    { ngx_null_string, 0 }
+};
+
+
+/*
+ * ai_gateway_guardrails input|output [pii=none|block|mask] [pii_types=LIST]
+ *     [invalid_keywords=FILE] [deny_patterns=FILE] [allow_patterns=FILE]
+ *     [safety=LOCATION] [on_error=allow|deny];
+ */
+
+char *
+ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_loc_conf_t *lcf = conf;
+
+    char                          *rv;
+    u_char                        *c, *w, *end;
+    ngx_int_t                      t;
+    ngx_str_t                     *value, name, v;
+    ngx_uint_t                     i, j;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_ai_gateway_guard_t   *g, **slot;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "input") == 0) {
+        slot = &lcf->guard_in;
+
+    } else if (ngx_strcmp(value[1].data, "output") == 0) {
+        slot = &lcf->guard_out;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, it "
+                           "must be \"input\" or \"output\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (*slot != NGX_CONF_UNSET_PTR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V %V\" is duplicate", &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    g = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_guard_t));
+    if (g == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_ai_gateway_guard_cleanup;
+    cln->data = g;
+
+    g->output = (slot == &lcf->guard_out);
+    g->pii_types = NGX_HTTP_AI_GATEWAY_PII_ALL;
+    g->on_error = NGX_HTTP_AI_GATEWAY_GUARD_ALLOW;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        c = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+        if (c == NULL || c == value[i].data + value[i].len - 1) {
+            goto invalid;
+        }
+
+        name.data = value[i].data;
+        name.len = c - value[i].data;
+        v.data = c + 1;
+        v.len = value[i].data + value[i].len - v.data;
+
+        if (name.len == 3 && ngx_strncmp(name.data, "pii", 3) == 0) {
+            for (j = 0; ngx_http_ai_gateway_guard_pii_modes[j].name.len; j++) {
+                if (ngx_http_ai_gateway_guard_pii_modes[j].name.len == v.len
+                    && ngx_strncmp(ngx_http_ai_gateway_guard_pii_modes[j]
+                                   .name.data, v.data, v.len) == 0)
+                {
+                    g->pii = ngx_http_ai_gateway_guard_pii_modes[j].value;
+                    break;
+                }
+            }
+
+            if (ngx_http_ai_gateway_guard_pii_modes[j].name.len == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (name.len == 9 && ngx_strncmp(name.data, "pii_types", 9) == 0) {
+            g->pii_types = 0;
+            end = v.data + v.len;
+
+            for (w = v.data; w < end; w = c + 1) {
+                c = ngx_strlchr(w, end, ',');
+                if (c == NULL) {
+                    c = end;
+                }
+
+                t = ngx_http_ai_gateway_pii_type(w, c - w);
+                if (t < 0) {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "unknown PII type \"%*s\" in \"%V\", "
+                                       "known: email, phone, ssn, card, "
+                                       "iban, ipv4, ipv6, secret",
+                                       c - w, w, &cmd->name);
+                    return NGX_CONF_ERROR;
+                }
+
+                g->pii_types |= NGX_HTTP_AI_GATEWAY_PII_BIT(t);
+            }
+
+            continue;
+        }
+
+        if (name.len == 6 && ngx_strncmp(name.data, "safety", 6) == 0) {
+            if (v.data[0] != '/') {
+                goto invalid;
+            }
+
+            g->safety = v;
+            continue;
+        }
+
+        if (name.len == 8 && ngx_strncmp(name.data, "on_error", 8) == 0) {
+            if (v.len == 5 && ngx_strncmp(v.data, "allow", 5) == 0) {
+                g->on_error = NGX_HTTP_AI_GATEWAY_GUARD_ALLOW;
+
+            } else if (v.len == 4 && ngx_strncmp(v.data, "deny", 4) == 0) {
+                g->on_error = NGX_HTTP_AI_GATEWAY_GUARD_DENY;
+
+            } else {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if ((name.len == 16
+             && ngx_strncmp(name.data, "invalid_keywords", 16) == 0)
+            || (name.len == 13
+                && ngx_strncmp(name.data, "deny_patterns", 13) == 0)
+            || (name.len == 14
+                && ngx_strncmp(name.data, "allow_patterns", 14) == 0))
+        {
+            rv = ngx_http_ai_gateway_guard_file(cf, g, &name, &v);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    *slot = g;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\" in \"%V\" directive",
+                       &value[i], &cmd->name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_ai_gateway_guard_file(ngx_conf_t *cf, ngx_http_ai_gateway_guard_t *g,
+    ngx_str_t *name, ngx_str_t *path)
+{
+    char       *rv;
+    ngx_str_t   text, full;
+
+    full = *path;
+
+    rv = ngx_http_ai_gateway_conf_read_file(cf, &full, &text,
+                                            16 * 1024 * 1024);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (name->data[0] == 'i') {
+        return ngx_http_ai_gateway_guard_keywords(cf, g, &full, &text);
+    }
+
+    return ngx_http_ai_gateway_guard_patterns(cf,
+                           name->data[0] == 'd' ? &g->deny : &g->allow,
+                           name, &full, &text);
+}
+
+
+/* one keyword or phrase a line; "#" starts a comment line */
+
+static char *
+ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
+    ngx_http_ai_gateway_guard_t *g, ngx_str_t *path, ngx_str_t *text)
+{
+    int                                 rc;
+    u_char                             *p, *eol, *last, *s, *e;
+    ngx_uint_t                          line;
+    ngx_http_ai_gateway_kw_allocator_t  a;
+
+    if (g->keywords == NULL) {
+        a.alloc = ngx_http_ai_gateway_guard_alloc;
+        a.free = NULL;
+        a.data = cf->pool;
+
+        g->keywords = ngx_http_ai_gateway_kw_create(&a);
+        if (g->keywords == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = text->data;
+    last = p + text->len;
+
+    for (line = 1; p < last; line++, p = eol + 1) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        for (s = p; s < eol && (*s == ' ' || *s == '\t'); s++) { /* void */ }
+        for (e = eol; e > s && (e[-1] == '\r' || e[-1] == ' '
+                                || e[-1] == '\t'); e--)
+        {
+            /* void */
+        }
+
+        if (s == e || *s == '#') {
+            continue;
+        }
+
+        rc = ngx_http_ai_gateway_kw_add(g->keywords, s, e - s);
+
+        if (rc < 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid_keywords \"%V\", line %ui: %s",
+                               path, line,
+                               rc == NGX_HTTP_AI_GATEWAY_KW_TOO_LONG
+                               ? "the keyword is longer than 256 bytes"
+                               : "the keyword could not be added");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_ai_gateway_kw_compile(g->keywords) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid_keywords \"%V\": too many keywords",
+                           path);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * One PCRE2 pattern a line ("#" starts a comment line), compiled for UTF-8
+ * text (invalid UTF-8 is matched, not refused) and JIT-compiled; the match
+ * limits bound what a pathological pattern can cost.
+ */
+
+static char *
+ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
+    ngx_str_t *name, ngx_str_t *path, ngx_str_t *text)
+{
+    int                                   err;
+    u_char                               *p, *eol, *last, *s, *e;
+    u_char                                msg[256];
+    PCRE2_SIZE                            off;
+    ngx_uint_t                            line;
+    ngx_http_ai_gateway_guard_pattern_t  *pat;
+
+    if (*list == NULL) {
+        *list = ngx_array_create(cf->pool, 8,
+                                 sizeof(ngx_http_ai_gateway_guard_pattern_t));
+        if (*list == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = text->data;
+    last = p + text->len;
+
+    for (line = 1; p < last; line++, p = eol + 1) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        s = p;
+        for (e = eol; e > s && e[-1] == '\r'; e--) { /* void */ }
+
+        if (s == e || *s == '#') {
+            continue;
+        }
+
+        pat = ngx_array_push(*list);
+        if (pat == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(pat, sizeof(ngx_http_ai_gateway_guard_pattern_t));
+
+        pat->code = pcre2_compile(s, e - s,
+                                  PCRE2_UTF|PCRE2_MATCH_INVALID_UTF, &err,
+                                  &off, NULL);
+
+        if (pat->code == NULL) {
+            (void) pcre2_get_error_message(err, msg, sizeof(msg));
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%V \"%V\", line %ui: %s at offset %uz",
+                               name, path, line, msg, (size_t) off);
+            (*list)->nelts--;
+            return NGX_CONF_ERROR;
+        }
+
+        /* without JIT (not built in), the interpreter with its limits */
+        (void) pcre2_jit_compile(pat->code, PCRE2_JIT_COMPLETE);
+
+        pat->match = pcre2_match_data_create_from_pattern(pat->code, NULL);
+        pat->mctx = pcre2_match_context_create(NULL);
+
+        if (pat->match == NULL || pat->mctx == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) pcre2_set_match_limit(pat->mctx,
+                                     NGX_HTTP_AI_GATEWAY_GUARD_MATCH_LIMIT);
+        (void) pcre2_set_depth_limit(pat->mctx,
+                                     NGX_HTTP_AI_GATEWAY_GUARD_DEPTH_LIMIT);
+
+        pat->line = line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_guard_cleanup(void *data)
+{
+    ngx_http_ai_gateway_guard_t *g = data;
+
+    ngx_uint_t                            i, k;
+    ngx_array_t                          *lists[2];
+    ngx_http_ai_gateway_guard_pattern_t  *pat;
+
+    lists[0] = g->deny;
+    lists[1] = g->allow;
+
+    for (k = 0; k < 2; k++) {
+        if (lists[k] == NULL) {
+            continue;
+        }
+
+        pat = lists[k]->elts;
+
+        for (i = 0; i < lists[k]->nelts; i++) {
+            pcre2_match_data_free(pat[i].match);
+            pcre2_match_context_free(pat[i].mctx);
+            pcre2_code_free(pat[i].code);
+        }
+    }
+}
+
+
+static void *
+ngx_http_ai_gateway_guard_alloc(void *data, size_t size)
+{
+    return ngx_palloc(data, size);
+}
+
+
+/*
+ * Runs the patterns of a list over a text: 1 matched, 0 not, -1 the match
+ * limit was hit (a pattern too costly for this text).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
+    size_t len, ngx_uint_t *line)
+{
+    int                                   rc;
+    ngx_uint_t                            i;
+    ngx_http_ai_gateway_guard_pattern_t  *pat;
+
+    if (list == NULL) {
+        return 0;
+    }
+
+    pat = list->elts;
+
+    for (i = 0; i < list->nelts; i++) {
+        rc = pcre2_match(pat[i].code, p, len, 0, 0, pat[i].match, pat[i].mctx);
+
+        if (rc >= 0) {
+            *line = pat[i].line;
+            return 1;
+        }
+
+        if (rc != PCRE2_ERROR_NOMATCH) {
+            *line = pat[i].line;
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * One text: keywords and deny patterns block; PII blocks, or is masked
+ * into s->masked (NULL: nothing to mask).  Returns NGX_OK, NGX_DECLINED
+ * (blocked: s->category says why) or NGX_ERROR (a pattern hit its limit).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_text(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len)
+{
+    int                               idx;
+    size_t                            start, end, n, count;
+    ngx_int_t                         rc;
+    ngx_uint_t                        line;
+    ngx_http_ai_gateway_guard_t      *g;
+    ngx_http_ai_gateway_pii_match_t   m;
+
+    g = s->guard;
+    s->masked.data = NULL;
+    s->masked.len = 0;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    s->inspected += len;
+
+    if (g->keywords
+        && ngx_http_ai_gateway_kw_find(g->keywords, p, len, &start, &end,
+                                       &idx))
+    {
+        s->category = "invalid_keyword";
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_ai_gateway_guard_match(g->deny, p, len, &line);
+
+    if (rc == 1) {
+        s->category = "deny_pattern";
+        s->line = line;
+        return NGX_DECLINED;
+    }
+
+    if (rc == -1) {
+        s->category = "deny_pattern";
+        s->line = line;
+        return NGX_ERROR;
+    }
+
+    if (g->allow && !s->allowed) {
+        rc = ngx_http_ai_gateway_guard_match(g->allow, p, len, &line);
+
+        if (rc == 1) {
+            s->allowed = 1;
+
+        } else if (rc == -1) {
+            s->category = "allow_pattern";
+            s->line = line;
+            return NGX_ERROR;
+        }
+    }
+
+    if (g->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+        m.type = -1;
+        (void) ngx_http_ai_gateway_pii_scan(p, len, g->pii_types,
+                                            ngx_http_ai_gateway_guard_pii_first,
+                                            &m);
+        if (m.type >= 0) {
+            s->category = ngx_http_ai_gateway_guard_pii_category(m.type);
+            return NGX_DECLINED;
+        }
+
+    } else if (g->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK) {
+        n = ngx_http_ai_gateway_pii_mask(p, len, g->pii_types, NULL, &count);
+
+        if (count) {
+            s->masked.data = ngx_pnalloc(s->pool, n + 1);
+            if (s->masked.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            s->masked.len = ngx_http_ai_gateway_pii_mask(p, len, g->pii_types,
+                                                         s->masked.data, NULL);
+            s->masked.data[s->masked.len] = '\0';
+            s->masks += count;
+            s->mask_types |= ngx_http_ai_gateway_guard_mask_types(p, len,
+                                                               g->pii_types);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_http_ai_gateway_guard_pii_first(void *data,
+    ngx_http_ai_gateway_pii_match_t *m)
+{
+    *(ngx_http_ai_gateway_pii_match_t *) data = *m;
+    return 1;
+}
+
+
+static int
+ngx_http_ai_gateway_guard_pii_types(void *data,
+    ngx_http_ai_gateway_pii_match_t *m)
+{
+    *(unsigned *) data |= NGX_HTTP_AI_GATEWAY_PII_BIT(m->type);
+    return 0;
+}
+
+
+unsigned
+ngx_http_ai_gateway_guard_mask_types(const u_char *p, size_t len,
+    unsigned types)
+{
+    unsigned  found;
+
+    found = 0;
+
+    (void) ngx_http_ai_gateway_pii_scan(p, len, types,
+                                        ngx_http_ai_gateway_guard_pii_types,
+                                        &found);
+    return found;
+}
+
+
+const char *
+ngx_http_ai_gateway_guard_pii_category(int type)
+{
+    static const char  *names[] = {
+        "pii_email", "pii_phone", "pii_ssn", "pii_card", "pii_iban",
+        "pii_ipv4", "pii_ipv6", "pii_secret"
+    };
+
+    return (type >= 0 && type < NGX_HTTP_AI_GATEWAY_PII_NTYPES)
+           ? names[type] : "pii";
+}
+
+
+/*
+ * Walks a JSON value: strings under the text keys are inspected (and
+ * replaced when masked); the subtrees of the skip keys are not entered.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_walk(ngx_http_ai_gateway_guard_scan_t *s, json_t *v,
+    ngx_uint_t text)
+{
+    size_t        i;
+    json_t       *e;
+    ngx_int_t     rc;
+    const char   *key, **k;
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        if (!text) {
+            return NGX_OK;
+        }
+
+        rc = ngx_http_ai_gateway_guard_text(s, (u_char *) json_string_value(v),
+                                            json_string_length(v));
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (s->masked.data
+            && json_string_setn_nocheck(v, (char *) s->masked.data,
+                                        s->masked.len)
+               != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+
+    case JSON_ARRAY:
+        json_array_foreach(v, i, e) {
+            rc = ngx_http_ai_gateway_guard_walk(s, e, text);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+        }
+
+        return NGX_OK;
+
+    case JSON_OBJECT:
+        json_object_foreach(v, key, e) {
+
+            for (k = ngx_http_ai_gateway_guard_skip_keys; *k; k++) {
+                if (ngx_strcmp(key, *k) == 0) {
+                    break;
+                }
+            }
+
+            if (*k) {
+                continue;
+            }
+
+            for (k = ngx_http_ai_gateway_guard_text_keys; *k; k++) {
+                if (ngx_strcmp(key, *k) == 0) {
+                    break;
+                }
+            }
+
+            rc = ngx_http_ai_gateway_guard_walk(s, e, *k != NULL || text);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+        }
+
+        return NGX_OK;
+
+    default:
+        return NGX_OK;
+    }
+}
+
+
+/*
+ * Inspects a JSON document; the masked one, when something was masked, in
+ * s->document (pool memory).  NGX_OK, NGX_DECLINED (blocked), NGX_ERROR
+ * (could not inspect).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len)
+{
+    char          *dump;
+    json_t        *root;
+    ngx_int_t      rc;
+    json_error_t   err;
+
+    ngx_str_null(&s->document);
+
+    root = json_loadb((const char *) p, len, 0, &err);
+    if (root == NULL) {
+        s->category = "unreadable_json";
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_ai_gateway_guard_walk(s, root, 0);
+
+    if (rc == NGX_OK && s->guard->allow && !s->allowed && !s->guard->output) {
+        s->category = "allow_pattern";
+        rc = NGX_DECLINED;
+    }
+
+    if (rc == NGX_OK && s->masks) {
+        /* 16 digits: "0.7" stays "0.7" */
+        dump = json_dumps(root, JSON_COMPACT|JSON_REAL_PRECISION(16));
+
+        if (dump == NULL) {
+            rc = NGX_ERROR;
+
+        } else {
+            s->document.len = ngx_strlen(dump);
+            s->document.data = ngx_pnalloc(s->pool, s->document.len);
+
+            if (s->document.data == NULL) {
+                rc = NGX_ERROR;
+
+            } else {
+                ngx_memcpy(s->document.data, dump, s->document.len);
+            }
+
+            free(dump);
+        }
+    }
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * The input guardrail, on the client's body, when it was read (before the
+ * body is forwarded or the limits count it): a block answers 400 when the
+ * phases resume; a mask changes what is forwarded and what is recorded.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_int_t                         rc;
+    ngx_str_t                         msg;
+    ngx_http_ai_gateway_loc_conf_t   *lcf;
+    ngx_http_ai_gateway_guard_scan_t  s;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (lcf->guard_in == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = lcf->guard_in;
+    s.pool = r->pool;
+
+    rc = ngx_http_ai_gateway_guard_json(&s, ctx->body, ctx->body_len);
+
+    if (rc == NGX_ERROR && s.guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: the input guardrail could not inspect the "
+                      "request (%s%s%ui): let through (on_error=allow)",
+                      s.category, s.line ? ", pattern line " : "", s.line);
+        ngx_http_ai_gateway_guard_note(r, ctx, "input", s.category, "error");
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_ai_gateway_guard_note(r, ctx, "input", s.category,
+                                       rc == NGX_ERROR ? "error" : "block");
+
+        msg.data = ngx_pnalloc(r->pool, 128);
+        if (msg.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        msg.len = ngx_sprintf(msg.data, "The request was blocked by the "
+                              "input guardrail (%s).", s.category)
+                  - msg.data;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway: 400 guardrail_blocked: input %s",
+                      s.category);
+
+        ctx->status = NGX_HTTP_BAD_REQUEST;
+        ctx->error_type = "invalid_request_error";
+        ctx->error_code = "guardrail_blocked";
+        ctx->error_message = msg;
+
+        return NGX_DECLINED;
+    }
+
+    if (s.masks == 0) {
+        return NGX_OK;
+    }
+
+    ngx_http_ai_gateway_guard_mask_note(r, ctx, "input", s.mask_types);
+
+    /* the masked body is forwarded and recorded; the original is gone */
+    ctx->body = s.document.data;
+    ctx->body_len = s.document.len;
+    ctx->body_size = s.document.len;
+
+    return ngx_http_ai_gateway_replace_body(r, s.document.data,
+                                            s.document.len);
+}
+
+
+/* "input:pii_email:mask" and the like, for $ai_guardrail and records */
+
+void
+ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
+    const char *category, const char *action)
+{
+    u_char  *p, *start;
+    size_t   len;
+
+    len = ctx->guardrail.len + 1 + ngx_strlen(direction) + 1
+          + ngx_strlen(category) + 1 + ngx_strlen(action);
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return;
+    }
+
+    p = start;
+
+    if (ctx->guardrail.len) {
+        p = ngx_cpymem(p, ctx->guardrail.data, ctx->guardrail.len);
+        *p++ = ',';
+    }
+
+    p = ngx_sprintf(p, "%s:%s:%s", direction, category, action);
+
+    ctx->guardrail.data = start;
+    ctx->guardrail.len = p - start;
+}
+
+
+void
+ngx_http_ai_gateway_guard_mask_note(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const char *direction, unsigned types)
+{
+    int  t;
+
+    for (t = 0; t < NGX_HTTP_AI_GATEWAY_PII_NTYPES; t++) {
+        if (types & NGX_HTTP_AI_GATEWAY_PII_BIT(t)) {
+            ngx_http_ai_gateway_guard_note(r, ctx, direction,
+                                     ngx_http_ai_gateway_guard_pii_category(t),
+                                     "mask");
+        }
+    }
+}

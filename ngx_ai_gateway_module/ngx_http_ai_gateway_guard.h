@@ -1,0 +1,85 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * Guardrails: the configuration of one direction and the inspection of
+ * texts and JSON documents (ngx_http_ai_gateway_guard.c), the output side
+ * on answers and streams (ngx_http_ai_gateway_guard_out.c).
+ */
+
+
+#ifndef _NGX_HTTP_AI_GATEWAY_GUARD_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_GUARD_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#include "ngx_http_ai_gateway_pii.h"
+
+
+#define NGX_HTTP_AI_GATEWAY_GUARD_NONE   0
+#define NGX_HTTP_AI_GATEWAY_GUARD_BLOCK  1
+#define NGX_HTTP_AI_GATEWAY_GUARD_MASK   2
+
+#define NGX_HTTP_AI_GATEWAY_GUARD_ALLOW  0
+#define NGX_HTTP_AI_GATEWAY_GUARD_DENY   1
+
+/* PCRE2 limits: a pattern that needs more is an error, not a hang */
+#define NGX_HTTP_AI_GATEWAY_GUARD_MATCH_LIMIT  1000000
+#define NGX_HTTP_AI_GATEWAY_GUARD_DEPTH_LIMIT  10000
+
+
+typedef struct {
+    pcre2_code                  *code;
+    pcre2_match_data            *match;
+    pcre2_match_context         *mctx;
+    ngx_uint_t                   line;
+} ngx_http_ai_gateway_guard_pattern_t;
+
+
+struct ngx_http_ai_gateway_guard_s {
+    ngx_uint_t                   pii;          /* NONE, BLOCK, MASK */
+    unsigned                     pii_types;
+    ngx_http_ai_gateway_kw_t    *keywords;
+    ngx_array_t                 *deny;         /* of guard_pattern_t */
+    ngx_array_t                 *allow;
+    ngx_str_t                    safety;       /* a location's URI */
+    ngx_uint_t                   on_error;
+    unsigned                     output:1;
+};
+
+
+/* one inspection: what it found */
+typedef struct {
+    ngx_http_ai_gateway_guard_t *guard;
+    ngx_pool_t                  *pool;
+    const char                  *category;     /* of a block or an error */
+    ngx_uint_t                   line;         /* of the pattern */
+    ngx_str_t                    masked;       /* the last text, masked */
+    ngx_str_t                    document;     /* the JSON, masked */
+    size_t                       inspected;    /* bytes of text */
+    ngx_uint_t                   masks;
+    unsigned                     mask_types;
+    unsigned                     allowed:1;
+} ngx_http_ai_gateway_guard_scan_t;
+
+
+ngx_int_t ngx_http_ai_gateway_guard_text(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len);
+ngx_int_t ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len);
+ngx_int_t ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
+    size_t len, ngx_uint_t *line);
+unsigned ngx_http_ai_gateway_guard_mask_types(const u_char *p, size_t len,
+    unsigned types);
+const char *ngx_http_ai_gateway_guard_pii_category(int type);
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_GUARD_H_INCLUDED_ */

@@ -1,0 +1,1145 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The output guardrail.
+ *
+ * A JSON answer is held whole (up to NGX_HTTP_AI_GATEWAY_GUARD_JSON_MAX),
+ * its header too, so that a block can still answer 400: then it is sent
+ * as it came, masked, or replaced by the error.
+ *
+ * A stream goes on event by event.  The text of each delta (OpenAI chat
+ * and completions chunks, Responses text deltas, Anthropic text deltas) is
+ * held back while it may be the beginning of a match: the last word, and
+ * a number's groups before it (phone numbers, cards and IBANs have
+ * spaces), at most NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes.  The event goes
+ * out at once with the text that is safe, masked; the rest joins the next
+ * delta, or the event that ends the text (the finish_reason chunk, or an
+ * extra text delta before Anthropic's content_block_stop).  Keywords and
+ * patterns are also looked for across deltas, with the last bytes already
+ * sent.  A block ends the stream with an error event in the provider's
+ * shape and the end of the stream.  Tool-call arguments are masked piece
+ * by piece, without holding back.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_guard.h"
+
+
+#define NGX_HTTP_AI_GATEWAY_GUARD_JSON_MAX   (8 * 1024 * 1024)
+#define NGX_HTTP_AI_GATEWAY_GUARD_EVENT_MAX  (1024 * 1024)
+#define NGX_HTTP_AI_GATEWAY_GUARD_HOLD       256
+#define NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK   256
+#define NGX_HTTP_AI_GATEWAY_GUARD_TEXTS      8
+
+
+/* one text being streamed: a choice, a content block */
+typedef struct {
+    u_char                        key[24];
+    size_t                        key_len;
+    ngx_buf_t                    *held;
+    u_char                        back[NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK];
+    size_t                        back_len;
+} ngx_http_ai_gateway_guard_text_t;
+
+
+typedef struct {
+    ngx_http_ai_gateway_guard_t  *guard;
+    ngx_buf_t                    *json;
+    ngx_buf_t                    *event;
+    ngx_http_ai_gateway_translate_buf_t  out;
+    ngx_chain_t                  *free;
+    ngx_chain_t                  *busy;
+    ngx_http_ai_gateway_guard_text_t     texts[NGX_HTTP_AI_GATEWAY_GUARD_TEXTS];
+    ngx_uint_t                    ntexts;
+    unsigned                      sse:1;
+    unsigned                      anthropic:1;
+    unsigned                      header_held:1;
+    unsigned                      passthrough:1;
+    unsigned                      blocked:1;
+    unsigned                      last:1;
+} ngx_http_ai_gateway_gout_t;
+
+
+static ngx_int_t ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t *in, ngx_chain_t **out);
+static ngx_int_t ngx_http_ai_gateway_gout_send_held(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field, const char *key, ngx_uint_t hold);
+static ngx_int_t ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *key, ngx_str_t *text);
+static ngx_http_ai_gateway_guard_text_t *ngx_http_ai_gateway_gout_text(
+    ngx_http_ai_gateway_gout_t *go, const char *key);
+static size_t ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_gout_detect(
+    ngx_http_ai_gateway_guard_scan_t *s, ngx_http_ai_gateway_guard_text_t *t,
+    const u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_gout_emit(ngx_http_ai_gateway_gout_t *go,
+    const u_char *name, size_t name_len, json_t *data);
+static ngx_int_t ngx_http_ai_gateway_gout_emit_raw(
+    ngx_http_ai_gateway_gout_t *go, const u_char *name, size_t name_len,
+    const u_char *data, size_t len);
+static ngx_int_t ngx_http_ai_gateway_gout_block(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *category);
+static ngx_int_t ngx_http_ai_gateway_gout_chain(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t last, ngx_chain_t **out);
+static void *ngx_http_ai_gateway_gout_resize(void *ctx, void *old,
+    size_t old_size, size_t new_size);
+static void ngx_http_ai_gateway_gout_capture(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t **bp, const u_char *p,
+    size_t len);
+
+
+/*
+ * The header filter's part: NGX_OK to pass the header on now, NGX_DONE
+ * when it is held (JSON answers), NGX_DECLINED when the answer is not
+ * guarded (errors, other encodings).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_gout_t      *go;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (lcf->guard_out == NULL || ctx->translate || ctx->resp_encoded
+        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
+        || r->headers_out.status < NGX_HTTP_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    go = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_gout_t));
+    if (go == NULL) {
+        return NGX_ERROR;
+    }
+
+    go->guard = lcf->guard_out;
+    go->sse = ctx->resp_sse;
+    go->anthropic = (ctx->api == NGX_HTTP_AI_GATEWAY_API_ANTHROPIC_MESSAGES);
+
+    ngx_http_ai_gateway_translate_buf_init(&go->out,
+                                           ngx_http_ai_gateway_gout_resize,
+                                           r->pool);
+    ctx->gout = go;
+
+    /* the usage chunk is left out of what we write, not cut afterwards */
+    ctx->drops = NULL;
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_weak_etag(r);
+
+    if (go->sse) {
+        return NGX_OK;
+    }
+
+    go->header_held = 1;
+
+    return NGX_DONE;
+}
+
+
+/* the body filter's part: what goes on instead of "in" */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out)
+{
+    ngx_uint_t                   last;
+    ngx_chain_t                 *cl;
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    if (!go->sse) {
+        return ngx_http_ai_gateway_gout_json(r, ctx, go, in, out);
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_buf) {
+            last = 1;
+        }
+
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return ngx_http_ai_gateway_gout_chain(r, go, last, out);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t *in, ngx_chain_t **out)
+{
+    ngx_int_t                         rc;
+    ngx_uint_t                        last;
+    ngx_chain_t                      *cl;
+    ngx_http_ai_gateway_guard_scan_t  s;
+
+    if (go->passthrough) {
+        *out = in;
+        return NGX_OK;
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_buf) {
+            last = 1;
+        }
+
+        if (ngx_buf_in_memory(cl->buf)
+            && ngx_http_ai_gateway_append(r, &go->json, cl->buf->pos,
+                                          cl->buf->last - cl->buf->pos,
+                                          NGX_HTTP_AI_GATEWAY_GUARD_JSON_MAX)
+               != NGX_OK)
+        {
+            goto too_large;
+        }
+
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = go->guard;
+    s.pool = r->pool;
+
+    rc = go->json ? ngx_http_ai_gateway_guard_json(&s, go->json->pos,
+                                                   go->json->last
+                                                   - go->json->pos)
+                  : NGX_OK;
+
+    if (rc == NGX_DECLINED
+        || (rc == NGX_ERROR && go->guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_DENY))
+    {
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                       rc == NGX_ERROR ? "error" : "block");
+        go->blocked = 1;
+
+        go->out.len = 0;
+        (void) ngx_http_ai_gateway_gout_block(r, ctx, go, s.category);
+
+        r->headers_out.status = NGX_HTTP_BAD_REQUEST;
+        r->headers_out.status_line.len = 0;
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+
+        return ngx_http_ai_gateway_gout_send_held(r, go, go->out.p,
+                                                  go->out.len)
+               == NGX_OK ? ngx_http_ai_gateway_gout_chain(r, go, 1, out)
+                         : NGX_ERROR;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: the output guardrail could not inspect "
+                      "the answer (%s): sent as it is (on_error=allow)",
+                      s.category);
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category, "error");
+    }
+
+    if (s.masks) {
+        ngx_http_ai_gateway_guard_mask_note(r, ctx, "output", s.mask_types);
+
+        /* the record stores what the client got */
+        if (ctx->capture) {
+            ctx->capture->last = ctx->capture->pos;
+        }
+
+        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture,
+                                         s.document.data, s.document.len);
+
+        return ngx_http_ai_gateway_gout_send_held(r, go, s.document.data,
+                                                  s.document.len)
+               == NGX_OK ? ngx_http_ai_gateway_gout_chain(r, go, 1, out)
+                         : NGX_ERROR;
+    }
+
+    if (ngx_http_ai_gateway_gout_send_held(r, go,
+                                           go->json ? go->json->pos : NULL,
+                                           go->json ? (size_t) (go->json->last
+                                                      - go->json->pos) : 0)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ai_gateway_gout_chain(r, go, 1, out);
+
+too_large:
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "ai_gateway: an answer larger than %uz bytes is not "
+                  "inspected by the output guardrail",
+                  (size_t) NGX_HTTP_AI_GATEWAY_GUARD_JSON_MAX);
+
+    ngx_http_ai_gateway_guard_note(r, ctx, "output", "too_large", "error");
+
+    if (go->guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_DENY) {
+        return NGX_ERROR;
+    }
+
+    /* what was held, then the rest as it comes */
+    go->passthrough = 1;
+
+    if (ngx_http_ai_gateway_gout_send_held(r, go, go->json->pos,
+                                           go->json->last - go->json->pos)
+        != NGX_OK
+        || ngx_http_ai_gateway_gout_chain(r, go, 0, out) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (cl = *out; cl->next; cl = cl->next) { /* void */ }
+
+    cl->next = in;
+
+    return NGX_OK;
+}
+
+
+/* the held header goes on now, with the body that follows it in go->out */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_send_held(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, u_char *p, size_t len)
+{
+    ngx_int_t  rc;
+
+    if (go->out.p != p) {
+        go->out.len = 0;
+
+        if (len && ngx_http_ai_gateway_translate_buf_room(&go->out, len)
+                   != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (len) {
+            ngx_memcpy(go->out.p, p, len);
+            go->out.len = len;
+        }
+    }
+
+    go->header_held = 0;
+
+    if (!go->passthrough) {
+        r->headers_out.content_length_n = go->out.len;
+    }
+
+    rc = ngx_http_ai_gateway_next_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        go->out.len = 0;
+        return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One SSE event, whole (its data in go->event): passed on as it is,
+ * changed, or not at all (the usage chunk we asked for, what follows a
+ * block).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t name_len,
+    ngx_uint_t hide)
+{
+    char                        key[24];
+    size_t                      i, n;
+    json_t                     *root, *choices, *c, *delta, *tc, *fn, *e;
+    u_char                     *p;
+    size_t                      len;
+    ngx_int_t                   rc;
+    ngx_str_t                   rest;
+    const char                 *type;
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+    p = go->event ? go->event->pos : (u_char *) "";
+    len = go->event ? (size_t) (go->event->last - go->event->pos) : 0;
+
+    if (go->event) {
+        go->event->last = go->event->pos;
+    }
+
+    if (go->blocked || hide) {
+        return NGX_OK;
+    }
+
+    if (len == 6 && ngx_strncmp(p, "[DONE]", 6) == 0) {
+        return ngx_http_ai_gateway_gout_emit_raw(go, name, name_len, p, len);
+    }
+
+    root = json_loadb((const char *) p, len, 0, NULL);
+
+    if (root == NULL || !json_is_object(root)) {
+        json_decref(root);
+        /* not ours to judge: passed on */
+        return ngx_http_ai_gateway_gout_emit_raw(go, name, name_len, p, len);
+    }
+
+    rc = NGX_OK;
+    type = json_string_value(json_object_get(root, "type"));
+
+    if (type && ngx_strcmp(type, "content_block_delta") == 0) {
+        /* Anthropic */
+        n = (size_t) json_integer_value(json_object_get(root, "index"));
+        delta = json_object_get(root, "delta");
+        ngx_snprintf((u_char *) key, sizeof(key), "a%uz%Z", n);
+
+        if (json_object_get(delta, "text")) {
+            rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta, "text",
+                                                key, 1);
+
+        } else if (json_object_get(delta, "partial_json")) {
+            rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta,
+                                                "partial_json", key, 0);
+        }
+
+    } else if (type && ngx_strcmp(type, "content_block_stop") == 0) {
+        n = (size_t) json_integer_value(json_object_get(root, "index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "a%uz%Z", n);
+
+        rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
+
+        if (rc == NGX_OK && rest.len) {
+            /* what was held back goes out before the block ends */
+            e = json_pack("{s:s,s:i,s:{s:s,s:s%}}", "type",
+                          "content_block_delta", "index", (json_int_t) n,
+                          "delta", "type", "text_delta", "text",
+                          rest.data, rest.len);
+            if (e == NULL) {
+                rc = NGX_ERROR;
+
+            } else {
+                rc = ngx_http_ai_gateway_gout_emit(go,
+                                   (u_char *) "content_block_delta",
+                                   sizeof("content_block_delta") - 1, e);
+                json_decref(e);
+            }
+        }
+
+    } else if (type && ngx_strcmp(type, "response.output_text.delta") == 0) {
+        ngx_snprintf((u_char *) key, sizeof(key), "r%uz.%uz%Z",
+                     (size_t) json_integer_value(json_object_get(root,
+                                                         "output_index")),
+                     (size_t) json_integer_value(json_object_get(root,
+                                                         "content_index")));
+        rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, root, "delta", key, 1);
+
+    } else if (type && ngx_strcmp(type, "response.output_text.done") == 0) {
+        ngx_snprintf((u_char *) key, sizeof(key), "r%uz.%uz%Z",
+                     (size_t) json_integer_value(json_object_get(root,
+                                                         "output_index")),
+                     (size_t) json_integer_value(json_object_get(root,
+                                                         "content_index")));
+
+        rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
+
+        if (rc == NGX_OK && rest.len) {
+            e = json_pack("{s:s,s:O,s:O,s:s%}", "type",
+                          "response.output_text.delta", "output_index",
+                          json_object_get(root, "output_index"),
+                          "content_index",
+                          json_object_get(root, "content_index"),
+                          "delta", rest.data, rest.len);
+            if (e == NULL) {
+                rc = NGX_ERROR;
+
+            } else {
+                rc = ngx_http_ai_gateway_gout_emit(go,
+                                   (u_char *) "response.output_text.delta",
+                                   sizeof("response.output_text.delta") - 1,
+                                   e);
+                json_decref(e);
+            }
+        }
+
+    } else if ((choices = json_object_get(root, "choices"))
+               && json_is_array(choices))
+    {
+        /* OpenAI chat and completions chunks */
+        json_array_foreach(choices, i, c) {
+            n = (size_t) json_integer_value(json_object_get(c, "index"));
+            ngx_snprintf((u_char *) key, sizeof(key), "c%uz%Z", n);
+
+            delta = json_object_get(c, "delta");
+
+            if (delta && json_is_string(json_object_get(delta, "content"))) {
+                rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta,
+                                                    "content", key, 1);
+
+            } else if (json_is_string(json_object_get(c, "text"))) {
+                rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, c, "text",
+                                                    key, 1);
+            }
+
+            json_array_foreach(json_object_get(delta, "tool_calls"), n, tc) {
+                fn = json_object_get(tc, "function");
+
+                if (rc == NGX_OK && json_object_get(fn, "arguments")) {
+                    rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, fn,
+                                                        "arguments", "tool",
+                                                        0);
+                }
+            }
+
+            if (rc != NGX_OK || json_is_null(json_object_get(c,
+                                                       "finish_reason"))
+                || json_object_get(c, "finish_reason") == NULL)
+            {
+                continue;
+            }
+
+            /* the last chunk of this choice takes what was held back */
+            rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
+
+            if (rc == NGX_OK && rest.len) {
+                if (delta == NULL) {
+                    (void) json_object_set_new(c, "text",
+                                  json_stringn_nocheck((char *) rest.data,
+                                                       rest.len));
+                } else {
+                    (void) json_object_set_new(delta, "content",
+                                  json_stringn_nocheck((char *) rest.data,
+                                                       rest.len));
+                }
+            }
+        }
+    }
+
+    if (rc == NGX_DECLINED) {
+        json_decref(root);
+        return ngx_http_ai_gateway_gout_block(r, ctx, go, ctx->gout_category);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_ai_gateway_gout_emit(go, name, name_len, root);
+    }
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+/*
+ * A text delta: detection over what was sent before and what is new;
+ * with hold, what may still become a match waits for the next delta.
+ * NGX_DECLINED: blocked (ctx->gout_category says why).
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field, const char *key, ngx_uint_t hold)
+{
+    u_char                            *p, *all;
+    size_t                             len, held, keep, n, count;
+    json_t                            *v;
+    ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_scan_t   s;
+    ngx_http_ai_gateway_guard_text_t  *t;
+
+    v = json_object_get(owner, field);
+    if (!json_is_string(v)) {
+        return NGX_OK;
+    }
+
+    t = ngx_http_ai_gateway_gout_text(go, key);
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
+    len = json_string_length(v);
+
+    all = ngx_pnalloc(r->pool, held + len + 1);
+    if (all == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = all;
+    if (held) {
+        p = ngx_cpymem(p, t->held->pos, held);
+    }
+    p = ngx_cpymem(p, json_string_value(v), len);
+    len = p - all;
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = go->guard;
+    s.pool = r->pool;
+
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len);
+
+    if (rc != NGX_OK) {
+        ctx->gout_category = s.category;
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                       rc == NGX_ERROR ? "error" : "block");
+        return NGX_DECLINED;
+    }
+
+    keep = hold ? ngx_http_ai_gateway_gout_hold(all, len) : 0;
+    n = len - keep;
+
+    if (t->held) {
+        t->held->last = t->held->pos;
+    }
+
+    if (keep
+        && ngx_http_ai_gateway_append(r, &t->held, all + n, keep,
+                                      NGX_HTTP_AI_GATEWAY_GUARD_HOLD * 2)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the part that goes out now, masked */
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK && n) {
+        count = 0;
+        (void) ngx_http_ai_gateway_pii_mask(all, n, go->guard->pii_types,
+                                            NULL, &count);
+
+        if (count) {
+            ngx_http_ai_gateway_guard_mask_note(r, ctx, "output",
+                          ngx_http_ai_gateway_guard_mask_types(all, n,
+                                                     go->guard->pii_types));
+
+            p = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(n));
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            n = ngx_http_ai_gateway_pii_mask(all, n, go->guard->pii_types, p,
+                                             NULL);
+            all = p;
+        }
+    }
+
+    /* what was sent, for keywords and patterns across deltas */
+    if (n >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
+        ngx_memcpy(t->back, all + n - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
+                   NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
+        t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
+
+    } else {
+        keep = ngx_min(t->back_len, NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - n);
+        ngx_memmove(t->back, t->back + t->back_len - keep, keep);
+        ngx_memcpy(t->back + keep, all, n);
+        t->back_len = keep + n;
+    }
+
+    if (hold) {
+        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, all, n);
+
+    } else {
+        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture_args, all, n);
+    }
+
+    return json_object_set_new(owner, field,
+                               json_stringn_nocheck((char *) all, n)) == 0
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the end of a text: what is held goes out, masked */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *key, ngx_str_t *text)
+{
+    u_char                            *p;
+    size_t                             len, count;
+    ngx_http_ai_gateway_guard_text_t  *t;
+
+    ngx_str_null(text);
+
+    t = ngx_http_ai_gateway_gout_text(go, key);
+
+    if (t == NULL || t->held == NULL || t->held->last == t->held->pos) {
+        return NGX_OK;
+    }
+
+    p = t->held->pos;
+    len = t->held->last - t->held->pos;
+    t->held->last = t->held->pos;
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK) {
+        count = 0;
+        (void) ngx_http_ai_gateway_pii_mask(p, len, go->guard->pii_types, NULL,
+                                            &count);
+        if (count) {
+            ngx_http_ai_gateway_guard_mask_note(r, ctx, "output",
+                          ngx_http_ai_gateway_guard_mask_types(p, len,
+                                                     go->guard->pii_types));
+
+            text->data = ngx_pnalloc(r->pool,
+                                     NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(len));
+            if (text->data == NULL) {
+                return NGX_ERROR;
+            }
+
+            text->len = ngx_http_ai_gateway_pii_mask(p, len,
+                                                     go->guard->pii_types,
+                                                     text->data, NULL);
+            ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, text->data,
+                                             text->len);
+            return NGX_OK;
+        }
+    }
+
+    text->data = ngx_pnalloc(r->pool, len);
+    if (text->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(text->data, p, len);
+    text->len = len;
+
+    ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, text->data,
+                                             text->len);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_ai_gateway_guard_text_t *
+ngx_http_ai_gateway_gout_text(ngx_http_ai_gateway_gout_t *go, const char *key)
+{
+    size_t                             len;
+    ngx_uint_t                         i;
+    ngx_http_ai_gateway_guard_text_t  *t;
+
+    len = ngx_strlen(key);
+
+    for (i = 0; i < go->ntexts; i++) {
+        t = &go->texts[i];
+
+        if (t->key_len == len && ngx_strncmp(t->key, key, len) == 0) {
+            return t;
+        }
+    }
+
+    if (go->ntexts == NGX_HTTP_AI_GATEWAY_GUARD_TEXTS
+        || len > sizeof(go->texts[0].key))
+    {
+        return NULL;
+    }
+
+    t = &go->texts[go->ntexts++];
+    ngx_memcpy(t->key, key, len);
+    t->key_len = len;
+
+    return t;
+}
+
+
+/*
+ * How many bytes at the end may still grow into a match: the last word
+ * (no white space in it), and when it has digits (or the text ends in a
+ * space after a digit), the groups of digits and letters before it that
+ * single spaces separate ("+1 415 555", "DE89 3704").
+ */
+
+static size_t
+ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
+{
+    size_t      i, groups, digits;
+    ngx_uint_t  space;
+
+    i = len;
+    digits = 0;
+
+    while (i > 0 && p[i - 1] == ' ') {
+        i--;
+    }
+
+    if (i < len && (i == 0 || !(p[i - 1] >= '0' && p[i - 1] <= '9'))) {
+        /* a finished word */
+        return 0;
+    }
+
+    for (groups = 0; i > 0 && len - i < NGX_HTTP_AI_GATEWAY_GUARD_HOLD; ) {
+
+        space = (p[i - 1] == ' ');
+
+        if (space) {
+            if (!digits || groups >= 6 || i < 2 || p[i - 2] == ' '
+                || p[i - 2] == '\n' || p[i - 2] == '\t')
+            {
+                break;
+            }
+
+            groups++;
+            digits = 0;
+            i--;
+            continue;
+        }
+
+        if (p[i - 1] == '\n' || p[i - 1] == '\t' || p[i - 1] == '\r') {
+            break;
+        }
+
+        if (p[i - 1] >= '0' && p[i - 1] <= '9') {
+            digits++;
+        }
+
+        i--;
+    }
+
+    /* a group without digits before the space ends the number */
+    while (i < len && p[i] == ' ') {
+        i++;
+    }
+
+    return len - i;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len)
+{
+    u_char      *all, *q;
+    ngx_int_t    rc;
+    unsigned     pii;
+
+    /* across deltas: with what was sent, so that a split word is seen */
+    all = ngx_pnalloc(s->pool, t->back_len + len);
+    if (all == NULL) {
+        return NGX_ERROR;
+    }
+
+    q = ngx_cpymem(all, t->back, t->back_len);
+    ngx_memcpy(q, p, len);
+
+    /* PII is judged on the new text only: what was sent was masked */
+    pii = s->guard->pii;
+    s->guard->pii = NGX_HTTP_AI_GATEWAY_GUARD_NONE;
+
+    rc = ngx_http_ai_gateway_guard_text(s, all, t->back_len + len);
+
+    s->guard->pii = pii;
+
+    if (rc != NGX_OK || pii != NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+        return rc;
+    }
+
+    /* a match that may still grow is judged when it is whole */
+    len -= ngx_http_ai_gateway_gout_hold(p, len);
+
+    s->guard->pii = NGX_HTTP_AI_GATEWAY_GUARD_BLOCK;
+    rc = (len && ngx_http_ai_gateway_guard_mask_types(p, len, s->guard->pii_types))
+         ? NGX_DECLINED : NGX_OK;
+
+    if (rc == NGX_DECLINED) {
+        s->category = ngx_http_ai_gateway_guard_pii_category(
+                          ffs(ngx_http_ai_gateway_guard_mask_types(p, len,
+                                                 s->guard->pii_types)) - 1);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_emit(ngx_http_ai_gateway_gout_t *go,
+    const u_char *name, size_t name_len, json_t *data)
+{
+    char       *dump;
+    ngx_int_t   rc;
+
+    dump = json_dumps(data, JSON_COMPACT|JSON_REAL_PRECISION(16));
+    if (dump == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_ai_gateway_gout_emit_raw(go, name, name_len, (u_char *) dump,
+                                           ngx_strlen(dump));
+    free(dump);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_emit_raw(ngx_http_ai_gateway_gout_t *go,
+    const u_char *name, size_t name_len, const u_char *data, size_t len)
+{
+    u_char  *p;
+
+    if (ngx_http_ai_gateway_translate_buf_room(&go->out, name_len + len + 16)
+        != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = go->out.p + go->out.len;
+
+    if (name_len) {
+        p = ngx_cpymem(p, "event: ", 7);
+        p = ngx_cpymem(p, name, name_len);
+        *p++ = LF;
+    }
+
+    p = ngx_cpymem(p, "data: ", 6);
+    p = ngx_cpymem(p, data, len);
+    *p++ = LF;
+    *p++ = LF;
+
+    go->out.len = p - go->out.p;
+
+    return NGX_OK;
+}
+
+
+/* the stream ends here, in the provider's shape */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_block(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *category)
+{
+    u_char  msg[160], *m;
+
+    go->blocked = 1;
+
+    m = ngx_snprintf(msg, sizeof(msg) - 1, "The response was blocked by the "
+                     "output guardrail (%s).", category ? category : "");
+    *m = '\0';
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ai_gateway: guardrail_blocked: output %s",
+                  category ? category : "");
+
+    if (!go->sse) {
+        /* as ngx_http_ai_gateway_send_error() writes it: a line */
+        if (ngx_http_ai_gateway_translate_error_json(&go->out, (char *) msg,
+                                                     m - msg,
+                                                     "invalid_request_error",
+                                                     "guardrail_blocked")
+                != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK
+            || ngx_http_ai_gateway_translate_buf_room(&go->out, 1)
+               != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        go->out.p[go->out.len++] = LF;
+
+        return NGX_OK;
+    }
+
+    if (go->anthropic) {
+        u_char  data[320], *d;
+
+        d = ngx_snprintf(data, sizeof(data), "{\"type\":\"error\",\"error\":"
+                         "{\"type\":\"invalid_request_error\",\"message\":"
+                         "\"%s\"}}", msg);
+
+        return ngx_http_ai_gateway_gout_emit_raw(go, (u_char *) "error", 5,
+                                                 data, d - data);
+    }
+
+    {
+        size_t                               before;
+        ngx_http_ai_gateway_translate_buf_t  tmp;
+
+        ngx_http_ai_gateway_translate_buf_init(&tmp,
+                                               ngx_http_ai_gateway_gout_resize,
+                                               r->pool);
+
+        if (ngx_http_ai_gateway_translate_error_json(&tmp, (char *) msg,
+                                                     m - msg,
+                                                     "invalid_request_error",
+                                                     "guardrail_blocked")
+            != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        before = go->out.len;
+
+        if (ngx_http_ai_gateway_gout_emit_raw(go, NULL, 0, tmp.p, tmp.len)
+            != NGX_OK
+            || ngx_http_ai_gateway_gout_emit_raw(go, NULL, 0,
+                                                 (u_char *) "[DONE]", 6)
+               != NGX_OK)
+        {
+            go->out.len = before;
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* go->out as a buffer of ours for the next filter */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_chain(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t last, ngx_chain_t **out)
+{
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = go->out.len;
+    *out = NULL;
+
+    if (len == 0 && !last) {
+        return NGX_OK;
+    }
+
+    cl = ngx_chain_get_free_buf(r->pool, &go->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < len) {
+        b->start = ngx_palloc(r->pool, ngx_max(len, 1024));
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + ngx_max(len, 1024);
+    }
+
+    b->pos = b->start;
+    b->last = ngx_cpymem(b->start, go->out.p, len);
+    b->temporary = (len != 0);
+    b->memory = 0;
+    b->in_file = 0;
+    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+    b->flush = go->sse;
+    b->last_buf = last && r == r->main;
+    b->last_in_chain = 1;
+
+    go->out.len = 0;
+    go->last = last;
+
+    *out = cl;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t **out)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    ngx_chain_update_chains(r->pool, &go->free, &go->busy, out,
+                            (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+}
+
+
+/* an SSE event's data, in pieces: kept until the event ends */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_data(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    return ngx_http_ai_gateway_append(r, &go->event, p, len,
+                                      NGX_HTTP_AI_GATEWAY_GUARD_EVENT_MAX);
+}
+
+
+ngx_uint_t
+ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    return go != NULL && go->header_held;
+}
+
+
+static void *
+ngx_http_ai_gateway_gout_resize(void *ctx, void *old, size_t old_size,
+    size_t new_size)
+{
+    u_char  *p;
+
+    if (new_size == 0) {
+        return NULL;
+    }
+
+    p = ngx_pnalloc(ctx, new_size);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (old && old_size) {
+        ngx_memcpy(p, old, old_size);
+    }
+
+    return p;
+}
+
+
+/* the inference record: the text the client got, masked */
+
+static void
+ngx_http_ai_gateway_gout_capture(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t **bp, const u_char *p,
+    size_t len)
+{
+    ngx_http_ai_gateway_main_conf_t  *mcf;
+
+    if (!ctx->infer || ctx->capture_overflow || len == 0) {
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    if (ngx_http_ai_gateway_append(r, bp, p, len, mcf->max_payload)
+        == NGX_DECLINED)
+    {
+        ctx->capture_overflow = 1;
+    }
+}
