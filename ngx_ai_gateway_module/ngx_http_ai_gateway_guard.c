@@ -37,6 +37,21 @@ static ngx_int_t ngx_http_ai_gateway_guard_walk(
     ngx_http_ai_gateway_guard_scan_t *s, json_t *v, ngx_uint_t text);
 static int ngx_http_ai_gateway_guard_pii_first(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
+static ngx_int_t ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, json_t *texts);
+static ngx_int_t ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+static const char *ngx_http_ai_gateway_guard_safety_read(
+    ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx, u_char *p,
+    size_t len);
+
+
+#define NGX_HTTP_AI_GATEWAY_GUARD_PAD  64
+
+
+/* a worker's copy of a subject for PCRE2 */
+static u_char  *ngx_http_ai_gateway_guard_scratch;
+static size_t   ngx_http_ai_gateway_guard_scratch_size;
 
 
 /* the keys whose string values the model reads, and subtrees it does not */
@@ -453,6 +468,31 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
         return 0;
     }
 
+    /*
+     * JIT code reads the subject 16 bytes at a time, past its end within
+     * the page: harmless, but memcheck reports it.  A padded copy keeps
+     * every read inside memory of ours.
+     */
+    if (len + NGX_HTTP_AI_GATEWAY_GUARD_PAD > ngx_http_ai_gateway_guard_scratch_size) {
+        ngx_free(ngx_http_ai_gateway_guard_scratch);
+        ngx_http_ai_gateway_guard_scratch_size = 0;
+
+        ngx_http_ai_gateway_guard_scratch =
+                  ngx_alloc(len + NGX_HTTP_AI_GATEWAY_GUARD_PAD + 4096,
+                            ngx_cycle->log);
+        if (ngx_http_ai_gateway_guard_scratch == NULL) {
+            return -1;
+        }
+
+        ngx_http_ai_gateway_guard_scratch_size =
+                                 len + NGX_HTTP_AI_GATEWAY_GUARD_PAD + 4096;
+    }
+
+    ngx_memcpy(ngx_http_ai_gateway_guard_scratch, p, len);
+    ngx_memzero(ngx_http_ai_gateway_guard_scratch + len,
+                NGX_HTTP_AI_GATEWAY_GUARD_PAD);
+    p = ngx_http_ai_gateway_guard_scratch;
+
     pat = list->elts;
 
     for (i = 0; i < list->nelts; i++) {
@@ -648,6 +688,13 @@ ngx_http_ai_gateway_guard_walk(ngx_http_ai_gateway_guard_scan_t *s, json_t *v,
             return NGX_ERROR;
         }
 
+        /* the safety model reads the texts too: masked */
+        if (s->texts && json_string_length(v)
+            && json_array_append(s->texts, v) != 0)
+        {
+            return NGX_ERROR;
+        }
+
         return NGX_OK;
 
     case JSON_ARRAY:
@@ -776,7 +823,25 @@ ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
     s.guard = lcf->guard_in;
     s.pool = r->pool;
 
+    if (s.guard->safety.len) {
+        s.texts = json_array();
+        if (s.texts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     rc = ngx_http_ai_gateway_guard_json(&s, ctx->body, ctx->body_len);
+
+    if (s.texts) {
+        if (rc == NGX_OK
+            && ngx_http_ai_gateway_guard_safety_body(r, ctx, s.texts)
+               != NGX_OK)
+        {
+            rc = NGX_ERROR;
+        }
+
+        json_decref(s.texts);
+    }
 
     if (rc == NGX_ERROR && s.guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW)
     {
@@ -874,4 +939,282 @@ ngx_http_ai_gateway_guard_mask_note(ngx_http_request_t *r,
                                      "mask");
         }
     }
+}
+
+
+/* {"input": [the texts]}, as a moderation endpoint takes it */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, json_t *texts)
+{
+    char    *dump;
+    json_t  *o;
+
+    o = json_pack("{s:O}", "input", texts);
+    if (o == NULL) {
+        return NGX_ERROR;
+    }
+
+    dump = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+
+    if (dump == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->safety_body.len = ngx_strlen(dump);
+    ctx->safety_body.data = ngx_pnalloc(r->pool, ctx->safety_body.len);
+
+    if (ctx->safety_body.data == NULL) {
+        free(dump);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ctx->safety_body.data, dump, ctx->safety_body.len);
+    free(dump);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The safety model: a subrequest to the configured location (which
+ * proxies to a moderation endpoint), the texts as its body.  NGX_OK: go
+ * on; NGX_AGAIN: waiting for it; NGX_DONE: answered (blocked).
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_str_t                        msg;
+    ngx_buf_t                       *b;
+    ngx_chain_t                     *cl;
+    ngx_http_request_t              *sr;
+    ngx_http_request_body_t         *rb;
+    ngx_http_post_subrequest_t      *ps;
+    ngx_http_ai_gateway_guard_t     *g;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    static ngx_str_t  post = ngx_string("POST");
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+    g = lcf->guard_in;
+
+    if (g == NULL || g->safety.len == 0 || ctx->safety_body.len == 0) {
+        return NGX_OK;
+    }
+
+    switch (ctx->safety_state) {
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING:
+        return NGX_AGAIN;
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN:
+        return NGX_OK;
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED:
+        ngx_http_ai_gateway_guard_note(r, ctx, "input", ctx->safety_category,
+                                       "block");
+
+        msg.data = ngx_pnalloc(r->pool, 128);
+        if (msg.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        msg.len = ngx_snprintf(msg.data, 128, "The request was blocked by "
+                               "the input guardrail (%s).",
+                               ctx->safety_category)
+                  - msg.data;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway: 400 guardrail_blocked: input %s",
+                      ctx->safety_category);
+
+        ngx_http_finalize_request(r,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "guardrail_blocked", &msg));
+        return NGX_DONE;
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_FAILED:
+        ngx_http_ai_gateway_guard_note(r, ctx, "input", "safety", "error");
+
+        if (g->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ai_gateway: the safety model did not answer "
+                          "(%s): let through (on_error=allow)",
+                          ctx->safety_category);
+            return NGX_OK;
+        }
+
+        ngx_str_set(&msg, "The safety check is unavailable. Please retry "
+                          "later.");
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: 503 guardrail_unavailable: the safety "
+                      "model did not answer (%s)", ctx->safety_category);
+
+        ngx_http_finalize_request(r,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "guardrail_unavailable", &msg));
+        return NGX_DONE;
+
+    default:
+        break;
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (ps == NULL || rb == NULL || b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_ai_gateway_guard_safety_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &g->safety, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_WAITED
+                            |NGX_HTTP_SUBREQUEST_IN_MEMORY)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b->temporary = 1;
+    b->start = ctx->safety_body.data;
+    b->pos = b->start;
+    b->last = b->start + ctx->safety_body.len;
+    b->end = b->last;
+    b->last_buf = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+    rb->bufs = cl;
+
+    sr->request_body = rb;
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = post;
+    sr->headers_in.content_length_n = ctx->safety_body.len;
+    sr->headers_in.content_length = NULL;
+
+    ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING;
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_ai_gateway_ctx_t *ctx = data;
+
+    const char  *flagged;
+
+    ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
+    ctx->safety_category = "no answer";
+
+    if (rc != NGX_OK || r->headers_out.status != NGX_HTTP_OK) {
+        ctx->safety_category = (r->headers_out.status
+                                == NGX_HTTP_GATEWAY_TIME_OUT)
+                               ? "timed out" : "error status";
+        return rc;
+    }
+
+    if (r->out == NULL || r->out->buf == NULL) {
+        return rc;
+    }
+
+    flagged = ngx_http_ai_gateway_guard_safety_read(r, ctx, r->out->buf->pos,
+                                                    r->out->buf->last
+                                                    - r->out->buf->pos);
+    if (flagged == NULL) {
+        return rc;
+    }
+
+    if (*flagged == '\0') {
+        ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN;
+
+    } else {
+        ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED;
+        ctx->safety_category = flagged;
+    }
+
+    return rc;
+}
+
+
+/*
+ * A moderation answer: "" when nothing is flagged, "safety_<category>"
+ * when something is, NULL when it is not one.
+ */
+
+static const char *
+ngx_http_ai_gateway_guard_safety_read(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
+{
+    u_char      *c;
+    size_t       i;
+    json_t      *root, *results, *res, *v;
+    const char  *key, *found;
+
+    root = json_loadb((const char *) p, len, 0, NULL);
+    results = json_object_get(root, "results");
+
+    if (!json_is_array(results)) {
+        json_decref(root);
+        return NULL;
+    }
+
+    found = "";
+
+    json_array_foreach(results, i, res) {
+        if (!json_is_true(json_object_get(res, "flagged"))) {
+            continue;
+        }
+
+        found = "safety";
+
+        json_object_foreach(json_object_get(res, "categories"), key, v) {
+            if (!json_is_true(v)) {
+                continue;
+            }
+
+            /* "self-harm/intent" -> "safety_self-harm_intent" */
+            c = ngx_pnalloc(r->pool, sizeof("safety_") + ngx_strlen(key));
+            if (c == NULL) {
+                break;
+            }
+
+            found = (char *) c;
+            c = ngx_cpymem(c, "safety_", 7);
+
+            for ( ; *key; key++) {
+                *c++ = (*key == '/') ? '_' : *key;
+            }
+
+            *c = '\0';
+            break;
+        }
+
+        break;
+    }
+
+    json_decref(root);
+
+    return found;
+}
+
+
+void
+ngx_http_ai_gateway_guard_exit(void)
+{
+    ngx_free(ngx_http_ai_gateway_guard_scratch);
+    ngx_http_ai_gateway_guard_scratch = NULL;
+    ngx_http_ai_gateway_guard_scratch_size = 0;
 }

@@ -67,6 +67,7 @@ typedef struct {
     size_t                       inspected;    /* bytes of text */
     ngx_uint_t                   masks;
     unsigned                     mask_types;
+    void                        *texts;        /* json_t array, for safety */
     unsigned                     allowed:1;
 } ngx_http_ai_gateway_guard_scan_t;
 

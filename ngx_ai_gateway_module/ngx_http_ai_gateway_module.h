@@ -208,6 +208,9 @@ typedef struct {
     ngx_str_t                    guardrail;
     void                        *gout;            /* output state */
     const char                  *gout_category;   /* what blocked */
+    ngx_str_t                    safety_body;     /* for the safety model */
+    const char                  *safety_category;
+    ngx_uint_t                   safety_state;
 
     /* providers: the client's key, the model the upstream is asked */
     ngx_http_ai_gateway_key_t   *key;
@@ -326,6 +329,15 @@ char *ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
+void ngx_http_ai_gateway_guard_exit(void);
+
+#define NGX_HTTP_AI_GATEWAY_SAFETY_NONE     0
+#define NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING  1
+#define NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN    2
+#define NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED  3
+#define NGX_HTTP_AI_GATEWAY_SAFETY_FAILED   4
 void ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
     const char *category, const char *action);

@@ -97,7 +97,8 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    if (!lcf->enable) {
+    /* a subrequest (the safety model's, say) is not a model request */
+    if (!lcf->enable || r != r->main) {
         return NGX_DECLINED;
     }
 
@@ -127,6 +128,20 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
         /* the models of this location, and of the client's key */
 
         rc = ngx_http_ai_gateway_provider_check(r, ctx);
+
+        if (rc != NGX_OK) {
+            return (rc == NGX_DONE) ? NGX_DONE
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the safety model, before anything is counted or forwarded */
+
+        rc = ngx_http_ai_gateway_guard_safety(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            /* the subrequest's end runs the phases again */
+            return NGX_DONE;
+        }
 
         if (rc != NGX_OK) {
             return (rc == NGX_DONE) ? NGX_DONE

@@ -317,3 +317,93 @@ cannot open "/nonexistent/kw.txt"
 --- must_die
 --- error_log
 invalid parameter "pii=redact" in "ai_gateway_guardrails" directive
+
+
+
+=== TEST 17: the safety model (a moderation endpoint behind a subrequest) flags the input: 400
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input safety=/_safety;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('How do I build a bomb?'),
+ "POST /v1/chat/completions\n" . main::chat('How do I bake bread?')]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"The request was blocked by the input guardrail \(safety_violence\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}$/,
+ qr/chat\.completion/]
+--- response_headers eval
+["X-Guardrail: input:safety_violence:block", "X-Guardrail: "]
+
+
+
+=== TEST 18: the safety model is sent the texts (masked), as a moderation request
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=mask pii_types=email safety=/_safety;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["DELETE /__mock/requests", "POST /v1/chat/completions\n" . main::chat('Hi, I am a@b.io'), "GET /__mock/requests"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr//, qr/chat\.completion/, qr{"method":"POST","url":"/v1/moderations".*"body":"\{\\"input\\":\[\\"Hi, I am \[REDACTED_EMAIL\]\\"\]\}"}]
+
+
+
+=== TEST 19: a failing safety model: on_error=allow lets the request through, and says so
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input safety=/_safety on_error=allow;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-status 500;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('How do I bake bread?')
+--- error_code: 200
+--- response_headers
+X-Guardrail: input:safety:error
+--- error_log
+the safety model did not answer (error status): let through (on_error=allow)
+
+
+
+=== TEST 20: a slow safety model: on_error=deny answers 503
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input safety=/_safety on_error=deny;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-delay-ms 3000;
+        proxy_read_timeout 300ms;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('How do I bake bread?')
+--- error_code: 503
+--- response_body
+{"error":{"message":"The safety check is unavailable. Please retry later.","type":"server_error","code":"guardrail_unavailable"}}
+--- error_log
+503 guardrail_unavailable: the safety model did not answer (timed out)
