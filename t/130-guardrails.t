@@ -407,3 +407,21 @@ the safety model did not answer (error status): let through (on_error=allow)
 {"error":{"message":"The safety check is unavailable. Please retry later.","type":"server_error","code":"guardrail_unavailable"}}
 --- error_log
 503 guardrail_unavailable: the safety model did not answer (timed out)
+
+
+
+=== TEST 21: a pattern that would backtrack catastrophically hits the match limit: an error, not a hang (on_error=deny blocks)
+--- user_files
+>>> deny.txt
+^(\w+\s?)*$
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input deny_patterns=$TEST_NGINX_HTML_DIR/deny.txt on_error=deny;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('x' x 40 . '!')
+--- error_code: 400
+--- response_headers
+X-Guardrail: input:deny_pattern:error
