@@ -259,7 +259,25 @@ stop
 
 
 
-=== TEST 12: nginx -t rejects an unknown on_error
+=== TEST 12: usage records go to a Redis stream (the stream's content is checked in t/105)
+--- http_config
+    ai_gateway_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=2s;
+    ai_gateway_usage_log redis stream=ai_usage maxlen=100;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- error_code eval
+[200, 200]
+--- no_error_log
+usage records are not reaching the Redis stream
+
+
+
+=== TEST 13: nginx -t rejects an unknown on_error
 --- http_config
     ai_gateway_redis 127.0.0.1:6379 on_error=retry;
 --- config
@@ -269,7 +287,7 @@ invalid parameter "on_error=retry" in "ai_gateway_redis" directive
 
 
 
-=== TEST 13: nginx -t rejects a bad timeout
+=== TEST 14: nginx -t rejects a bad timeout
 --- http_config
     ai_gateway_redis 127.0.0.1:6379 timeout=soon;
 --- config
@@ -279,7 +297,7 @@ invalid parameter "timeout=soon" in "ai_gateway_redis" directive
 
 
 
-=== TEST 14: nginx -t rejects a bad address
+=== TEST 15: nginx -t rejects a bad address
 --- http_config
     ai_gateway_redis 127.0.0.1:notaport;
 --- config
@@ -289,7 +307,7 @@ invalid address "127.0.0.1:notaport" in "ai_gateway_redis" directive
 
 
 
-=== TEST 15: nginx -t rejects a missing password_file
+=== TEST 16: nginx -t rejects a missing password_file
 --- http_config
     ai_gateway_redis 127.0.0.1:6379 password_file=/nonexistent/pw;
 --- config
@@ -299,7 +317,7 @@ ai_gateway_redis: cannot open password_file "/nonexistent/pw"
 
 
 
-=== TEST 16: nginx -t rejects a Redis usage log without ai_gateway_redis
+=== TEST 17: nginx -t rejects a Redis usage log without ai_gateway_redis
 --- http_config
     ai_gateway_usage_log redis stream=ai_usage;
 --- config
@@ -309,7 +327,7 @@ ai_gateway_redis: cannot open password_file "/nonexistent/pw"
 
 
 
-=== TEST 17: nginx -t rejects a Redis usage log without a stream
+=== TEST 18: nginx -t rejects a Redis usage log without a stream
 --- http_config
     ai_gateway_redis 127.0.0.1:6379;
     ai_gateway_usage_log redis maxlen=10;
@@ -320,7 +338,7 @@ ai_gateway_redis: cannot open password_file "/nonexistent/pw"
 
 
 
-=== TEST 18: nginx -t does not echo a password given in a wrong parameter
+=== TEST 19: nginx -t does not echo a password given in a wrong parameter
 --- http_config
     ai_gateway_redis 127.0.0.1:6379 password=;
 --- config
