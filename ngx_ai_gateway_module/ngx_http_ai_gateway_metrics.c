@@ -89,7 +89,7 @@ typedef struct {
     ngx_queue_t        queue;
     int64_t            value;     /* counter; histogram count */
     int64_t            sum;       /* histogram sum, ms */
-    int64_t            bucket[NGX_HTTP_AI_GATEWAY_HIST_BUCKETS];
+    int64_t            bucket[NGX_HTTP_AI_GATEWAY_HIST_BUCKETS]; /* own */
     u_char             labels[1];
 } ngx_http_ai_gateway_series_t;
 
@@ -101,13 +101,48 @@ typedef struct {
     uint32_t           hash;
     int64_t            add;
     ngx_msec_int_t     observe;   /* histograms: ms */
+    void             **slot;      /* where the worker's cache keeps it */
 } ngx_http_ai_gateway_update_t;
+
+
+/*
+ * A worker's cache of the series a request updates, by (endpoint, model,
+ * status): found once through the labels and the tree, then used with
+ * no label rendering and no lookup.  Series are never freed and live in
+ * the zone, so the pointers stay good and every worker updates the same
+ * counters (under the zone's lock, as before).
+ */
+
+#define NGX_HTTP_AI_GATEWAY_MCACHE_SIZE   1024
+#define NGX_HTTP_AI_GATEWAY_MCACHE_PROBE  8
+#define NGX_HTTP_AI_GATEWAY_MCACHE_KEY    512
+
+typedef struct {
+    uint32_t           hash;
+    size_t             len;
+    u_char            *key;
+    void              *requests;
+    void              *tokens[4];
+    void              *duration;
+    void              *ttft;
+    void              *attempts[6];
+    void              *cost;
+} ngx_http_ai_gateway_mcache_t;
+
+
+static ngx_http_ai_gateway_mcache_t  *ngx_http_ai_gateway_mcache;
 
 
 #define NGX_HTTP_AI_GATEWAY_MAX_UPDATES  32
 
 
 static ngx_int_t ngx_http_ai_gateway_metrics_handler(ngx_http_request_t *r);
+static ngx_http_ai_gateway_mcache_t *ngx_http_ai_gateway_mcache_entry(
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t status);
+static ngx_int_t ngx_http_ai_gateway_mcache_count(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_mcache_t *mc,
+    ngx_http_ai_gateway_shm_t *shm, int64_t *tok, int64_t cost);
+static void ngx_http_ai_gateway_observe(void *series, ngx_msec_int_t ms);
 static ngx_http_ai_gateway_series_t *ngx_http_ai_gateway_series(
     ngx_http_ai_gateway_metrics_sh_t *m, ngx_slab_pool_t *pool,
     ngx_http_ai_gateway_update_t *u, ngx_uint_t max);
@@ -217,6 +252,8 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
 {
     u_char                            buf[128], *p;
     int64_t                           tok[4];
+    ngx_http_ai_gateway_series_t     *se;
+    ngx_http_ai_gateway_mcache_t     *mc;
     ngx_str_t                         e, em, *a[2];
     ngx_uint_t                        i, n, k, st;
     ngx_msec_int_t                    ms;
@@ -234,6 +271,21 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
     shm = mcf->zone->data;
+
+    tok[0] = t->input;
+    tok[1] = t->output;
+    tok[2] = t->cached_input;
+    tok[3] = t->reasoning;
+
+    st = r->err_status ? r->err_status : r->headers_out.status;
+
+    mc = ngx_http_ai_gateway_mcache_entry(ctx, st);
+
+    if (mc && ngx_http_ai_gateway_mcache_count(r, ctx, mc, shm, tok, cost)
+              == NGX_OK)
+    {
+        return;
+    }
 
     ngx_memzero(u, sizeof(u));
     n = 0;
@@ -260,8 +312,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
 
     /* the rest are plain words and digits: appended as they are */
 
-    p = ngx_sprintf(buf, ",status=\"%ui\"",
-                    r->err_status ? r->err_status : r->headers_out.status);
+    p = ngx_sprintf(buf, ",status=\"%ui\"", st);
 
     if (ngx_http_ai_gateway_label_join(r, &u[n], NGX_HTTP_AI_GATEWAY_M_REQUESTS,
                                        &em, buf, p - buf) != NGX_OK)
@@ -269,12 +320,8 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
         return;
     }
 
+    u[n].slot = mc ? &mc->requests : NULL;
     u[n++].add = 1;
-
-    tok[0] = t->input;
-    tok[1] = t->output;
-    tok[2] = t->cached_input;
-    tok[3] = t->reasoning;
 
     for (k = 0; k < 4; k++) {
         if (tok[k] <= 0) {
@@ -290,6 +337,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             return;
         }
 
+        u[n].slot = mc ? &mc->tokens[k] : NULL;
         u[n++].add = tok[k];
     }
 
@@ -303,6 +351,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
         return;
     }
 
+    u[n].slot = mc ? &mc->duration : NULL;
     u[n++].observe = ngx_max(ms, 0);
 
     if (ctx->ttft_set) {
@@ -313,6 +362,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             return;
         }
 
+        u[n].slot = mc ? &mc->ttft : NULL;
         u[n++].observe = (ngx_msec_int_t) ctx->ttft;
     }
 
@@ -327,9 +377,9 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             }
 
             /* no status: the attempt failed before an answer */
-            st = state[i].status / 100;
-            p = ngx_sprintf(buf, ",outcome=\"%s\"",
-                            classes[(st >= 1 && st <= 5) ? st : 0]);
+            k = state[i].status / 100;
+            k = (k >= 1 && k <= 5) ? k : 0;
+            p = ngx_sprintf(buf, ",outcome=\"%s\"", classes[k]);
 
             if (ngx_http_ai_gateway_label_join(r, &u[n],
                                                NGX_HTTP_AI_GATEWAY_M_ATTEMPTS,
@@ -338,6 +388,7 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
                 return;
             }
 
+            u[n].slot = mc ? &mc->attempts[k] : NULL;
             u[n++].add = 1;
         }
     }
@@ -412,17 +463,208 @@ ngx_http_ai_gateway_metrics_count(ngx_http_request_t *r,
             return;
         }
 
+        u[n].slot = mc ? &mc->cost : NULL;
         u[n++].add = cost;
     }
 
     ngx_shmtx_lock(&shm->shpool->mutex);
 
     for (i = 0; i < n; i++) {
-        (void) ngx_http_ai_gateway_series(shm->sh->metrics, shm->shpool, &u[i],
-                                          mcf->max_series);
+        se = ngx_http_ai_gateway_series(shm->sh->metrics, shm->shpool, &u[i],
+                                        mcf->max_series);
+
+        /* an overflow series stands for many: it is not cached */
+        if (se && u[i].slot
+            && !(se->len == ngx_http_ai_gateway_overflow.len
+                 && ngx_memcmp(se->labels, ngx_http_ai_gateway_overflow.data,
+                               se->len) == 0))
+        {
+            *u[i].slot = se;
+        }
     }
 
     ngx_shmtx_unlock(&shm->shpool->mutex);
+}
+
+
+/* the cache entry of a request's (endpoint, model, status), made when new */
+
+static ngx_http_ai_gateway_mcache_t *
+ngx_http_ai_gateway_mcache_entry(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_uint_t status)
+{
+    u_char                        key[NGX_HTTP_AI_GATEWAY_MCACHE_KEY], *p;
+    size_t                        len;
+    uint32_t                      hash;
+    ngx_uint_t                    i, j;
+    ngx_http_ai_gateway_mcache_t *mc;
+
+    len = ctx->endpoint.len + ctx->model.len + 2 + NGX_INT_T_LEN;
+
+    if (len > sizeof(key)) {
+        return NULL;
+    }
+
+    if (ngx_http_ai_gateway_mcache == NULL) {
+        ngx_http_ai_gateway_mcache = ngx_calloc(NGX_HTTP_AI_GATEWAY_MCACHE_SIZE
+                                         * sizeof(ngx_http_ai_gateway_mcache_t),
+                                         ngx_cycle->log);
+        if (ngx_http_ai_gateway_mcache == NULL) {
+            return NULL;
+        }
+    }
+
+    p = ngx_cpymem(key, ctx->endpoint.data, ctx->endpoint.len);
+    *p++ = '\x1f';
+    p = ngx_cpymem(p, ctx->model.data, ctx->model.len);
+    *p++ = '\x1f';
+
+    /* a status has three digits (ngx_sprintf() costs more than all this) */
+    *p++ = (u_char) ('0' + status / 100 % 10);
+    *p++ = (u_char) ('0' + status / 10 % 10);
+    *p++ = (u_char) ('0' + status % 10);
+    len = p - key;
+
+    hash = ngx_murmur_hash2(key, len) | 1;
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_MCACHE_PROBE; i++) {
+        j = (hash + i) & (NGX_HTTP_AI_GATEWAY_MCACHE_SIZE - 1);
+        mc = &ngx_http_ai_gateway_mcache[j];
+
+        if (mc->hash == hash && mc->len == len
+            && ngx_memcmp(mc->key, key, len) == 0)
+        {
+            return mc;
+        }
+
+        if (mc->hash == 0) {
+            mc->key = ngx_alloc(len, ngx_cycle->log);
+            if (mc->key == NULL) {
+                return NULL;
+            }
+
+            ngx_memcpy(mc->key, key, len);
+            mc->len = len;
+            mc->hash = hash;
+
+            return mc;
+        }
+    }
+
+    /* a full neighbourhood: this kind goes the long way */
+    return NULL;
+}
+
+
+/* NGX_OK: counted through the cache; NGX_DECLINED: a series is missing */
+
+static ngx_int_t
+ngx_http_ai_gateway_mcache_count(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_mcache_t *mc,
+    ngx_http_ai_gateway_shm_t *shm, int64_t *tok, int64_t cost)
+{
+    ngx_uint_t                      i, k, cls[8], ncls;
+    ngx_msec_int_t                  ms;
+    ngx_time_t                     *tp;
+    ngx_http_upstream_state_t      *state;
+    ngx_http_ai_gateway_series_t   *s;
+
+    /* what the cache does not keep: rejections, guardrail actions */
+    if (ctx->limit_status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
+        || ctx->guardrail.len
+        || mc->requests == NULL || mc->duration == NULL
+        || (ctx->ttft_set && mc->ttft == NULL)
+        || (cost >= 0 && mc->cost == NULL))
+    {
+        return NGX_DECLINED;
+    }
+
+    for (k = 0; k < 4; k++) {
+        if (tok[k] > 0 && mc->tokens[k] == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    ncls = 0;
+
+    if (r->upstream_states) {
+        state = r->upstream_states->elts;
+
+        for (i = 0; i < r->upstream_states->nelts; i++) {
+            if (state[i].peer == NULL) {
+                continue;
+            }
+
+            if (ncls == 8) {
+                return NGX_DECLINED;
+            }
+
+            k = state[i].status / 100;
+            k = (k >= 1 && k <= 5) ? k : 0;
+
+            if (mc->attempts[k] == NULL) {
+                return NGX_DECLINED;
+            }
+
+            cls[ncls++] = k;
+        }
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    ngx_shmtx_lock(&shm->shpool->mutex);
+
+    s = mc->requests;
+    s->value++;
+
+    for (k = 0; k < 4; k++) {
+        if (tok[k] > 0) {
+            s = mc->tokens[k];
+            s->value += tok[k];
+        }
+    }
+
+    ngx_http_ai_gateway_observe(mc->duration, ngx_max(ms, 0));
+
+    if (ctx->ttft_set) {
+        ngx_http_ai_gateway_observe(mc->ttft, (ngx_msec_int_t) ctx->ttft);
+    }
+
+    for (i = 0; i < ncls; i++) {
+        s = mc->attempts[cls[i]];
+        s->value++;
+    }
+
+    if (cost >= 0) {
+        s = mc->cost;
+        s->value += cost;
+    }
+
+    ngx_shmtx_unlock(&shm->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* one observation of a histogram: its own bucket, the sum and the count */
+
+static void
+ngx_http_ai_gateway_observe(void *series, ngx_msec_int_t ms)
+{
+    ngx_uint_t                     i;
+    ngx_http_ai_gateway_series_t  *s = series;
+
+    s->value++;
+    s->sum += ms;
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_HIST_BUCKETS; i++) {
+        if ((ngx_msec_t) ms <= ngx_http_ai_gateway_hist_le[i]) {
+            s->bucket[i]++;
+            return;
+        }
+    }
 }
 
 
@@ -575,7 +817,6 @@ static ngx_http_ai_gateway_series_t *
 ngx_http_ai_gateway_series(ngx_http_ai_gateway_metrics_sh_t *m,
     ngx_slab_pool_t *pool, ngx_http_ai_gateway_update_t *u, ngx_uint_t max)
 {
-    ngx_uint_t                     i;
     ngx_http_ai_gateway_series_t  *s;
 
     s = ngx_http_ai_gateway_series_find(m, pool, u->family, &u->labels,
@@ -602,14 +843,7 @@ ngx_http_ai_gateway_series(ngx_http_ai_gateway_metrics_sh_t *m,
         return s;
     }
 
-    s->value++;
-    s->sum += u->observe;
-
-    for (i = 0; i < NGX_HTTP_AI_GATEWAY_HIST_BUCKETS; i++) {
-        if ((ngx_msec_t) u->observe <= ngx_http_ai_gateway_hist_le[i]) {
-            s->bucket[i]++;
-        }
-    }
+    ngx_http_ai_gateway_observe(s, u->observe);
 
     return s;
 }
@@ -872,6 +1106,7 @@ ngx_http_ai_gateway_series_format(u_char *p, ngx_http_ai_gateway_family_t *f,
     ngx_uint_t hist, ngx_http_ai_gateway_series_t *s)
 {
     ngx_uint_t  i;
+    int64_t     n;
     ngx_str_t   labels;
 
     labels.data = s->labels;
@@ -888,9 +1123,11 @@ ngx_http_ai_gateway_series_format(u_char *p, ngx_http_ai_gateway_family_t *f,
         return ngx_sprintf(p, "%s{%V} %L\n", f->name, &labels, s->value);
     }
 
-    for (i = 0; i < NGX_HTTP_AI_GATEWAY_HIST_BUCKETS; i++) {
+    /* kept per bucket, exposed cumulative */
+    for (i = 0, n = 0; i < NGX_HTTP_AI_GATEWAY_HIST_BUCKETS; i++) {
+        n += s->bucket[i];
         p = ngx_sprintf(p, "%s_bucket{%V,le=\"%s\"} %L\n", f->name, &labels,
-                        ngx_http_ai_gateway_hist_le_text[i], s->bucket[i]);
+                        ngx_http_ai_gateway_hist_le_text[i], n);
     }
 
     return ngx_sprintf(p, "%s_bucket{%V,le=\"+Inf\"} %L\n"
