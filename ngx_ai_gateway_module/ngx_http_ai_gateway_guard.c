@@ -8,8 +8,9 @@
  * (ngx_http_ai_gateway_pii.c) that block or mask, and a safety model asked
  * through a subrequest.
  *
- * Texts are inspected decoded (jansson), so that "\u0040" is an "@", and
- * masked texts are encoded again by jansson.  Input: the texts the model
+ * Texts are inspected decoded, so that "\u0040" is an "@"; masked texts
+ * are encoded again and spliced into the document, the rest kept as it
+ * was (see ngx_http_ai_gateway_guard_json()).  Input: the texts the model
  * will read, in the request body; the forwarded body and the inference
  * record get the masked version.  Output: see ngx_http_ai_gateway_guard_out.c.
  */
@@ -23,6 +24,7 @@
 
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_guard.h"
+#include "ngx_http_ai_gateway_json.h"
 
 
 static char *ngx_http_ai_gateway_guard_file(ngx_conf_t *cf,
@@ -33,8 +35,6 @@ static char *ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf,
     ngx_array_t **list, ngx_str_t *name, ngx_str_t *path, ngx_str_t *text);
 static void ngx_http_ai_gateway_guard_cleanup(void *data);
 static void *ngx_http_ai_gateway_guard_alloc(void *data, size_t size);
-static ngx_int_t ngx_http_ai_gateway_guard_walk(
-    ngx_http_ai_gateway_guard_scan_t *s, json_t *v, ngx_uint_t text);
 static int ngx_http_ai_gateway_guard_pii_first(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
 static ngx_int_t ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
@@ -654,89 +654,412 @@ ngx_http_ai_gateway_guard_pii_category(int type)
 
 
 /*
- * Walks a JSON value: strings under the text keys are inspected (and
- * replaced when masked); the subtrees of the skip keys are not entered.
+ * A JSON document is walked without building it: the strings the model
+ * reads are inspected where they are (their raw bytes when they hold no
+ * escape, else decoded), and a masked one is spliced into a copy of the
+ * document, encoded again; everything else is kept byte for byte.  The
+ * walk checks what it steps over, so an answer that is not JSON is an
+ * error, not a wrong read.
  */
 
+#define NGX_HTTP_AI_GATEWAY_GUARD_MAX_DEPTH  512
+
+
+typedef struct {
+    const u_char                      *start;
+    const u_char                      *end;
+    ngx_str_t                          text;    /* masked, decoded */
+} ngx_http_ai_gateway_guard_edit_t;
+
+
+typedef struct {
+    ngx_http_ai_gateway_guard_scan_t  *s;
+    const u_char                      *p;
+    const u_char                      *end;
+    ngx_array_t                       *edits;
+    ngx_uint_t                         depth;
+} ngx_http_ai_gateway_guard_walk_t;
+
+
+static ngx_int_t ngx_http_ai_gateway_guard_value(
+    ngx_http_ai_gateway_guard_walk_t *w, ngx_uint_t text);
+static ngx_int_t ngx_http_ai_gateway_guard_string(
+    ngx_http_ai_gateway_guard_walk_t *w, const u_char **start,
+    const u_char **end, ngx_uint_t *escaped);
+static ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool,
+    const u_char *p, const u_char *end, ngx_str_t *out);
+static ngx_uint_t ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
+    const char **keys);
+
+
+static void
+ngx_http_ai_gateway_guard_ws(ngx_http_ai_gateway_guard_walk_t *w)
+{
+    while (w->p < w->end
+           && (*w->p == ' ' || *w->p == '\n' || *w->p == '\r'
+               || *w->p == '\t'))
+    {
+        w->p++;
+    }
+}
+
+
 static ngx_int_t
-ngx_http_ai_gateway_guard_walk(ngx_http_ai_gateway_guard_scan_t *s, json_t *v,
+ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
     ngx_uint_t text)
 {
-    size_t        i;
-    json_t       *e;
-    ngx_int_t     rc;
-    const char   *key, **k;
+    u_char                            *t;
+    ngx_int_t                          rc;
+    ngx_str_t                          str;
+    ngx_uint_t                         escaped, child;
+    const u_char                      *a, *b;
+    ngx_http_ai_gateway_guard_edit_t  *e;
 
-    switch (json_typeof(v)) {
+    ngx_http_ai_gateway_guard_ws(w);
 
-    case JSON_STRING:
-        if (!text) {
+    if (w->p == w->end) {
+        return NGX_ERROR;
+    }
+
+    switch (*w->p) {
+
+    case '{':
+        if (++w->depth > NGX_HTTP_AI_GATEWAY_GUARD_MAX_DEPTH) {
+            return NGX_ERROR;
+        }
+
+        w->p++;
+        ngx_http_ai_gateway_guard_ws(w);
+
+        if (w->p < w->end && *w->p == '}') {
+            w->p++;
+            w->depth--;
             return NGX_OK;
         }
 
-        rc = ngx_http_ai_gateway_guard_text(s, (u_char *) json_string_value(v),
-                                            json_string_length(v));
+        for ( ;; ) {
+            ngx_http_ai_gateway_guard_ws(w);
+
+            if (ngx_http_ai_gateway_guard_string(w, &a, &b, &escaped)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            /* keys with escapes are not ours (ours are plain words) */
+            if (escaped) {
+                child = 0;
+
+            } else if (ngx_http_ai_gateway_guard_key_in(a, b - a,
+                                     ngx_http_ai_gateway_guard_skip_keys))
+            {
+                child = 2;
+
+            } else {
+                child = text
+                        || ngx_http_ai_gateway_guard_key_in(a, b - a,
+                                     ngx_http_ai_gateway_guard_text_keys);
+            }
+
+            ngx_http_ai_gateway_guard_ws(w);
+
+            if (w->p == w->end || *w->p++ != ':') {
+                return NGX_ERROR;
+            }
+
+            /* a skipped subtree is still walked, only not inspected */
+            rc = ngx_http_ai_gateway_guard_value(w, child == 2 ? 3 : child);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            ngx_http_ai_gateway_guard_ws(w);
+
+            if (w->p == w->end) {
+                return NGX_ERROR;
+            }
+
+            if (*w->p == ',') {
+                w->p++;
+                continue;
+            }
+
+            if (*w->p++ != '}') {
+                return NGX_ERROR;
+            }
+
+            w->depth--;
+            return NGX_OK;
+        }
+
+    case '[':
+        if (++w->depth > NGX_HTTP_AI_GATEWAY_GUARD_MAX_DEPTH) {
+            return NGX_ERROR;
+        }
+
+        w->p++;
+        ngx_http_ai_gateway_guard_ws(w);
+
+        if (w->p < w->end && *w->p == ']') {
+            w->p++;
+            w->depth--;
+            return NGX_OK;
+        }
+
+        for ( ;; ) {
+            rc = ngx_http_ai_gateway_guard_value(w, text);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            ngx_http_ai_gateway_guard_ws(w);
+
+            if (w->p == w->end) {
+                return NGX_ERROR;
+            }
+
+            if (*w->p == ',') {
+                w->p++;
+                continue;
+            }
+
+            if (*w->p++ != ']') {
+                return NGX_ERROR;
+            }
+
+            w->depth--;
+            return NGX_OK;
+        }
+
+    case '"':
+        if (ngx_http_ai_gateway_guard_string(w, &a, &b, &escaped) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* 3: inside a skipped subtree */
+        if (text != 1 || a == b) {
+            return NGX_OK;
+        }
+
+        if (escaped) {
+            if (ngx_http_ai_gateway_guard_decode(w->s->pool, a, b, &str)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            str.data = (u_char *) a;
+            str.len = b - a;
+        }
+
+        rc = ngx_http_ai_gateway_guard_text(w->s, str.data, str.len);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        if (s->masked.data
-            && json_string_setn_nocheck(v, (char *) s->masked.data,
-                                        s->masked.len)
+        if (w->s->masked.data) {
+            if (w->edits == NULL) {
+                w->edits = ngx_array_create(w->s->pool, 4,
+                                     sizeof(ngx_http_ai_gateway_guard_edit_t));
+                if (w->edits == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            e = ngx_array_push(w->edits);
+            if (e == NULL) {
+                return NGX_ERROR;
+            }
+
+            e->start = a;
+            e->end = b;
+            e->text = w->s->masked;
+            str = w->s->masked;
+        }
+
+        /* the safety model reads the texts too: masked */
+        if (w->s->texts
+            && json_array_append_new(w->s->texts,
+                                     json_stringn_nocheck((char *) str.data,
+                                                          str.len))
                != 0)
         {
             return NGX_ERROR;
         }
 
-        /* the safety model reads the texts too: masked */
-        if (s->texts && json_string_length(v)
-            && json_array_append(s->texts, v) != 0)
-        {
-            return NGX_ERROR;
-        }
-
-        return NGX_OK;
-
-    case JSON_ARRAY:
-        json_array_foreach(v, i, e) {
-            rc = ngx_http_ai_gateway_guard_walk(s, e, text);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-        }
-
-        return NGX_OK;
-
-    case JSON_OBJECT:
-        json_object_foreach(v, key, e) {
-
-            for (k = ngx_http_ai_gateway_guard_skip_keys; *k; k++) {
-                if (ngx_strcmp(key, *k) == 0) {
-                    break;
-                }
-            }
-
-            if (*k) {
-                continue;
-            }
-
-            for (k = ngx_http_ai_gateway_guard_text_keys; *k; k++) {
-                if (ngx_strcmp(key, *k) == 0) {
-                    break;
-                }
-            }
-
-            rc = ngx_http_ai_gateway_guard_walk(s, e, *k != NULL || text);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-        }
-
         return NGX_OK;
 
     default:
-        return NGX_OK;
+        /* a number, true, false, null: up to what ends a value */
+        for (t = (u_char *) w->p; w->p < w->end; w->p++) {
+            if (*w->p == ',' || *w->p == '}' || *w->p == ']'
+                || *w->p == ' ' || *w->p == '\n' || *w->p == '\r'
+                || *w->p == '\t')
+            {
+                break;
+            }
+
+            if (*w->p == '"' || *w->p == '{' || *w->p == '[') {
+                return NGX_ERROR;
+            }
+        }
+
+        return (w->p > t) ? NGX_OK : NGX_ERROR;
     }
+}
+
+
+/* a string's raw bytes, between its quotes; w->p goes past it */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_string(ngx_http_ai_gateway_guard_walk_t *w,
+    const u_char **start, const u_char **end, ngx_uint_t *escaped)
+{
+    const u_char  *p;
+
+    if (w->p == w->end || *w->p != '"') {
+        return NGX_ERROR;
+    }
+
+    p = w->p + 1;
+    *start = p;
+    *escaped = 0;
+
+    for ( ;; ) {
+        p = ngx_http_ai_gateway_json_skip_plain(p, w->end);
+
+        if (p >= w->end) {
+            return NGX_ERROR;
+        }
+
+        if (*p == '"') {
+            break;
+        }
+
+        if (*p == '\\') {
+            *escaped = 1;
+            p += 2;
+            continue;
+        }
+
+        if (*p < 0x20) {
+            return NGX_ERROR;
+        }
+
+        p++;
+    }
+
+    *end = p;
+    w->p = p + 1;
+
+    return NGX_OK;
+}
+
+
+/* JSON escapes to UTF-8, surrogate pairs joined */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
+    const u_char *end, ngx_str_t *out)
+{
+    u_char     *d;
+    uint32_t    c, lo;
+    ngx_int_t   n;
+
+    d = ngx_pnalloc(pool, end - p);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = d;
+
+    while (p < end) {
+        if (*p != '\\') {
+            *d++ = *p++;
+            continue;
+        }
+
+        if (end - p < 2) {
+            return NGX_ERROR;
+        }
+
+        switch (p[1]) {
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '/': *d++ = '/'; break;
+        case 'b': *d++ = '\b'; break;
+        case 'f': *d++ = '\f'; break;
+        case 'n': *d++ = '\n'; break;
+        case 'r': *d++ = '\r'; break;
+        case 't': *d++ = '\t'; break;
+
+        case 'u':
+            if (end - p < 6 || (n = ngx_hextoi((u_char *) p + 2, 4))
+                               == NGX_ERROR)
+            {
+                return NGX_ERROR;
+            }
+
+            c = (uint32_t) n;
+            p += 6;
+
+            if (c >= 0xd800 && c <= 0xdbff && end - p >= 6 && p[0] == '\\'
+                && p[1] == 'u'
+                && (n = ngx_hextoi((u_char *) p + 2, 4)) != NGX_ERROR
+                && n >= 0xdc00 && n <= 0xdfff)
+            {
+                lo = (uint32_t) n;
+                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+                p += 6;
+            }
+
+            /* "\u00e9" takes 6 bytes, its UTF-8 at most 4: it fits */
+            if (c < 0x80) {
+                *d++ = (u_char) c;
+
+            } else if (c < 0x800) {
+                *d++ = (u_char) (0xc0 | (c >> 6));
+                *d++ = (u_char) (0x80 | (c & 0x3f));
+
+            } else if (c < 0x10000) {
+                *d++ = (u_char) (0xe0 | (c >> 12));
+                *d++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+                *d++ = (u_char) (0x80 | (c & 0x3f));
+
+            } else {
+                *d++ = (u_char) (0xf0 | (c >> 18));
+                *d++ = (u_char) (0x80 | ((c >> 12) & 0x3f));
+                *d++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
+                *d++ = (u_char) (0x80 | (c & 0x3f));
+            }
+
+            continue;
+
+        default:
+            return NGX_ERROR;
+        }
+
+        p += 2;
+    }
+
+    out->len = d - out->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
+    const char **keys)
+{
+    for ( ; *keys; keys++) {
+        if (ngx_strlen(*keys) == len && ngx_strncmp(*keys, p, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -750,51 +1073,71 @@ ngx_int_t
 ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len)
 {
-    char          *dump;
-    json_t        *root;
-    ngx_int_t      rc;
-    json_error_t   err;
+    u_char                            *d;
+    size_t                             size;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i;
+    const u_char                      *from;
+    ngx_http_ai_gateway_guard_walk_t   w;
+    ngx_http_ai_gateway_guard_edit_t  *e;
 
     ngx_str_null(&s->document);
 
-    root = json_loadb((const char *) p, len, 0, &err);
-    if (root == NULL) {
-        s->category = "unreadable_json";
-        return NGX_ERROR;
+    w.s = s;
+    w.p = p;
+    w.end = p + len;
+    w.edits = NULL;
+    w.depth = 0;
+
+    rc = ngx_http_ai_gateway_guard_value(&w, 0);
+
+    if (rc == NGX_OK) {
+        ngx_http_ai_gateway_guard_ws(&w);
+
+        if (w.p != w.end) {
+            rc = NGX_ERROR;
+        }
     }
 
-    rc = ngx_http_ai_gateway_guard_walk(s, root, 0);
+    if (rc == NGX_ERROR && s->category == NULL) {
+        s->category = "unreadable_json";
+    }
 
     if (rc == NGX_OK && s->guard->allow && !s->allowed && !s->guard->output) {
         s->category = "allow_pattern";
         rc = NGX_DECLINED;
     }
 
-    if (rc == NGX_OK && s->masks) {
-        /* 16 digits: "0.7" stays "0.7" */
-        dump = json_dumps(root, JSON_COMPACT|JSON_REAL_PRECISION(16));
-
-        if (dump == NULL) {
-            rc = NGX_ERROR;
-
-        } else {
-            s->document.len = ngx_strlen(dump);
-            s->document.data = ngx_pnalloc(s->pool, s->document.len);
-
-            if (s->document.data == NULL) {
-                rc = NGX_ERROR;
-
-            } else {
-                ngx_memcpy(s->document.data, dump, s->document.len);
-            }
-
-            free(dump);
-        }
+    if (rc != NGX_OK || w.edits == NULL) {
+        return rc;
     }
 
-    json_decref(root);
+    e = w.edits->elts;
+    size = len;
 
-    return rc;
+    for (i = 0; i < w.edits->nelts; i++) {
+        size += ngx_escape_json(NULL, e[i].text.data, e[i].text.len)
+                + e[i].text.len;
+    }
+
+    d = ngx_pnalloc(s->pool, size);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->document.data = d;
+    from = p;
+
+    for (i = 0; i < w.edits->nelts; i++) {
+        d = ngx_cpymem(d, from, e[i].start - from);
+        d = (u_char *) ngx_escape_json(d, e[i].text.data, e[i].text.len);
+        from = e[i].end;
+    }
+
+    d = ngx_cpymem(d, from, p + len - from);
+    s->document.len = d - s->document.data;
+
+    return NGX_OK;
 }
 
 

@@ -166,13 +166,13 @@ Forbidden
 --- error_code eval
 [200, 200]
 --- response_body_like eval
-[qr/"content":"Your SSN is \[REDACTED_SSN\]\."/, qr/Mail me at \[REDACTED_EMAIL\] or call \[REDACTED_PHONE\].*Your SSN is \[REDACTED_SSN\]\./]
+[qr/"content": "Your SSN is \[REDACTED_SSN\]\."/, qr/Mail me at \[REDACTED_EMAIL\] or call \[REDACTED_PHONE\].*Your SSN is \[REDACTED_SSN\]\./]
 --- response_body_unlike eval
 [qr/123-45-6789/, qr/john\.doe|123-45-6789|555 0134/]
 
 
 
-=== TEST 8: output PII in a JSON answer is masked (OpenAI shape)
+=== TEST 8: output PII in a JSON answer is masked (OpenAI shape), the rest of the answer byte for byte
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -186,7 +186,7 @@ Forbidden
 --- response_headers
 X-Guardrail: output:pii_email:mask,output:pii_phone:mask
 --- response_body_like eval
-qr/"content":"Contact: \[REDACTED_EMAIL\] or \[REDACTED_PHONE\] today\."/
+qr/"content": "Contact: \[REDACTED_EMAIL\] or \[REDACTED_PHONE\] today\."/
 
 
 
