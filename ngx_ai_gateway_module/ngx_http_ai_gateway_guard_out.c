@@ -95,8 +95,6 @@ static ngx_int_t ngx_http_ai_gateway_gout_block(ngx_http_request_t *r,
     const char *category);
 static ngx_int_t ngx_http_ai_gateway_gout_chain(ngx_http_request_t *r,
     ngx_http_ai_gateway_gout_t *go, ngx_uint_t last, ngx_chain_t **out);
-static void *ngx_http_ai_gateway_gout_resize(void *ctx, void *old,
-    size_t old_size, size_t new_size);
 static void ngx_http_ai_gateway_gout_capture(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t **bp, const u_char *p,
     size_t len);
@@ -134,7 +132,7 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
     go->anthropic = (ctx->api == NGX_HTTP_AI_GATEWAY_API_ANTHROPIC_MESSAGES);
 
     ngx_http_ai_gateway_translate_buf_init(&go->out,
-                                           ngx_http_ai_gateway_gout_resize,
+                                           ngx_http_ai_gateway_pool_resize,
                                            r->pool);
     ctx->gout = go;
 
@@ -979,7 +977,7 @@ ngx_http_ai_gateway_gout_block(ngx_http_request_t *r,
         ngx_http_ai_gateway_translate_buf_t  tmp;
 
         ngx_http_ai_gateway_translate_buf_init(&tmp,
-                                               ngx_http_ai_gateway_gout_resize,
+                                               ngx_http_ai_gateway_pool_resize,
                                                r->pool);
 
         if (ngx_http_ai_gateway_translate_error_json(&tmp, (char *) msg,
@@ -1014,49 +1012,10 @@ static ngx_int_t
 ngx_http_ai_gateway_gout_chain(ngx_http_request_t *r,
     ngx_http_ai_gateway_gout_t *go, ngx_uint_t last, ngx_chain_t **out)
 {
-    size_t        len;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    len = go->out.len;
-    *out = NULL;
-
-    if (len == 0 && !last) {
-        return NGX_OK;
-    }
-
-    cl = ngx_chain_get_free_buf(r->pool, &go->free);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    b = cl->buf;
-
-    if (b->start == NULL || (size_t) (b->end - b->start) < len) {
-        b->start = ngx_palloc(r->pool, ngx_max(len, 1024));
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->end = b->start + ngx_max(len, 1024);
-    }
-
-    b->pos = b->start;
-    b->last = ngx_cpymem(b->start, go->out.p, len);
-    b->temporary = (len != 0);
-    b->memory = 0;
-    b->in_file = 0;
-    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
-    b->flush = go->sse;
-    b->last_buf = last && r == r->main;
-    b->last_in_chain = 1;
-
-    go->out.len = 0;
     go->last = last;
 
-    *out = cl;
-
-    return NGX_OK;
+    return ngx_http_ai_gateway_out_chain(r, &go->free, &go->out, last, go->sse,
+                                         out);
 }
 
 
@@ -1096,29 +1055,6 @@ ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx)
     go = ctx->gout;
 
     return go != NULL && go->header_held;
-}
-
-
-static void *
-ngx_http_ai_gateway_gout_resize(void *ctx, void *old, size_t old_size,
-    size_t new_size)
-{
-    u_char  *p;
-
-    if (new_size == 0) {
-        return NULL;
-    }
-
-    p = ngx_pnalloc(ctx, new_size);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    if (old && old_size) {
-        ngx_memcpy(p, old, old_size);
-    }
-
-    return p;
 }
 
 

@@ -71,8 +71,6 @@ static ngx_int_t ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r);
-static void *ngx_http_ai_gateway_pool_resize(void *ctx, void *old,
-    size_t old_size, size_t new_size);
 static ngx_int_t ngx_http_ai_gateway_answer(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *msg);
 
@@ -1257,7 +1255,9 @@ ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r)
 }
 
 
-static void *
+/* the translation buffers' memory: the request's pool */
+
+void *
 ngx_http_ai_gateway_pool_resize(void *ctx, void *old, size_t old_size,
     size_t new_size)
 {
@@ -1383,8 +1383,7 @@ ngx_int_t
 ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out)
 {
-    size_t         len;
-    ngx_buf_t     *b, *json;
+    ngx_buf_t     *json;
     ngx_str_t     *model;
     ngx_uint_t     last;
     ngx_chain_t   *cl;
@@ -1437,13 +1436,34 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
         }
     }
 
-    len = ctx->tout.len;
+    return ngx_http_ai_gateway_out_chain(r, &ctx->tfree, &ctx->tout, last,
+                                         ctx->resp_sse, out);
+}
+
+
+/*
+ * What a translation or a guardrail wrote (out), as a buffer of ours for
+ * the next filter; the buffers come back through ngx_chain_update_chains()
+ * to *free.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_out_chain(ngx_http_request_t *r, ngx_chain_t **free,
+    ngx_http_ai_gateway_translate_buf_t *o, ngx_uint_t last, ngx_uint_t flush,
+    ngx_chain_t **out)
+{
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = o->len;
+    *out = NULL;
 
     if (len == 0 && !last) {
         return NGX_OK;
     }
 
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->tfree);
+    cl = ngx_chain_get_free_buf(r->pool, free);
     if (cl == NULL) {
         return NGX_ERROR;
     }
@@ -1460,17 +1480,17 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     }
 
     b->pos = b->start;
-    b->last = ngx_cpymem(b->start, ctx->tout.p, len);
+    b->last = ngx_cpymem(b->start, o->p, len);
     /* an empty last buffer is a special one, not an empty data buffer */
     b->temporary = (len != 0);
     b->memory = 0;
     b->in_file = 0;
     b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
-    b->flush = ctx->resp_sse;
+    b->flush = flush;
     b->last_buf = last && r == r->main;
     b->last_in_chain = 1;
 
-    ctx->tout.len = 0;
+    o->len = 0;
 
     *out = cl;
 

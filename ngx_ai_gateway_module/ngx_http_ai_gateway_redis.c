@@ -35,6 +35,11 @@
 #include "ngx_http_ai_gateway_redis.h"
 
 
+/* ngx_http_ai_gateway_provider.c: a file read whole at start-up */
+char *ngx_http_ai_gateway_conf_read_file(ngx_conf_t *cf, ngx_str_t *path,
+    ngx_str_t *out, size_t max);
+
+
 #define NGX_HTTP_AI_GATEWAY_REDIS_BACKOFF_MIN   100
 #define NGX_HTTP_AI_GATEWAY_REDIS_BACKOFF_MAX   2000
 #define NGX_HTTP_AI_GATEWAY_REDIS_CONNECT_MIN   1000
@@ -316,69 +321,27 @@ static char *
 ngx_http_ai_gateway_redis_password_file(ngx_conf_t *cf,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *path)
 {
-    ssize_t          n;
-    ngx_file_t       file;
-    ngx_file_info_t  fi;
+    char  *rv;
 
-    if (ngx_conf_full_name(cf->cycle, path, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = *path;
-    file.log = cf->log;
-
-    file.fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "ai_gateway_redis: cannot open password_file "
-                           "\"%V\"", path);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_fd_info(file.fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) == 0 || ngx_file_size(&fi) > 4096)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ai_gateway_redis: password_file \"%V\" must hold "
-                           "a password of 1 to 4096 bytes", path);
-        ngx_close_file(file.fd);
-        return NGX_CONF_ERROR;
-    }
-
-    rcf->password.data = ngx_pnalloc(cf->pool, ngx_file_size(&fi));
-    if (rcf->password.data == NULL) {
-        ngx_close_file(file.fd);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_file(&file, rcf->password.data, ngx_file_size(&fi), 0);
-
-    ngx_close_file(file.fd);
-
-    if (n != ngx_file_size(&fi)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ai_gateway_redis: cannot read password_file "
-                           "\"%V\"", path);
-        return NGX_CONF_ERROR;
+    rv = ngx_http_ai_gateway_conf_read_file(cf, path, &rcf->password, 4096);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     /* the line end an editor leaves is not part of the password */
-    while (n > 0 && (rcf->password.data[n - 1] == '\n'
-                     || rcf->password.data[n - 1] == '\r'))
+    while (rcf->password.len
+           && (rcf->password.data[rcf->password.len - 1] == '\n'
+               || rcf->password.data[rcf->password.len - 1] == '\r'))
     {
-        n--;
+        rcf->password.len--;
     }
 
-    if (n == 0) {
+    if (rcf->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "ai_gateway_redis: password_file \"%V\" is empty",
                            path);
         return NGX_CONF_ERROR;
     }
-
-    rcf->password.len = n;
 
     return NGX_CONF_OK;
 }

@@ -313,7 +313,7 @@ invalid address "127.0.0.1:notaport" in "ai_gateway_redis" directive
 --- config
 --- must_die
 --- error_log
-ai_gateway_redis: cannot open password_file "/nonexistent/pw"
+cannot open "/nonexistent/pw"
 
 
 
