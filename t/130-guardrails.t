@@ -425,3 +425,30 @@ the safety model did not answer (error status): let through (on_error=allow)
 --- error_code: 400
 --- response_headers
 X-Guardrail: input:deny_pattern:error
+
+
+
+=== TEST 22: guardrail actions are counted in the metrics, by direction, guardrail and action
+--- config
+    location /v1/ {
+        ai_gateway_endpoint guarded;
+        ai_gateway_guardrails input pii=mask pii_types=email;
+        ai_gateway_guardrails output pii=block pii_types=ssn;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /metrics {
+        ai_gateway_metrics;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('write to a@b.io'),
+ "POST /v1/chat/completions\n" . main::chat('and c@d.io'),
+ "POST /v1/chat/completions\n" . main::chat('ssn?'),
+ "GET /metrics"]
+--- more_headers eval
+["X-Answer: fine", "X-Answer: fine", "X-Answer: it is 123-45-6789", ""]
+--- error_code eval
+[200, 200, 400, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/chat\.completion/, qr/guardrail_blocked/,
+ qr/\nai_gateway_guardrail_actions_total\{endpoint="guarded",direction="input",guardrail="pii_email",action="mask"\} 2\nai_gateway_guardrail_actions_total\{endpoint="guarded",direction="output",guardrail="pii_ssn",action="block"\} 1\n/]
