@@ -623,7 +623,8 @@ ngx_http_ai_gateway_client_key(ngx_http_request_t *r, ngx_str_t *key)
 
 /*
  * Before the body is read: a location with ai_gateway_keys answers 401 to
- * a request without a known key; a known key says who the user is.
+ * a request without a known key; a known key says who the user is (ctx
+ * NULL: a request without a body, GET /v1/models say, only checked).
  */
 
 ngx_int_t
@@ -656,10 +657,12 @@ ngx_http_ai_gateway_provider_access(ngx_http_request_t *r,
         goto unauthorized;
     }
 
-    ctx->key = k;
-    ctx->user = k->user;
-    ctx->user_evaluated = 1;
-    ctx->group = k->group;
+    if (ctx) {
+        ctx->key = k;
+        ctx->user = k->user;
+        ctx->user_evaluated = 1;
+        ctx->group = k->group;
+    }
 
     return NGX_OK;
 

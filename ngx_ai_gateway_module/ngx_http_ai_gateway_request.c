@@ -173,7 +173,14 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_POST) {
-        /* GET /v1/models and the like carry no body to inspect */
+        /* GET /v1/models and the like: no body to inspect, a key to know */
+        rc = ngx_http_ai_gateway_provider_access(r, NULL);
+
+        if (rc != NGX_OK) {
+            return (rc == NGX_DONE) ? NGX_DONE
+                                    : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return NGX_DECLINED;
     }
 

@@ -570,3 +570,22 @@ sub {
 --- response_body_like eval
 [qr//, qr/chat\.completion/,
  qr/\\"messages\\":\[\{\\"role\\":\\"user\\",\\"content\\":\\"Weather\?\\"\},\{\\"role\\":\\"assistant\\",\\"content\\":\[\{\\"type\\":\\"tool_use\\",\\"id\\":\\"call_1\\",\\"name\\":\\"get_weather\\",\\"input\\":\{\\"city\\":\\"Paris\\"\}\}\]\},\{\\"role\\":\\"user\\",\\"content\\":\[\{\\"type\\":\\"tool_result\\",\\"tool_use_id\\":\\"call_1\\",\\"content\\":\\"18C, sunny\\"\}\]\}\].*\\"tools\\":\[\{\\"name\\":\\"get_weather\\",\\"description\\":\\"Weather\\",\\"input_schema\\":\{/s]
+
+
+
+=== TEST 29: a GET (models list) needs a known key too
+--- user_files eval
+[["keys.txt", $::keys]]
+--- config
+    location /v1/ {
+        ai_gateway_keys $TEST_NGINX_HTML_DIR/keys.txt;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["GET /v1/models", "GET /v1/models"]
+--- more_headers eval
+["", "Authorization: Bearer aigw-bob-key-0002"]
+--- error_code eval
+[401, 200]
+--- response_body_like eval
+[qr/"code":"invalid_api_key"/, qr/"object":\s*"list"/]
