@@ -1328,3 +1328,23 @@ ngx_http_ai_gateway_cost(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     return (t->input - cached) * best->input + cached * best->cached_input
            + t->output * best->output;
 }
+
+
+/* the worker's cache goes with the worker */
+
+void
+ngx_http_ai_gateway_metrics_exit(void)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_ai_gateway_mcache == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_MCACHE_SIZE; i++) {
+        ngx_free(ngx_http_ai_gateway_mcache[i].key);
+    }
+
+    ngx_free(ngx_http_ai_gateway_mcache);
+    ngx_http_ai_gateway_mcache = NULL;
+}

@@ -332,6 +332,7 @@ ngx_int_t ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 void ngx_http_ai_gateway_guard_exit(void);
+void ngx_http_ai_gateway_metrics_exit(void);
 
 #define NGX_HTTP_AI_GATEWAY_SAFETY_NONE     0
 #define NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING  1
