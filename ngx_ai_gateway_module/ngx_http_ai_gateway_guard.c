@@ -229,6 +229,14 @@ ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    if (g->output && g->safety.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V output\" does not take \"safety=\": the "
+                           "safety model is asked about the input only",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
     *slot = g;
 
     return NGX_CONF_OK;

@@ -452,3 +452,26 @@ X-Guardrail: input:deny_pattern:error
 --- response_body_like eval
 [qr/chat\.completion/, qr/chat\.completion/, qr/guardrail_blocked/,
  qr/\nai_gateway_guardrail_actions_total\{endpoint="guarded",direction="input",guardrail="pii_email",action="mask"\} 2\nai_gateway_guardrail_actions_total\{endpoint="guarded",direction="output",guardrail="pii_ssn",action="block"\} 1\n/]
+
+
+
+=== TEST 23: nginx -t refuses a safety model on the output side
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety;
+    }
+--- must_die
+--- error_log
+"ai_gateway_guardrails output" does not take "safety=": the safety model is asked about the input only
+
+
+
+=== TEST 24: nginx -t refuses output guardrails where answers are translated
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        ai_gateway_upstream_api anthropic_messages;
+    }
+--- must_die
+--- error_log
+"ai_gateway_guardrails output" and "ai_gateway_upstream_api anthropic_messages" are not supported in one location yet
