@@ -5,7 +5,14 @@
  * OpenAI Chat Completions <-> Anthropic Messages (see the header for the
  * mapping decisions).
  *
- * Input is parsed with jansson.  Output is never built as a tree: it is
+ * Input is parsed by ngx_http_ai_gateway_jtree.c into a tree in an arena:
+ * its first 8 KiB on the stack, which is all a chat request of a few KiB or
+ * an SSE event needs, more from the output buffer's allocator (nginx: the
+ * request's pool), all freed when the call returns.  Strings are decoded
+ * only when they must be, and those whose escapes are the writer's own
+ * (most: plain text, "\n", "\"") are copied to the output as they are.
+ *
+ * Output is never built as a tree: it is
  * written straight into the caller's buffer by a few small writers (a
  * string escaper, numbers, and a compact dumper for the pieces of input
  * that pass through as they are: tool schemas, tool call arguments).  The
@@ -19,14 +26,18 @@
  */
 
 
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "ngx_http_ai_gateway_jtree.h"
 #include "ngx_http_ai_gateway_translate.h"
+
+
+/* the arena's first block, on the stack */
+#define NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA  8192
 
 
 #define ngx_http_ai_gateway_translate_lit(b, s)                               \
@@ -95,22 +106,39 @@ static void ngx_http_ai_gateway_translate_esc(
 static void ngx_http_ai_gateway_translate_str(
     ngx_http_ai_gateway_translate_buf_t *b, const unsigned char *p,
     size_t n);
+static void ngx_http_ai_gateway_translate_jesc(
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *s);
 static void ngx_http_ai_gateway_translate_jstr(
-    ngx_http_ai_gateway_translate_buf_t *b, json_t *s);
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *s);
+static void ngx_http_ai_gateway_translate_cjstr(
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *s);
+static const unsigned char *ngx_http_ai_gateway_translate_sval(
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *s,
+    size_t *len);
 static void ngx_http_ai_gateway_translate_int(
     ngx_http_ai_gateway_translate_buf_t *b, int64_t v);
 static void ngx_http_ai_gateway_translate_uint(
     ngx_http_ai_gateway_translate_buf_t *b, uint64_t v);
 static void ngx_http_ai_gateway_translate_real(
     ngx_http_ai_gateway_translate_buf_t *b, double d);
+static int ngx_http_ai_gateway_translate_short_real(
+    ngx_http_ai_gateway_jtree_t *j);
 static void ngx_http_ai_gateway_translate_json(
-    ngx_http_ai_gateway_translate_buf_t *b, json_t *j);
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *j);
 static int ngx_http_ai_gateway_translate_end(
     ngx_http_ai_gateway_translate_buf_t *b, size_t len0, int rc);
 static size_t ngx_http_ai_gateway_translate_cut(unsigned char *dst,
     size_t max, const unsigned char *src, size_t n);
-static json_t *ngx_http_ai_gateway_translate_load(const unsigned char *p,
-    size_t len, json_error_t *err, int *rc);
+static void ngx_http_ai_gateway_translate_arena(
+    ngx_http_ai_gateway_jtree_arena_t *a, void *buf, size_t size,
+    ngx_http_ai_gateway_translate_buf_t *out);
+static void *ngx_http_ai_gateway_translate_arena_alloc(void *ctx,
+    size_t size);
+static void ngx_http_ai_gateway_translate_arena_free(void *ctx, void *p,
+    size_t size);
+static ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_translate_load(
+    const unsigned char *p, size_t len, ngx_http_ai_gateway_jtree_arena_t *a,
+    ngx_http_ai_gateway_jtree_error_t *err, int *rc);
 
 static int ngx_http_ai_gateway_translate_invalid(
     ngx_http_ai_gateway_translate_request_t *req, const char *fmt, ...)
@@ -118,46 +146,61 @@ static int ngx_http_ai_gateway_translate_invalid(
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-static int ngx_http_ai_gateway_translate_root(json_t *root,
+static int ngx_http_ai_gateway_translate_root(
+    ngx_http_ai_gateway_jtree_t *root,
     const ngx_http_ai_gateway_translate_conf_t *conf,
     ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_tool_choice(json_t *root,
-    const char **name, ngx_http_ai_gateway_translate_request_t *req);
-static int ngx_http_ai_gateway_translate_role(json_t *m, size_t i,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a);
+static int ngx_http_ai_gateway_translate_tool_choice(
+    ngx_http_ai_gateway_jtree_t *root, ngx_http_ai_gateway_jtree_t **name,
     ngx_http_ai_gateway_translate_request_t *req);
-static int ngx_http_ai_gateway_translate_messages(json_t *messages,
+static int ngx_http_ai_gateway_translate_role(ngx_http_ai_gateway_jtree_t *m,
+    size_t i, ngx_http_ai_gateway_translate_request_t *req);
+static int ngx_http_ai_gateway_translate_messages(
+    ngx_http_ai_gateway_jtree_t *messages,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a);
+static int ngx_http_ai_gateway_translate_blocks(
+    ngx_http_ai_gateway_jtree_t *m, size_t i, int role, int *first,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a);
+static int ngx_http_ai_gateway_translate_parts(
+    ngx_http_ai_gateway_jtree_t *content, size_t i, int *first,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i,
-    int role, int *first, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_parts(json_t *content, size_t i,
-    int *first, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_media(json_t *url, size_t i,
-    size_t k, const char *block, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_tool_calls(json_t *calls,
-    size_t i, int *first, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_system(json_t *messages,
+static int ngx_http_ai_gateway_translate_media(
+    ngx_http_ai_gateway_jtree_t *url, size_t i, size_t k, const char *block,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out);
-static int ngx_http_ai_gateway_translate_tools(json_t *tools,
+static int ngx_http_ai_gateway_translate_tool_calls(
+    ngx_http_ai_gateway_jtree_t *calls, size_t i, int *first,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a);
+static int ngx_http_ai_gateway_translate_system(
+    ngx_http_ai_gateway_jtree_t *messages,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out);
+static int ngx_http_ai_gateway_translate_tools(
+    ngx_http_ai_gateway_jtree_t *tools,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out);
 
-static void ngx_http_ai_gateway_translate_read_usage(json_t *usage,
-    uint64_t *input, uint64_t *cache_read, uint64_t *cache_creation,
-    uint64_t *output);
+static void ngx_http_ai_gateway_translate_read_usage(
+    ngx_http_ai_gateway_jtree_t *usage, uint64_t *input,
+    uint64_t *cache_read, uint64_t *cache_creation, uint64_t *output);
 static void ngx_http_ai_gateway_translate_prompt_usage(
     ngx_http_ai_gateway_translate_buf_t *b, uint64_t input, uint64_t output,
     uint64_t cached);
 static const ngx_http_ai_gateway_translate_errmap_t *
-    ngx_http_ai_gateway_translate_errmap(const char *type, unsigned status);
+    ngx_http_ai_gateway_translate_errmap(ngx_http_ai_gateway_jtree_t *type,
+    unsigned status);
 static void ngx_http_ai_gateway_translate_error_obj(
-    ngx_http_ai_gateway_translate_buf_t *b, json_t *err, unsigned status);
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *err,
+    unsigned status);
 
 static void ngx_http_ai_gateway_translate_head(
     ngx_http_ai_gateway_translate_stream_t *st,
@@ -169,12 +212,15 @@ static void ngx_http_ai_gateway_translate_delta_end(
     ngx_http_ai_gateway_translate_buf_t *b, const char *finish);
 static void ngx_http_ai_gateway_translate_content(
     ngx_http_ai_gateway_translate_stream_t *st,
-    ngx_http_ai_gateway_translate_buf_t *b, json_t *text);
+    ngx_http_ai_gateway_translate_buf_t *b,
+    ngx_http_ai_gateway_jtree_t *text);
 static int ngx_http_ai_gateway_translate_message_start(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b);
 static int ngx_http_ai_gateway_translate_block_start(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b);
 static int ngx_http_ai_gateway_translate_fast_delta(
     ngx_http_ai_gateway_translate_stream_t *st, const unsigned char *p,
@@ -182,10 +228,12 @@ static int ngx_http_ai_gateway_translate_fast_delta(
 static const unsigned char *ngx_http_ai_gateway_translate_scan(
     const unsigned char *p, const unsigned char *end);
 static int ngx_http_ai_gateway_translate_block_delta(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b);
 static int ngx_http_ai_gateway_translate_message_delta(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b);
 static void ngx_http_ai_gateway_translate_message_stop(
     ngx_http_ai_gateway_translate_stream_t *st,
@@ -362,8 +410,8 @@ ngx_http_ai_gateway_translate_add(ngx_http_ai_gateway_translate_buf_t *b,
 
 /*
  * The inside of a JSON string: '"', '\\' and control characters escaped,
- * everything else (UTF-8 included) as it is.  Our input comes from jansson,
- * which has checked the UTF-8.
+ * everything else (UTF-8 included) as it is.  Our input comes from the
+ * parser, which has checked the UTF-8.
  */
 
 static void
@@ -451,15 +499,76 @@ ngx_http_ai_gateway_translate_str(ngx_http_ai_gateway_translate_buf_t *b,
 }
 
 
-/* a jansson string, NUL bytes included */
+/*
+ * A parsed string, NUL bytes included: quoted (jstr) or not (jesc).  Not a
+ * string: "" (as jansson's NULL value of length 0 made it).
+ */
 
 static void
 ngx_http_ai_gateway_translate_jstr(ngx_http_ai_gateway_translate_buf_t *b,
-    json_t *s)
+    ngx_http_ai_gateway_jtree_t *s)
 {
-    ngx_http_ai_gateway_translate_str(b,
-                                (const unsigned char *) json_string_value(s),
-                                json_string_length(s));
+    ngx_http_ai_gateway_translate_lit(b, "\"");
+    ngx_http_ai_gateway_translate_jesc(b, s);
+    ngx_http_ai_gateway_translate_lit(b, "\"");
+}
+
+
+static void
+ngx_http_ai_gateway_translate_jesc(ngx_http_ai_gateway_translate_buf_t *b,
+    ngx_http_ai_gateway_jtree_t *s)
+{
+    size_t                len;
+    const unsigned char  *p;
+
+    if (ngx_http_ai_gateway_jtree_is(s, STRING) && s->verbatim) {
+        ngx_http_ai_gateway_translate_add(b, s->u.str, s->len);
+        return;
+    }
+
+    p = ngx_http_ai_gateway_translate_sval(b, s, &len);
+
+    ngx_http_ai_gateway_translate_esc(b, p, len);
+}
+
+
+/* a string up to a NUL byte, as jansson's value was used as a C string */
+
+static void
+ngx_http_ai_gateway_translate_cjstr(ngx_http_ai_gateway_translate_buf_t *b,
+    ngx_http_ai_gateway_jtree_t *s)
+{
+    size_t                len;
+    const unsigned char  *p, *nul;
+
+    p = ngx_http_ai_gateway_translate_sval(b, s, &len);
+
+    if (p != NULL && (nul = memchr(p, '\0', len)) != NULL) {
+        len = nul - p;
+    }
+
+    ngx_http_ai_gateway_translate_str(b, p, len);
+}
+
+
+/*
+ * A string's decoded bytes; for anything else NULL and length 0.  Decoding
+ * may need memory: when there is none, the buffer fails.
+ */
+
+static const unsigned char *
+ngx_http_ai_gateway_translate_sval(ngx_http_ai_gateway_translate_buf_t *b,
+    ngx_http_ai_gateway_jtree_t *s, size_t *len)
+{
+    const unsigned char  *p;
+
+    p = ngx_http_ai_gateway_jtree_string(s, len);
+
+    if (p == NULL && ngx_http_ai_gateway_jtree_is(s, STRING)) {
+        b->failed = 1;
+    }
+
+    return p;
 }
 
 
@@ -467,25 +576,32 @@ static void
 ngx_http_ai_gateway_translate_int(ngx_http_ai_gateway_translate_buf_t *b,
     int64_t v)
 {
-    int   n;
-    char  s[24];
+    if (v < 0) {
+        ngx_http_ai_gateway_translate_lit(b, "-");
+        ngx_http_ai_gateway_translate_uint(b, 0 - (uint64_t) v);
+        return;
+    }
 
-    n = snprintf(s, sizeof(s), "%lld", (long long) v);
-
-    ngx_http_ai_gateway_translate_add(b, (unsigned char *) s, n);
+    ngx_http_ai_gateway_translate_uint(b, (uint64_t) v);
 }
 
+
+/* "%llu", without printf()'s cost */
 
 static void
 ngx_http_ai_gateway_translate_uint(ngx_http_ai_gateway_translate_buf_t *b,
     uint64_t v)
 {
-    int   n;
-    char  s[24];
+    unsigned char   s[24], *p;
 
-    n = snprintf(s, sizeof(s), "%llu", (unsigned long long) v);
+    p = s + sizeof(s);
 
-    ngx_http_ai_gateway_translate_add(b, (unsigned char *) s, n);
+    do {
+        *--p = (unsigned char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    ngx_http_ai_gateway_translate_add(b, p, s + sizeof(s) - p);
 }
 
 
@@ -518,30 +634,119 @@ ngx_http_ai_gateway_translate_real(ngx_http_ai_gateway_translate_buf_t *b,
 }
 
 
-/* compact JSON of a jansson value; its depth is bounded by the parser's */
+/*
+ * A real written as "0.7" is written back so by _real(): at most 15
+ * significant digits (DBL_DIG: the "%.15g" of its double is that text),
+ * no exponent, no trailing zero, and not below 0.0001 ("%g" would switch
+ * to an exponent).  Most reals in requests are such, and this spares a
+ * strtod() and a printf().
+ */
+
+static int
+ngx_http_ai_gateway_translate_short_real(ngx_http_ai_gateway_jtree_t *j)
+{
+    size_t                digits, zeros;
+    const unsigned char  *p, *end;
+
+    p = j->u.str;
+    end = p + j->len;
+
+    if (*p == '-') {
+        p++;
+    }
+
+    digits = 0;
+    zeros = 0;
+
+    if (*p == '0') {
+        p++;
+
+        if (p == end || *p != '.') {
+            return 0;
+        }
+
+        /* 0.000x: the zeros are no significant digits */
+
+        for (p++; p < end && *p == '0'; p++) {
+            zeros++;
+        }
+
+        if (zeros > 3) {
+            return 0;
+        }
+
+    } else {
+        while (p < end && *p >= '0' && *p <= '9') {
+            digits++;
+            p++;
+        }
+
+        if (p == end || *p != '.') {
+            return 0;
+        }
+
+        p++;
+    }
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        digits++;
+        p++;
+    }
+
+    return p == end && digits != 0 && digits <= 15 && end[-1] != '0';
+}
+
+
+/*
+ * Compact JSON of a parsed value; its depth is bounded by the parser's.
+ * As jansson's dumper: integers and reals as their values, not their text
+ * ("-0" is 0, "1e2" is 100.0); a key given twice where it came first, with
+ * the value it had last.
+ */
 
 static void
 ngx_http_ai_gateway_translate_json(ngx_http_ai_gateway_translate_buf_t *b,
-    json_t *j)
+    ngx_http_ai_gateway_jtree_t *j)
 {
-    int          first;
-    size_t       i;
-    json_t      *v;
-    const char  *key;
+    size_t                        i, k, n;
+    ngx_http_ai_gateway_jtree_t  *v, *m;
 
-    switch (json_typeof(j)) {
+    switch (j->type) {
 
-    case JSON_OBJECT:
+    case NGX_HTTP_AI_GATEWAY_JTREE_OBJECT:
         ngx_http_ai_gateway_translate_lit(b, "{");
-        first = 1;
+        n = 0;
 
-        json_object_foreach(j, key, v) {
-            if (!first) {
+        for (i = 0; i < j->len; i++) {
+            m = &j->u.child[i];
+
+            for (k = 0; k < i; k++) {
+                if (j->u.child[k].key_len == m->key_len
+                    && memcmp(j->u.child[k].key, m->key, m->key_len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < i) {
+                continue;
+            }
+
+            v = m;
+
+            for (k = i + 1; k < j->len; k++) {
+                if (j->u.child[k].key_len == m->key_len
+                    && memcmp(j->u.child[k].key, m->key, m->key_len) == 0)
+                {
+                    v = &j->u.child[k];
+                }
+            }
+
+            if (n++) {
                 ngx_http_ai_gateway_translate_lit(b, ",");
             }
 
-            first = 0;
-            ngx_http_ai_gateway_translate_cstr(b, key);
+            ngx_http_ai_gateway_translate_str(b, m->key, m->key_len);
             ngx_http_ai_gateway_translate_lit(b, ":");
             ngx_http_ai_gateway_translate_json(b, v);
         }
@@ -549,41 +754,56 @@ ngx_http_ai_gateway_translate_json(ngx_http_ai_gateway_translate_buf_t *b,
         ngx_http_ai_gateway_translate_lit(b, "}");
         break;
 
-    case JSON_ARRAY:
+    case NGX_HTTP_AI_GATEWAY_JTREE_ARRAY:
         ngx_http_ai_gateway_translate_lit(b, "[");
 
-        json_array_foreach(j, i, v) {
+        for (i = 0; i < j->len; i++) {
             if (i) {
                 ngx_http_ai_gateway_translate_lit(b, ",");
             }
 
-            ngx_http_ai_gateway_translate_json(b, v);
+            ngx_http_ai_gateway_translate_json(b, &j->u.child[i]);
         }
 
         ngx_http_ai_gateway_translate_lit(b, "]");
         break;
 
-    case JSON_STRING:
+    case NGX_HTTP_AI_GATEWAY_JTREE_STRING:
         ngx_http_ai_gateway_translate_jstr(b, j);
         break;
 
-    case JSON_INTEGER:
-        ngx_http_ai_gateway_translate_int(b, json_integer_value(j));
+    case NGX_HTTP_AI_GATEWAY_JTREE_INTEGER:
+        /* JSON integers have no leading zeros or '+': the text is "%lld" */
+
+        if (j->len == 2 && j->u.str[0] == '-' && j->u.str[1] == '0') {
+            ngx_http_ai_gateway_translate_lit(b, "0");
+
+        } else {
+            ngx_http_ai_gateway_translate_add(b, j->u.str, j->len);
+        }
+
         break;
 
-    case JSON_REAL:
-        ngx_http_ai_gateway_translate_real(b, json_real_value(j));
+    case NGX_HTTP_AI_GATEWAY_JTREE_REAL:
+        if (ngx_http_ai_gateway_translate_short_real(j)) {
+            ngx_http_ai_gateway_translate_add(b, j->u.str, j->len);
+
+        } else {
+            ngx_http_ai_gateway_translate_real(b,
+                                           ngx_http_ai_gateway_jtree_number(j));
+        }
+
         break;
 
-    case JSON_TRUE:
+    case NGX_HTTP_AI_GATEWAY_JTREE_TRUE:
         ngx_http_ai_gateway_translate_lit(b, "true");
         break;
 
-    case JSON_FALSE:
+    case NGX_HTTP_AI_GATEWAY_JTREE_FALSE:
         ngx_http_ai_gateway_translate_lit(b, "false");
         break;
 
-    default: /* JSON_NULL */
+    default: /* NGX_HTTP_AI_GATEWAY_JTREE_NULL */
         ngx_http_ai_gateway_translate_lit(b, "null");
         break;
     }
@@ -632,20 +852,63 @@ ngx_http_ai_gateway_translate_cut(unsigned char *dst, size_t max,
 }
 
 
+/*
+ * The arena of a call: buf (on the caller's stack) first, then blocks from
+ * the output buffer's allocator.
+ */
+
+static void
+ngx_http_ai_gateway_translate_arena(ngx_http_ai_gateway_jtree_arena_t *a,
+    void *buf, size_t size, ngx_http_ai_gateway_translate_buf_t *out)
+{
+    ngx_http_ai_gateway_jtree_arena_init(a, buf, size,
+                                     ngx_http_ai_gateway_translate_arena_alloc,
+                                     ngx_http_ai_gateway_translate_arena_free,
+                                     out);
+}
+
+
+static void *
+ngx_http_ai_gateway_translate_arena_alloc(void *ctx, size_t size)
+{
+    ngx_http_ai_gateway_translate_buf_t  *out = ctx;
+
+    if (out->resize) {
+        return out->resize(out->ctx, NULL, 0, size);
+    }
+
+    return malloc(size);
+}
+
+
+static void
+ngx_http_ai_gateway_translate_arena_free(void *ctx, void *p, size_t size)
+{
+    ngx_http_ai_gateway_translate_buf_t  *out = ctx;
+
+    if (out->resize) {
+        (void) out->resize(out->ctx, p, size, 0);
+
+    } else {
+        free(p);
+    }
+}
+
+
 /* NUL bytes are allowed in strings: "\u0000" is valid JSON */
 
-static json_t *
+static ngx_http_ai_gateway_jtree_t *
 ngx_http_ai_gateway_translate_load(const unsigned char *p, size_t len,
-    json_error_t *err, int *rc)
+    ngx_http_ai_gateway_jtree_arena_t *a,
+    ngx_http_ai_gateway_jtree_error_t *err, int *rc)
 {
-    json_t  *root;
+    ngx_http_ai_gateway_jtree_t  *root;
 
-    root = json_loadb((const char *) p, len, JSON_ALLOW_NUL, err);
+    root = ngx_http_ai_gateway_jtree_parse(p, len, a, err);
 
     if (root == NULL) {
-        *rc = (json_error_code(err) == json_error_out_of_memory)
-              ? NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM
-              : NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
+        *rc = err->nomem ? NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM
+                         : NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
     return root;
@@ -661,30 +924,38 @@ ngx_http_ai_gateway_translate_request(const unsigned char *body, size_t len,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
-    int           rc;
-    size_t        len0;
-    json_t       *root;
-    json_error_t  err;
+    int                                 rc;
+    size_t                              len0;
+    ngx_http_ai_gateway_jtree_t        *root;
+    ngx_http_ai_gateway_jtree_arena_t   a;
+    ngx_http_ai_gateway_jtree_error_t   err;
+    unsigned char                       stack[
+                                          NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA];
 
     memset(req, 0, sizeof(ngx_http_ai_gateway_translate_request_t));
 
     len0 = out->len;
     out->failed = 0;
 
-    root = ngx_http_ai_gateway_translate_load(body, len, &err, &rc);
+    ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
+
+    root = ngx_http_ai_gateway_translate_load(body, len, &a, &err, &rc);
 
     if (root == NULL) {
         if (rc == NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID) {
             (void) ngx_http_ai_gateway_translate_invalid(req,
-                       "the request body is not valid JSON: %s", err.text);
+                       "the request body is not valid JSON: %s at byte %zu",
+                       err.text, err.offset);
         }
+
+        ngx_http_ai_gateway_jtree_arena_free(&a);
 
         return rc;
     }
 
-    rc = ngx_http_ai_gateway_translate_root(root, conf, req, out);
+    rc = ngx_http_ai_gateway_translate_root(root, conf, req, out, &a);
 
-    json_decref(root);
+    ngx_http_ai_gateway_jtree_arena_free(&a);
 
     return ngx_http_ai_gateway_translate_end(out, len0, rc);
 }
@@ -712,71 +983,78 @@ ngx_http_ai_gateway_translate_invalid(
  */
 
 static int
-ngx_http_ai_gateway_translate_root(json_t *root,
+ngx_http_ai_gateway_translate_root(ngx_http_ai_gateway_jtree_t *root,
     const ngx_http_ai_gateway_translate_conf_t *conf,
     ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out)
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a)
 {
-    int          rc, choice, no_parallel;
-    size_t       i;
-    double       t;
-    json_t      *messages, *model, *v, *tools, *temperature, *top_p, *stop,
-                *user;
-    uint64_t     max;
-    const char  *name, *tool;
+    int                           rc, choice, no_parallel;
+    size_t                        i, n;
+    double                        t;
+    uint64_t                      max;
+    const char                   *name;
+    const unsigned char          *s;
+    ngx_http_ai_gateway_jtree_t  *messages, *model, *v, *tools, *temperature,
+                                 *top_p, *stop, *user, *tool;
 
-    if (!json_is_object(root)) {
+    if (!ngx_http_ai_gateway_jtree_is(root, OBJECT)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "the request body must be a JSON object");
     }
 
-    messages = json_object_get(root, "messages");
+    messages = ngx_http_ai_gateway_jtree_get(root, "messages");
 
-    if (messages == NULL || json_is_null(messages)) {
+    if (ngx_http_ai_gateway_jtree_is_none(messages)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages' is a required property");
     }
 
-    if (!json_is_array(messages)) {
+    if (!ngx_http_ai_gateway_jtree_is(messages, ARRAY)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages' must be an array");
     }
 
-    if (json_array_size(messages) == 0) {
+    if (ngx_http_ai_gateway_jtree_size(messages) == 0) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages' must not be empty");
     }
 
-    v = json_object_get(root, "n");
+    v = ngx_http_ai_gateway_jtree_get(root, "n");
 
-    if (v != NULL && !json_is_null(v)
-        && !(json_is_integer(v) && json_integer_value(v) == 1))
+    if (!ngx_http_ai_gateway_jtree_is_none(v)
+        && !(ngx_http_ai_gateway_jtree_is(v, INTEGER)
+             && ngx_http_ai_gateway_jtree_integer(v) == 1))
     {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'n' must be 1: the fallback provider gives one choice");
     }
 
-    v = json_object_get(root, "functions");
+    v = ngx_http_ai_gateway_jtree_get(root, "functions");
 
-    if (v == NULL || json_is_null(v)) {
-        v = json_object_get(root, "function_call");
+    if (ngx_http_ai_gateway_jtree_is_none(v)) {
+        v = ngx_http_ai_gateway_jtree_get(root, "function_call");
     }
 
-    if (v != NULL && !json_is_null(v)) {
+    if (!ngx_http_ai_gateway_jtree_is_none(v)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'functions' and 'function_call' are not supported, "
                    "use 'tools' and 'tool_choice'");
     }
 
-    model = json_object_get(root, "model");
+    model = ngx_http_ai_gateway_jtree_get(root, "model");
 
-    if (json_is_string(model)) {
+    if (ngx_http_ai_gateway_jtree_is(model, STRING)) {
+        s = ngx_http_ai_gateway_translate_sval(out, model, &n);
+        if (s == NULL) {
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+        }
+
         req->model_len = ngx_http_ai_gateway_translate_cut(req->model,
-                             sizeof(req->model),
-                             (const unsigned char *) json_string_value(model),
-                             json_string_length(model));
+                                                           sizeof(req->model),
+                                                           s, n);
 
-    } else if (model != NULL && !json_is_null(model)) {
+    } else if (!ngx_http_ai_gateway_jtree_is_none(model)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'model' must be a string");
 
@@ -788,20 +1066,22 @@ ngx_http_ai_gateway_translate_root(json_t *root,
     /* max_completion_tokens replaces max_tokens in OpenAI's API */
 
     name = "max_completion_tokens";
-    v = json_object_get(root, name);
+    v = ngx_http_ai_gateway_jtree_get(root, name);
 
-    if (v == NULL || json_is_null(v)) {
+    if (ngx_http_ai_gateway_jtree_is_none(v)) {
         name = "max_tokens";
-        v = json_object_get(root, name);
+        v = ngx_http_ai_gateway_jtree_get(root, name);
     }
 
-    if (v != NULL && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+    if (!ngx_http_ai_gateway_jtree_is_none(v)) {
+        if (!ngx_http_ai_gateway_jtree_is(v, INTEGER)
+            || ngx_http_ai_gateway_jtree_integer(v) <= 0)
+        {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'%s' must be a positive integer", name);
         }
 
-        max = (uint64_t) json_integer_value(v);
+        max = (uint64_t) ngx_http_ai_gateway_jtree_integer(v);
 
     } else {
         max = conf->default_max_tokens
@@ -815,91 +1095,96 @@ ngx_http_ai_gateway_translate_root(json_t *root,
 
     req->max_tokens = max;
 
-    v = json_object_get(root, "stream");
+    v = ngx_http_ai_gateway_jtree_get(root, "stream");
 
-    if (v != NULL && !json_is_null(v) && !json_is_boolean(v)) {
+    if (!ngx_http_ai_gateway_jtree_is_none(v)
+        && !ngx_http_ai_gateway_jtree_is(v, TRUE)
+        && !ngx_http_ai_gateway_jtree_is(v, FALSE))
+    {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'stream' must be a boolean");
     }
 
-    req->stream = json_is_true(v);
+    req->stream = ngx_http_ai_gateway_jtree_is(v, TRUE);
 
-    v = json_object_get(root, "stream_options");
+    v = ngx_http_ai_gateway_jtree_get(root, "stream_options");
 
-    if (json_is_object(v)) {
-        req->include_usage = json_is_true(json_object_get(v,
-                                                          "include_usage"));
+    if (ngx_http_ai_gateway_jtree_is(v, OBJECT)) {
+        v = ngx_http_ai_gateway_jtree_get(v, "include_usage");
+        req->include_usage = ngx_http_ai_gateway_jtree_is(v, TRUE);
     }
 
-    temperature = json_object_get(root, "temperature");
+    temperature = ngx_http_ai_gateway_jtree_get(root, "temperature");
 
-    if (json_is_null(temperature)) {
+    if (ngx_http_ai_gateway_jtree_is(temperature, NULL)) {
         temperature = NULL;
     }
 
     t = 0;
 
     if (temperature != NULL) {
-        t = json_number_value(temperature);
+        t = ngx_http_ai_gateway_jtree_number(temperature);
 
-        if (!json_is_number(temperature) || t < 0 || t > 2) {
+        if (!ngx_http_ai_gateway_jtree_is_number(temperature)
+            || t < 0 || t > 2)
+        {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'temperature' must be a number from 0 to 2");
         }
     }
 
-    top_p = json_object_get(root, "top_p");
+    top_p = ngx_http_ai_gateway_jtree_get(root, "top_p");
 
-    if (json_is_null(top_p)) {
+    if (ngx_http_ai_gateway_jtree_is(top_p, NULL)) {
         top_p = NULL;
     }
 
-    if (top_p != NULL && !json_is_number(top_p)) {
+    if (top_p != NULL && !ngx_http_ai_gateway_jtree_is_number(top_p)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'top_p' must be a number");
     }
 
-    stop = json_object_get(root, "stop");
+    stop = ngx_http_ai_gateway_jtree_get(root, "stop");
 
-    if (json_is_null(stop)) {
+    if (ngx_http_ai_gateway_jtree_is(stop, NULL)) {
         stop = NULL;
     }
 
-    if (json_is_array(stop)) {
-        json_array_foreach(stop, i, v) {
-            if (!json_is_string(v)) {
+    if (ngx_http_ai_gateway_jtree_is(stop, ARRAY)) {
+        ngx_http_ai_gateway_jtree_foreach(stop, i, v) {
+            if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
                 return ngx_http_ai_gateway_translate_invalid(req,
                            "'stop' must be a string or an array of strings");
             }
         }
 
-    } else if (stop != NULL && !json_is_string(stop)) {
+    } else if (stop != NULL && !ngx_http_ai_gateway_jtree_is(stop, STRING)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'stop' must be a string or an array of strings");
     }
 
-    user = json_object_get(root, "user");
+    user = ngx_http_ai_gateway_jtree_get(root, "user");
 
-    if (!json_is_string(user)) {
-        user = json_object_get(root, "safety_identifier");
+    if (!ngx_http_ai_gateway_jtree_is(user, STRING)) {
+        user = ngx_http_ai_gateway_jtree_get(root, "safety_identifier");
 
-        if (!json_is_string(user)) {
+        if (!ngx_http_ai_gateway_jtree_is(user, STRING)) {
             user = NULL;
         }
     }
 
-    tools = json_object_get(root, "tools");
+    tools = ngx_http_ai_gateway_jtree_get(root, "tools");
 
-    if (json_is_null(tools)) {
+    if (ngx_http_ai_gateway_jtree_is(tools, NULL)) {
         tools = NULL;
     }
 
-    if (tools != NULL && !json_is_array(tools)) {
+    if (tools != NULL && !ngx_http_ai_gateway_jtree_is(tools, ARRAY)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'tools' must be an array");
     }
 
-    if (json_array_size(tools) == 0) {
+    if (ngx_http_ai_gateway_jtree_size(tools) == 0) {
         tools = NULL;
     }
 
@@ -908,7 +1193,8 @@ ngx_http_ai_gateway_translate_root(json_t *root,
         return choice;
     }
 
-    no_parallel = json_is_false(json_object_get(root, "parallel_tool_calls"));
+    v = ngx_http_ai_gateway_jtree_get(root, "parallel_tool_calls");
+    no_parallel = ngx_http_ai_gateway_jtree_is(v, FALSE);
 
     /* the request */
 
@@ -926,7 +1212,7 @@ ngx_http_ai_gateway_translate_root(json_t *root,
     ngx_http_ai_gateway_translate_lit(out, ",\"max_tokens\":");
     ngx_http_ai_gateway_translate_uint(out, max);
 
-    rc = ngx_http_ai_gateway_translate_messages(messages, req, out);
+    rc = ngx_http_ai_gateway_translate_messages(messages, req, out, a);
     if (rc != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK) {
         return rc;
     }
@@ -972,7 +1258,7 @@ ngx_http_ai_gateway_translate_root(json_t *root,
         case NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_TOOL:
             ngx_http_ai_gateway_translate_lit(out,
                           ",\"tool_choice\":{\"type\":\"tool\",\"name\":");
-            ngx_http_ai_gateway_translate_cstr(out, tool);
+            ngx_http_ai_gateway_translate_cjstr(out, tool);
             break;
 
         default:
@@ -992,7 +1278,7 @@ ngx_http_ai_gateway_translate_root(json_t *root,
     if (stop != NULL) {
         ngx_http_ai_gateway_translate_lit(out, ",\"stop_sequences\":");
 
-        if (json_is_string(stop)) {
+        if (ngx_http_ai_gateway_jtree_is(stop, STRING)) {
             ngx_http_ai_gateway_translate_lit(out, "[");
             ngx_http_ai_gateway_translate_jstr(out, stop);
             ngx_http_ai_gateway_translate_lit(out, "]");
@@ -1036,45 +1322,42 @@ ngx_http_ai_gateway_translate_root(json_t *root,
 /* returns a _CHOICE_ value, or _INVALID */
 
 static int
-ngx_http_ai_gateway_translate_tool_choice(json_t *root, const char **name,
+ngx_http_ai_gateway_translate_tool_choice(ngx_http_ai_gateway_jtree_t *root,
+    ngx_http_ai_gateway_jtree_t **name,
     ngx_http_ai_gateway_translate_request_t *req)
 {
-    json_t      *choice, *type, *fname;
-    const char  *s;
+    ngx_http_ai_gateway_jtree_t  *choice, *type, *fname;
 
     *name = NULL;
 
-    choice = json_object_get(root, "tool_choice");
+    choice = ngx_http_ai_gateway_jtree_get(root, "tool_choice");
 
-    if (choice == NULL || json_is_null(choice)) {
+    if (ngx_http_ai_gateway_jtree_is_none(choice)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_NONE_GIVEN;
     }
 
-    if (json_is_string(choice)) {
-        s = json_string_value(choice);
-
-        if (strcmp(s, "auto") == 0) {
+    if (ngx_http_ai_gateway_jtree_is(choice, STRING)) {
+        if (ngx_http_ai_gateway_jtree_eq(choice, "auto", 0)) {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_AUTO;
         }
 
-        if (strcmp(s, "required") == 0) {
+        if (ngx_http_ai_gateway_jtree_eq(choice, "required", 0)) {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_ANY;
         }
 
-        if (strcmp(s, "none") == 0) {
+        if (ngx_http_ai_gateway_jtree_eq(choice, "none", 0)) {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_NONE;
         }
 
-    } else if (json_is_object(choice)) {
-        type = json_object_get(choice, "type");
-        fname = json_object_get(json_object_get(choice, "function"),
-                                "name");
+    } else if (ngx_http_ai_gateway_jtree_is(choice, OBJECT)) {
+        type = ngx_http_ai_gateway_jtree_get(choice, "type");
+        fname = ngx_http_ai_gateway_jtree_get(
+                    ngx_http_ai_gateway_jtree_get(choice, "function"), "name");
 
-        if (json_is_string(type)
-            && strcmp(json_string_value(type), "function") == 0
-            && json_is_string(fname))
+        if (ngx_http_ai_gateway_jtree_eq(type, "function", 0)
+            && ngx_http_ai_gateway_jtree_is(fname, STRING))
         {
-            *name = json_string_value(fname);
+            *name = fname;
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_CHOICE_TOOL;
         }
     }
@@ -1088,43 +1371,42 @@ ngx_http_ai_gateway_translate_tool_choice(json_t *root, const char **name,
 /* returns a _ROLE_ value, or _INVALID */
 
 static int
-ngx_http_ai_gateway_translate_role(json_t *m, size_t i,
+ngx_http_ai_gateway_translate_role(ngx_http_ai_gateway_jtree_t *m, size_t i,
     ngx_http_ai_gateway_translate_request_t *req)
 {
-    json_t      *role;
-    const char  *s;
+    ngx_http_ai_gateway_jtree_t  *role;
 
-    if (!json_is_object(m)) {
+    if (!ngx_http_ai_gateway_jtree_is(m, OBJECT)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu]' must be an object", i);
     }
 
-    role = json_object_get(m, "role");
+    role = ngx_http_ai_gateway_jtree_get(m, "role");
 
-    if (!json_is_string(role)) {
+    if (!ngx_http_ai_gateway_jtree_is(role, STRING)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].role' must be a string", i);
     }
 
-    s = json_string_value(role);
-
-    if (strcmp(s, "user") == 0) {
+    if (ngx_http_ai_gateway_jtree_eq(role, "user", 0)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_USER;
     }
 
-    if (strcmp(s, "assistant") == 0) {
+    if (ngx_http_ai_gateway_jtree_eq(role, "assistant", 0)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_ASSISTANT;
     }
 
-    if (strcmp(s, "tool") == 0) {
+    if (ngx_http_ai_gateway_jtree_eq(role, "tool", 0)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_TOOL;
     }
 
-    if (strcmp(s, "system") == 0 || strcmp(s, "developer") == 0) {
+    if (ngx_http_ai_gateway_jtree_eq(role, "system", 0)
+        || ngx_http_ai_gateway_jtree_eq(role, "developer", 0))
+    {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_SYSTEM;
     }
 
-    if (strcmp(s, "function") == 0) {
+    if (ngx_http_ai_gateway_jtree_eq(role, "function", 0)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].role': \"function\" is not supported, "
                    "use \"tool\"", i);
@@ -1143,21 +1425,23 @@ ngx_http_ai_gateway_translate_role(json_t *m, size_t i,
  */
 
 static int
-ngx_http_ai_gateway_translate_messages(json_t *messages,
+ngx_http_ai_gateway_translate_messages(ngx_http_ai_gateway_jtree_t *messages,
     ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out)
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a)
 {
-    int      rc, role, r, run, first_block, assistant, calls;
-    size_t   i, j, k, n, count, written;
-    json_t  *m, *content, *v;
+    int                           rc, role, r, run, first_block, assistant,
+                                  calls;
+    size_t                        i, j, k, n, count, written;
+    ngx_http_ai_gateway_jtree_t  *m, *content, *v;
 
-    n = json_array_size(messages);
+    n = ngx_http_ai_gateway_jtree_size(messages);
     written = 0;
 
     ngx_http_ai_gateway_translate_lit(out, ",\"messages\":[");
 
     for (i = 0; i < n; i = j) {
-        m = json_array_get(messages, i);
+        m = ngx_http_ai_gateway_jtree_at(messages, i);
 
         role = ngx_http_ai_gateway_translate_role(m, i, req);
         if (role < 0) {
@@ -1173,8 +1457,8 @@ ngx_http_ai_gateway_translate_messages(json_t *messages,
         count = 0;
 
         for (j = i; j < n; j++) {
-            r = ngx_http_ai_gateway_translate_role(json_array_get(messages, j),
-                                                   j, req);
+            r = ngx_http_ai_gateway_translate_role(
+                    ngx_http_ai_gateway_jtree_at(messages, j), j, req);
             if (r < 0) {
                 return r;
             }
@@ -1205,20 +1489,21 @@ ngx_http_ai_gateway_translate_messages(json_t *messages,
                                     "{\"role\":\"user\",\"content\":");
         }
 
-        content = json_object_get(m, "content");
+        content = ngx_http_ai_gateway_jtree_get(m, "content");
 
-        v = json_object_get(m, "tool_calls");
-        calls = json_is_array(v) ? json_array_size(v) != 0
-                                 : v != NULL && !json_is_null(v);
+        v = ngx_http_ai_gateway_jtree_get(m, "tool_calls");
+        calls = ngx_http_ai_gateway_jtree_is(v, ARRAY)
+                ? ngx_http_ai_gateway_jtree_size(v) != 0
+                : !ngx_http_ai_gateway_jtree_is_none(v);
 
-        v = json_object_get(m, "function_call");
-        calls |= v != NULL && !json_is_null(v);
+        v = ngx_http_ai_gateway_jtree_get(m, "function_call");
+        calls |= !ngx_http_ai_gateway_jtree_is_none(v);
 
         /* a lone message with string content keeps its string */
 
         if (count == 1
             && role != NGX_HTTP_AI_GATEWAY_TRANSLATE_TOOL
-            && json_is_string(content)
+            && ngx_http_ai_gateway_jtree_is(content, STRING)
             && !(assistant && calls))
         {
             ngx_http_ai_gateway_translate_jstr(out, content);
@@ -1230,7 +1515,7 @@ ngx_http_ai_gateway_translate_messages(json_t *messages,
         first_block = 1;
 
         for (k = i; k < j; k++) {
-            m = json_array_get(messages, k);
+            m = ngx_http_ai_gateway_jtree_at(messages, k);
             r = ngx_http_ai_gateway_translate_role(m, k, req);
 
             if (r == NGX_HTTP_AI_GATEWAY_TRANSLATE_SYSTEM) {
@@ -1238,7 +1523,7 @@ ngx_http_ai_gateway_translate_messages(json_t *messages,
             }
 
             rc = ngx_http_ai_gateway_translate_blocks(m, k, r, &first_block,
-                                                      req, out);
+                                                      req, out, a);
             if (rc != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK) {
                 return rc;
             }
@@ -1261,25 +1546,28 @@ ngx_http_ai_gateway_translate_messages(json_t *messages,
 /* the content blocks of one message, after those already written */
 
 static int
-ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
-    int *first, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out)
+ngx_http_ai_gateway_translate_blocks(ngx_http_ai_gateway_jtree_t *m, size_t i,
+    int role, int *first, ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a)
 {
-    int      rc;
-    size_t   k;
-    json_t  *content, *id, *part, *text, *calls;
+    int                           rc;
+    size_t                        k;
+    ngx_http_ai_gateway_jtree_t  *content, *id, *part, *text, *calls;
 
-    content = json_object_get(m, "content");
+    content = ngx_http_ai_gateway_jtree_get(m, "content");
 
     if (role == NGX_HTTP_AI_GATEWAY_TRANSLATE_TOOL) {
-        id = json_object_get(m, "tool_call_id");
+        id = ngx_http_ai_gateway_jtree_get(m, "tool_call_id");
 
-        if (!json_is_string(id)) {
+        if (!ngx_http_ai_gateway_jtree_is(id, STRING)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].tool_call_id' must be a string", i);
         }
 
-        if (!json_is_string(content) && !json_is_array(content)) {
+        if (!ngx_http_ai_gateway_jtree_is(content, STRING)
+            && !ngx_http_ai_gateway_jtree_is(content, ARRAY))
+        {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].content' must be a string or an array",
                        i);
@@ -1296,7 +1584,7 @@ ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
         ngx_http_ai_gateway_translate_jstr(out, id);
         ngx_http_ai_gateway_translate_lit(out, ",\"content\":");
 
-        if (json_is_string(content)) {
+        if (ngx_http_ai_gateway_jtree_is(content, STRING)) {
             ngx_http_ai_gateway_translate_jstr(out, content);
             ngx_http_ai_gateway_translate_lit(out, "}");
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
@@ -1304,13 +1592,12 @@ ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
 
         ngx_http_ai_gateway_translate_lit(out, "[");
 
-        json_array_foreach(content, k, part) {
-            text = json_object_get(part, "text");
+        ngx_http_ai_gateway_jtree_foreach(content, k, part) {
+            text = ngx_http_ai_gateway_jtree_get(part, "text");
 
-            if (!json_is_string(text)
-                || !json_is_string(json_object_get(part, "type"))
-                || strcmp(json_string_value(json_object_get(part, "type")),
-                          "text") != 0)
+            if (!ngx_http_ai_gateway_jtree_is(text, STRING)
+                || !ngx_http_ai_gateway_jtree_eq(
+                        ngx_http_ai_gateway_jtree_get(part, "type"), "text", 0))
             {
                 return ngx_http_ai_gateway_translate_invalid(req,
                            "'messages[%zu].content[%zu]' must be a text part",
@@ -1332,11 +1619,11 @@ ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    if (json_is_string(content)) {
+    if (ngx_http_ai_gateway_jtree_is(content, STRING)) {
 
         /* Anthropic refuses empty text blocks */
 
-        if (json_string_length(content)) {
+        if (content->len) {
             if (!*first) {
                 ngx_http_ai_gateway_translate_lit(out, ",");
             }
@@ -1349,13 +1636,13 @@ ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
             ngx_http_ai_gateway_translate_lit(out, "}");
         }
 
-    } else if (json_is_array(content)) {
+    } else if (ngx_http_ai_gateway_jtree_is(content, ARRAY)) {
         rc = ngx_http_ai_gateway_translate_parts(content, i, first, req, out);
         if (rc != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK) {
             return rc;
         }
 
-    } else if (content != NULL && !json_is_null(content)) {
+    } else if (!ngx_http_ai_gateway_jtree_is_none(content)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].content' must be a string or an array", i);
 
@@ -1368,61 +1655,63 @@ ngx_http_ai_gateway_translate_blocks(json_t *m, size_t i, int role,
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    if (json_object_get(m, "function_call") != NULL
-        && !json_is_null(json_object_get(m, "function_call")))
+    if (!ngx_http_ai_gateway_jtree_is_none(
+             ngx_http_ai_gateway_jtree_get(m, "function_call")))
     {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].function_call' is not supported, "
                    "use 'tool_calls'", i);
     }
 
-    calls = json_object_get(m, "tool_calls");
+    calls = ngx_http_ai_gateway_jtree_get(m, "tool_calls");
 
-    if (calls == NULL || json_is_null(calls)) {
+    if (ngx_http_ai_gateway_jtree_is_none(calls)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    if (!json_is_array(calls)) {
+    if (!ngx_http_ai_gateway_jtree_is(calls, ARRAY)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].tool_calls' must be an array", i);
     }
 
     return ngx_http_ai_gateway_translate_tool_calls(calls, i, first, req,
-                                                    out);
+                                                    out, a);
 }
 
 
 static int
-ngx_http_ai_gateway_translate_parts(json_t *content, size_t i, int *first,
-    ngx_http_ai_gateway_translate_request_t *req,
+ngx_http_ai_gateway_translate_parts(ngx_http_ai_gateway_jtree_t *content,
+    size_t i, int *first, ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
-    int          rc;
-    size_t       k;
-    json_t      *part, *v, *url;
-    const char  *type;
+    int                           rc;
+    size_t                        k;
+    const char                   *type;
+    ngx_http_ai_gateway_jtree_t  *part, *v, *url;
 
-    json_array_foreach(content, k, part) {
-        v = json_object_get(part, "type");
+    ngx_http_ai_gateway_jtree_foreach(content, k, part) {
+        v = ngx_http_ai_gateway_jtree_get(part, "type");
 
-        if (!json_is_string(v)) {
+        if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].content[%zu].type' must be a string",
                        i, k);
         }
 
-        type = json_string_value(v);
+        type = ngx_http_ai_gateway_jtree_eq(v, "text", 0) ? "text"
+               : ngx_http_ai_gateway_jtree_eq(v, "refusal", 0) ? "refusal"
+               : NULL;
 
-        if (strcmp(type, "text") == 0 || strcmp(type, "refusal") == 0) {
-            v = json_object_get(part, type);
+        if (type != NULL) {
+            v = ngx_http_ai_gateway_jtree_get(part, type);
 
-            if (!json_is_string(v)) {
+            if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
                 return ngx_http_ai_gateway_translate_invalid(req,
                            "'messages[%zu].content[%zu].%s' must be a string",
                            i, k, type);
             }
 
-            if (json_string_length(v) == 0) {
+            if (v->len == 0) {
                 continue;
             }
 
@@ -1439,9 +1728,10 @@ ngx_http_ai_gateway_translate_parts(json_t *content, size_t i, int *first,
             continue;
         }
 
-        if (strcmp(type, "image_url") == 0) {
-            v = json_object_get(part, "image_url");
-            url = json_is_object(v) ? json_object_get(v, "url") : v;
+        if (ngx_http_ai_gateway_jtree_eq(v, "image_url", 0)) {
+            v = ngx_http_ai_gateway_jtree_get(part, "image_url");
+            url = ngx_http_ai_gateway_jtree_is(v, OBJECT)
+                  ? ngx_http_ai_gateway_jtree_get(v, "url") : v;
 
             if (!*first) {
                 ngx_http_ai_gateway_translate_lit(out, ",");
@@ -1458,11 +1748,11 @@ ngx_http_ai_gateway_translate_parts(json_t *content, size_t i, int *first,
             continue;
         }
 
-        if (strcmp(type, "file") == 0) {
-            v = json_object_get(part, "file");
-            url = json_object_get(v, "file_data");
+        if (ngx_http_ai_gateway_jtree_eq(v, "file", 0)) {
+            v = ngx_http_ai_gateway_jtree_get(part, "file");
+            url = ngx_http_ai_gateway_jtree_get(v, "file_data");
 
-            if (!json_is_string(url)) {
+            if (!ngx_http_ai_gateway_jtree_is(url, STRING)) {
                 return ngx_http_ai_gateway_translate_invalid(req,
                            "'messages[%zu].content[%zu].file': only "
                            "'file_data' is supported", i, k);
@@ -1498,21 +1788,23 @@ ngx_http_ai_gateway_translate_parts(json_t *content, size_t i, int *first,
  */
 
 static int
-ngx_http_ai_gateway_translate_media(json_t *url, size_t i, size_t k,
-    const char *block, ngx_http_ai_gateway_translate_request_t *req,
+ngx_http_ai_gateway_translate_media(ngx_http_ai_gateway_jtree_t *url, size_t i,
+    size_t k, const char *block, ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
     size_t                n, header;
     const unsigned char  *s, *comma, *semi;
 
-    if (!json_is_string(url)) {
+    if (!ngx_http_ai_gateway_jtree_is(url, STRING)) {
         return ngx_http_ai_gateway_translate_invalid(req,
                    "'messages[%zu].content[%zu]': the URL must be a string",
                    i, k);
     }
 
-    s = (const unsigned char *) json_string_value(url);
-    n = json_string_length(url);
+    s = ngx_http_ai_gateway_translate_sval(out, url, &n);
+    if (s == NULL) {
+        return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+    }
 
     if (n > 5 && strncasecmp((const char *) s, "data:", 5) == 0) {
         comma = memchr(s, ',', n);
@@ -1572,43 +1864,47 @@ bad:
 /* an assistant's tool calls: tool_use blocks, arguments parsed */
 
 static int
-ngx_http_ai_gateway_translate_tool_calls(json_t *calls, size_t i,
-    int *first, ngx_http_ai_gateway_translate_request_t *req,
-    ngx_http_ai_gateway_translate_buf_t *out)
+ngx_http_ai_gateway_translate_tool_calls(ngx_http_ai_gateway_jtree_t *calls,
+    size_t i, int *first, ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out,
+    ngx_http_ai_gateway_jtree_arena_t *a)
 {
-    int                   rc;
-    size_t                k, n;
-    json_t               *call, *type, *id, *fn, *name, *args, *input;
-    json_error_t          err;
-    const unsigned char  *p;
+    int                                 rc;
+    size_t                              k, n;
+    const unsigned char                *p;
+    ngx_http_ai_gateway_jtree_t        *call, *type, *id, *fn, *name, *args,
+                                       *input;
+    ngx_http_ai_gateway_jtree_error_t   err;
 
-    json_array_foreach(calls, k, call) {
-        type = json_object_get(call, "type");
-        id = json_object_get(call, "id");
-        fn = json_object_get(call, "function");
-        name = json_object_get(fn, "name");
+    ngx_http_ai_gateway_jtree_foreach(calls, k, call) {
+        type = ngx_http_ai_gateway_jtree_get(call, "type");
+        id = ngx_http_ai_gateway_jtree_get(call, "id");
+        fn = ngx_http_ai_gateway_jtree_get(call, "function");
+        name = ngx_http_ai_gateway_jtree_get(fn, "name");
 
-        if (type != NULL
-            && !(json_is_string(type)
-                 && strcmp(json_string_value(type), "function") == 0))
+        if (type != NULL && !ngx_http_ai_gateway_jtree_eq(type, "function", 0))
         {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].tool_calls[%zu].type' must be "
                        "\"function\"", i, k);
         }
 
-        if (!json_is_string(id) || !json_is_string(name)) {
+        if (!ngx_http_ai_gateway_jtree_is(id, STRING)
+            || !ngx_http_ai_gateway_jtree_is(name, STRING))
+        {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].tool_calls[%zu]' needs an 'id' and a "
                        "'function.name'", i, k);
         }
 
-        args = json_object_get(fn, "arguments");
+        args = ngx_http_ai_gateway_jtree_get(fn, "arguments");
         input = NULL;
 
-        if (json_is_string(args)) {
-            p = (const unsigned char *) json_string_value(args);
-            n = json_string_length(args);
+        if (ngx_http_ai_gateway_jtree_is(args, STRING)) {
+            p = ngx_http_ai_gateway_translate_sval(out, args, &n);
+            if (p == NULL) {
+                return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+            }
 
             /* some clients send "" for a call without arguments */
 
@@ -1619,7 +1915,8 @@ ngx_http_ai_gateway_translate_tool_calls(json_t *calls, size_t i,
             }
 
             if (n) {
-                input = ngx_http_ai_gateway_translate_load(p, n, &err, &rc);
+                input = ngx_http_ai_gateway_translate_load(p, n, a, &err,
+                                                           &rc);
 
                 if (input == NULL) {
                     if (rc != NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID) {
@@ -1628,23 +1925,21 @@ ngx_http_ai_gateway_translate_tool_calls(json_t *calls, size_t i,
 
                     return ngx_http_ai_gateway_translate_invalid(req,
                                "'messages[%zu].tool_calls[%zu].function."
-                               "arguments' is not valid JSON: %s",
-                               i, k, err.text);
+                               "arguments' is not valid JSON: %s at byte %zu",
+                               i, k, err.text, err.offset);
                 }
             }
 
-        } else if (json_is_object(args)) {
-            input = json_incref(args);
+        } else if (ngx_http_ai_gateway_jtree_is(args, OBJECT)) {
+            input = args;
 
-        } else if (args != NULL && !json_is_null(args)) {
+        } else if (!ngx_http_ai_gateway_jtree_is_none(args)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].tool_calls[%zu].function.arguments' "
                        "must be a string", i, k);
         }
 
-        if (input != NULL && !json_is_object(input)) {
-            json_decref(input);
-
+        if (input != NULL && !ngx_http_ai_gateway_jtree_is(input, OBJECT)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'messages[%zu].tool_calls[%zu].function.arguments' "
                        "must be a JSON object", i, k);
@@ -1665,7 +1960,6 @@ ngx_http_ai_gateway_translate_tool_calls(json_t *calls, size_t i,
 
         if (input != NULL) {
             ngx_http_ai_gateway_translate_json(out, input);
-            json_decref(input);
 
         } else {
             ngx_http_ai_gateway_translate_lit(out, "{}");
@@ -1681,19 +1975,19 @@ ngx_http_ai_gateway_translate_tool_calls(json_t *calls, size_t i,
 /* the texts of system and developer messages, joined with blank lines */
 
 static int
-ngx_http_ai_gateway_translate_system(json_t *messages,
+ngx_http_ai_gateway_translate_system(ngx_http_ai_gateway_jtree_t *messages,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
-    int      opened;
-    size_t   i, k, n, len;
-    json_t  *m, *content, *part, *text, *one;
+    int                           opened;
+    size_t                        i, k, n, len;
+    ngx_http_ai_gateway_jtree_t  *m, *content, *part, *text, *one;
 
     opened = 0;
-    n = json_array_size(messages);
+    n = ngx_http_ai_gateway_jtree_size(messages);
 
     for (i = 0; i < n; i++) {
-        m = json_array_get(messages, i);
+        m = ngx_http_ai_gateway_jtree_at(messages, i);
 
         /* the roles were checked by the messages */
 
@@ -1703,15 +1997,15 @@ ngx_http_ai_gateway_translate_system(json_t *messages,
             continue;
         }
 
-        content = json_object_get(m, "content");
+        content = ngx_http_ai_gateway_jtree_get(m, "content");
 
-        if (json_is_string(content)) {
+        if (ngx_http_ai_gateway_jtree_is(content, STRING)) {
             one = content;
             len = 1;
 
-        } else if (json_is_array(content)) {
+        } else if (ngx_http_ai_gateway_jtree_is(content, ARRAY)) {
             one = NULL;
-            len = json_array_size(content);
+            len = ngx_http_ai_gateway_jtree_size(content);
 
         } else {
             return ngx_http_ai_gateway_translate_invalid(req,
@@ -1723,13 +2017,13 @@ ngx_http_ai_gateway_translate_system(json_t *messages,
             text = one;
 
             if (text == NULL) {
-                part = json_array_get(content, k);
-                text = json_object_get(part, "text");
+                part = ngx_http_ai_gateway_jtree_at(content, k);
+                text = ngx_http_ai_gateway_jtree_get(part, "text");
 
-                if (!json_is_string(text)
-                    || !json_is_string(json_object_get(part, "type"))
-                    || strcmp(json_string_value(json_object_get(part, "type")),
-                              "text") != 0)
+                if (!ngx_http_ai_gateway_jtree_is(text, STRING)
+                    || !ngx_http_ai_gateway_jtree_eq(
+                           ngx_http_ai_gateway_jtree_get(part, "type"),
+                           "text", 0))
                 {
                     return ngx_http_ai_gateway_translate_invalid(req,
                                "'messages[%zu].content[%zu]' must be a text "
@@ -1737,7 +2031,7 @@ ngx_http_ai_gateway_translate_system(json_t *messages,
                 }
             }
 
-            if (json_string_length(text) == 0) {
+            if (text->len == 0) {
                 continue;
             }
 
@@ -1749,9 +2043,7 @@ ngx_http_ai_gateway_translate_system(json_t *messages,
                 opened = 1;
             }
 
-            ngx_http_ai_gateway_translate_esc(out,
-                                (const unsigned char *) json_string_value(text),
-                                json_string_length(text));
+            ngx_http_ai_gateway_translate_jesc(out, text);
         }
     }
 
@@ -1764,39 +2056,37 @@ ngx_http_ai_gateway_translate_system(json_t *messages,
 
 
 static int
-ngx_http_ai_gateway_translate_tools(json_t *tools,
+ngx_http_ai_gateway_translate_tools(ngx_http_ai_gateway_jtree_t *tools,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
-    size_t   k;
-    json_t  *tool, *type, *fn, *name, *desc, *params;
+    size_t                        k;
+    ngx_http_ai_gateway_jtree_t  *tool, *type, *fn, *name, *desc, *params;
 
     ngx_http_ai_gateway_translate_lit(out, ",\"tools\":[");
 
-    json_array_foreach(tools, k, tool) {
-        type = json_object_get(tool, "type");
-        fn = json_object_get(tool, "function");
-        name = json_object_get(fn, "name");
-        desc = json_object_get(fn, "description");
-        params = json_object_get(fn, "parameters");
+    ngx_http_ai_gateway_jtree_foreach(tools, k, tool) {
+        type = ngx_http_ai_gateway_jtree_get(tool, "type");
+        fn = ngx_http_ai_gateway_jtree_get(tool, "function");
+        name = ngx_http_ai_gateway_jtree_get(fn, "name");
+        desc = ngx_http_ai_gateway_jtree_get(fn, "description");
+        params = ngx_http_ai_gateway_jtree_get(fn, "parameters");
 
-        if (!json_is_string(type)
-            || strcmp(json_string_value(type), "function") != 0)
-        {
+        if (!ngx_http_ai_gateway_jtree_eq(type, "function", 0)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'tools[%zu].type' must be \"function\"", k);
         }
 
-        if (!json_is_string(name)) {
+        if (!ngx_http_ai_gateway_jtree_is(name, STRING)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'tools[%zu].function.name' must be a string", k);
         }
 
-        if (json_is_null(params)) {
+        if (ngx_http_ai_gateway_jtree_is(params, NULL)) {
             params = NULL;
         }
 
-        if (params != NULL && !json_is_object(params)) {
+        if (params != NULL && !ngx_http_ai_gateway_jtree_is(params, OBJECT)) {
             return ngx_http_ai_gateway_translate_invalid(req,
                        "'tools[%zu].function.parameters' must be an object",
                        k);
@@ -1809,7 +2099,7 @@ ngx_http_ai_gateway_translate_tools(json_t *tools,
         ngx_http_ai_gateway_translate_lit(out, "{\"name\":");
         ngx_http_ai_gateway_translate_jstr(out, name);
 
-        if (json_is_string(desc)) {
+        if (ngx_http_ai_gateway_jtree_is(desc, STRING)) {
             ngx_http_ai_gateway_translate_lit(out, ",\"description\":");
             ngx_http_ai_gateway_translate_jstr(out, desc);
         }
@@ -1843,31 +2133,37 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
     int                                   rc, text, tools;
-    size_t                                i, len0;
-    json_t                               *root, *content, *block, *type, *v,
-                                         *id;
+    size_t                                i, n, len0;
     uint64_t                              input, cache_read, cache_creation,
                                           output;
-    json_error_t                          err;
-    const char                           *s, *finish;
+    const char                           *finish;
+    const unsigned char                  *s;
+    ngx_http_ai_gateway_jtree_t          *root, *content, *block, *type, *v,
+                                         *id;
+    ngx_http_ai_gateway_jtree_arena_t     a;
+    ngx_http_ai_gateway_jtree_error_t     err;
     ngx_http_ai_gateway_translate_buf_t   args;
+    unsigned char                         stack[
+                                          NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA];
 
     len0 = out->len;
     out->failed = 0;
-    root = ngx_http_ai_gateway_translate_load(body, len, &err, &rc);
+
+    ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
+
+    root = ngx_http_ai_gateway_translate_load(body, len, &a, &err, &rc);
     if (root == NULL) {
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         return rc;
     }
 
-    content = json_object_get(root, "content");
-    type = json_object_get(root, "type");
+    content = ngx_http_ai_gateway_jtree_get(root, "content");
+    type = ngx_http_ai_gateway_jtree_get(root, "type");
 
-    if (!json_is_array(content)
-        || (type != NULL
-            && !(json_is_string(type)
-                 && strcmp(json_string_value(type), "message") == 0)))
+    if (!ngx_http_ai_gateway_jtree_is(content, ARRAY)
+        || (type != NULL && !ngx_http_ai_gateway_jtree_eq(type, "message", 0)))
     {
-        json_decref(root);
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
@@ -1876,7 +2172,7 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     cache_creation = 0;
     output = 0;
 
-    v = json_object_get(root, "usage");
+    v = ngx_http_ai_gateway_jtree_get(root, "usage");
 
     ngx_http_ai_gateway_translate_read_usage(v, &input, &cache_read,
                                              &cache_creation, &output);
@@ -1885,19 +2181,27 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
         u->input_tokens = input + cache_read + cache_creation;
         u->output_tokens = output;
         u->cached_tokens = cache_read;
-        u->found = json_is_object(v);
+        u->found = ngx_http_ai_gateway_jtree_is(v, OBJECT);
     }
 
     ngx_http_ai_gateway_translate_lit(out, "{\"id\":\"chatcmpl-");
 
-    id = json_object_get(root, "id");
+    id = ngx_http_ai_gateway_jtree_get(root, "id");
 
-    if (json_is_string(id)) {
-        s = json_string_value(id);
-        i = (strncmp(s, "msg_", 4) == 0) ? 4 : 0;
+    if (ngx_http_ai_gateway_jtree_is(id, STRING)) {
+        i = ngx_http_ai_gateway_jtree_eq(id, "msg_", 1) ? 4 : 0;
 
-        ngx_http_ai_gateway_translate_esc(out, (const unsigned char *) s + i,
-                                          json_string_length(id) - i);
+        if (id->verbatim) {
+            ngx_http_ai_gateway_translate_add(out, id->u.str + i,
+                                              id->len - i);
+
+        } else {
+            s = ngx_http_ai_gateway_translate_sval(out, id, &n);
+
+            if (s != NULL) {
+                ngx_http_ai_gateway_translate_esc(out, s + i, n - i);
+            }
+        }
     }
 
     ngx_http_ai_gateway_translate_lit(out,
@@ -1905,9 +2209,9 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     ngx_http_ai_gateway_translate_int(out, created);
     ngx_http_ai_gateway_translate_lit(out, ",\"model\":");
 
-    v = json_object_get(root, "model");
+    v = ngx_http_ai_gateway_jtree_get(root, "model");
 
-    if (json_is_string(v)) {
+    if (ngx_http_ai_gateway_jtree_is(v, STRING)) {
         ngx_http_ai_gateway_translate_jstr(out, v);
 
     } else {
@@ -1921,23 +2225,17 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     text = 0;
     tools = 0;
 
-    json_array_foreach(content, i, block) {
-        type = json_object_get(block, "type");
+    ngx_http_ai_gateway_jtree_foreach(content, i, block) {
+        type = ngx_http_ai_gateway_jtree_get(block, "type");
 
-        if (!json_is_string(type)) {
-            continue;
-        }
+        if (ngx_http_ai_gateway_jtree_eq(type, "text", 0)) {
+            v = ngx_http_ai_gateway_jtree_get(block, "text");
 
-        s = json_string_value(type);
-
-        if (strcmp(s, "text") == 0) {
-            v = json_object_get(block, "text");
-
-            if (json_string_length(v)) {
+            if (ngx_http_ai_gateway_jtree_is(v, STRING) && v->len) {
                 text++;
             }
 
-        } else if (strcmp(s, "tool_use") == 0) {
+        } else if (ngx_http_ai_gateway_jtree_eq(type, "tool_use", 0)) {
             tools++;
         }
     }
@@ -1950,17 +2248,14 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     } else {
         ngx_http_ai_gateway_translate_lit(out, "\"");
 
-        json_array_foreach(content, i, block) {
-            type = json_object_get(block, "type");
-            v = json_object_get(block, "text");
+        ngx_http_ai_gateway_jtree_foreach(content, i, block) {
+            type = ngx_http_ai_gateway_jtree_get(block, "type");
+            v = ngx_http_ai_gateway_jtree_get(block, "text");
 
-            if (json_is_string(type)
-                && strcmp(json_string_value(type), "text") == 0
-                && json_is_string(v))
+            if (ngx_http_ai_gateway_jtree_eq(type, "text", 0)
+                && ngx_http_ai_gateway_jtree_is(v, STRING))
             {
-                ngx_http_ai_gateway_translate_esc(out,
-                                  (const unsigned char *) json_string_value(v),
-                                  json_string_length(v));
+                ngx_http_ai_gateway_translate_jesc(out, v);
             }
         }
 
@@ -1972,12 +2267,10 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
         ngx_http_ai_gateway_translate_buf_init(&args, out->resize, out->ctx);
         tools = 0;
 
-        json_array_foreach(content, i, block) {
-            type = json_object_get(block, "type");
+        ngx_http_ai_gateway_jtree_foreach(content, i, block) {
+            type = ngx_http_ai_gateway_jtree_get(block, "type");
 
-            if (!json_is_string(type)
-                || strcmp(json_string_value(type), "tool_use") != 0)
-            {
+            if (!ngx_http_ai_gateway_jtree_eq(type, "tool_use", 0)) {
                 continue;
             }
 
@@ -1986,22 +2279,18 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
             }
 
             ngx_http_ai_gateway_translate_lit(out, "{\"id\":");
-            v = json_object_get(block, "id");
-            ngx_http_ai_gateway_translate_str(out,
-                                  (const unsigned char *) json_string_value(v),
-                                  json_string_length(v));
+            ngx_http_ai_gateway_translate_jstr(out,
+                                   ngx_http_ai_gateway_jtree_get(block, "id"));
 
             ngx_http_ai_gateway_translate_lit(out,
                          ",\"type\":\"function\",\"function\":{\"name\":");
-            v = json_object_get(block, "name");
-            ngx_http_ai_gateway_translate_str(out,
-                                  (const unsigned char *) json_string_value(v),
-                                  json_string_length(v));
+            ngx_http_ai_gateway_translate_jstr(out,
+                                 ngx_http_ai_gateway_jtree_get(block, "name"));
 
             /* the arguments are a string: the input's compact JSON */
 
             ngx_http_ai_gateway_translate_lit(out, ",\"arguments\":");
-            v = json_object_get(block, "input");
+            v = ngx_http_ai_gateway_jtree_get(block, "input");
             args.len = 0;
 
             if (v != NULL) {
@@ -2028,13 +2317,12 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     ngx_http_ai_gateway_translate_lit(out,
                                   "},\"logprobs\":null,\"finish_reason\":");
 
-    v = json_object_get(root, "stop_reason");
+    v = ngx_http_ai_gateway_jtree_get(root, "stop_reason");
     finish = NULL;
 
-    if (json_is_string(v)) {
-        finish = ngx_http_ai_gateway_translate_finish_reason(
-                     (const unsigned char *) json_string_value(v),
-                     json_string_length(v));
+    if (ngx_http_ai_gateway_jtree_is(v, STRING)) {
+        s = ngx_http_ai_gateway_translate_sval(out, v, &n);
+        finish = ngx_http_ai_gateway_translate_finish_reason(s, n);
     }
 
     if (finish != NULL) {
@@ -2050,7 +2338,7 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
                                          output, cache_read);
     ngx_http_ai_gateway_translate_lit(out, "}");
 
-    json_decref(root);
+    ngx_http_ai_gateway_jtree_arena_free(&a);
 
     return ngx_http_ai_gateway_translate_end(out, len0,
                                              NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
@@ -2060,33 +2348,34 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
 /* Anthropic's usage fields, those present */
 
 static void
-ngx_http_ai_gateway_translate_read_usage(json_t *usage, uint64_t *input,
-    uint64_t *cache_read, uint64_t *cache_creation, uint64_t *output)
+ngx_http_ai_gateway_translate_read_usage(ngx_http_ai_gateway_jtree_t *usage,
+    uint64_t *input, uint64_t *cache_read, uint64_t *cache_creation,
+    uint64_t *output)
 {
-    json_t  *v;
+    ngx_http_ai_gateway_jtree_t  *v;
 
-    if (!json_is_object(usage)) {
+    if (!ngx_http_ai_gateway_jtree_is(usage, OBJECT)) {
         return;
     }
 
-    v = json_object_get(usage, "input_tokens");
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *input = json_integer_value(v);
+    v = ngx_http_ai_gateway_jtree_get(usage, "input_tokens");
+    if (ngx_http_ai_gateway_jtree_is(v, INTEGER) && v->v.integer >= 0) {
+        *input = ngx_http_ai_gateway_jtree_integer(v);
     }
 
-    v = json_object_get(usage, "cache_read_input_tokens");
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *cache_read = json_integer_value(v);
+    v = ngx_http_ai_gateway_jtree_get(usage, "cache_read_input_tokens");
+    if (ngx_http_ai_gateway_jtree_is(v, INTEGER) && v->v.integer >= 0) {
+        *cache_read = ngx_http_ai_gateway_jtree_integer(v);
     }
 
-    v = json_object_get(usage, "cache_creation_input_tokens");
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *cache_creation = json_integer_value(v);
+    v = ngx_http_ai_gateway_jtree_get(usage, "cache_creation_input_tokens");
+    if (ngx_http_ai_gateway_jtree_is(v, INTEGER) && v->v.integer >= 0) {
+        *cache_creation = ngx_http_ai_gateway_jtree_integer(v);
     }
 
-    v = json_object_get(usage, "output_tokens");
-    if (json_is_integer(v) && json_integer_value(v) >= 0) {
-        *output = json_integer_value(v);
+    v = ngx_http_ai_gateway_jtree_get(usage, "output_tokens");
+    if (ngx_http_ai_gateway_jtree_is(v, INTEGER) && v->v.integer >= 0) {
+        *output = ngx_http_ai_gateway_jtree_integer(v);
     }
 }
 
@@ -2156,27 +2445,33 @@ int
 ngx_http_ai_gateway_translate_error(const unsigned char *body, size_t len,
     unsigned status, ngx_http_ai_gateway_translate_buf_t *out)
 {
-    int           rc;
-    size_t        len0;
-    json_t       *root;
-    json_error_t  err;
+    int                                 rc;
+    size_t                              len0;
+    ngx_http_ai_gateway_jtree_t        *root;
+    ngx_http_ai_gateway_jtree_arena_t   a;
+    ngx_http_ai_gateway_jtree_error_t   err;
+    unsigned char                       stack[
+                                          NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA];
 
     len0 = out->len;
     out->failed = 0;
 
-    root = ngx_http_ai_gateway_translate_load(body, len, &err, &rc);
+    ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
+
+    root = ngx_http_ai_gateway_translate_load(body, len, &a, &err, &rc);
 
     if (root == NULL && rc == NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM) {
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         return rc;
     }
 
     /* anything but Anthropic's error object: the status says it all */
 
     ngx_http_ai_gateway_translate_error_obj(out,
-                                         json_object_get(root, "error"),
-                                         status);
+                                  ngx_http_ai_gateway_jtree_get(root, "error"),
+                                  status);
 
-    json_decref(root);
+    ngx_http_ai_gateway_jtree_arena_free(&a);
 
     return ngx_http_ai_gateway_translate_end(out, len0,
                                              NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
@@ -2210,12 +2505,13 @@ ngx_http_ai_gateway_translate_error_json(
 /* by Anthropic's type, else by the status (0: unknown) */
 
 static const ngx_http_ai_gateway_translate_errmap_t *
-ngx_http_ai_gateway_translate_errmap(const char *type, unsigned status)
+ngx_http_ai_gateway_translate_errmap(ngx_http_ai_gateway_jtree_t *type,
+    unsigned status)
 {
     const ngx_http_ai_gateway_translate_errmap_t  *e;
 
     for (e = ngx_http_ai_gateway_translate_errmaps; e->anthropic; e++) {
-        if (type != NULL ? strcmp(type, e->anthropic) == 0
+        if (type != NULL ? ngx_http_ai_gateway_jtree_eq(type, e->anthropic, 0)
                          : status == e->status)
         {
             return e;
@@ -2234,42 +2530,40 @@ ngx_http_ai_gateway_translate_errmap(const char *type, unsigned status)
 
 static void
 ngx_http_ai_gateway_translate_error_obj(ngx_http_ai_gateway_translate_buf_t *b,
-    json_t *err, unsigned status)
+    ngx_http_ai_gateway_jtree_t *err, unsigned status)
 {
     int                                            n;
-    json_t                                        *type, *message;
     const char                                    *code;
+    ngx_http_ai_gateway_jtree_t                   *type, *message, *anthropic;
     char                                           text[80];
     const ngx_http_ai_gateway_translate_errmap_t  *e;
 
-    type = json_object_get(err, "type");
-    message = json_object_get(err, "message");
+    type = ngx_http_ai_gateway_jtree_get(err, "type");
+    message = ngx_http_ai_gateway_jtree_get(err, "message");
 
-    if (!json_is_string(type)) {
+    if (!ngx_http_ai_gateway_jtree_is(type, STRING)) {
         type = NULL;
     }
 
-    e = ngx_http_ai_gateway_translate_errmap(type ? json_string_value(type)
-                                                  : NULL, status);
+    e = ngx_http_ai_gateway_translate_errmap(type, status);
 
     /* OpenAI clients look for this code to shorten the conversation */
 
     code = e->code;
+    anthropic = NULL;
 
     if (type != NULL && e->anthropic == NULL) {
-        code = json_string_value(type);
+        anthropic = type;
     }
 
-    if (json_is_string(message)
-        && strncmp(json_string_value(message), "prompt is too long",
-                   sizeof("prompt is too long") - 1) == 0)
-    {
+    if (ngx_http_ai_gateway_jtree_eq(message, "prompt is too long", 1)) {
         code = "context_length_exceeded";
+        anthropic = NULL;
     }
 
     ngx_http_ai_gateway_translate_lit(b, "{\"error\":{\"message\":");
 
-    if (json_is_string(message)) {
+    if (ngx_http_ai_gateway_jtree_is(message, STRING)) {
         ngx_http_ai_gateway_translate_jstr(b, message);
 
     } else {
@@ -2288,7 +2582,16 @@ ngx_http_ai_gateway_translate_error_obj(ngx_http_ai_gateway_translate_buf_t *b,
     ngx_http_ai_gateway_translate_lit(b, ",\"type\":");
     ngx_http_ai_gateway_translate_cstr(b, e->type);
     ngx_http_ai_gateway_translate_lit(b, ",\"code\":");
-    ngx_http_ai_gateway_translate_cstr(b, code);
+
+    /* Anthropic's own type, when OpenAI has no code for it */
+
+    if (anthropic != NULL) {
+        ngx_http_ai_gateway_translate_cjstr(b, anthropic);
+
+    } else {
+        ngx_http_ai_gateway_translate_cstr(b, code);
+    }
+
     ngx_http_ai_gateway_translate_lit(b, "}}");
 }
 
@@ -2323,10 +2626,13 @@ ngx_http_ai_gateway_translate_stream_feed(
 {
     int                                           rc;
     size_t                                        len0;
-    json_t                                       *root, *v;
     unsigned                                      kind;
-    json_error_t                                  err;
+    ngx_http_ai_gateway_jtree_t                  *root, *v;
+    ngx_http_ai_gateway_jtree_arena_t             a;
+    ngx_http_ai_gateway_jtree_error_t             err;
     const ngx_http_ai_gateway_translate_event_t  *e;
+    unsigned char                                 stack[
+                                          NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA];
 
     if (st->done) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
@@ -2336,17 +2642,25 @@ ngx_http_ai_gateway_translate_stream_feed(
     out->failed = 0;
     root = NULL;
 
+    ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
+
     if (name_len == 0) {
-        root = ngx_http_ai_gateway_translate_load(data, data_len, &err, &rc);
+        root = ngx_http_ai_gateway_translate_load(data, data_len, &a, &err,
+                                                  &rc);
         if (root == NULL) {
+            ngx_http_ai_gateway_jtree_arena_free(&a);
             return rc;
         }
 
-        v = json_object_get(root, "type");
+        v = ngx_http_ai_gateway_jtree_get(root, "type");
 
-        if (json_is_string(v)) {
-            name = (const unsigned char *) json_string_value(v);
-            name_len = json_string_length(v);
+        if (ngx_http_ai_gateway_jtree_is(v, STRING)) {
+            name = ngx_http_ai_gateway_jtree_string(v, &name_len);
+
+            if (name == NULL) {
+                ngx_http_ai_gateway_jtree_arena_free(&a);
+                return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+            }
         }
     }
 
@@ -2366,11 +2680,11 @@ ngx_http_ai_gateway_translate_stream_feed(
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_OTHER:
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_PING:
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_BLOCK_STOP:
-        json_decref(root);
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
 
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_MESSAGE_STOP:
-        json_decref(root);
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         ngx_http_ai_gateway_translate_message_stop(st, out);
         return ngx_http_ai_gateway_translate_end(out, len0,
                                            NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
@@ -2388,14 +2702,16 @@ ngx_http_ai_gateway_translate_stream_feed(
     }
 
     if (root == NULL) {
-        root = ngx_http_ai_gateway_translate_load(data, data_len, &err, &rc);
+        root = ngx_http_ai_gateway_translate_load(data, data_len, &a, &err,
+                                                  &rc);
         if (root == NULL) {
+            ngx_http_ai_gateway_jtree_arena_free(&a);
             return rc;
         }
     }
 
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!ngx_http_ai_gateway_jtree_is(root, OBJECT)) {
+        ngx_http_ai_gateway_jtree_arena_free(&a);
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
@@ -2420,14 +2736,14 @@ ngx_http_ai_gateway_translate_stream_feed(
     default: /* NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_ERROR */
         ngx_http_ai_gateway_translate_lit(out, "data: ");
         ngx_http_ai_gateway_translate_error_obj(out,
-                                             json_object_get(root, "error"),
-                                             0);
+                                  ngx_http_ai_gateway_jtree_get(root, "error"),
+                                  0);
         ngx_http_ai_gateway_translate_lit(out, "\n\ndata: [DONE]\n\n");
         rc = NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
         break;
     }
 
-    json_decref(root);
+    ngx_http_ai_gateway_jtree_arena_free(&a);
 
     rc = ngx_http_ai_gateway_translate_end(out, len0, rc);
 
@@ -2539,7 +2855,7 @@ ngx_http_ai_gateway_translate_delta_end(ngx_http_ai_gateway_translate_buf_t *b,
 static void
 ngx_http_ai_gateway_translate_content(
     ngx_http_ai_gateway_translate_stream_t *st,
-    ngx_http_ai_gateway_translate_buf_t *b, json_t *text)
+    ngx_http_ai_gateway_translate_buf_t *b, ngx_http_ai_gateway_jtree_t *text)
 {
     ngx_http_ai_gateway_translate_delta(st, b);
     ngx_http_ai_gateway_translate_lit(b, "{\"content\":");
@@ -2551,44 +2867,50 @@ ngx_http_ai_gateway_translate_content(
 
 static int
 ngx_http_ai_gateway_translate_message_start(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b)
 {
-    size_t                skip;
-    json_t               *msg, *v;
-    const unsigned char  *s;
+    size_t                        skip, n;
+    const unsigned char          *s;
+    ngx_http_ai_gateway_jtree_t  *msg, *v;
 
-    msg = json_object_get(root, "message");
+    msg = ngx_http_ai_gateway_jtree_get(root, "message");
 
-    if (!json_is_object(msg)) {
+    if (!ngx_http_ai_gateway_jtree_is(msg, OBJECT)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
-    v = json_object_get(msg, "id");
+    v = ngx_http_ai_gateway_jtree_get(msg, "id");
 
-    if (json_is_string(v)) {
-        s = (const unsigned char *) json_string_value(v);
-        skip = (strncmp((const char *) s, "msg_", 4) == 0) ? 4 : 0;
+    if (ngx_http_ai_gateway_jtree_is(v, STRING)) {
+        s = ngx_http_ai_gateway_translate_sval(b, v, &n);
+        if (s == NULL) {
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+        }
 
+        skip = ngx_http_ai_gateway_jtree_eq(v, "msg_", 1) ? 4 : 0;
         st->id_len = ngx_http_ai_gateway_translate_cut(st->id,
                                                        sizeof(st->id),
-                                                       s + skip,
-                                                       json_string_length(v)
-                                                       - skip);
+                                                       s + skip, n - skip);
     }
 
-    v = json_object_get(msg, "model");
+    v = ngx_http_ai_gateway_jtree_get(msg, "model");
 
-    if (json_is_string(v)) {
+    if (ngx_http_ai_gateway_jtree_is(v, STRING)) {
+        s = ngx_http_ai_gateway_translate_sval(b, v, &n);
+        if (s == NULL) {
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+        }
+
         st->model_len = ngx_http_ai_gateway_translate_cut(st->model,
-                            sizeof(st->model),
-                            (const unsigned char *) json_string_value(v),
-                            json_string_length(v));
+                                                          sizeof(st->model),
+                                                          s, n);
     }
 
-    v = json_object_get(msg, "usage");
+    v = ngx_http_ai_gateway_jtree_get(msg, "usage");
 
-    if (json_is_object(v)) {
+    if (ngx_http_ai_gateway_jtree_is(v, OBJECT)) {
         st->usage_found = 1;
         ngx_http_ai_gateway_translate_read_usage(v, &st->input_tokens,
                                                  &st->cache_read,
@@ -2607,27 +2929,28 @@ ngx_http_ai_gateway_translate_message_start(
 
 static int
 ngx_http_ai_gateway_translate_block_start(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b)
 {
-    json_t      *block, *type, *id, *name, *text;
-    const char  *s;
+    ngx_http_ai_gateway_jtree_t  *block, *type, *id, *name, *text;
 
-    block = json_object_get(root, "content_block");
-    type = json_object_get(block, "type");
+    block = ngx_http_ai_gateway_jtree_get(root, "content_block");
+    type = ngx_http_ai_gateway_jtree_get(block, "type");
 
-    if (!json_is_string(type)) {
+    if (!ngx_http_ai_gateway_jtree_is(type, STRING)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
-    s = json_string_value(type);
     st->in_tool = 0;
 
-    if (strcmp(s, "tool_use") == 0) {
-        id = json_object_get(block, "id");
-        name = json_object_get(block, "name");
+    if (ngx_http_ai_gateway_jtree_eq(type, "tool_use", 0)) {
+        id = ngx_http_ai_gateway_jtree_get(block, "id");
+        name = ngx_http_ai_gateway_jtree_get(block, "name");
 
-        if (!json_is_string(id) || !json_is_string(name)) {
+        if (!ngx_http_ai_gateway_jtree_is(id, STRING)
+            || !ngx_http_ai_gateway_jtree_is(name, STRING))
+        {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
         }
 
@@ -2637,7 +2960,8 @@ ngx_http_ai_gateway_translate_block_start(
          */
 
         st->in_tool = 1;
-        st->tool_block = json_integer_value(json_object_get(root, "index"));
+        st->tool_block = ngx_http_ai_gateway_jtree_integer(
+                             ngx_http_ai_gateway_jtree_get(root, "index"));
         st->tool_index = st->tools++;
 
         ngx_http_ai_gateway_translate_delta(st, b);
@@ -2654,10 +2978,10 @@ ngx_http_ai_gateway_translate_block_start(
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    if (strcmp(s, "text") == 0) {
-        text = json_object_get(block, "text");
+    if (ngx_http_ai_gateway_jtree_eq(type, "text", 0)) {
+        text = ngx_http_ai_gateway_jtree_get(block, "text");
 
-        if (json_string_length(text)) {
+        if (ngx_http_ai_gateway_jtree_is(text, STRING) && text->len) {
             ngx_http_ai_gateway_translate_content(st, b, text);
         }
     }
@@ -2774,9 +3098,9 @@ ngx_http_ai_gateway_translate_fast_delta(
 
 /*
  * The inside of a JSON string, from p: returns its closing quote, or NULL
- * when it is not one jansson would take as it is (unescaped control
+ * when it is not one the parser would take as it is (unescaped control
  * characters, bad escapes, invalid UTF-8) or is something we would rather
- * not pass on (\u escapes of surrogates: jansson checks their pairing).
+ * not pass on (\u escapes of surrogates: the parser checks their pairing).
  */
 
 static const unsigned char *
@@ -2881,48 +3205,47 @@ ngx_http_ai_gateway_translate_scan(const unsigned char *p,
 
 static int
 ngx_http_ai_gateway_translate_block_delta(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b)
 {
-    json_t      *delta, *type, *v;
-    const char  *s;
+    ngx_http_ai_gateway_jtree_t  *delta, *type, *v;
 
-    delta = json_object_get(root, "delta");
-    type = json_object_get(delta, "type");
+    delta = ngx_http_ai_gateway_jtree_get(root, "delta");
+    type = ngx_http_ai_gateway_jtree_get(delta, "type");
 
-    if (!json_is_string(type)) {
+    if (!ngx_http_ai_gateway_jtree_is(type, STRING)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
-    s = json_string_value(type);
+    if (ngx_http_ai_gateway_jtree_eq(type, "text_delta", 0)) {
+        v = ngx_http_ai_gateway_jtree_get(delta, "text");
 
-    if (strcmp(s, "text_delta") == 0) {
-        v = json_object_get(delta, "text");
-
-        if (!json_is_string(v)) {
+        if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
         }
 
-        if (json_string_length(v)) {
+        if (v->len) {
             ngx_http_ai_gateway_translate_content(st, b, v);
         }
 
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    if (strcmp(s, "input_json_delta") == 0) {
-        v = json_object_get(delta, "partial_json");
+    if (ngx_http_ai_gateway_jtree_eq(type, "input_json_delta", 0)) {
+        v = ngx_http_ai_gateway_jtree_get(delta, "partial_json");
 
-        if (!json_is_string(v)) {
+        if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
         }
 
         /* a server tool's input, or the empty first piece: nothing */
 
         if (!st->in_tool
-            || json_integer_value(json_object_get(root, "index"))
+            || ngx_http_ai_gateway_jtree_integer(
+                   ngx_http_ai_gateway_jtree_get(root, "index"))
                != st->tool_block
-            || json_string_length(v) == 0)
+            || v->len == 0)
         {
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
         }
@@ -2944,23 +3267,26 @@ ngx_http_ai_gateway_translate_block_delta(
 
 static int
 ngx_http_ai_gateway_translate_message_delta(
-    ngx_http_ai_gateway_translate_stream_t *st, json_t *root,
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b)
 {
-    json_t      *delta, *v;
-    const char  *finish;
+    size_t                        n;
+    const char                   *finish;
+    const unsigned char          *s;
+    ngx_http_ai_gateway_jtree_t  *delta, *v;
 
-    delta = json_object_get(root, "delta");
+    delta = ngx_http_ai_gateway_jtree_get(root, "delta");
 
-    if (!json_is_object(delta)) {
+    if (!ngx_http_ai_gateway_jtree_is(delta, OBJECT)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID;
     }
 
     /* output_tokens here is the total; newer streams repeat the input too */
 
-    v = json_object_get(root, "usage");
+    v = ngx_http_ai_gateway_jtree_get(root, "usage");
 
-    if (json_is_object(v)) {
+    if (ngx_http_ai_gateway_jtree_is(v, OBJECT)) {
         st->usage_found = 1;
         ngx_http_ai_gateway_translate_read_usage(v, &st->input_tokens,
                                                  &st->cache_read,
@@ -2968,15 +3294,18 @@ ngx_http_ai_gateway_translate_message_delta(
                                                  &st->output_tokens);
     }
 
-    v = json_object_get(delta, "stop_reason");
+    v = ngx_http_ai_gateway_jtree_get(delta, "stop_reason");
 
-    if (!json_is_string(v)) {
+    if (!ngx_http_ai_gateway_jtree_is(v, STRING)) {
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
     }
 
-    finish = ngx_http_ai_gateway_translate_finish_reason(
-                 (const unsigned char *) json_string_value(v),
-                 json_string_length(v));
+    s = ngx_http_ai_gateway_translate_sval(b, v, &n);
+    if (s == NULL) {
+        return NGX_HTTP_AI_GATEWAY_TRANSLATE_NOMEM;
+    }
+
+    finish = ngx_http_ai_gateway_translate_finish_reason(s, n);
 
     ngx_http_ai_gateway_translate_delta(st, b);
     ngx_http_ai_gateway_translate_lit(b, "{}");

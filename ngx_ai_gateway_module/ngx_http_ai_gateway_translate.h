@@ -8,9 +8,11 @@
  *   - Anthropic's JSON answer, error answer or SSE events become the
  *     chat.completion, error object or chat.completion.chunk events the
  *     client expects.
- * Input is parsed with jansson; output is written straight into a growable
- * buffer whose memory the caller may supply (nginx: a pool).  No nginx
- * dependency: unit-tested alone (t/unit/test_translate.c).
+ * Input is parsed by our own parser (ngx_http_ai_gateway_jtree.h) into an
+ * arena: a few KiB on the stack, more from the output buffer's resize()
+ * (nginx: the pool), freed before the call returns.  Output is written
+ * straight into a growable buffer whose memory the caller may supply.  No
+ * nginx dependency: unit-tested alone (t/unit/test_translate.c).
  *
  * Mapping decisions, where the two APIs do not match one to one:
  *   - "system" and "developer" messages, wherever they are, make the
@@ -48,7 +50,8 @@
  *     of answers;
  *   - chunks carry "logprobs":null as OpenAI's do; text and tool argument
  *     deltas may keep the JSON escapes Anthropic wrote ("\u00e9");
- *   - JSON integers beyond 64 bits make the body invalid (jansson's limit).
+ *   - JSON integers beyond 64 bits make the body invalid (jansson's limit,
+ *     kept when the parser replaced jansson).
  */
 
 
