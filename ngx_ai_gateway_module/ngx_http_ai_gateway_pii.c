@@ -20,8 +20,19 @@
  *     follow a base64url byte or a dot.
  *
  * So each byte is read a bounded number of times, and the callback gets
- * the matches in order.  The rules for each type are in the header.  The
- * keyword engine is at the end of this file.
+ * the matches in order.  The rules for each type are in the header.
+ *
+ * Between candidates the scan skips: a byte can start a match only if a
+ * detector takes it and the byte after it (the tests that the filter
+ * below starts with: "be" is no IPv6 address, "sh" no secret), so with
+ * SSE2 the positions of such first bytes at word starts are found 32
+ * bytes a step, and only those are looked up; ordinary text costs a few
+ * instructions a byte.  In numbers and lists the next candidate is near,
+ * and 16 bytes are looked at one by one first.  The scan still looks at
+ * every position where a match can start, where an address starts, and
+ * after each '@' (to find the next one).
+ *
+ * The keyword engine is at the end of this file.
  */
 
 
@@ -29,6 +40,11 @@
 #include <string.h>
 
 #include "ngx_http_ai_gateway_pii.h"
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_PII_NO_SIMD)
+#define NGX_HTTP_AI_GATEWAY_PII_SSE2  1
+#include <emmintrin.h>
+#endif
 
 
 /* byte classes */
@@ -68,6 +84,15 @@
 #define NGX_HTTP_AI_GATEWAY_PII_T(type)                                       \
     NGX_HTTP_AI_GATEWAY_PII_BIT(NGX_HTTP_AI_GATEWAY_PII_##type)
 
+/* the SIMD skip apart from the scan (for registers), small helpers inline */
+#if defined(__GNUC__)
+#define ngx_http_ai_gateway_pii_noinline  __attribute__((noinline))
+#define ngx_http_ai_gateway_pii_inline    inline __attribute__((always_inline))
+#else
+#define ngx_http_ai_gateway_pii_noinline
+#define ngx_http_ai_gateway_pii_inline    inline
+#endif
+
 
 typedef struct {
     const unsigned char  *p;
@@ -77,6 +102,8 @@ typedef struct {
     size_t                at;
     size_t                email_start;
     size_t                email_end;
+    /* where the skip stops: the address's start, else after the '@' */
+    size_t                stop;
 } ngx_http_ai_gateway_pii_scan_t;
 
 
@@ -89,9 +116,25 @@ typedef struct {
 } ngx_http_ai_gateway_pii_mask_t;
 
 
+static size_t ngx_http_ai_gateway_pii_skip(ngx_http_ai_gateway_pii_scan_t *s,
+    size_t i, unsigned types);
+static ngx_http_ai_gateway_pii_noinline size_t ngx_http_ai_gateway_pii_next(
+    const unsigned char *p, size_t len, size_t i, size_t lim, unsigned types);
+static ngx_http_ai_gateway_pii_inline size_t ngx_http_ai_gateway_pii_bytes(
+    const unsigned char *p, size_t len, size_t i, size_t lim, unsigned types);
+#if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
+static ngx_http_ai_gateway_pii_inline void ngx_http_ai_gateway_pii_classify(
+    const unsigned char *p, uint32_t *word, uint32_t *lead, uint32_t *punct);
+#endif
+static int ngx_http_ai_gateway_pii_maybe(const unsigned char *p, size_t len,
+    size_t i, unsigned m);
 static unsigned ngx_http_ai_gateway_pii_filter(const unsigned char *p,
     size_t len, size_t i, unsigned m);
+static unsigned ngx_http_ai_gateway_pii_filter_ipv6(const unsigned char *p,
+    size_t len, size_t i, unsigned m);
 static void ngx_http_ai_gateway_pii_email(ngx_http_ai_gateway_pii_scan_t *s,
+    size_t i);
+static void ngx_http_ai_gateway_pii_address(ngx_http_ai_gateway_pii_scan_t *s,
     size_t i);
 static size_t ngx_http_ai_gateway_pii_phone(const unsigned char *p,
     size_t len, size_t i);
@@ -198,6 +241,78 @@ static const unsigned char  ngx_http_ai_gateway_pii_start[256] = {
 };
 
 
+/*
+ * The first two bytes of secrets: a bit for each kind, set for its first
+ * and for its second bytes ("-----", "AKIA", "ASIA", "AIza", "sk-",
+ * "eyJ", "ghp_", "github_pat_", "xox"); no byte is both a first and a
+ * second one of different kinds; the bytes >= 0x80 have none.
+ */
+
+static const unsigned char  ngx_http_ai_gateway_pii_sec[256] = {
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /*  !"#$%&' */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,     /* ()*+,-./ */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* 01234567 */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* 89:;<=>? */
+    0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* @ABCDEFG */
+    0x00, 0x02, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,     /* HIJKLMNO */
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00,     /* PQRSTUVW */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* XYZ[\]^_ */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x10,     /* `abcdefg */
+    0x10, 0x10, 0x00, 0x04, 0x00, 0x00, 0x00, 0x20,     /* hijklmno */
+    0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00,     /* pqrstuvw */
+    0x20, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* xyz{|}~  */
+};
+
+
+/*
+ * The types that a byte can be the second byte of, for those that ask for
+ * one: IPv6 addresses a hex digit or ':', IBANs an upper case letter,
+ * secrets one of "-KSIkyhio"; the others take any (the bytes >= 0x80 are
+ * none of those)
+ */
+
+#define NGX_HTTP_AI_GATEWAY_PII_ANY_SECOND                                    \
+    (NGX_HTTP_AI_GATEWAY_PII_ALL & ~(NGX_HTTP_AI_GATEWAY_PII_T(IPV6)          \
+                                     | NGX_HTTP_AI_GATEWAY_PII_T(IBAN)        \
+                                     | NGX_HTTP_AI_GATEWAY_PII_T(SECRET)))
+
+/*
+ * The types that the bytes c d can start (secrets: those of "sk", "sh",
+ * "ek"..., the rest is for ngx_http_ai_gateway_pii_maybe())
+ */
+#define ngx_http_ai_gateway_pii_pair(c, d, types)                             \
+    (ngx_http_ai_gateway_pii_start[c] & (types)                               \
+     & (ngx_http_ai_gateway_pii_second[d] | NGX_HTTP_AI_GATEWAY_PII_ANY_SECOND))
+
+/* m: the pair's types; only the secrets of the wrong first byte: none */
+#define ngx_http_ai_gateway_pii_pair_ok(m, c, d)                              \
+    ((m) != NGX_HTTP_AI_GATEWAY_PII_T(SECRET)                                 \
+     || (ngx_http_ai_gateway_pii_sec[c] & ngx_http_ai_gateway_pii_sec[d]))
+
+static const unsigned char  ngx_http_ai_gateway_pii_second[256] = {
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /*  !"#$%&' */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x00,     /* ()*+,-./ */
+    0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40,     /* 01234567 */
+    0x40, 0x40, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,     /* 89:;<=>? */
+    0x00, 0x50, 0x50, 0x50, 0x50, 0x50, 0x50, 0x10,     /* @ABCDEFG */
+    0x10, 0x90, 0x10, 0x90, 0x10, 0x10, 0x10, 0x10,     /* HIJKLMNO */
+    0x10, 0x10, 0x10, 0x90, 0x10, 0x10, 0x10, 0x10,     /* PQRSTUVW */
+    0x10, 0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00,     /* XYZ[\]^_ */
+    0x00, 0x40, 0x40, 0x40, 0x40, 0x40, 0x40, 0x00,     /* `abcdefg */
+    0x80, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00, 0x80,     /* hijklmno */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* pqrstuvw */
+    0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* xyz{|}~  */
+};
+
+
 /* IBAN lengths, from the SWIFT IBAN registry */
 
 static const char  ngx_http_ai_gateway_pii_iban_lengths[][3] = {
@@ -293,6 +408,7 @@ ngx_http_ai_gateway_pii_scan(const unsigned char *p, size_t len,
     s.at = len;
     s.email_start = 0;
     s.email_end = 0;
+    s.stop = len;
 
     if (types & NGX_HTTP_AI_GATEWAY_PII_T(EMAIL)) {
         ngx_http_ai_gateway_pii_email(&s, 0);
@@ -395,19 +511,268 @@ ngx_http_ai_gateway_pii_scan(const unsigned char *p, size_t len,
             continue;
         }
 
-        /* nothing starts in the rest of a word (an address's start never
-         * follows a word byte either) */
-
-        i++;
-
-        if (ngx_http_ai_gateway_pii_isword(c)) {
-            while (i < len && ngx_http_ai_gateway_pii_isword(p[i])) {
-                i++;
-            }
-        }
+        i = ngx_http_ai_gateway_pii_skip(&s, i + 1, types);
     }
 
     return 0;
+}
+
+
+/*
+ * Where the scan looks next, from i (> 0): nothing starts in the rest of a
+ * word (an address's start never follows a word byte either), so at the
+ * next byte that is no word byte or starts a word, and whose type bits
+ * and next byte pass the first tests of a detector of types; or where the
+ * address found from the last '@' starts; or len.  After the '@' the next
+ * one is looked for on the way, as the scan did from the first byte it
+ * looked at after it: no '@' is skipped, being no word byte.
+ */
+
+static size_t
+ngx_http_ai_gateway_pii_skip(ngx_http_ai_gateway_pii_scan_t *s, size_t i,
+    unsigned types)
+{
+    size_t  n, lim;
+
+    for ( ;; ) {
+        lim = s->stop;
+
+        if (lim < i) {
+            /* the address's start is behind (in a match) */
+            lim = (s->at < s->len) ? s->at + 1 : s->len;
+            s->stop = lim;
+        }
+
+        /* in numbers and lists the next one is often near: a few bytes
+         * one by one first */
+
+        n = (lim - i > 16) ? i + 16 : lim;
+        i = ngx_http_ai_gateway_pii_bytes(s->p, s->len, i, n, types);
+
+        if (i < n) {
+            return i;
+        }
+
+        if (n < lim) {
+            i = ngx_http_ai_gateway_pii_next(s->p, s->len, i, lim, types);
+
+            if (i < lim) {
+                return i;
+            }
+        }
+
+        /* at the address's start, at the end, or after the '@' */
+
+        if (lim == s->len || lim != s->at + 1) {
+            return lim;
+        }
+
+        ngx_http_ai_gateway_pii_email(s, lim);
+    }
+}
+
+
+/*
+ * The first position in [i, lim) that is no word byte or starts a word
+ * and can start a match of types by its byte and the next, or lim.  With
+ * SSE2 32 bytes a step give the positions of the bytes that may start
+ * something (digits, upper case letters, a-g, s, x, ':' at word starts,
+ * and '(', '+', '-'), and only those are looked up: prose has a few in 16
+ * bytes, most of them no match's first bytes (" be", " de", " sh").
+ */
+
+static ngx_http_ai_gateway_pii_noinline size_t
+ngx_http_ai_gateway_pii_next(const unsigned char *p, size_t len, size_t i,
+    size_t lim, unsigned types)
+{
+#if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
+    size_t    j;
+    uint32_t  x, w, lead, punct, cand, cin;
+    unsigned  c, d, m;
+
+    cin = ngx_http_ai_gateway_pii_isword(p[i - 1]) ? 1 : 0;
+
+    /* more than 32 bytes: each candidate has a next byte */
+
+    while (lim - i > 32) {
+        ngx_http_ai_gateway_pii_classify(p + i, &w, &lead, &punct);
+        ngx_http_ai_gateway_pii_classify(p + i + 16, &x, &cand, &m);
+
+        w |= x << 16;
+
+        /* a ':' after a word byte starts nothing: an IPv6 address
+         * follows no word byte */
+        cand = ((lead | cand << 16) & ~((w << 1) | cin)) | punct | m << 16;
+        cin = w >> 31;
+
+        while (cand) {
+            j = i + __builtin_ctz(cand);
+            c = p[j];
+            d = p[j + 1];
+            m = ngx_http_ai_gateway_pii_pair(c, d, types);
+
+            if (m && ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
+
+                x = 1;
+
+                if (m == NGX_HTTP_AI_GATEWAY_PII_T(IPV6) && len - j >= 5) {
+                    /* a ':' in the next 4 bytes: a zero byte of x */
+                    memcpy(&x, p + j + 1, 4);
+                    x ^= 0x3a3a3a3a;
+                    x = (x - 0x01010101) & ~x & 0x80808080;
+                }
+
+                if (x && ngx_http_ai_gateway_pii_maybe(p, len, j, m)) {
+                    return j;
+                }
+            }
+
+            cand &= cand - 1;
+        }
+
+        i += 32;
+    }
+#endif
+
+    return ngx_http_ai_gateway_pii_bytes(p, len, i, lim, types);
+}
+
+
+#if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
+
+/*
+ * The bits of the 16 bytes at p that are word bytes, that start something
+ * at a word start ('0'-'g': digits, ':', upper case letters, a-g, and some
+ * others that the table lookup drops; 's', 'x'), and that start something
+ * anywhere ('('-'-': '(', '+', '-', and some others)
+ */
+
+static ngx_http_ai_gateway_pii_inline void
+ngx_http_ai_gateway_pii_classify(const unsigned char *p, uint32_t *word,
+    uint32_t *lead, uint32_t *punct)
+{
+    __m128i  v, digits;
+
+    v = _mm_loadu_si128((const __m128i *) p);
+
+    /* signed compares: x + 0x80 - lo < -0x80 + n for lo <= x < lo + n */
+
+    digits = _mm_add_epi8(v, _mm_set1_epi8(0x80 - '0'));
+
+    *word = _mm_movemask_epi8(
+        _mm_or_si128(
+            _mm_or_si128(_mm_cmplt_epi8(digits, _mm_set1_epi8(-0x80 + 10)),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('_'))),
+            _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(v, _mm_set1_epi8(0x20)),
+                                        _mm_set1_epi8(0x80 - 'a')),
+                           _mm_set1_epi8(-0x80 + 26))));
+
+    *lead = _mm_movemask_epi8(
+        _mm_or_si128(
+            _mm_cmplt_epi8(digits, _mm_set1_epi8(-0x80 + 'g' + 1 - '0')),
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('s')),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('x')))));
+
+    *punct = _mm_movemask_epi8(
+        _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x80 - '(')),
+                       _mm_set1_epi8(-0x80 + '-' + 1 - '(')));
+}
+
+#endif
+
+
+/* the same, a byte a step */
+
+static ngx_http_ai_gateway_pii_inline size_t
+ngx_http_ai_gateway_pii_bytes(const unsigned char *p, size_t len, size_t i,
+    size_t lim, unsigned types)
+{
+    unsigned  c, d, m;
+
+    c = p[i - 1];
+
+    for ( ;; ) {
+
+        /* the rest of a word */
+
+        if (ngx_http_ai_gateway_pii_isword(c)) {
+            while (i < lim && ngx_http_ai_gateway_pii_isword(p[i])) {
+                i++;
+            }
+        }
+
+        if (i == lim) {
+            return lim;
+        }
+
+        c = p[i];
+        m = ngx_http_ai_gateway_pii_start[c] & types;
+
+        if (m) {
+            if (m & NGX_HTTP_AI_GATEWAY_PII_ANY_SECOND) {
+                return i;
+            }
+
+            d = (i + 1 < len) ? p[i + 1] : 0;
+            m &= ngx_http_ai_gateway_pii_second[d];
+
+            if (m && ngx_http_ai_gateway_pii_pair_ok(m, c, d)
+                && ngx_http_ai_gateway_pii_maybe(p, len, i, m))
+            {
+                return i;
+            }
+        }
+
+        i++;
+    }
+}
+
+
+/*
+ * Whether a match of the types m, which pass ngx_http_ai_gateway_pii_pair(),
+ * can start at i: secrets by their first two bytes together, IPv6
+ * addresses by the first group: 1-4 hex digits and a ':', or "::" (prose
+ * has many words like "be", "dead")
+ */
+
+static int
+ngx_http_ai_gateway_pii_maybe(const unsigned char *p, size_t len, size_t i,
+    unsigned m)
+{
+    size_t    n;
+    unsigned  c, d;
+
+    c = p[i];
+    d = (i + 1 < len) ? p[i + 1] : 0;
+
+    if (m & ~(NGX_HTTP_AI_GATEWAY_PII_T(IPV6)
+              | NGX_HTTP_AI_GATEWAY_PII_T(SECRET)))
+    {
+        return 1;
+    }
+
+    if ((m & NGX_HTTP_AI_GATEWAY_PII_T(SECRET))
+        && (ngx_http_ai_gateway_pii_sec[c] & ngx_http_ai_gateway_pii_sec[d]))
+    {
+        return 1;
+    }
+
+    if (!(m & NGX_HTTP_AI_GATEWAY_PII_T(IPV6))) {
+        return 0;
+    }
+
+    if (c == ':') {
+        return d == ':';
+    }
+
+    for (n = 1;
+         n < 5 && i + n < len && ngx_http_ai_gateway_pii_ishex(p[i + n]);
+         n++)
+    {
+        /* void */
+    }
+
+    return n < 5 && i + n < len && p[i + n] == ':';
 }
 
 
@@ -425,7 +790,6 @@ ngx_http_ai_gateway_pii_filter(const unsigned char *p, size_t len, size_t i,
     unsigned  c, d;
 
     c = p[i];
-    d = (i + 1 < len) ? p[i + 1] : 0;
 
     if (ngx_http_ai_gateway_pii_isdigit(c)) {
         n = ngx_http_ai_gateway_pii_digits(p, len, i, 19);
@@ -451,15 +815,24 @@ ngx_http_ai_gateway_pii_filter(const unsigned char *p, size_t len, size_t i,
 
         if (n > 4 || (d != ':' && !ngx_http_ai_gateway_pii_ishex(d))) {
             m &= ~NGX_HTTP_AI_GATEWAY_PII_T(IPV6);
+
+        } else if (d != ':' && (m & NGX_HTTP_AI_GATEWAY_PII_T(IPV6))) {
+            m = ngx_http_ai_gateway_pii_filter_ipv6(p, len, i, m);
         }
 
         return m;
     }
 
+    d = (i + 1 < len) ? p[i + 1] : 0;
+
     if ((m & NGX_HTTP_AI_GATEWAY_PII_T(IPV6)) && c != ':'
         && d != ':' && !ngx_http_ai_gateway_pii_ishex(d))
     {
         m &= ~NGX_HTTP_AI_GATEWAY_PII_T(IPV6);
+    }
+
+    if (m & NGX_HTTP_AI_GATEWAY_PII_T(IPV6)) {
+        m = ngx_http_ai_gateway_pii_filter_ipv6(p, len, i, m);
     }
 
     if ((m & NGX_HTTP_AI_GATEWAY_PII_T(IBAN))
@@ -499,10 +872,60 @@ ngx_http_ai_gateway_pii_filter(const unsigned char *p, size_t len, size_t i,
 }
 
 
+/*
+ * An address starts with "::" or with a group of 1-4 hex digits and a ':'
+ * ("dead", "be", "cafe" in prose are no address)
+ */
+
+static unsigned
+ngx_http_ai_gateway_pii_filter_ipv6(const unsigned char *p, size_t len,
+    size_t i, unsigned m)
+{
+    size_t  n;
+
+    if (p[i] == ':') {
+        n = 1;
+
+    } else {
+        for (n = 0;
+             n < 5 && i + n < len && ngx_http_ai_gateway_pii_ishex(p[i + n]);
+             n++)
+        {
+            /* void */
+        }
+
+        if (n == 0 || n == 5) {
+            return m & ~NGX_HTTP_AI_GATEWAY_PII_T(IPV6);
+        }
+    }
+
+    if (i + n == len || p[i + n] != ':') {
+        return m & ~NGX_HTTP_AI_GATEWAY_PII_T(IPV6);
+    }
+
+    return m;
+}
+
+
 /* finds the next '@' from i, and the address around it */
 
 static void
 ngx_http_ai_gateway_pii_email(ngx_http_ai_gateway_pii_scan_t *s, size_t i)
+{
+    ngx_http_ai_gateway_pii_address(s, i);
+
+    if (s->email_end) {
+        s->stop = s->email_start;
+
+    } else {
+        s->stop = (s->at < s->len) ? s->at + 1 : s->len;
+    }
+}
+
+
+static void
+ngx_http_ai_gateway_pii_address(ngx_http_ai_gateway_pii_scan_t *s,
+    size_t i)
 {
     size_t                at, st, j, ls, n, labels, end, len;
     unsigned              alpha;
@@ -1676,6 +2099,15 @@ ngx_http_ai_gateway_pii_mask_match(void *data,
  * step is one load from the row it is in.  A match starts where its first
  * symbol was: the last KW_MAX_LEN symbols' offsets are kept in a ring on
  * the stack, since a run of white space is one symbol however long it is.
+ *
+ * In the root state most text bytes start nothing, so the matchers skip
+ * to the next byte where the automaton can leave the root, by a
+ * prefilter: with SSE2 the word starts of 16 bytes at a time (and the
+ * bytes that start keywords anywhere, as '$' or UTF-8 lead bytes), each
+ * looked up by its three first bytes in a table of 16 KiB that the
+ * compilation fills from the automaton.  From such a byte the automaton
+ * runs without the matchers' bookkeeping until it is back in the root or
+ * reaches an output; only then do the matchers take over, from that byte.
  */
 
 
@@ -1692,12 +2124,67 @@ ngx_http_ai_gateway_pii_mask_match(void *data,
 #define NGX_HTTP_AI_GATEWAY_KW_TRANS  2
 #define NGX_HTTP_AI_GATEWAY_KW_NONE   0xffffffff
 
+#if defined(__GNUC__)
+#define ngx_http_ai_gateway_kw_inline  inline __attribute__((always_inline))
+#else
+#define ngx_http_ai_gateway_kw_inline  inline
+#endif
+
 /* ' ', \t, \n, \v, \f, \r */
 #define ngx_http_ai_gateway_kw_space(c)                                       \
     ((c) <= ' ' && ((0x100003e00ULL >> (c)) & 1))
 
 #define ngx_http_ai_gateway_kw_wordbyte(c)                                    \
     (ngx_http_ai_gateway_pii_isword(c) || (c) >= 0x80)
+
+/* bytes in the text: white space, word bytes ([A-Za-z0-9_]), and the bytes
+ * that a keyword's word boundary takes for word bytes (those and >= 0x80) */
+#define NGX_HTTP_AI_GATEWAY_KW_B_SPACE  1
+#define NGX_HTTP_AI_GATEWAY_KW_B_WORD   2
+#define NGX_HTTP_AI_GATEWAY_KW_B_WB     4
+
+static const unsigned char  ngx_http_ai_gateway_kw_byte[256] = {
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /*  !"#$%&' */
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* ()*+,-./ */
+    0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* 01234567 */
+    0x06, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     /* 89:;<=>? */
+    0x00, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* @ABCDEFG */
+    0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* HIJKLMNO */
+    0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* PQRSTUVW */
+    0x06, 0x06, 0x06, 0x00, 0x00, 0x00, 0x00, 0x06,     /* XYZ[\]^_ */
+    0x00, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* `abcdefg */
+    0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* hijklmno */
+    0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06,     /* pqrstuvw */
+    0x06, 0x06, 0x06, 0x00, 0x00, 0x00, 0x00, 0x00,     /* xyz{|}~  */
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+    0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04,
+};
+
+/*
+ * The prefilter's entry for three bytes, x: the first, the second in bits
+ * 8-15, the third in bits 16-23; a multiplicative hash to 14 bits
+ */
+#define NGX_HTTP_AI_GATEWAY_KW_TRI  (1u << 14)
+#define ngx_http_ai_gateway_kw_hash(x)                                        \
+    ((uint32_t) ((x) * 2654435761u) >> 18)
 
 
 typedef struct {
@@ -1732,6 +2219,24 @@ struct ngx_http_ai_gateway_kw_s {
     uint32_t                            *dfa;
     uint32_t                             mark;
     uint32_t                             cls[256];
+
+    /*
+     * The prefilter, for the root state.  lead[c]: the automaton leaves
+     * the root on c (after the mark if c is a word byte, as at a word
+     * start).  tri[]: by the hash of three bytes, 1 for the bytes c1 c2
+     * c3 after which it is not back in the root, or on which it has
+     * passed a state with an output; other triples may share the entry.
+     * The bytes that are no word bytes and lead (they need no word
+     * start): up to 4 ASCII ones in punct[], high when there are such
+     * bytes >= 0x80, other when there are more ASCII ones.  tri[] follows
+     * the automaton's rows in their memory.
+     */
+    unsigned char                       *tri;
+    unsigned char                        lead[256];
+    unsigned char                        punct[4];
+    unsigned                             npunct:3;
+    unsigned                             high:1;
+    unsigned                             other:1;
     unsigned                             compiled:1;
 };
 
@@ -1743,6 +2248,14 @@ static void *ngx_http_ai_gateway_kw_grow(ngx_http_ai_gateway_kw_t *kw,
 static uint32_t ngx_http_ai_gateway_kw_child(ngx_http_ai_gateway_kw_t *kw,
     uint32_t node, unsigned sym);
 static unsigned ngx_http_ai_gateway_kw_fold(unsigned c);
+static void ngx_http_ai_gateway_kw_prefilter(ngx_http_ai_gateway_kw_t *kw);
+static uint32_t ngx_http_ai_gateway_kw_step(const ngx_http_ai_gateway_kw_t *kw,
+    uint32_t s, unsigned prev, unsigned c);
+static size_t ngx_http_ai_gateway_kw_skip(const ngx_http_ai_gateway_kw_t *kw,
+    const unsigned char *p, size_t len, size_t i);
+static ngx_http_ai_gateway_kw_inline size_t ngx_http_ai_gateway_kw_lead(
+    const ngx_http_ai_gateway_kw_t *kw, const unsigned char *p, size_t len,
+    size_t i);
 
 
 static const ngx_http_ai_gateway_kw_allocator_t
@@ -1938,6 +2451,7 @@ ngx_http_ai_gateway_kw_compile(ngx_http_ai_gateway_kw_t *kw)
     size_t                          width, cells;
     uint32_t                        s, f, ch, c, head, tail, n, ncls;
     uint32_t                       *dfa, *row, *frow, *fail, *queue, *first;
+    unsigned char                  *tri;
     uint16_t                        symcls[NGX_HTTP_AI_GATEWAY_KW_MARK + 1];
     ngx_http_ai_gateway_kw_node_t  *nodes;
 
@@ -1968,10 +2482,15 @@ ngx_http_ai_gateway_kw_compile(ngx_http_ai_gateway_kw_t *kw)
         return NGX_HTTP_AI_GATEWAY_KW_TOO_MANY;
     }
 
-    dfa = kw->a.alloc(kw->a.data, cells * sizeof(uint32_t));
+    /* the rows first, they are aligned */
+
+    dfa = kw->a.alloc(kw->a.data, cells * sizeof(uint32_t)
+                                  + NGX_HTTP_AI_GATEWAY_KW_TRI);
     if (dfa == NULL) {
         return NGX_HTTP_AI_GATEWAY_KW_NOMEM;
     }
+
+    tri = (unsigned char *) (dfa + cells);
 
     fail = kw->a.alloc(kw->a.data, 3 * sizeof(uint32_t) * (size_t) n);
     if (fail == NULL) {
@@ -2044,8 +2563,11 @@ ngx_http_ai_gateway_kw_compile(ngx_http_ai_gateway_kw_t *kw)
 
     kw->mark = NGX_HTTP_AI_GATEWAY_KW_TRANS
                + symcls[NGX_HTTP_AI_GATEWAY_KW_MARK];
+    kw->tri = tri;
     kw->dfa = dfa;
     kw->compiled = 1;
+
+    ngx_http_ai_gateway_kw_prefilter(kw);
 
     return 0;
 }
@@ -2059,7 +2581,7 @@ ngx_http_ai_gateway_kw_find(const ngx_http_ai_gateway_kw_t *kw,
     size_t           i, cnt, sb, best_sb, best_start, best_end;
     size_t           ring[NGX_HTTP_AI_GATEWAY_KW_RING];
     uint32_t         s, k, best;
-    unsigned         c, prev;
+    unsigned         c, f, pf;
     const uint32_t  *dfa;
 
     if (!kw->compiled || kw->nkw == 0) {
@@ -2068,33 +2590,51 @@ ngx_http_ai_gateway_kw_find(const ngx_http_ai_gateway_kw_t *kw,
 
     dfa = kw->dfa;
 
-    /* prev: 0 after a boundary byte, 1 after a word byte, 2 in space */
-
     s = 0;
     cnt = 0;
-    prev = 0;
     best = NGX_HTTP_AI_GATEWAY_KW_NONE;
     best_sb = 0;
     best_start = 0;
     best_end = 0;
+    pf = 0;
+    i = 0;
 
-    for (i = 0; i < len; i++) {
-        c = p[i];
+    while (i < len) {
 
-        if (ngx_http_ai_gateway_kw_space(c)) {
-            if (prev == 2) {
-                continue;
+        if (s == 0) {
+            /* in the root nothing has started: what ends later starts
+             * after the best, and nothing starts before the next byte
+             * that the prefilter lets through */
+
+            if (best != NGX_HTTP_AI_GATEWAY_KW_NONE) {
+                break;
             }
 
-            prev = 2;
-
-        } else {
-            if (prev != 1 && ngx_http_ai_gateway_pii_isword(c)) {
-                s = dfa[s + kw->mark];
+            i = ngx_http_ai_gateway_kw_skip(kw, p, len, i);
+            if (i == len) {
+                break;
             }
 
-            prev = ngx_http_ai_gateway_kw_wordbyte(c) ? 1 : 0;
+            /* pf: the previous byte's flags, none at the start */
+
+            pf = i ? ngx_http_ai_gateway_kw_byte[p[i - 1]] : 0;
         }
+
+        c = p[i];
+        f = ngx_http_ai_gateway_kw_byte[c];
+
+        if (f & pf & NGX_HTTP_AI_GATEWAY_KW_B_SPACE) {
+            i++;
+            continue;
+        }
+
+        if ((f & NGX_HTTP_AI_GATEWAY_KW_B_WORD)
+            && !(pf & NGX_HTTP_AI_GATEWAY_KW_B_WB))
+        {
+            s = dfa[s + kw->mark];
+        }
+
+        pf = f;
 
         s = dfa[s + kw->cls[c]];
         ring[cnt % NGX_HTTP_AI_GATEWAY_KW_RING] = i;
@@ -2126,6 +2666,8 @@ ngx_http_ai_gateway_kw_find(const ngx_http_ai_gateway_kw_t *kw,
         {
             break;
         }
+
+        i++;
     }
 
     if (best == NGX_HTTP_AI_GATEWAY_KW_NONE) {
@@ -2149,7 +2691,7 @@ ngx_http_ai_gateway_kw_scan(const ngx_http_ai_gateway_kw_t *kw,
     size_t           i, cnt, sb;
     size_t           ring[NGX_HTTP_AI_GATEWAY_KW_RING];
     uint32_t         s, t, k;
-    unsigned         c, prev;
+    unsigned         c, f, pf;
     const uint32_t  *dfa;
 
     if (!kw->compiled || kw->nkw == 0) {
@@ -2160,25 +2702,35 @@ ngx_http_ai_gateway_kw_scan(const ngx_http_ai_gateway_kw_t *kw,
 
     s = 0;
     cnt = 0;
-    prev = 0;
+    pf = 0;
 
     for (i = 0; i < len; i++) {
-        c = p[i];
 
-        if (ngx_http_ai_gateway_kw_space(c)) {
-            if (prev == 2) {
-                continue;
+        if (s == 0) {
+            i = ngx_http_ai_gateway_kw_skip(kw, p, len, i);
+            if (i == len) {
+                break;
             }
 
-            prev = 2;
+            /* pf: the previous byte's flags, none at the start */
 
-        } else {
-            if (prev != 1 && ngx_http_ai_gateway_pii_isword(c)) {
-                s = dfa[s + kw->mark];
-            }
-
-            prev = ngx_http_ai_gateway_kw_wordbyte(c) ? 1 : 0;
+            pf = i ? ngx_http_ai_gateway_kw_byte[p[i - 1]] : 0;
         }
+
+        c = p[i];
+        f = ngx_http_ai_gateway_kw_byte[c];
+
+        if (f & pf & NGX_HTTP_AI_GATEWAY_KW_B_SPACE) {
+            continue;
+        }
+
+        if ((f & NGX_HTTP_AI_GATEWAY_KW_B_WORD)
+            && !(pf & NGX_HTTP_AI_GATEWAY_KW_B_WB))
+        {
+            s = dfa[s + kw->mark];
+        }
+
+        pf = f;
 
         s = dfa[s + kw->cls[c]];
         ring[cnt % NGX_HTTP_AI_GATEWAY_KW_RING] = i;
@@ -2216,6 +2768,280 @@ ngx_http_ai_gateway_kw_scan(const ngx_http_ai_gateway_kw_t *kw,
     }
 
     return 0;
+}
+
+
+/*
+ * The prefilter's tables: the automaton run from the root on every byte c1
+ * at a word start (after the mark if it is a word byte, as in the text
+ * after a boundary), then on every c2 and c3 with the marks and the white
+ * space folding that the text would have.  Where it is back in the root
+ * after c3 and has passed no output, no occurrence starts at c1; one that
+ * starts at c2 or c3 is found from there.
+ */
+
+static void
+ngx_http_ai_gateway_kw_prefilter(ngx_http_ai_gateway_kw_t *kw)
+{
+    uint32_t         s1, s2, s3, h;
+    unsigned         c1, c2, c3, all;
+    const uint32_t  *dfa;
+
+    dfa = kw->dfa;
+
+    memset(kw->tri, 0, NGX_HTTP_AI_GATEWAY_KW_TRI);
+
+    for (c1 = 0; c1 < 256; c1++) {
+        s1 = ngx_http_ai_gateway_pii_isword(c1) ? dfa[kw->mark] : 0;
+        s1 = dfa[s1 + kw->cls[c1]];
+
+        if (s1 == 0) {
+            continue;
+        }
+
+        kw->lead[c1] = 1;
+
+        for (c2 = 0; c2 < 256; c2++) {
+            s2 = ngx_http_ai_gateway_kw_step(kw, s1, c1, c2);
+            all = (dfa[s1 + NGX_HTTP_AI_GATEWAY_KW_OUT]
+                   != NGX_HTTP_AI_GATEWAY_KW_NONE);
+
+            if (s2 == 0 && !all) {
+                continue;
+            }
+
+            all = all || (dfa[s2 + NGX_HTTP_AI_GATEWAY_KW_OUT]
+                          != NGX_HTTP_AI_GATEWAY_KW_NONE);
+
+            for (c3 = 0; c3 < 256; c3++) {
+                s3 = all ? 1 : ngx_http_ai_gateway_kw_step(kw, s2, c2, c3);
+
+                if (s3) {
+                    h = ngx_http_ai_gateway_kw_hash(c1 | c2 << 8 | c3 << 16);
+                    kw->tri[h] = 1;
+                }
+            }
+        }
+
+        if (ngx_http_ai_gateway_pii_isword(c1)) {
+            continue;
+        }
+
+        /* a byte that leads anywhere, not only at a word start */
+
+        if (c1 >= 0x80) {
+            kw->high = 1;
+
+        } else if (kw->npunct < 4) {
+            kw->punct[kw->npunct++] = (unsigned char) c1;
+
+        } else {
+            kw->other = 1;
+        }
+    }
+}
+
+
+/* the automaton's step from s on c after the byte prev, as the matchers
+ * take it */
+
+static uint32_t
+ngx_http_ai_gateway_kw_step(const ngx_http_ai_gateway_kw_t *kw, uint32_t s,
+    unsigned prev, unsigned c)
+{
+    unsigned  f, pf;
+
+    f = ngx_http_ai_gateway_kw_byte[c];
+    pf = ngx_http_ai_gateway_kw_byte[prev];
+
+    if (f & pf & NGX_HTTP_AI_GATEWAY_KW_B_SPACE) {
+        return s;
+    }
+
+    if ((f & NGX_HTTP_AI_GATEWAY_KW_B_WORD)
+        && !(pf & NGX_HTTP_AI_GATEWAY_KW_B_WB))
+    {
+        s = kw->dfa[s + kw->mark];
+    }
+
+    return kw->dfa[s + kw->cls[c]];
+}
+
+
+/*
+ * From the root state at i: the first byte at or after i where an
+ * occurrence may start and end, or len.  The prefilter finds a byte where
+ * the automaton can leave the root, and the automaton run from there
+ * without the matchers' bookkeeping either comes back to the root (nothing
+ * that started on the way is alive: the search goes on after it), or
+ * reaches the end of the text, or a state with an output, for which the
+ * matcher starts at that byte.  So the matcher reads a byte at most twice.
+ */
+
+static size_t
+ngx_http_ai_gateway_kw_skip(const ngx_http_ai_gateway_kw_t *kw,
+    const unsigned char *p, size_t len, size_t i)
+{
+    size_t           j;
+    uint32_t         s;
+    unsigned         c, f, pf;
+    const uint32_t  *dfa;
+
+    dfa = kw->dfa;
+
+    for ( ;; ) {
+        i = ngx_http_ai_gateway_kw_lead(kw, p, len, i);
+        if (i == len) {
+            return len;
+        }
+
+        s = 0;
+        pf = i ? ngx_http_ai_gateway_kw_byte[p[i - 1]] : 0;
+
+        for (j = i; j < len; j++) {
+            c = p[j];
+            f = ngx_http_ai_gateway_kw_byte[c];
+
+            if (f & pf & NGX_HTTP_AI_GATEWAY_KW_B_SPACE) {
+                continue;
+            }
+
+            if ((f & NGX_HTTP_AI_GATEWAY_KW_B_WORD)
+                && !(pf & NGX_HTTP_AI_GATEWAY_KW_B_WB))
+            {
+                s = dfa[s + kw->mark];
+            }
+
+            pf = f;
+            s = dfa[s + kw->cls[c]];
+
+            if (s == 0) {
+                break;
+            }
+
+            if (dfa[s + NGX_HTTP_AI_GATEWAY_KW_OUT]
+                != NGX_HTTP_AI_GATEWAY_KW_NONE)
+            {
+                return i;
+            }
+        }
+
+        if (j >= len - 1) {
+            return len;
+        }
+
+        i = j + 1;
+    }
+}
+
+
+/*
+ * The prefilter: from i, the first byte where an occurrence may start by
+ * lead[] and tri[], or len.  With SSE2 16 bytes a step give the word
+ * starts (a word byte after a byte that is no word byte) and the leading
+ * bytes that need none, and only those are looked up: ordinary text has
+ * two or three a step, and few of their triples lead anywhere.
+ */
+
+static ngx_http_ai_gateway_kw_inline size_t
+ngx_http_ai_gateway_kw_lead(const ngx_http_ai_gateway_kw_t *kw,
+    const unsigned char *p, size_t len, size_t i)
+{
+    uint32_t  x;
+    unsigned  c;
+#if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
+    size_t    j;
+    unsigned  k, n, w, h, cand, cin, extra;
+    __m128i   v, word, alpha, digit, punct[4];
+
+    n = kw->npunct;
+    extra = kw->high || kw->other || n;
+
+    for (k = 0; k < n; k++) {
+        punct[k] = _mm_set1_epi8((char) kw->punct[k]);
+    }
+
+    cin = (i > 0 && ngx_http_ai_gateway_kw_wordbyte(p[i - 1]));
+
+    /* each candidate has two more bytes, and a fourth one to load */
+
+    while (len - i >= 16 + 3) {
+        v = _mm_loadu_si128((const __m128i *) (p + i));
+
+        /* signed compares: x + 0x80 - lo < -0x80 + n for lo <= x < lo + n */
+
+        alpha = _mm_cmplt_epi8(_mm_add_epi8(_mm_or_si128(v,
+                                                  _mm_set1_epi8(0x20)),
+                                            _mm_set1_epi8(0x80 - 'a')),
+                               _mm_set1_epi8(-0x80 + 26));
+        digit = _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8(0x80 - '0')),
+                               _mm_set1_epi8(-0x80 + 10));
+        word = _mm_or_si128(_mm_or_si128(alpha, digit),
+                            _mm_cmpeq_epi8(v, _mm_set1_epi8('_')));
+
+        w = _mm_movemask_epi8(word);
+        h = _mm_movemask_epi8(v);
+
+        /* word bytes after no word byte ([A-Za-z0-9_] or >= 0x80) */
+        cand = w & ~(((w | h) << 1) | cin);
+
+        if (extra) {
+            if (kw->high) {
+                cand |= h;
+            }
+
+            if (kw->other) {
+                cand |= ~(w | h) & 0xffff;
+            }
+
+            for (k = 0; k < n; k++) {
+                cand |= _mm_movemask_epi8(_mm_cmpeq_epi8(v, punct[k]));
+            }
+        }
+
+        while (cand) {
+            j = i + __builtin_ctz(cand);
+
+            /* the byte and the next two, as the hash takes them (x86
+             * is little endian) */
+            memcpy(&x, p + j, 4);
+            x = ngx_http_ai_gateway_kw_hash(x & 0xffffff);
+
+            if (kw->tri[x]) {
+                return j;
+            }
+
+            cand &= cand - 1;
+        }
+
+        cin = (w | h) >> 15;
+        i += 16;
+    }
+#endif
+
+    for ( /* void */ ; i < len; i++) {
+        c = p[i];
+
+        if (!kw->lead[c]
+            || (ngx_http_ai_gateway_pii_isword(c) && i > 0
+                && ngx_http_ai_gateway_kw_wordbyte(p[i - 1])))
+        {
+            continue;
+        }
+
+        if (len - i < 3) {
+            return i;
+        }
+
+        x = ngx_http_ai_gateway_kw_hash(c | p[i + 1] << 8
+                                        | (uint32_t) p[i + 2] << 16);
+
+        if (kw->tri[x]) {
+            return i;
+        }
+    }
+
+    return len;
 }
 
 

@@ -151,10 +151,11 @@ size_t ngx_http_ai_gateway_pii_mask(const unsigned char *p, size_t len,
  * Build: create, add, compile (after which add fails); then find and scan
  * from any number of callers.  Memory comes from the allocator given to
  * create (malloc and free when NULL); free() may be NULL, for a pool.  The
- * automaton takes 4 * states * (classes + 2) bytes: states are at most the
- * keywords' bytes and one more for each word start in them, classes the
- * distinct bytes of all keywords (case-folded) plus two.  Matching takes
- * 2 KiB of stack and allocates nothing.
+ * automaton takes 4 * states * (classes + 2) bytes and 16 KiB for a
+ * prefilter: states are at most the keywords' bytes and one more for each
+ * word start in them, classes the distinct bytes of all keywords
+ * (case-folded) plus two.  Matching takes 2 KiB of stack and allocates
+ * nothing.
  */
 
 #define NGX_HTTP_AI_GATEWAY_KW_MAX_LEN    256  /* after white space folding */

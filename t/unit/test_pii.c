@@ -1218,21 +1218,34 @@ kw_ref_collect(void *data, size_t start, size_t end, int index)
 }
 
 
+/*
+ * Texts of up to tokens pieces of alpha: short ones, and longer ones with
+ * more bytes that keywords may start with (the prefilter's ways: word
+ * starts, a few ASCII bytes, bytes >= 0x80, more ASCII bytes)
+ */
+
+static const char  *kw_alpha[] = {
+    "a", "b", "A", "ab", " ", "  ", "\t", "\n", "-", "_", "1",
+    "\xc3\xa9", ".", "B"
+};
+
+static const char  *kw_alpha_wide[] = {
+    "a", "b", "A", "ab", " ", "  ", "\t", "\n", "-", "_", "1",
+    "\xc3\xa9", ".", "B", "$", "#", "!", ",", "'", "?", "ba", "aab",
+    "\xe7\x94\xb5", "bab", "   ", "1a"
+};
+
+
 static void
-test_keywords_random(void)
+test_keywords_random(const char **alpha, size_t nalpha, size_t tokens)
 {
     int                        found, index, idx[16];
-    char                       words[16][16], norm[16][16], text[128];
+    char                       words[16][16], norm[16][16], text[512];
     size_t                     round, k, j, n, nw, wl[16], nl[16], tl, e;
     size_t                     start, end, rs, re, total;
     int                        ri;
     ngx_http_ai_gateway_kw_t  *kw;
     static ref_hits_t          got, want;
-
-    static const char  *alpha[] = {
-        "a", "b", "A", "ab", " ", "  ", "\t", "\n", "-", "_", "1",
-        "\xc3\xa9", ".", "B"
-    };
 
     total = 0;
 
@@ -1246,8 +1259,7 @@ test_keywords_random(void)
             n = 1 + rng() % 5;
 
             for (j = 0; j < n; j++) {
-                const char  *a = alpha[rng() % (sizeof(alpha)
-                                                / sizeof(alpha[0]))];
+                const char  *a = alpha[rng() % nalpha];
 
                 if (wl[k] + strlen(a) < sizeof(words[k])) {
                     memcpy(words[k] + wl[k], a, strlen(a));
@@ -1283,11 +1295,10 @@ test_keywords_random(void)
 
         for (j = 0; j < 10; j++) {
             tl = 0;
-            n = rng() % 40;
+            n = rng() % tokens;
 
             for (k = 0; k < n; k++) {
-                const char  *a = alpha[rng() % (sizeof(alpha)
-                                                / sizeof(alpha[0]))];
+                const char  *a = alpha[rng() % nalpha];
 
                 if (tl + strlen(a) < sizeof(text)) {
                     memcpy(text + tl, a, strlen(a));
@@ -2130,7 +2141,11 @@ main(void)
     test_types();
     test_mask();
     test_keywords();
-    test_keywords_random();
+    test_keywords_random(kw_alpha, sizeof(kw_alpha) / sizeof(kw_alpha[0]),
+                         40);
+    test_keywords_random(kw_alpha_wide,
+                         sizeof(kw_alpha_wide) / sizeof(kw_alpha_wide[0]),
+                         200);
     test_pathological();
     test_random();
 
