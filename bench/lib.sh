@@ -415,7 +415,7 @@ write_proxy_conf() {
         listen  127.0.0.1:$port backlog=4096;
 EOF
         local c uri
-        for c in $ALL_CASES; do
+        for c in $CASES; do
             uri=$(case_uri "$c")
             echo
             echo "        # case \"$c\""
