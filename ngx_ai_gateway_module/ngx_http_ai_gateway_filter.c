@@ -334,7 +334,7 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (!ctx->walk->malformed) {
+    if (ctx->read_usage && !ctx->walk->malformed) {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
         ngx_http_ai_gateway_take_usage(ctx);
     }
@@ -401,7 +401,8 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
 
-    if (!ctx->walk->malformed) {
+    /* a translation or a guardrail alone needs the events, not the usage */
+    if (ctx->read_usage && !ctx->walk->malformed) {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
     }
 

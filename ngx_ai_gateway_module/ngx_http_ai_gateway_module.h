@@ -239,6 +239,7 @@ typedef struct {
 
     unsigned                     inspected:1;
     unsigned                     parse:1;         /* read the answer */
+    unsigned                     read_usage:1;    /* and its usage */
     unsigned                     limit_done:1;
     unsigned                     limit_waiting:1; /* for Redis */
     unsigned                     limit_pending:1; /* Redis answered */

@@ -647,8 +647,10 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     /* answers are read for records and for token budgets */
     budgets = ngx_http_ai_gateway_token_budgets(lcf);
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
-    ctx->parse = ctx->track || ctx->infer || budgets || mcf->metrics
-                 || lcf->guard_out;
+    /* the usage is read for records, budgets and metrics; the answer is
+     * read for those and for the output guardrail (and a translation) */
+    ctx->read_usage = ctx->track || ctx->infer || budgets || mcf->metrics;
+    ctx->parse = ctx->read_usage || lcf->guard_out;
 
     if (ctx->parse) {
         ngx_http_ai_gateway_identity_encoding(r);
@@ -662,7 +664,7 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     if (ctx->stream == 1
         && (ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_CHAT
             || ctx->api == NGX_HTTP_AI_GATEWAY_API_OPENAI_COMPLETIONS)
-        && (lcf->stream_usage == NGX_CONF_UNSET ? ctx->parse
+        && (lcf->stream_usage == NGX_CONF_UNSET ? ctx->read_usage
                                                 : lcf->stream_usage))
     {
         (void) ngx_http_ai_gateway_stream_options(r, ctx, &facts);
