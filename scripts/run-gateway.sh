@@ -17,16 +17,16 @@ cleanup() { [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null; true; }
 trap cleanup EXIT
 
 if [ -n "${OPENAI_API_KEY:-}" ]; then
-  # The key goes into a file only root and nginx's master read, never into
-  # a log; ai_gateway_secret (env=/file=) replaces this once it lands.
-  umask 077
-  cat > "$prefix/provider.conf" <<CONF
+  # The key stays in the environment: nginx's master reads it at start-up
+  # (ai_gateway_secret), it is never written to a file or a log, and the
+  # client's own Authorization is not forwarded.
+  cat > "$prefix/provider.conf" <<'CONF'
+ai_gateway_secret openai env=OPENAI_API_KEY;
 upstream ai_provider { server api.openai.com:443; keepalive 16; }
-map "" \$ai_provider_scheme        { default https; }
-map "" \$ai_provider_host          { default api.openai.com; }
-map "" \$ai_provider_authorization { default "Bearer $OPENAI_API_KEY"; }
+map "" $ai_provider_scheme        { default https; }
+map "" $ai_provider_host          { default api.openai.com; }
+map "" $ai_provider_authorization { default "Bearer $ai_secret_openai"; }
 CONF
-  umask 022
   echo "quickstart: provider = api.openai.com (OPENAI_API_KEY is set)"
 else
   cp "$repo/conf-examples/provider.conf" "$prefix/provider.conf"
