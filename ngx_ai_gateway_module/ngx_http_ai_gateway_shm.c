@@ -304,7 +304,8 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_ai_gateway_shm_t *shm,
         if (rc == 0) {
             ngx_queue_remove(&lr->queue);
             ngx_queue_insert_head(&shm->sh->queue, &lr->queue);
-            lr->touched = now;
+            /* workers' clocks differ by a few ms: touched never goes back */
+            lr->touched = ngx_max(lr->touched, now);
             return lr;
         }
 
@@ -319,7 +320,7 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_ai_gateway_shm_t *shm,
 
     for (tries = 0; node == NULL && tries < 8; tries++) {
 
-        if (now - shm->sh->nomem_logged >= 60000) {
+        if (now >= shm->sh->nomem_logged + 60000) {
             shm->sh->nomem_logged = now;
             ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "ai_gateway: the zone is full, the least recently "
@@ -379,9 +380,16 @@ ngx_http_ai_gateway_shm_expire(ngx_http_ai_gateway_shm_t *shm, uint64_t now,
         q = ngx_queue_last(&shm->sh->queue);
         lr = ngx_queue_data(q, ngx_http_ai_gateway_shm_node_t, queue);
 
+        /*
+         * Each worker has its own cached clock, a few ms apart: a key that
+         * another worker touched "after" our now is not idle (an unsigned
+         * now - touched would wrap, and free a key in use with its counts).
+         */
         if (!force
-            && now - lr->touched
-               < lr->period + lr->period / NGX_HTTP_AI_GATEWAY_BUCKETS + 1000)
+            && (now < lr->touched
+                || now - lr->touched < lr->period
+                                       + lr->period / NGX_HTTP_AI_GATEWAY_BUCKETS
+                                       + 1000))
         {
             return;
         }
