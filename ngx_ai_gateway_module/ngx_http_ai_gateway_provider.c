@@ -71,8 +71,6 @@ static ngx_int_t ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ai_gateway_answer(ngx_http_request_t *r,
-    ngx_uint_t status, const char *type, const char *code, ngx_str_t *msg);
 
 
 static ngx_str_t  ngx_http_ai_gateway_secret_prefix = ngx_string("ai_secret_");
@@ -676,7 +674,7 @@ unauthorized:
     }
 
     ngx_http_finalize_request(r,
-        ngx_http_ai_gateway_answer(r, NGX_HTTP_UNAUTHORIZED,
+        ngx_http_ai_gateway_send_error(r, NGX_HTTP_UNAUTHORIZED,
                                    "invalid_request_error", "invalid_api_key",
                                    &msg));
     return NGX_DONE;
@@ -715,7 +713,7 @@ ngx_http_ai_gateway_provider_check(ngx_http_request_t *r,
                       &ctx->model);
 
         ngx_http_finalize_request(r,
-            ngx_http_ai_gateway_answer(r, NGX_HTTP_NOT_FOUND,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_NOT_FOUND,
                                        "invalid_request_error",
                                        "model_not_found", &msg));
         return NGX_DONE;
@@ -739,23 +737,13 @@ ngx_http_ai_gateway_provider_check(ngx_http_request_t *r,
                       "\"%V\"", &ctx->model, &k->user);
 
         ngx_http_finalize_request(r,
-            ngx_http_ai_gateway_answer(r, NGX_HTTP_FORBIDDEN,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_FORBIDDEN,
                                        "invalid_request_error",
                                        "model_not_allowed", &msg));
         return NGX_DONE;
     }
 
     return NGX_OK;
-}
-
-
-/* an answer of ours: the request gets a usage record as a rejection */
-
-static ngx_int_t
-ngx_http_ai_gateway_answer(ngx_http_request_t *r, ngx_uint_t status,
-    const char *type, const char *code, ngx_str_t *msg)
-{
-    return ngx_http_ai_gateway_send_error(r, status, type, code, msg);
 }
 
 
@@ -1137,7 +1125,7 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
                       "ai_gateway: 400 untranslatable request: %V", &msg);
 
         ngx_http_finalize_request(r,
-            ngx_http_ai_gateway_answer(r, NGX_HTTP_BAD_REQUEST,
+            ngx_http_ai_gateway_send_error(r, NGX_HTTP_BAD_REQUEST,
                                        "invalid_request_error",
                                        "invalid_request", &msg));
         return NGX_DONE;
