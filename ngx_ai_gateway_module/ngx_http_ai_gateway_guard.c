@@ -55,14 +55,16 @@ static size_t   ngx_http_ai_gateway_guard_scratch_size;
 
 
 /* the keys whose string values the model reads, and subtrees it does not */
-static const char  *ngx_http_ai_gateway_guard_text_keys[] = {
-    "content", "text", "prompt", "input", "instructions", "system",
-    "arguments", "partial_json", NULL
+static ngx_str_t  ngx_http_ai_gateway_guard_text_keys[] = {
+    ngx_string("content"), ngx_string("text"), ngx_string("prompt"),
+    ngx_string("input"), ngx_string("instructions"), ngx_string("system"),
+    ngx_string("arguments"), ngx_string("partial_json"), ngx_null_string
 };
 
-static const char  *ngx_http_ai_gateway_guard_skip_keys[] = {
-    "tools", "tool_choice", "response_format", "metadata", "stream_options",
-    "functions", NULL
+static ngx_str_t  ngx_http_ai_gateway_guard_skip_keys[] = {
+    ngx_string("tools"), ngx_string("tool_choice"),
+    ngx_string("response_format"), ngx_string("metadata"),
+    ngx_string("stream_options"), ngx_string("functions"), ngx_null_string
 };
 
 
@@ -697,7 +699,7 @@ static ngx_int_t ngx_http_ai_gateway_guard_string(
 static ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool,
     const u_char *p, const u_char *end, ngx_str_t *out);
 static ngx_uint_t ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
-    const char **keys);
+    ngx_str_t *keys);
 
 
 static void
@@ -1059,10 +1061,10 @@ ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
 
 static ngx_uint_t
 ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
-    const char **keys)
+    ngx_str_t *keys)
 {
-    for ( ; *keys; keys++) {
-        if (ngx_strlen(*keys) == len && ngx_strncmp(*keys, p, len) == 0) {
+    for ( ; keys->len; keys++) {
+        if (keys->len == len && ngx_strncmp(keys->data, p, len) == 0) {
             return 1;
         }
     }
