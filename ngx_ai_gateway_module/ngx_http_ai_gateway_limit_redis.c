@@ -66,6 +66,8 @@ static void ngx_http_ai_gateway_limit_redis_resume(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_redis_cleanup(void *data);
 static size_t ngx_http_ai_gateway_limit_redis_key(u_char *dst,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *key);
+static u_char *ngx_http_ai_gateway_limit_redis_int(u_char *p,
+    const char **arg, size_t *len, int64_t v);
 
 
 static ngx_http_ai_gateway_limit_settle_q_t  ngx_http_ai_gateway_limit_settle_q;
@@ -254,25 +256,19 @@ ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     argv[k] = "a";
     len[k++] = 1;
 
-    argv[k] = (char *) p;
-    p = ngx_sprintf(p, "%uL", ngx_http_ai_gateway_limit_redis_now());
-    len[k] = p - (u_char *) argv[k];
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                               (int64_t) ngx_http_ai_gateway_limit_redis_now());
     k++;
 
     for (i = 0; i < n; i++) {
-        argv[k] = (char *) p;
-        p = ngx_sprintf(p, "%M", c[i].period);
-        len[k] = p - (u_char *) argv[k];
+        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                                                (int64_t) c[i].period);
         k++;
-
-        argv[k] = (char *) p;
-        p = ngx_sprintf(p, "%L", c[i].limit);
-        len[k] = p - (u_char *) argv[k];
+        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                                                c[i].limit);
         k++;
-
-        argv[k] = (char *) p;
-        p = ngx_sprintf(p, "%L", c[i].cost);
-        len[k] = p - (u_char *) argv[k];
+        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                                                c[i].cost);
         k++;
 
         argv[k] = (force & ((uint64_t) 1 << i)) ? "1" : "0";
@@ -331,6 +327,20 @@ ngx_http_ai_gateway_limit_redis_key(u_char *dst,
     p = ngx_cpymem(p, key->data, key->len);
 
     return p - dst;
+}
+
+
+/* one number argument, written at p; returns where the next one goes */
+
+static u_char *
+ngx_http_ai_gateway_limit_redis_int(u_char *p, const char **arg, size_t *len,
+    int64_t v)
+{
+    *arg = (char *) p;
+    p = ngx_sprintf(p, "%L", v);
+    *len = p - (u_char *) *arg;
+
+    return p;
 }
 
 
