@@ -331,18 +331,14 @@ ngx_http_ai_gateway_gout_send_held(ngx_http_request_t *r,
     ngx_int_t  rc;
 
     if (go->out.p != p) {
-        go->out.len = 0;
-
-        if (len && ngx_http_ai_gateway_translate_buf_room(&go->out, len)
-                   != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (len) {
-            ngx_memcpy(go->out.p, p, len);
-            go->out.len = len;
-        }
+        /*
+         * go->out shows the held bytes (pool memory) instead of a copy:
+         * the out-chain copies them once; cap == len makes any append
+         * grow into new memory first.
+         */
+        go->out.p = p;
+        go->out.len = len;
+        go->out.cap = len;
     }
 
     go->header_held = 0;
