@@ -141,6 +141,8 @@ Authorization: Bearer aigw-mallory-key-6666
 {"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","code":"invalid_api_key"}}
 --- no_error_log
 aigw-mallory
+--- error_log
+ai_gateway: 401 invalid_api_key: Incorrect API key provided.
 
 
 
@@ -156,6 +158,8 @@ aigw-mallory
 "POST /v1/chat/completions\n$::body"
 --- error_code: 401
 --- response_body_like: "code":"invalid_api_key"
+--- error_log
+ai_gateway: 401 invalid_api_key: You didn't provide an API key.
 
 
 
@@ -193,6 +197,8 @@ Authorization: Bearer aigw-alice-key-0001
 --- error_code: 403
 --- response_body
 {"error":{"message":"Your API key is not allowed to use the model `o3`.","type":"invalid_request_error","code":"model_not_allowed"}}
+--- error_log
+ai_gateway: 403 model_not_allowed: "o3" for user "alice"
 
 
 
@@ -480,6 +486,8 @@ qr/^\{"error":\{"message":"[^"]+","type":"server_error","code":"overloaded_error
 --- error_code: 400
 --- response_body_like eval
 qr/^\{"error":\{"message":"[^"]*\bn\b[^"]*","type":"invalid_request_error","code":"invalid_request"\}\}$/
+--- error_log
+ai_gateway: 400 untranslatable request:
 
 
 

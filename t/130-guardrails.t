@@ -202,6 +202,8 @@ qr/"content": "Contact: \[REDACTED_EMAIL\] or \[REDACTED_PHONE\] today\."/
 --- error_code: 400
 --- response_body
 {"error":{"message":"The response was blocked by the output guardrail (pii_secret).","type":"invalid_request_error","code":"guardrail_blocked"}}
+--- error_log
+ai_gateway: guardrail_blocked: output pii_secret
 
 
 
@@ -267,6 +269,8 @@ stop|IBAN [REDACTED_IBAN]
 --- response_body_like eval
 qr/"content":"how "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
 --- response_body_unlike: exploit
+--- error_log
+ai_gateway: guardrail_blocked: output invalid_keyword
 
 
 
@@ -425,6 +429,8 @@ the safety model did not answer (error status): let through (on_error=allow)
 --- error_code: 400
 --- response_headers
 X-Guardrail: input:deny_pattern:error
+--- error_log
+ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
