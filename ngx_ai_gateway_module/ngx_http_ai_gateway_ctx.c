@@ -136,3 +136,26 @@ ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
     return h->key.len == len
            && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0;
 }
+
+
+/*
+ * Decimal digits of n at p, returning the end: ngx_sprintf() parses its
+ * format on each call, and the records and limit headers write a dozen
+ * numbers per request.
+ */
+
+u_char *
+ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n)
+{
+    u_char   buf[NGX_INT64_LEN];
+    u_char  *q;
+
+    q = buf + NGX_INT64_LEN;
+
+    do {
+        *--q = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
+}

@@ -763,6 +763,7 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_str_t *name,
     int64_t n, ngx_uint_t duration)
 {
+    u_char           *p;
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
@@ -780,16 +781,23 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_str_t *name,
 
     /* durations as OpenAI writes them: "12s", or "250ms" under a second */
 
+    n = ngx_max(n, 0);
+
     if (!duration) {
-        h->value.len = ngx_sprintf(h->value.data, "%L", n) - h->value.data;
+        p = ngx_http_ai_gateway_write_uint(h->value.data, (uint64_t) n);
 
     } else if (n < 1000) {
-        h->value.len = ngx_sprintf(h->value.data, "%Lms", n) - h->value.data;
+        p = ngx_http_ai_gateway_write_uint(h->value.data, (uint64_t) n);
+        *p++ = 'm';
+        *p++ = 's';
 
     } else {
-        h->value.len = ngx_sprintf(h->value.data, "%Ls", (n + 999) / 1000)
-                       - h->value.data;
+        p = ngx_http_ai_gateway_write_uint(h->value.data,
+                                           (uint64_t) (n + 999) / 1000);
+        *p++ = 's';
     }
+
+    h->value.len = p - h->value.data;
 
     return NGX_OK;
 }

@@ -285,6 +285,8 @@ ngx_uint_t ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
 #define ngx_http_ai_gateway_header_is_literal(h, name)                        \
     ngx_http_ai_gateway_header_is(h, name, sizeof(name) - 1)
 
+u_char *ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n);
+
 ngx_int_t ngx_http_ai_gateway_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);

@@ -753,8 +753,6 @@ static void
 ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o, const char *key,
     int64_t n)
 {
-    u_char  c, *start, *end;
-
     ngx_http_ai_gateway_put_key(o, key);
 
     if (n < 0) {
@@ -762,20 +760,7 @@ ngx_http_ai_gateway_put_int(ngx_http_ai_gateway_out_t *o, const char *key,
         return;
     }
 
-    /* digits, last first */
-    start = o->pos;
-
-    do {
-        *o->pos++ = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    for (end = o->pos - 1; start < end; start++, end--) {
-        c = *start;
-        *start = *end;
-        *end = c;
-    }
-
+    o->pos = ngx_http_ai_gateway_write_uint(o->pos, (uint64_t) n);
     *o->pos++ = ',';
 }
 

@@ -25,6 +25,7 @@
  */
 
 
+#include <stddef.h>
 #include <string.h>
 
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
@@ -193,7 +194,7 @@ void
 ngx_http_ai_gateway_walk_init(ngx_http_ai_gateway_walk_t *w,
     unsigned mode, ngx_http_ai_gateway_text_pt on_text, void *data)
 {
-    memset(w, 0, sizeof(ngx_http_ai_gateway_walk_t));
+    memset(w, 0, offsetof(ngx_http_ai_gateway_walk_t, usage));
 
     w->mode = mode;
     w->on_text = on_text;
@@ -1779,6 +1780,7 @@ ngx_http_ai_gateway_walk_count(const unsigned char *p,
 
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
     {
+    int      m;
     __m128i  v, limit;
 
     /* as signed bytes, 0x80-0xbf are the ones below -64 (0xc0) */
@@ -1786,8 +1788,14 @@ ngx_http_ai_gateway_walk_count(const unsigned char *p,
 
     while (end - p >= 16) {
         v = _mm_loadu_si128((const __m128i *) p);
-        cont += __builtin_popcount(_mm_movemask_epi8(
-                                                _mm_cmplt_epi8(v, limit)));
+        m = _mm_movemask_epi8(_mm_cmplt_epi8(v, limit));
+
+        /* without -mpopcnt, __builtin_popcount() is a libgcc call: none
+         * for ASCII */
+        if (m) {
+            cont += __builtin_popcount(m);
+        }
+
         p += 16;
     }
     }
@@ -1979,6 +1987,66 @@ static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
     int field, int sub, unsigned depth);
 
 
+/* the first quote, backslash or control character at or after p */
+
+static const unsigned char *
+ngx_http_ai_gateway_uscan_plain(const unsigned char *p,
+    const unsigned char *end)
+{
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
+    int      mask;
+    __m128i  v, m;
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        /* v <= 0x1f (unsigned): min(v, 0x1f) == v */
+        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                      _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                         _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)),
+                                        v));
+        mask = _mm_movemask_epi8(m);
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+#endif
+
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* the index of a top-level key in ukeys, or -1: by its length and first
+ * letter, then one comparison */
+
+static int
+ngx_http_ai_gateway_uscan_key(const unsigned char *k, size_t klen)
+{
+    int  i;
+
+    switch (klen) {
+    case 12: i = (k[0] == 't') ? 2 : 3; break;
+    case 13: i = (k[0] == 'p') ? 0 : 4; break;
+    case 17: i = 1; break;
+    case 20: i = 9; break;
+    case 21: i = (k[0] == 'p') ? 7 : 10; break;
+    case 23: i = 5; break;
+    case 25: i = 8; break;
+    case 27: i = 6; break;
+    default: return -1;
+    }
+
+    return memcmp(ngx_http_ai_gateway_ukeys[i].key, k, klen) == 0 ? i : -1;
+}
+
+
 static void
 ngx_http_ai_gateway_uscan_ws(ngx_http_ai_gateway_uscan_t *s)
 {
@@ -1996,6 +2064,7 @@ static int
 ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
     const unsigned char **k, size_t *klen)
 {
+    unsigned              c;
     const unsigned char  *start, *q;
 
     if (s->p == s->end || *s->p != '"') {
@@ -2004,34 +2073,33 @@ ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
 
     start = s->p + 1;
 
-    /* keys and values here are short and plain: find the quote */
-    q = memchr(start, '"', s->end - start);
+    /* mostly plain ASCII up to the quote: the walker's SIMD scan; else one
+     * pass finds the closing quote, steps over escapes (so that \" does
+     * not end the string) and refuses control characters */
+    q = ngx_http_ai_gateway_uscan_plain(start, s->end);
 
-    if (q == NULL) {
-        return -1;
-    }
+    for ( /* void */ ; q < s->end; q++) {
+        c = *q;
 
-    if (memchr(start, '\\', q - start) != NULL) {
-        /* an escape: step through, so that \" does not end the string */
-        for (q = start; q < s->end && *q != '"'; q++) {
-            if (*q == '\\') {
-                q++;
-            }
+        if (c == '"') {
+            break;
         }
 
-        if (q >= s->end) {
+        if (c == '\\' && ++q == s->end) {
             return -1;
         }
+
+        if (*q < 0x20) {
+            return -1;
+        }
+    }
+
+    if (q == s->end) {
+        return -1;
     }
 
     *k = start;
     *klen = q - start;
-
-    for ( /* void */ ; start < q; start++) {
-        if (*start < 0x20) {
-            return -1;
-        }
-    }
 
     s->p = q + 1;
 
@@ -2148,18 +2216,14 @@ ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
         nsub = -1;
 
         if (depth == 1) {
-            for (i = 0; ngx_http_ai_gateway_ukeys[i].key; i++) {
-                if (ngx_http_ai_gateway_ukeys[i].len == klen
-                    && memcmp(ngx_http_ai_gateway_ukeys[i].key, k, klen) == 0)
-                {
-                    field = ngx_http_ai_gateway_ukeys[i].field;
-                    nsub = ngx_http_ai_gateway_ukeys[i].sub;
+            i = ngx_http_ai_gateway_uscan_key(k, klen);
 
-                    if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
-                        s->input_details = 1;
-                    }
+            if (i >= 0) {
+                field = ngx_http_ai_gateway_ukeys[i].field;
+                nsub = ngx_http_ai_gateway_ukeys[i].sub;
 
-                    break;
+                if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
+                    s->input_details = 1;
                 }
             }
 

@@ -76,17 +76,14 @@ typedef struct {
     unsigned                      text_seen:1;   /* non-empty text seen */
     unsigned                      malformed:1;   /* not JSON: walk stopped */
 
-    unsigned char                 usage[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
     size_t                        usage_len;     /* the last one captured */
     unsigned                      usage_found:1; /* a complete one is in */
     unsigned                      usage_new:1;   /* set at each capture;
                                                     the caller clears it */
 
-    unsigned char                 model[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
     size_t                        model_len;     /* decoded; 0: none yet */
 
     /* "finish_reason" / "stop_reason" / responses "status": decoded */
-    unsigned char                 finish[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
     size_t                        finish_len;
 
     /* private: the walker's state, reset per document (the implementation
@@ -114,13 +111,11 @@ typedef struct {
     unsigned char                 utf8[4];
     size_t                        key_len;
     unsigned char                 key[24];
-    unsigned char                 short_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
     /* key at each depth: an index into the walker's known-key table */
     unsigned char                 path[NGX_HTTP_AI_GATEWAY_WALK_DEPTH];
     /* a bit per depth, set for an object; deeper documents are malformed */
     unsigned char                 nest[128];
     size_t                        capture_len;
-    unsigned char                 capture[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
 
     /* the prefix memo: the first bytes of a document, up to its first
      * output text, and the walk's state there (see usage.c) */
@@ -137,6 +132,18 @@ typedef struct {
     size_t                        memo_finish_len;
     unsigned char                 memo_nest;
     unsigned char                 memo_path[NGX_HTTP_AI_GATEWAY_WALK_DEPTH];
+
+    /*
+     * The buffers, last (from usage on): only read within their lengths
+     * above, so that walk_init() clears the fields before them and not
+     * these 5 KB.  usage: the last usage object captured; model and
+     * finish: decoded.
+     */
+    unsigned char                 usage[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
+    unsigned char                 model[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    unsigned char                 finish[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    unsigned char                 short_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    unsigned char                 capture[NGX_HTTP_AI_GATEWAY_USAGE_MAX];
     unsigned char                 memo[NGX_HTTP_AI_GATEWAY_WALK_MEMO];
     unsigned char                 memo_model_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
     unsigned char                 memo_finish_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
