@@ -211,11 +211,20 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t                *cl;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
-    if (in == NULL || r != r->main) {
+    if (r != r->main) {
         return ngx_http_next_body_filter(r, in);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (in == NULL) {
+        /* a held answer that the safety model has judged goes on now */
+        if (ctx != NULL && ngx_http_ai_gateway_guard_waiting(ctx)) {
+            return ngx_http_ai_gateway_guarded(r, ctx, NULL);
+        }
+
+        return ngx_http_next_body_filter(r, in);
+    }
 
     if (ctx == NULL || !ctx->resp_active || ctx->resp_done) {
         return ngx_http_next_body_filter(r, in);

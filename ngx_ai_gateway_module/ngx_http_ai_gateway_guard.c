@@ -37,13 +37,10 @@ static void ngx_http_ai_gateway_guard_cleanup(void *data);
 static void *ngx_http_ai_gateway_guard_alloc(void *data, size_t size);
 static int ngx_http_ai_gateway_guard_pii_first(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
-static ngx_int_t ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_ctx_t *ctx, json_t *texts);
 static ngx_int_t ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static const char *ngx_http_ai_gateway_guard_safety_read(
-    ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx, u_char *p,
-    size_t len);
+    ngx_http_request_t *r, u_char *p, size_t len);
 
 
 #define NGX_HTTP_AI_GATEWAY_GUARD_PAD  64
@@ -229,14 +226,6 @@ ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         goto invalid;
-    }
-
-    if (g->output && g->safety.len) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V output\" does not take \"safety=\": the "
-                           "safety model is asked about the input only",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
     }
 
     *slot = g;
@@ -1187,7 +1176,8 @@ ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
 
     if (s.texts) {
         if (rc == NGX_OK
-            && ngx_http_ai_gateway_guard_safety_body(r, ctx, s.texts)
+            && ngx_http_ai_gateway_guard_safety_body(r->pool, s.texts,
+                                                     &ctx->safety_body)
                != NGX_OK)
         {
             rc = NGX_ERROR;
@@ -1297,14 +1287,14 @@ ngx_http_ai_gateway_guard_mask_note(ngx_http_request_t *r,
 
 /* {"input": [the texts]}, as a moderation endpoint takes it */
 
-static ngx_int_t
-ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_ctx_t *ctx, json_t *texts)
+ngx_int_t
+ngx_http_ai_gateway_guard_safety_body(ngx_pool_t *pool, void *texts,
+    ngx_str_t *body)
 {
     char    *dump;
     json_t  *o;
 
-    o = json_pack("{s:O}", "input", texts);
+    o = json_pack("{s:O}", "input", (json_t *) texts);
     if (o == NULL) {
         return NGX_ERROR;
     }
@@ -1316,15 +1306,15 @@ ngx_http_ai_gateway_guard_safety_body(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ctx->safety_body.len = ngx_strlen(dump);
-    ctx->safety_body.data = ngx_pnalloc(r->pool, ctx->safety_body.len);
+    body->len = ngx_strlen(dump);
+    body->data = ngx_pnalloc(pool, body->len);
 
-    if (ctx->safety_body.data == NULL) {
+    if (body->data == NULL) {
         free(dump);
         return NGX_ERROR;
     }
 
-    ngx_memcpy(ctx->safety_body.data, dump, ctx->safety_body.len);
+    ngx_memcpy(body->data, dump, body->len);
     free(dump);
 
     return NGX_OK;
@@ -1342,15 +1332,8 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx)
 {
     ngx_str_t                        msg;
-    ngx_buf_t                       *b;
-    ngx_chain_t                     *cl;
-    ngx_http_request_t              *sr;
-    ngx_http_request_body_t         *rb;
-    ngx_http_post_subrequest_t      *ps;
     ngx_http_ai_gateway_guard_t     *g;
     ngx_http_ai_gateway_loc_conf_t  *lcf;
-
-    static ngx_str_t  post = ngx_string("POST");
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
     g = lcf->guard_in;
@@ -1359,7 +1342,7 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    switch (ctx->safety_state) {
+    switch (ctx->safety.state) {
 
     case NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING:
         return NGX_AGAIN;
@@ -1368,7 +1351,7 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
         return NGX_OK;
 
     case NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED:
-        ngx_http_ai_gateway_guard_note(r, ctx, "input", ctx->safety_category,
+        ngx_http_ai_gateway_guard_note(r, ctx, "input", ctx->safety.category,
                                        "block");
 
         msg.data = ngx_pnalloc(r->pool, 128);
@@ -1378,12 +1361,12 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
 
         msg.len = ngx_snprintf(msg.data, 128, "The request was blocked by "
                                "the input guardrail (%s).",
-                               ctx->safety_category)
+                               ctx->safety.category)
                   - msg.data;
 
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "ai_gateway: 400 guardrail_blocked: input %s",
-                      ctx->safety_category);
+                      ctx->safety.category);
 
         ngx_http_finalize_request(r,
             ngx_http_ai_gateway_send_error(r, NGX_HTTP_BAD_REQUEST,
@@ -1398,7 +1381,7 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "ai_gateway: the safety model did not answer "
                           "(%s): let through (on_error=allow)",
-                          ctx->safety_category);
+                          ctx->safety.category);
             return NGX_OK;
         }
 
@@ -1406,7 +1389,7 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
                           "later.");
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ai_gateway: 503 guardrail_unavailable: the safety "
-                      "model did not answer (%s)", ctx->safety_category);
+                      "model did not answer (%s)", ctx->safety.category);
 
         ngx_http_finalize_request(r,
             ngx_http_ai_gateway_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1418,6 +1401,34 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
         break;
     }
 
+    if (ngx_http_ai_gateway_guard_safety_ask(r, &g->safety, &ctx->safety_body,
+                                             &ctx->safety)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * Asks the safety model: a POST subrequest to the location with the body,
+ * its answer kept in memory; st tells the result when it has finished.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_safety_ask(ngx_http_request_t *r,
+    ngx_str_t *location, ngx_str_t *body, ngx_http_ai_gateway_safety_t *st)
+{
+    ngx_buf_t                   *b;
+    ngx_chain_t                 *cl;
+    ngx_http_request_t          *sr;
+    ngx_http_request_body_t     *rb;
+    ngx_http_post_subrequest_t  *ps;
+
+    static ngx_str_t  post = ngx_string("POST");
+
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
     b = ngx_calloc_buf(r->pool);
@@ -1428,9 +1439,9 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
     }
 
     ps->handler = ngx_http_ai_gateway_guard_safety_done;
-    ps->data = ctx;
+    ps->data = st;
 
-    if (ngx_http_subrequest(r, &g->safety, NULL, &sr, ps,
+    if (ngx_http_subrequest(r, location, NULL, &sr, ps,
                             NGX_HTTP_SUBREQUEST_WAITED
                             |NGX_HTTP_SUBREQUEST_IN_MEMORY)
         != NGX_OK)
@@ -1439,9 +1450,9 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
     }
 
     b->temporary = 1;
-    b->start = ctx->safety_body.data;
+    b->start = body->data;
     b->pos = b->start;
-    b->last = b->start + ctx->safety_body.len;
+    b->last = b->start + body->len;
     b->end = b->last;
     b->last_buf = 1;
 
@@ -1452,12 +1463,12 @@ ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
     sr->request_body = rb;
     sr->method = NGX_HTTP_POST;
     sr->method_name = post;
-    sr->headers_in.content_length_n = ctx->safety_body.len;
+    sr->headers_in.content_length_n = body->len;
     sr->headers_in.content_length = NULL;
 
-    ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING;
+    st->state = NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING;
 
-    return NGX_AGAIN;
+    return NGX_OK;
 }
 
 
@@ -1465,17 +1476,16 @@ static ngx_int_t
 ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
     ngx_int_t rc)
 {
-    ngx_http_ai_gateway_ctx_t *ctx = data;
+    ngx_http_ai_gateway_safety_t *st = data;
 
     const char  *flagged;
 
-    ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
-    ctx->safety_category = "no answer";
+    st->state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
+    st->category = "no answer";
 
     if (rc != NGX_OK || r->headers_out.status != NGX_HTTP_OK) {
-        ctx->safety_category = (r->headers_out.status
-                                == NGX_HTTP_GATEWAY_TIME_OUT)
-                               ? "timed out" : "error status";
+        st->category = (r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT)
+                       ? "timed out" : "error status";
         return rc;
     }
 
@@ -1483,7 +1493,7 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
         return rc;
     }
 
-    flagged = ngx_http_ai_gateway_guard_safety_read(r, ctx, r->out->buf->pos,
+    flagged = ngx_http_ai_gateway_guard_safety_read(r, r->out->buf->pos,
                                                     r->out->buf->last
                                                     - r->out->buf->pos);
     if (flagged == NULL) {
@@ -1491,11 +1501,11 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
     }
 
     if (*flagged == '\0') {
-        ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN;
+        st->state = NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN;
 
     } else {
-        ctx->safety_state = NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED;
-        ctx->safety_category = flagged;
+        st->state = NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED;
+        st->category = flagged;
     }
 
     return rc;
@@ -1508,8 +1518,8 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
  */
 
 static const char *
-ngx_http_ai_gateway_guard_safety_read(ngx_http_request_t *r,
-    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
+ngx_http_ai_gateway_guard_safety_read(ngx_http_request_t *r, u_char *p,
+    size_t len)
 {
     u_char      *c;
     size_t       i;

@@ -20,6 +20,14 @@
  * sent.  A block ends the stream with an error event in the provider's
  * shape and the end of the stream.  Tool-call arguments are masked piece
  * by piece, without holding back.
+ *
+ * With safety=, a JSON answer that passed the other checks is shown to the
+ * safety model (a subrequest, as for the input) while it is held: the
+ * request is marked buffered, so that nginx does not finalize it, and
+ * ngx_http_writer() calls the body filter again (with no data) once the
+ * subrequest is done; then the answer, or the error, goes on.  Streams
+ * are not shown to it: their text has reached the client before it is
+ * whole (see README, "Guardrails").
  */
 
 
@@ -38,6 +46,10 @@
 #define NGX_HTTP_AI_GATEWAY_GUARD_HOLD       256
 #define NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK   256
 #define NGX_HTTP_AI_GATEWAY_GUARD_TEXTS      8
+
+/* r->buffered while a JSON answer waits for the safety model (the bits
+ * 0x01, 0x02 and 0x04 are the SSI, sub and copy filters') */
+#define NGX_HTTP_AI_GATEWAY_BUFFERED         0x08
 
 
 /* one text being streamed: a choice, a content block */
@@ -65,6 +77,10 @@ typedef struct {
     unsigned                      passthrough:1;
     unsigned                      blocked:1;
     unsigned                      last:1;
+    unsigned                      waiting:1;     /* for the safety model */
+    ngx_http_ai_gateway_safety_t  safety;
+    ngx_str_t                     safety_body;
+    ngx_str_t                     answer;        /* to send if it passes */
 } ngx_http_ai_gateway_gout_t;
 
 
@@ -73,6 +89,14 @@ static ngx_int_t ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
     ngx_chain_t *in, ngx_chain_t **out);
 static ngx_int_t ngx_http_ai_gateway_gout_send_held(ngx_http_request_t *r,
     ngx_http_ai_gateway_gout_t *go, u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_gout_answer(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, u_char *p, size_t len,
+    ngx_chain_t **out);
+static ngx_int_t ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t **out);
+static ngx_int_t ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t status, ngx_chain_t **out);
 static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field, const char *key, ngx_uint_t hold);
@@ -194,6 +218,11 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
     ngx_chain_t                      *cl;
     ngx_http_ai_gateway_guard_scan_t  s;
 
+    if (go->waiting) {
+        /* ngx_http_writer() again, with no data */
+        return ngx_http_ai_gateway_gout_verdict(r, ctx, go, out);
+    }
+
     if (go->passthrough) {
         *out = in;
         return NGX_OK;
@@ -227,31 +256,42 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
     s.guard = go->guard;
     s.pool = r->pool;
 
+    if (go->guard->safety.len && go->json) {
+        s.texts = json_array();
+        if (s.texts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     rc = go->json ? ngx_http_ai_gateway_guard_json(&s, go->json->pos,
                                                    go->json->last
                                                    - go->json->pos)
                   : NGX_OK;
+
+    if (s.texts) {
+        /* the texts the safety model is shown: masked ones masked */
+        if (rc == NGX_OK && json_array_size(s.texts)
+            && ngx_http_ai_gateway_guard_safety_body(r->pool, s.texts,
+                                                     &go->safety_body)
+               != NGX_OK)
+        {
+            s.category = "safety";
+            rc = NGX_ERROR;
+        }
+
+        json_decref(s.texts);
+    }
 
     if (rc == NGX_DECLINED
         || (rc == NGX_ERROR && go->guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_DENY))
     {
         ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
                                        rc == NGX_ERROR ? "error" : "block");
-        go->blocked = 1;
-
         go->out.len = 0;
         (void) ngx_http_ai_gateway_gout_block(r, ctx, go, s.category);
 
-        r->headers_out.status = NGX_HTTP_BAD_REQUEST;
-        r->headers_out.status_line.len = 0;
-        ngx_str_set(&r->headers_out.content_type, "application/json");
-        r->headers_out.content_type_len = r->headers_out.content_type.len;
-        r->headers_out.content_type_lowcase = NULL;
-
-        return ngx_http_ai_gateway_gout_send_held(r, go, go->out.p,
-                                                  go->out.len)
-               == NGX_OK ? ngx_http_ai_gateway_gout_chain(r, go, 1, out)
-                         : NGX_ERROR;
+        return ngx_http_ai_gateway_gout_refuse(r, go, NGX_HTTP_BAD_REQUEST,
+                                               out);
     }
 
     if (rc == NGX_ERROR) {
@@ -273,22 +313,31 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
         ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture,
                                          s.document.data, s.document.len);
 
-        return ngx_http_ai_gateway_gout_send_held(r, go, s.document.data,
-                                                  s.document.len)
-               == NGX_OK ? ngx_http_ai_gateway_gout_chain(r, go, 1, out)
-                         : NGX_ERROR;
+        go->answer = s.document;
+
+    } else if (go->json) {
+        go->answer.data = go->json->pos;
+        go->answer.len = go->json->last - go->json->pos;
     }
 
-    if (ngx_http_ai_gateway_gout_send_held(r, go,
-                                           go->json ? go->json->pos : NULL,
-                                           go->json ? (size_t) (go->json->last
-                                                      - go->json->pos) : 0)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (go->safety_body.len) {
+        if (ngx_http_ai_gateway_guard_safety_ask(r, &go->guard->safety,
+                                                 &go->safety_body,
+                                                 &go->safety)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        /* the header stays held, and nginx waits for us */
+        go->waiting = 1;
+        r->buffered |= NGX_HTTP_AI_GATEWAY_BUFFERED;
+
+        return NGX_OK;
     }
 
-    return ngx_http_ai_gateway_gout_chain(r, go, 1, out);
+    return ngx_http_ai_gateway_gout_answer(r, go, go->answer.data,
+                                           go->answer.len, out);
 
 too_large:
 
@@ -319,6 +368,127 @@ too_large:
     cl->next = in;
 
     return NGX_OK;
+}
+
+
+/* the header, and the answer after it, as the last output */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_answer(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, u_char *p, size_t len, ngx_chain_t **out)
+{
+    if (ngx_http_ai_gateway_gout_send_held(r, go, p, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ai_gateway_gout_chain(r, go, 1, out);
+}
+
+
+/* the safety model's answer about a held JSON answer */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t **out)
+{
+    u_char  *m;
+
+    if (go->safety.state == NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING) {
+        return NGX_OK;
+    }
+
+    go->waiting = 0;
+    r->buffered &= ~NGX_HTTP_AI_GATEWAY_BUFFERED;
+
+    switch (go->safety.state) {
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN:
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED:
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", go->safety.category,
+                                       "block");
+        go->out.len = 0;
+
+        if (ngx_http_ai_gateway_gout_block(r, ctx, go, go->safety.category)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_ai_gateway_gout_refuse(r, go, NGX_HTTP_BAD_REQUEST,
+                                               out);
+
+    default: /* NGX_HTTP_AI_GATEWAY_SAFETY_FAILED */
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", "safety", "error");
+
+        if (go->guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ai_gateway: the safety model did not answer "
+                          "(%s): the answer is sent (on_error=allow)",
+                          go->safety.category);
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: 503 guardrail_unavailable: the safety "
+                      "model did not answer about the output (%s)",
+                      go->safety.category);
+
+        go->out.len = 0;
+        m = (u_char *) "The safety check is unavailable. Please retry later.";
+
+        if (ngx_http_ai_gateway_translate_error_json(&go->out, (char *) m,
+                                                     ngx_strlen(m),
+                                                     "server_error",
+                                                     "guardrail_unavailable")
+                != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK
+            || ngx_http_ai_gateway_translate_buf_room(&go->out, 1)
+               != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        go->out.p[go->out.len++] = LF;
+
+        return ngx_http_ai_gateway_gout_refuse(r, go,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               out);
+    }
+
+    return ngx_http_ai_gateway_gout_answer(r, go, go->answer.data,
+                                           go->answer.len, out);
+}
+
+
+/* the error in go->out instead of the answer */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t status, ngx_chain_t **out)
+{
+    go->blocked = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.status_line.len = 0;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    return ngx_http_ai_gateway_gout_answer(r, go, go->out.p, go->out.len,
+                                           out);
+}
+
+
+ngx_uint_t
+ngx_http_ai_gateway_guard_waiting(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    return go != NULL && go->waiting;
 }
 
 

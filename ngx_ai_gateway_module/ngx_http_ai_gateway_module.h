@@ -44,6 +44,20 @@ typedef struct ngx_http_ai_gateway_guard_s  ngx_http_ai_gateway_guard_t;
 typedef struct ngx_http_ai_gateway_key_s   ngx_http_ai_gateway_key_t;
 
 
+#define NGX_HTTP_AI_GATEWAY_SAFETY_NONE     0
+#define NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING  1
+#define NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN    2
+#define NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED  3
+#define NGX_HTTP_AI_GATEWAY_SAFETY_FAILED   4
+
+/* a question to the safety model, and its answer */
+typedef struct {
+    ngx_uint_t                   state;
+    const char                  *category;     /* what it flagged, or why
+                                                  it failed */
+} ngx_http_ai_gateway_safety_t;
+
+
 /*
  * A translated JSON answer is read whole before it is translated, up to
  * this; an SSE event's data, up to the other.
@@ -209,8 +223,7 @@ typedef struct {
     void                        *gout;            /* output state */
     const char                  *gout_category;   /* what blocked */
     ngx_str_t                    safety_body;     /* for the safety model */
-    const char                  *safety_category;
-    ngx_uint_t                   safety_state;
+    ngx_http_ai_gateway_safety_t safety;          /* on the input */
 
     /* providers: the client's key, the model the upstream is asked */
     ngx_http_ai_gateway_key_t   *key;
@@ -337,11 +350,11 @@ ngx_int_t ngx_http_ai_gateway_guard_safety(ngx_http_request_t *r,
 void ngx_http_ai_gateway_guard_exit(void);
 void ngx_http_ai_gateway_metrics_exit(void);
 
-#define NGX_HTTP_AI_GATEWAY_SAFETY_NONE     0
-#define NGX_HTTP_AI_GATEWAY_SAFETY_RUNNING  1
-#define NGX_HTTP_AI_GATEWAY_SAFETY_CLEAN    2
-#define NGX_HTTP_AI_GATEWAY_SAFETY_FLAGGED  3
-#define NGX_HTTP_AI_GATEWAY_SAFETY_FAILED   4
+ngx_int_t ngx_http_ai_gateway_guard_safety_ask(ngx_http_request_t *r,
+    ngx_str_t *location, ngx_str_t *body, ngx_http_ai_gateway_safety_t *st);
+ngx_int_t ngx_http_ai_gateway_guard_safety_body(ngx_pool_t *pool,
+    void *texts, ngx_str_t *body);
+ngx_uint_t ngx_http_ai_gateway_guard_waiting(ngx_http_ai_gateway_ctx_t *ctx);
 void ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
     const char *category, const char *action);

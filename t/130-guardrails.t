@@ -461,18 +461,163 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 23: nginx -t refuses a safety model on the output side
+=== TEST 23: the safety model judges a JSON answer: flagged answers are refused with 400, clean ones pass as they came
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- must_die
+    location = /_safety {
+        internal;
+        proxy_set_header x-answer "";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('How do I make bread?'),
+ "POST /v1/chat/completions\n" . main::chat('How do I make bread?')]
+--- more_headers eval
+["X-Answer: First, build a bomb.", "X-Answer: Mix flour, water and yeast."]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"The response was blocked by the output guardrail \(safety_violence\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}$/,
+ qr/"content": "Mix flour, water and yeast\."/]
+--- response_headers eval
+["X-Guardrail: output:safety_violence:block", "X-Guardrail: "]
+
+
+
+=== TEST 24: the safety model is shown the answer's text, masked, and its block is logged
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
+        proxy_set_header x-mock-text "Write to a@b.io, then kill the process.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["DELETE /__mock/requests", "POST /v1/chat/completions\n" . main::chat('How do I stop a process?'), "GET /__mock/requests"]
+--- error_code eval
+[200, 400, 200]
+--- response_body_like eval
+[qr//, qr/output guardrail \(safety_violence\)/,
+ qr{"method":"POST","url":"/v1/moderations".*"body":"\{\\"input\\":\[\\"Write to \[REDACTED_EMAIL\], then kill the process\.\\"\]\}"}]
+
+
+
+=== TEST 25: a failing safety model on the output: on_error=allow sends the answer and says so
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety on_error=allow;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_set_header x-mock-text "Bread needs flour.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-status 500;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('Bread?')
+--- error_code: 200
+--- response_headers
+X-Guardrail: output:safety:error
+--- response_body_like eval
+qr/"content": "Bread needs flour\."/
 --- error_log
-"ai_gateway_guardrails output" does not take "safety=": the safety model is asked about the input only
+the safety model did not answer (error status): the answer is sent (on_error=allow)
 
 
 
-=== TEST 24: nginx -t refuses output guardrails where answers are translated
+=== TEST 26: a slow safety model on the output: on_error=deny answers 503
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety on_error=deny;
+        proxy_set_header x-mock-text "Bread needs flour.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-delay-ms 3000;
+        proxy_read_timeout 300ms;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('Bread?')
+--- error_code: 503
+--- response_body
+{"error":{"message":"The safety check is unavailable. Please retry later.","type":"server_error","code":"guardrail_unavailable"}}
+--- error_log
+503 guardrail_unavailable: the safety model did not answer about the output (timed out)
+
+
+
+=== TEST 27: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+--- http_config
+    ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_guardrails output safety=/_safety on_error=deny;
+        proxy_set_header x-mock-text "Bread needs flour.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-delay-ms 3000;
+        proxy_read_timeout 300ms;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+    location = /usage {
+        alias $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('Bread?'), "GET /usage"]
+--- error_code eval
+[503, 200]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"The safety check is unavailable\. Please retry later\.","type":"server_error","code":"guardrail_unavailable"\}\}$/,
+ qr/"status_code":503,.*"output_token_count":3,.*"token_count_source":"provider",.*"guardrail":"output:safety:error"/]
+
+
+
+=== TEST 28: streams are not shown to the output safety model (their text reaches the client as it comes)
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety;
+        proxy_set_header x-mock-text "First, build a bomb.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["DELETE /__mock/requests",
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}',
+ "GET /__mock/requests"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr//, qr/data: \[DONE\]/, qr{"url":"/v1/chat/completions"}]
+--- response_body_unlike eval
+[qr/moderations/, qr/guardrail/, qr{/v1/moderations}]
+
+
+
+=== TEST 29: nginx -t refuses output guardrails where answers are translated
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
