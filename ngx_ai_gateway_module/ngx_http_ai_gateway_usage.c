@@ -146,7 +146,7 @@ static void ngx_http_ai_gateway_walk_string_end(
     ngx_http_ai_gateway_walk_t *w);
 static void ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *s, size_t len);
-static void ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
+static int ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *doc, size_t len);
 static void ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w);
 static ngx_http_ai_gateway_walk_inline unsigned
@@ -256,7 +256,8 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     size_t                n;
     unsigned              c, d, k, mode, obj;
     uint64_t              chars;
-    const unsigned char  *end, *cap, *q, *doc;
+    unsigned              effects;
+    const unsigned char  *end, *cap, *q, *doc, *memo_q, *suffix;
 
     if (w->state == NGX_HTTP_AI_GATEWAY_WALK_ERROR) {
         return -1;
@@ -275,6 +276,12 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     /* the document's start, while its prefix may be remembered */
     doc = NULL;
 
+    /* the quote of the text after a remembered prefix, and the bytes
+     * after that text (see the suffix memo below) */
+    memo_q = NULL;
+    suffix = NULL;
+    effects = 0;
+
     if (w->doc_start && len) {
         w->doc_start = 0;
         doc = p;
@@ -288,6 +295,7 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
             ngx_http_ai_gateway_walk_replay(w);
             p += w->memo_len - 1;
             doc = NULL;
+            memo_q = p;
         }
     }
 
@@ -376,7 +384,10 @@ value_c:
         if (mode == NGX_HTTP_AI_GATEWAY_STR_TEXT && doc != NULL) {
             /* the first output text of the document: what came before,
              * and its quote, is remembered for the next one */
-            ngx_http_ai_gateway_walk_remember(w, doc, p - doc);
+            if (ngx_http_ai_gateway_walk_remember(w, doc, p - doc)) {
+                memo_q = p - 1;
+            }
+
             doc = NULL;
         }
 
@@ -405,6 +416,7 @@ value_c:
 
         chars = ngx_http_ai_gateway_walk_count(p, q);
         w->text_chars += chars;
+        w->effects++;
 
         if (chars) {
             w->text_seen = 1;
@@ -416,7 +428,25 @@ value_c:
             goto done;
         }
 
+        if (p - 1 != memo_q) {
+            p = q + 1;
+            goto value_end;
+        }
+
         p = q + 1;
+
+        if (w->suffix_len && (size_t) (end - p) >= w->suffix_len
+            && memcmp(p, w->suffix, w->suffix_len) == 0)
+        {
+            /* the rest of the document as after the last text: it only
+             * closes what the prefix opened */
+            p += w->suffix_len;
+            w->depth = 0;
+            goto top_done;
+        }
+
+        suffix = p;
+        effects = w->effects;
         goto value_end;
 
     case '{':
@@ -425,6 +455,7 @@ value_c:
             doc = NULL;
 
             w->capturing = 1;
+            w->effects++;
             w->capture_overflow = 0;
             w->capture_len = 0;
             w->capture_depth = w->depth + 1;
@@ -667,6 +698,13 @@ close:
     w->depth = --d;
 
     if (d == 0) {
+        if (suffix != NULL && w->effects == effects
+            && (size_t) (p - suffix) <= NGX_HTTP_AI_GATEWAY_WALK_SUFFIX)
+        {
+            memcpy(w->suffix, suffix, p - suffix);
+            w->suffix_len = p - suffix;
+        }
+
         goto top_done;
     }
 
@@ -750,9 +788,18 @@ malformed:
  * The quote is part of the prefix: before it the walk may be in a state
  * that a ']' would have closed (after '['), but at a quote all states
  * that expect a value are the same.
+ *
+ * The suffix memo goes with it: after that first text, the walk's state
+ * is again the same in every document with the prefix, so the bytes that
+ * follow the text, when they only close the document (no text, model,
+ * finish reason, "type" or usage: w->effects unchanged) and fit in
+ * NGX_HTTP_AI_GATEWAY_WALK_SUFFIX, are remembered too; the next document
+ * whose text is followed by the same bytes is done at once.  A chunk is
+ * then a compare, the text, and a compare ({"content":" word"} and
+ * "},"finish_reason":null}]}" around it).
  */
 
-static void
+static int
 ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *doc, size_t len)
 {
@@ -763,8 +810,11 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     if (len > NGX_HTTP_AI_GATEWAY_WALK_MEMO
         || d > NGX_HTTP_AI_GATEWAY_WALK_DEPTH)
     {
-        return;
+        return 0;
     }
+
+    /* a suffix belongs to the prefix it followed */
+    w->suffix_len = 0;
 
     memcpy(w->memo, doc, len);
     w->memo_len = len;
@@ -789,6 +839,8 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
         memcpy(w->memo_finish_buf, w->finish, w->finish_len);
         w->memo_finish_len = w->finish_len;
     }
+
+    return 1;
 }
 
 
@@ -1042,6 +1094,9 @@ ngx_http_ai_gateway_walk_string(ngx_http_ai_gateway_walk_t *w,
 {
     size_t                n;
     const unsigned char  *p, *q, *key;
+
+    /* the general path: counted as writing results, to be safe */
+    w->effects++;
 
     if (w->str_mode >= NGX_HTTP_AI_GATEWAY_STR_TEXT) {
         return ngx_http_ai_gateway_walk_decoded(w, pp, end);
@@ -1477,6 +1532,8 @@ static void
 ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *s, size_t len)
 {
+    w->effects++;
+
     switch (w->short_target) {
 
     case NGX_HTTP_AI_GATEWAY_SHORT_MODEL:

@@ -48,6 +48,7 @@
 #define NGX_HTTP_AI_GATEWAY_SHORT_MAX      128
 /* the longest document prefix the walker remembers (private) */
 #define NGX_HTTP_AI_GATEWAY_WALK_MEMO      384
+#define NGX_HTTP_AI_GATEWAY_WALK_SUFFIX    64
 
 
 /* what a piece of output text is, for the assembled stream message */
@@ -133,6 +134,11 @@ typedef struct {
     unsigned char                 memo_nest;
     unsigned char                 memo_path[NGX_HTTP_AI_GATEWAY_WALK_DEPTH];
 
+    /* the suffix memo: the bytes after that text to the document's end,
+     * when they did nothing but close it (see usage.c) */
+    size_t                        suffix_len;    /* 0: none */
+    unsigned                      effects;       /* results written */
+
     /*
      * The buffers, last (from usage on): only read within their lengths
      * above, so that walk_init() clears the fields before them and not
@@ -147,6 +153,7 @@ typedef struct {
     unsigned char                 memo[NGX_HTTP_AI_GATEWAY_WALK_MEMO];
     unsigned char                 memo_model_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
     unsigned char                 memo_finish_buf[NGX_HTTP_AI_GATEWAY_SHORT_MAX];
+    unsigned char                 suffix[NGX_HTTP_AI_GATEWAY_WALK_SUFFIX];
 } ngx_http_ai_gateway_walk_t;
 
 

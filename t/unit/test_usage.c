@@ -1204,6 +1204,60 @@ test_prefix(void)
 }
 
 
+/*
+ * After a remembered prefix and its text, the bytes up to the document's
+ * end are remembered too when they only close it: the next document with
+ * the same prefix and the same end is done at once.  A different end (a
+ * finish reason, a usage object, trailing bytes, a document cut short)
+ * must give what a full walk gives: fed whole (where the memos work) and
+ * byte by byte (where they cannot), the results are the same.
+ */
+
+static void
+test_suffix(void)
+{
+    result_t                  whole, bytes;
+
+#define SFX_PRE  "{\"id\":\"c1\",\"model\":\"m\",\"choices\":[{\"index\":0," \
+                 "\"delta\":{\"content\":\""
+#define SFX_END  "\"},\"finish_reason\":null}]}"
+
+    static const char *const  docs[] = {
+        SFX_PRE "a" SFX_END,
+        SFX_PRE "b" SFX_END,
+        SFX_PRE "c" SFX_END "  ",
+        SFX_PRE "d\"},\"finish_reason\":\"stop\"}]}",
+        SFX_PRE "e" SFX_END ",",
+        SFX_PRE "f" SFX_END,
+        SFX_PRE "g\"},\"finish_reason\":null}],\"usage\":"
+            "{\"prompt_tokens\":2,\"completion_tokens\":7,"
+            "\"total_tokens\":9}}",
+        SFX_PRE "h" SFX_END,
+        SFX_PRE "i\"},\"finish_reason\":null}]",
+        SFX_PRE "j" SFX_END "x",
+        SFX_PRE "k\"},\"finish_reason\":null}]}}",
+        SFX_PRE "l\"},\"finish_reason\":null,\"model\":\"n\"}]}",
+        SFX_PRE "m" SFX_END,
+    };
+
+#undef SFX_PRE
+#undef SFX_END
+
+    run(docs, 13, SSE, FEED_WHOLE, 1, &whole);
+    run(docs, 13, SSE, FEED_BYTES, 1, &bytes);
+    CHECK(same(&whole, &bytes)
+          && strcmp(whole.content.p, "abcdefghijklm") == 0
+          && strcmp(whole.finish, "stop") == 0
+          && strcmp(whole.model, "m") == 0
+          && strcmp(whole.malformed, "0000100001100") == 0
+          && whole.captures == 1 && whole.u.total == 9 && whole.u.output == 7,
+          "suffix: \"%s\" %s %s %s, %d captures", whole.content.p,
+          whole.finish, whole.model, whole.malformed, whole.captures);
+    result_free(&whole);
+    result_free(&bytes);
+}
+
+
 /* the merge rules of usage_parse */
 
 static void
@@ -1546,6 +1600,7 @@ main(void)
     test_short();
     test_long_key();
     test_prefix();
+    test_suffix();
     test_usage_parse();
     test_stream();
     test_mutations();
