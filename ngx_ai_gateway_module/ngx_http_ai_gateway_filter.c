@@ -432,10 +432,9 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
         ctx->translate_failed = 1;
     }
 
-    if (ctx->sse_head_len < sizeof(ctx->sse_head)) {
-        len = ngx_min(len, sizeof(ctx->sse_head) - ctx->sse_head_len);
-        ngx_memcpy(ctx->sse_head + ctx->sse_head_len, p, len);
-        ctx->sse_head_len += len;
+    /* the first bytes, for "[DONE]": a few, so no memcpy() call */
+    while (len-- && ctx->sse_head_len < sizeof(ctx->sse_head)) {
+        ctx->sse_head[ctx->sse_head_len++] = *p++;
     }
 
     return 0;
@@ -453,6 +452,7 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
 
     if (ctx->sse_head_len == sizeof("[DONE]") - 1
+        && ctx->sse_head[0] == '['
         && ngx_strncmp(ctx->sse_head, "[DONE]", sizeof("[DONE]") - 1) == 0)
     {
         ctx->resp_end_event = 1;
@@ -521,6 +521,17 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
 
     bp = (kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS) ? &ctx->capture_args
                                                      : &ctx->capture;
+
+    if (*bp && len <= 16 && (size_t) ((*bp)->end - (*bp)->last) >= len
+        && (size_t) ((*bp)->last - (*bp)->pos) + len <= mcf->max_payload)
+    {
+        /* a streamed token, mostly: a few bytes, no calls */
+        while (len--) {
+            *(*bp)->last++ = *p++;
+        }
+
+        return 0;
+    }
 
     if (ngx_http_ai_gateway_append(r, bp, p, len, mcf->max_payload)
         == NGX_DECLINED)
