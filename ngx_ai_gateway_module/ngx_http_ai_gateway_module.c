@@ -640,6 +640,8 @@ ngx_http_ai_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_http_ai_gateway_request_id_init(cycle);
+
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_ai_gateway_module);
 

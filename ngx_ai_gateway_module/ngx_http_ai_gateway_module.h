@@ -416,6 +416,7 @@ ngx_atomic_t *ngx_http_ai_gateway_metrics_redis_counter(ngx_shm_zone_t *zone,
 u_char *ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico);
 
 ngx_int_t ngx_http_ai_gateway_log_handler(ngx_http_request_t *r);
+void ngx_http_ai_gateway_request_id_init(ngx_cycle_t *cycle);
 
 
 /* the request's token counts as they stand: the provider's or estimates */

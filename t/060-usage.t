@@ -467,3 +467,47 @@ POST /v1/chat/completions
 . "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":75000,\"total_tokens\":75003}}\n\ndata: [DONE]\n\n"
 --- error_log
 ai_gateway: an SSE event over 262144 bytes, the usage chunk is no longer cut from this stream
+
+
+
+=== TEST 22: the record's request_id is the access log's $request_id, one of its own for every request
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+    log_format ids 'access $request_id';
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        access_log logs/usage.jsonl ids;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        access_log off;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"one"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"two"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"three"}]}',
+ "GET /records"]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/chat\.completion/, qr/chat\.completion/,
+ qr/\Aaccess ([0-9a-f]{32})\n\{"request_id":"\1"[^\n]*\naccess (?!\1)([0-9a-f]{32})\n\{"request_id":"\2"[^\n]*\naccess (?!\1|\2)([0-9a-f]{32})\n\{"request_id":"\3"[^\n]*\n\z/]
+
+
+
+=== TEST 23: with nothing else asking for $request_id, the module's ids: 32 hex digits, one of its own for every request
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"one"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"two"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"three"}]}',
+ "GET /records"]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/chat\.completion/, qr/chat\.completion/,
+ qr/\A\{"request_id":"([0-9a-f]{32})"[^\n]*\n\{"request_id":"(?!\1)([0-9a-f]{32})"[^\n]*\n\{"request_id":"(?!\1|\2)[0-9a-f]{32}"[^\n]*\n\z/]
