@@ -889,31 +889,25 @@ ngx_http_ai_gateway_jtree_literal(ngx_http_ai_gateway_jtree_parser_t *s,
 /* scanned from the end: the last duplicate is the one that counts */
 
 ngx_http_ai_gateway_jtree_t *
-ngx_http_ai_gateway_jtree_get(const ngx_http_ai_gateway_jtree_t *o,
-    const char *key)
+ngx_http_ai_gateway_jtree_getn(const ngx_http_ai_gateway_jtree_t *o,
+    const char *key, size_t len)
 {
-    size_t                        i, k;
+    size_t                        i;
     ngx_http_ai_gateway_jtree_t  *m;
 
     if (o == NULL || o->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
         return NULL;
     }
 
-    /*
-     * Keys are short: a byte loop, rather than strlen() and memcmp()
-     * calls.  Parsed keys hold no NUL, so a match stops before key's.
-     */
+    /* the length and the first byte turn most members away */
 
     for (i = o->len; i-- > 0; /* void */) {
         m = &o->u.child[i];
 
-        for (k = 0; k < m->key_len && m->key[k] == (unsigned char) key[k];
-             k++)
+        if (m->key_len == len
+            && (len == 0 || (m->key[0] == (unsigned char) key[0]
+                             && memcmp(m->key, key, len) == 0)))
         {
-            /* void */
-        }
-
-        if (k == m->key_len && key[k] == '\0') {
             return m;
         }
     }

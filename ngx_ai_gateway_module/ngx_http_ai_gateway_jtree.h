@@ -24,6 +24,7 @@
 
 
 #include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 
 
@@ -146,9 +147,13 @@ ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_parse(
          (i)++)
 
 
-/* the last member with this key; NULL when none, or o is no object */
-ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_get(
-    const ngx_http_ai_gateway_jtree_t *o, const char *key);
+/* the last member with this key; NULL when none, or o is no object (the
+ * key's length is a constant where the key is a literal, as mostly) */
+#define ngx_http_ai_gateway_jtree_get(o, key)                                 \
+    ngx_http_ai_gateway_jtree_getn(o, key, strlen(key))
+
+ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_getn(
+    const ngx_http_ai_gateway_jtree_t *o, const char *key, size_t len);
 
 /* children of an array (0 for anything else) */
 size_t ngx_http_ai_gateway_jtree_size(const ngx_http_ai_gateway_jtree_t *a);
