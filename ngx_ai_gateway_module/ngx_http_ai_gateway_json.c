@@ -29,6 +29,14 @@
 #include "ngx_http_ai_gateway_json.h"
 
 
+#if defined(__GNUC__)
+#define ngx_http_ai_gateway_json_inline  inline __attribute__((always_inline))
+#else
+#define ngx_http_ai_gateway_json_inline  inline
+#endif
+
+
+
 typedef enum {
     NGX_HTTP_AI_GATEWAY_ROLE_NONE = 0,
     NGX_HTTP_AI_GATEWAY_ROLE_TEXT,        /* strings here are prompt text */
@@ -67,7 +75,7 @@ static int ngx_http_ai_gateway_json_hex4(const unsigned char *p,
     unsigned *code);
 static int ngx_http_ai_gateway_json_key_lookup(const unsigned char *key,
     size_t len, int top);
-static int ngx_http_ai_gateway_json_token(
+static ngx_http_ai_gateway_json_inline int ngx_http_ai_gateway_json_token(
     ngx_http_ai_gateway_json_scanner_t *s);
 static int ngx_http_ai_gateway_json_fail(
     ngx_http_ai_gateway_json_scanner_t *s, const char *error);
@@ -107,6 +115,11 @@ static const struct {
     { "text", 4 },
     { "output", 6 },
 };
+
+
+static ngx_http_ai_gateway_json_inline const unsigned char *
+    ngx_http_ai_gateway_json_plain(const unsigned char *p,
+    const unsigned char *end);
 
 
 #define ngx_http_ai_gateway_json_ws(c)                                        \
@@ -180,11 +193,16 @@ ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
 }
 
 
-/* skips white space to the next token, which must be there */
+/* skips white space to the next token, which must be there; inline: it
+ * runs between any two tokens, mostly with nothing to skip */
 
-static int
+static ngx_http_ai_gateway_json_inline int
 ngx_http_ai_gateway_json_token(ngx_http_ai_gateway_json_scanner_t *s)
 {
+    if (s->p < s->end && !ngx_http_ai_gateway_json_ws(*s->p)) {
+        return 0;
+    }
+
     while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
         s->p++;
     }
@@ -470,7 +488,7 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
 
         /* the common case: a run of printable ASCII */
         start = p;
-        p = ngx_http_ai_gateway_json_skip_plain(p, end);
+        p = ngx_http_ai_gateway_json_plain(p, end);
         n += p - start;
 
         if (p == end) {
@@ -615,6 +633,16 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
 
 const unsigned char *
 ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
+    const unsigned char *end)
+{
+    return ngx_http_ai_gateway_json_plain(p, end);
+}
+
+
+/* the body of json_skip_plain(), inlined in this file's string loop */
+
+static ngx_http_ai_gateway_json_inline const unsigned char *
+ngx_http_ai_gateway_json_plain(const unsigned char *p,
     const unsigned char *end)
 {
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
