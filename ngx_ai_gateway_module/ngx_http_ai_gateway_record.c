@@ -75,21 +75,19 @@ static void ngx_http_ai_gateway_put_usd_value(ngx_http_ai_gateway_out_t *o,
 #define ngx_http_ai_gateway_put_key(o, key)                                   \
     (o)->pos = ngx_cpymem((o)->pos, "\"" key "\":", sizeof("\"" key "\":") - 1)
 
+/* "key": and a value of a type: str, int, bool or usd */
+#define ngx_http_ai_gateway_put_field(o, key, type, v)                        \
+    ngx_http_ai_gateway_put_key(o, key);                                      \
+    ngx_http_ai_gateway_put_##type##_value(o, v)
+
 #define ngx_http_ai_gateway_put_str(o, key, s)                                \
-    ngx_http_ai_gateway_put_key(o, key);                                      \
-    ngx_http_ai_gateway_put_str_value(o, s)
-
+    ngx_http_ai_gateway_put_field(o, key, str, s)
 #define ngx_http_ai_gateway_put_int(o, key, n)                                \
-    ngx_http_ai_gateway_put_key(o, key);                                      \
-    ngx_http_ai_gateway_put_int_value(o, n)
-
+    ngx_http_ai_gateway_put_field(o, key, int, n)
 #define ngx_http_ai_gateway_put_bool(o, key, b)                               \
-    ngx_http_ai_gateway_put_key(o, key);                                      \
-    ngx_http_ai_gateway_put_bool_value(o, b)
-
+    ngx_http_ai_gateway_put_field(o, key, bool, b)
 #define ngx_http_ai_gateway_put_usd(o, key, pico)                             \
-    ngx_http_ai_gateway_put_key(o, key);                                      \
-    ngx_http_ai_gateway_put_usd_value(o, pico)
+    ngx_http_ai_gateway_put_field(o, key, usd, pico)
 static u_char *ngx_http_ai_gateway_escape(u_char *dst, u_char *src,
     size_t len);
 
