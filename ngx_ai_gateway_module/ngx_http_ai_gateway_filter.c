@@ -432,9 +432,15 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
         ctx->translate_failed = 1;
     }
 
-    /* the first bytes, for "[DONE]": a few, so no memcpy() call */
-    while (len-- && ctx->sse_head_len < sizeof(ctx->sse_head)) {
-        ctx->sse_head[ctx->sse_head_len++] = *p++;
+    /* the first bytes, for "[DONE]": a constant size, copied inline */
+    if (ctx->sse_head_len == 0 && len >= sizeof(ctx->sse_head)) {
+        ngx_memcpy(ctx->sse_head, p, sizeof(ctx->sse_head));
+        ctx->sse_head_len = sizeof(ctx->sse_head);
+
+    } else {
+        while (len-- && ctx->sse_head_len < sizeof(ctx->sse_head)) {
+            ctx->sse_head[ctx->sse_head_len++] = *p++;
+        }
     }
 
     return 0;
@@ -507,7 +513,9 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
     const u_char *p, size_t len)
 {
     ngx_http_request_t               *r = data;
-    ngx_buf_t                       **bp;
+    u_char                           *d;
+    const u_char                     *end;
+    ngx_buf_t                        *b, **bp;
     ngx_http_ai_gateway_ctx_t        *ctx;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
@@ -522,13 +530,17 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
     bp = (kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS) ? &ctx->capture_args
                                                      : &ctx->capture;
 
-    if (*bp && len <= 16 && (size_t) ((*bp)->end - (*bp)->last) >= len
-        && (size_t) ((*bp)->last - (*bp)->pos) + len <= mcf->max_payload)
+    b = *bp;
+
+    if (b && len <= 16 && (size_t) (b->end - b->last) >= len
+        && (size_t) (b->last - b->pos) + len <= mcf->max_payload)
     {
         /* a streamed token, mostly: a few bytes, no calls */
-        while (len--) {
-            *(*bp)->last++ = *p++;
+        for (d = b->last, end = p + len; p < end; /* void */) {
+            *d++ = *p++;
         }
+
+        b->last = d;
 
         return 0;
     }
