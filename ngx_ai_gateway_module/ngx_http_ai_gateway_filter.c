@@ -44,6 +44,10 @@ static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
     size_t len);
 static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
     size_t name_len);
+static int ngx_http_ai_gateway_guard_sse_data(void *data, const u_char *p,
+    size_t len);
+static int ngx_http_ai_gateway_guard_sse_event(void *data,
+    const u_char *name, size_t name_len);
 static int ngx_http_ai_gateway_text(void *data,
     ngx_http_ai_gateway_text_e kind, const u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_hide(ngx_http_request_t *r,
@@ -189,6 +193,17 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    if (ctx->gout && ctx->translate && ctx->resp_sse) {
+        ctx->gsse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
+        if (ctx->gsse == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_ai_gateway_sse_init(ctx->gsse,
+                                     ngx_http_ai_gateway_guard_sse_data,
+                                     ngx_http_ai_gateway_guard_sse_event, r);
+    }
+
     if (rc == NGX_DONE) {
         /* a JSON answer is judged whole: its header waits for it */
         return NGX_OK;
@@ -254,16 +269,17 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
+    /* a translation first: the output guard judges what the client gets */
+    if (ctx->translate) {
+        return ngx_http_ai_gateway_translated(r, ctx, in);
+    }
+
     if (ctx->gout != NULL) {
         return ngx_http_ai_gateway_guarded(r, ctx, in);
     }
 
     if (ctx->drops != NULL) {
         return ngx_http_ai_gateway_hide(r, ctx, in);
-    }
-
-    if (ctx->translate) {
-        return ngx_http_ai_gateway_translated(r, ctx, in);
     }
 
     return ngx_http_next_body_filter(r, in);
@@ -304,7 +320,7 @@ ngx_http_ai_gateway_translated(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in)
 {
     ngx_int_t     rc;
-    ngx_chain_t  *out;
+    ngx_chain_t  *cl, *out;
 
     out = NULL;
 
@@ -312,7 +328,22 @@ ngx_http_ai_gateway_translated(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_next_body_filter(r, out);
+    if (ctx->gout != NULL) {
+        /* the translated stream's events go to the guard one by one */
+        for (cl = out; ctx->gsse && cl; cl = cl->next) {
+            if (ngx_http_ai_gateway_sse_feed(ctx->gsse, cl->buf->pos,
+                                             cl->buf->last - cl->buf->pos)
+                != 0)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        rc = ngx_http_ai_gateway_guarded(r, ctx, out);
+
+    } else {
+        rc = ngx_http_next_body_filter(r, out);
+    }
 
     ngx_chain_update_chains(r->pool, &ctx->tfree, &ctx->tbusy, &out,
                             (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
@@ -419,7 +450,8 @@ ngx_http_ai_gateway_sse_data(void *data, const u_char *p, size_t len)
         ngx_http_ai_gateway_set_ttft(r, ctx);
     }
 
-    if (ctx->gout && ngx_http_ai_gateway_guard_data(r, ctx, p, len) != NGX_OK)
+    if (ctx->gout && !ctx->translate
+        && ngx_http_ai_gateway_guard_data(r, ctx, p, len) != NGX_OK)
     {
         return -1;
     }
@@ -470,7 +502,7 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
         }
     }
 
-    if (ctx->gout
+    if (ctx->gout && !ctx->translate
         && ngx_http_ai_gateway_guard_event(r, ctx, name, name_len,
                                            ctx->walk->usage_new
                                            && ctx->hide_usage)
@@ -505,6 +537,35 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
     ngx_http_ai_gateway_walk_reset(ctx->walk);
 
     return 0;
+}
+
+
+/* the translated stream, read again for the output guard */
+
+static int
+ngx_http_ai_gateway_guard_sse_data(void *data, const u_char *p, size_t len)
+{
+    ngx_http_request_t         *r = data;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    return ngx_http_ai_gateway_guard_data(r, ctx, p, len) == NGX_OK ? 0 : -1;
+}
+
+
+static int
+ngx_http_ai_gateway_guard_sse_event(void *data, const u_char *name,
+    size_t name_len)
+{
+    ngx_http_request_t         *r = data;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    /* the translation has left out what the client did not ask for */
+    return ngx_http_ai_gateway_guard_event(r, ctx, name, name_len, 0)
+           == NGX_OK ? 0 : -1;
 }
 
 

@@ -28,6 +28,10 @@
  * subrequest is done; then the answer, or the error, goes on.  Streams
  * are not shown to it: their text has reached the client before it is
  * whole (see README, "Guardrails").
+ *
+ * Where an Anthropic answer is translated, the guard judges what the
+ * client gets: the translated JSON answer, or the translated stream read
+ * by a second SSE parser (ngx_http_ai_gateway_filter.c).
  */
 
 
@@ -139,7 +143,7 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    if (lcf->guard_out == NULL || ctx->translate || ctx->resp_encoded
+    if (lcf->guard_out == NULL || ctx->resp_encoded
         || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
         || r->headers_out.status < NGX_HTTP_OK)
     {

@@ -397,16 +397,6 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->guard_in, prev->guard_in, NULL);
     ngx_conf_merge_ptr_value(conf->guard_out, prev->guard_out, NULL);
 
-    if (conf->guard_out
-        && conf->upstream_api == NGX_HTTP_AI_GATEWAY_UPSTREAM_ANTHROPIC)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ai_gateway_guardrails output\" and "
-                           "\"ai_gateway_upstream_api anthropic_messages\" "
-                           "are not supported in one location yet");
-        return NGX_CONF_ERROR;
-    }
-
     /* the upstream's API comes with its secret, version and max_tokens */
     if (conf->upstream_api == NGX_CONF_UNSET_UINT) {
         conf->upstream_api = (prev->upstream_api == NGX_CONF_UNSET_UINT)

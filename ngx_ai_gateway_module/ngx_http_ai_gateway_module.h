@@ -204,6 +204,8 @@ typedef struct {
     /* the response */
     ngx_http_ai_gateway_walk_t  *walk;
     ngx_http_ai_gateway_sse_t   *sse;
+    ngx_http_ai_gateway_sse_t   *gsse;            /* the translated stream,
+                                                     for the output guard */
     ngx_http_ai_gateway_usage_t  usage;
     ngx_msec_t                   ttft;            /* since arrival */
     ngx_uint_t                   resp_status;

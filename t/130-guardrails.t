@@ -617,12 +617,67 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 29: nginx -t refuses output guardrails where answers are translated
+=== TEST 29: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
         ai_gateway_upstream_api anthropic_messages;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_set_header x-mock-text "Contact: jane@corp.example or +1 415 555 0134 today.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- must_die
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('Who do I call?')
+--- error_code: 200
+--- response_headers
+X-Guardrail: output:pii_email:mask,output:pii_phone:mask
+Content-Type: application/json
+--- response_body_like eval
+qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Contact: \[REDACTED_EMAIL\] or \[REDACTED_PHONE\] today\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{/
+
+
+
+=== TEST 30: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_buffering off;
+        proxy_set_header x-mock-text "Call +1 415 555 0134 or mail jane@corp.example now";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $text = CORE::join '', map { my $s = $_; $s =~ s/\\(.)/$1/g; $s } $body =~ /"content":"((?:[^"\\]|\\.)*)"/g;
+    my ($finish) = $body =~ /"finish_reason":"(\w+)"/;
+    my $chunks = () = $body =~ /"object":"chat\.completion\.chunk"/g;
+    ($chunks > 5 ? 'chunks' : "$chunks chunks") . "|$text|$finish|" . ($body =~ /data: \[DONE\]\n\n\z/ ? 'DONE' : 'no end') . "\n";
+}
+--- response_body
+chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
+
+
+
+=== TEST 31: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+--- user_files eval
+[["keywords.txt", $::keywords]]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output invalid_keywords=$TEST_NGINX_HTML_DIR/keywords.txt;
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_buffering off;
+        proxy_set_header x-mock-text "Here is how to exploit the bug in detail";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+--- error_code: 200
+--- response_body_like eval
+qr/"content":"how "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
+--- response_body_unlike: exploit
 --- error_log
-"ai_gateway_guardrails output" and "ai_gateway_upstream_api anthropic_messages" are not supported in one location yet
+ai_gateway: guardrail_blocked: output invalid_keyword
