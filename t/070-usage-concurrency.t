@@ -68,7 +68,11 @@ require POSIX;
 
 is(load(8, 40, 'first'), 320, '320 concurrent requests answered');
 
-# log rotation: move the file away, reopen, then more load
+# log rotation: move the file away, reopen, then more load.  The last
+# requests' log phases may follow the clients' reading of the answers
+# (lingering close): they are awaited, so that their records are in the
+# old file.
+ok($gw->wait_idle, 'nginx is done with the first load\'s connections');
 rename "$prefix/logs/usage.jsonl", "$prefix/logs/usage.jsonl.1" or die $!;
 $gw->signal('USR1');
 

@@ -117,23 +117,30 @@ SKIP: {
 }
 
 # a reload keeps the counters
-my @old = $gw->workers;
-$gw->signal('HUP');
-my $deadline = time + 15;
-while (time < $deadline) {
+SKIP: {
+    # Under valgrind nginx is one process (master_process off), and stock
+    # nginx cannot reload so: after a HUP it answers garbage on the old
+    # listening sockets.  A reload needs a master and new workers.
+    skip 'nginx -s reload needs master_process on (off under valgrind)', 3
+        if GatewayNginx::valgrind();
+    my @old = $gw->workers;
+    $gw->signal('HUP');
+    my $deadline = time + 15;
+    while (time < $deadline) {
+        my %now = map { $_ => 1 } $gw->workers;
+        last if !grep { $now{$_} } @old;
+        sleep 0.1;
+    }
     my %now = map { $_ => 1 } $gw->workers;
-    last if !grep { $now{$_} } @old;
-    sleep 0.1;
+    ok(!grep({ $now{$_} } @old), 'the old workers are gone after the reload');
+    is((request('/v1/chat/completions'))[0], 429, 'after the reload the limit is still used up');
+    # the log phase (which counts) may run just after the client saw the end
+    # of the answer (lingering close): the count is awaited, not assumed
+    my ($m2, $until) = ('', time + 10);
+    do { $m2 = scrape() } until $m2 =~ /status="429"\} 151$/m || time > $until;
+    like($m2, qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="429"\} 151$/m,
+         'metrics survive the reload');
 }
-my %now = map { $_ => 1 } $gw->workers;
-ok(!grep({ $now{$_} } @old), 'the old workers are gone after the reload');
-is((request('/v1/chat/completions'))[0], 429, 'after the reload the limit is still used up');
-# the log phase (which counts) may run just after the client saw the end
-# of the answer (lingering close): the count is awaited, not assumed
-my ($m2, $until) = ('', time + 10);
-do { $m2 = scrape() } until $m2 =~ /status="429"\} 151$/m || time > $until;
-like($m2, qr/^ai_gateway_requests_total\{endpoint="burst",model="m",status="429"\} 151$/m,
-     'metrics survive the reload');
 
 # a window renews: the limit's own Retry-After says when
 my ($st1) = request('/w/chat/completions');

@@ -82,17 +82,24 @@ my $bob = issue('bob');
 ($st) = $gw->request('POST', '/v1/chat/completions', $body, "Authorization: Bearer $bob");
 is($st, 401, 'a key issued after start-up is unknown until the reload');
 
-my @old = $gw->workers;
-$gw->signal('HUP');
-my $deadline = time + 15;
-while (time < $deadline) {
-    my %now = map { $_ => 1 } $gw->workers;
-    last if !grep { $now{$_} } @old;
-    sleep 0.05;
+SKIP: {
+    # Under valgrind nginx is one process (master_process off), and stock
+    # nginx cannot reload so: after a HUP it answers garbage on the old
+    # listening sockets.  A reload needs a master and new workers.
+    skip 'nginx -s reload needs master_process on (off under valgrind)', 2
+        if GatewayNginx::valgrind();
+    my @old = $gw->workers;
+    $gw->signal('HUP');
+    my $deadline = time + 15;
+    while (time < $deadline) {
+        my %now = map { $_ => 1 } $gw->workers;
+        last if !grep { $now{$_} } @old;
+        sleep 0.05;
+    }
+    ($st, $h) = $gw->request('POST', '/v1/chat/completions', $body, "Authorization: Bearer $bob");
+    is($st, 200, 'after nginx -s reload the new key is known');
+    like($h, qr/X-User: bob/, 'and names its user');
 }
-($st, $h) = $gw->request('POST', '/v1/chat/completions', $body, "Authorization: Bearer $bob");
-is($st, 200, 'after nginx -s reload the new key is known');
-like($h, qr/X-User: bob/, 'and names its user');
 
 open my $kf, '<', $keys or die $!;
 my $file = do { local $/; <$kf> };

@@ -37,6 +37,11 @@ our @EXPORT = qw(
     $NoLongString $UseValgrind @BlockPreprocessors %RandPorts
 );
 
+# For helpers that run nginx with a prefix of their own (t/lib/GatewayNginx.pm)
+# under the same valgrind settings: valgrind_cmd($dir) and valgrind_errors($dir)
+# take the log directory, spawn_to() the stderr file, stop_process() a pid.
+our @EXPORT_OK = qw(valgrind_cmd spawn_to stop_process);
+
 # ---------------------------------------------------------------- settings
 
 our $NginxBinary  = $ENV{TEST_NGINX_BINARY} || 'nginx';
@@ -82,6 +87,7 @@ $ENV{TEST_NGINX_HTML_DIR} //= $HtmlDir;
 my $MainPid = $$;
 our $NginxPid;           # the nginx we started (master or single process)
 our $NginxIsChild;       # it runs in the foreground as our child (valgrind)
+our $Spawned;            # this process has started an nginx of the servroot
 
 sub repeat_each (@)        { $RepeatEach = shift if @_; $RepeatEach }
 sub workers (@)            { $Workers = shift if @_; $Workers }
@@ -312,7 +318,10 @@ sub nginx_cmd {
             $NginxVersion >= 1.019005 ? ('-e', $ErrLogFile) : ());
 }
 
+# valgrind and its options, its log going to $log_dir/valgrind.log (the
+# servroot's logs by default)
 sub valgrind_cmd {
+    my $log_dir = shift // $LogDir;
     my @opts = $UseValgrind =~ /^\d+$/
         ? qw(--tool=memcheck --leak-check=full --show-possibly-lost=no --num-callers=30)
         : split ' ', $UseValgrind;
@@ -320,17 +329,23 @@ sub valgrind_cmd {
     for my $supp ($builtin, 't/valgrind.suppress', 'valgrind.suppress') {
         push @opts, '--suppressions=' . File::Spec->rel2abs($supp) if -f $supp;
     }
-    return ('valgrind', @opts, "--log-file=$LogDir/valgrind.log");
+    return ('valgrind', @opts, "--log-file=$log_dir/valgrind.log");
 }
 
 # fork+exec with stdout discarded and stderr kept in logs/stderr.log.
 sub spawn {
-    my @cmd = @_;
+    $Spawned = 1;
+    return spawn_to($StderrFile, @_);
+}
+
+# the same with stderr appended to $stderr_file; returns the child's pid
+sub spawn_to {
+    my ($stderr_file, @cmd) = @_;
     my $pid = fork // bail_out("fork() failed: $!");
     return $pid if $pid;
     setpgrp(0, 0);    # a ^C at the terminal is handled by us, not nginx
     open STDOUT, '>', '/dev/null';
-    open STDERR, '>>', $StderrFile;
+    open STDERR, '>>', $stderr_file;
     exec { $cmd[0] } @cmd or print STDERR "cannot exec $cmd[0]: $!\n";
     POSIX::_exit(127);    # no END blocks in the child
 }
@@ -427,21 +442,38 @@ sub start_once {
 sub stop_nginx {
     my $pid = $NginxPid // return;
     undef $NginxPid;
+    stop_process($pid, $NginxIsChild);
+    # nginx removes it itself on a clean exit; a KILLed one leaves it behind.
+    unlink $PidFile;
+}
+
+# QUIT to the nginx $pid (our child, reaped, when $is_child), waited for;
+# false when it had to be KILLed.
+sub stop_process {
+    my ($pid, $is_child) = @_;
     kill 'QUIT', $pid;
-    my $alive = $NginxIsChild ? sub { waitpid($pid, WNOHANG) == 0 } : sub { pid_alive($pid) };
+    my $alive = $is_child ? sub { waitpid($pid, WNOHANG) == 0 } : sub { pid_alive($pid) };
     my $until = time + ($UseValgrind ? 60 : $Timeout);
+    my $again = time + 1;
     while ($alive->()) {
+        # Valgrind runs nginx's handler of a signal that arrives while nginx
+        # is busy (say, just after a request) at its next system call, and
+        # that may be the epoll_wait() it then blocks in, with no timer and
+        # no more events to come; another QUIT, once idle, wakes it.
+        if ($UseValgrind && time > $again) {
+            kill 'QUIT', $pid;
+            $again = time + 1;
+        }
         if (time > $until) {
             warn "WARNING: nginx $pid did not exit after QUIT; killing it\n";
             kill 'KILL', -$pid;
             kill 'KILL', $pid;
-            waitpid $pid, 0 if $NginxIsChild;
-            last;
+            waitpid $pid, 0 if $is_child;
+            return 0;
         }
         sleep 0.01;
     }
-    # nginx removes it itself on a clean exit; a KILLed one leaves it behind.
-    unlink $PidFile;
+    return 1;
 }
 
 # ------------------------------------------------------------------ logs
@@ -469,11 +501,12 @@ sub log_lines {
     return \@lines;
 }
 
-# Returns the memcheck records of a valgrind log that indicate real errors
-# ('' when clean).
+# Returns the memcheck records of a valgrind log (in $log_dir, the servroot's
+# logs by default) that indicate real errors ('' when clean).
 sub valgrind_errors {
+    my $log_dir = shift // $LogDir;
     my @records = grep { /\S/ } split /\n\s*\n/,
-        join "\n", map { s/^==\d+==\s?//r } split /\n/, slurp("$LogDir/valgrind.log");
+        join "\n", map { s/^==\d+==\s?//r } split /\n/, slurp("$log_dir/valgrind.log");
     my $kinds = join '|', 'Invalid (?:read|write|free)', 'Mismatched free',
         'Conditional jump', 'Source and destination overlap', 'Process terminating',
         'Jump to the invalid address';
@@ -491,18 +524,23 @@ sub valgrind_errors {
 sub cleanup {
     # A foreground (valgrind) nginx cannot outlive us in a useful way.
     return if $$ != $MainPid || ($ENV{TEST_NGINX_NO_CLEAN} && !$NginxIsChild);
-    $NginxPid //= read_pid();    # one caught between spawn and pid file
+    # one caught between spawn and pid file; only if we started one: a
+    # script that loads this file for its functions must not stop the
+    # nginx of another run that uses the same servroot
+    $NginxPid //= read_pid() if $Spawned;
     stop_nginx();
 }
 
-# Dying of a signal skips END blocks, so stop nginx first and then hand over
-# to a previous handler (e.g. MockProvider's, which re-raises the signal).
+# Dying of a signal skips END blocks, so stop nginx first (with the cleanup
+# given, cleanup() by default) and then hand over to a previous handler
+# (e.g. MockProvider's, which re-raises the signal).
 sub install_signal_handlers {
+    my $cleanup = shift // \&cleanup;
     for my $sig (qw(INT TERM HUP)) {
         my $prev = $SIG{$sig};
         next if defined $prev && $prev eq 'IGNORE';
         $SIG{$sig} = sub {
-            cleanup();
+            $cleanup->();
             return $prev->(@_) if ref $prev eq 'CODE';
             $SIG{$sig} = 'DEFAULT';
             kill $sig, $$;
