@@ -24,7 +24,9 @@
 #   PIN=1 TEST_CPU=0 LOAD_CPU=1   CPU pinning (PIN=0: none)
 #   GATEWAY_LOCATION_CONF, GATEWAY_DIRECTIVES, GATEWAY_USAGE_CONF,
 #   GATEWAY_HTTP_CONF, GATEWAY_HTTP_DIRECTIVES   gateway directives (lib.sh)
-#   KEEP=1          keep the run directory (configs, logs, records, wrk outputs)
+#   KEEP=1          keep the run directory (configs, logs, wrk outputs; the
+#                   records only when they are not on /dev/shm)
+#   RECORDS_TMPFS=1 the gateway's records on /dev/shm, not on disk (0: disk)
 set -euo pipefail
 
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -70,6 +72,7 @@ while [ "$GW_PORT" = "$UP_PORT" ] || [ "$GW_PORT" = "$PLAIN_PORT" ]; do GW_PORT=
 write_upstream_conf "$RUN_DIR/upstream" "$UP_PORT"
 write_proxy_conf plain "$RUN_DIR/plain" "$PLAIN_PORT" "$UP_PORT" 0
 write_proxy_conf gateway "$RUN_DIR/gateway" "$GW_PORT" "$UP_PORT" 0
+records_on_tmpfs "$RUN_DIR/gateway"
 for i in upstream plain gateway; do nginx_test "$RUN_DIR/$i"; done
 
 start_nginx "$RUN_DIR/upstream" "${PIN_LOAD[@]}"; UP_PID=$LAST_PID
@@ -94,6 +97,7 @@ NROWS=${#ROWS[@]}
     describe
     echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds (order alternates), median reported; $NROWS case/size rows"
     echo "ports:    upstream 127.0.0.1:$UP_PORT, plain :$PLAIN_PORT, gateway :$GW_PORT"
+    echo "records:  $(if [ -n "${RECORDS_SHM:-}" ]; then echo "on tmpfs ($RECORDS_SHM; RECORDS_TMPFS=0: on disk)"; else echo "on disk ($RUN_DIR/gateway/logs)"; fi)"
 } | tee "$RUN_DIR/header.txt"
 echo
 
