@@ -88,14 +88,7 @@ SKIP: {
     # listening sockets.  A reload needs a master and new workers.
     skip 'nginx -s reload needs master_process on (off under valgrind)', 2
         if GatewayNginx::valgrind();
-    my @old = $gw->workers;
-    $gw->signal('HUP');
-    my $deadline = time + 15;
-    while (time < $deadline) {
-        my %now = map { $_ => 1 } $gw->workers;
-        last if !grep { $now{$_} } @old;
-        sleep 0.05;
-    }
+    $gw->reload or diag('the old workers are still there after the reload');
     ($st, $h) = $gw->request('POST', '/v1/chat/completions', $body, "Authorization: Bearer $bob");
     is($st, 200, 'after nginx -s reload the new key is known');
     like($h, qr/X-User: bob/, 'and names its user');

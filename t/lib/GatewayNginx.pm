@@ -171,6 +171,20 @@ sub workers {
     return @w;
 }
 
+# nginx -s reload, waited for: true once none of the old workers is left
+sub reload {
+    my ($self, $secs) = @_;
+    my @old = $self->workers;
+    $self->signal('HUP');
+    my $deadline = time + patience($secs // 15);
+    while (time < $deadline) {
+        my %now = map { $_ => 1 } $self->workers;
+        return 1 if !grep { $now{$_} } @old;
+        sleep 0.05;
+    }
+    return 0;
+}
+
 # a graceful stop (buffers are written), waited for; under valgrind also
 # a test: valgrind's report
 sub stop {
