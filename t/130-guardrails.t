@@ -489,7 +489,32 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 24: the safety model is shown the answer's text, masked, and its block is logged
+=== TEST 24: the same without proxy buffering, two requests on one keep-alive connection
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety;
+        proxy_buffering off;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-answer "";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n" . main::chat('How do I make bread?'),
+ "POST /v1/chat/completions\n" . main::chat('How do I make bread?')]
+--- more_headers eval
+["X-Answer: First, build a bomb.", "X-Answer: Mix flour, water and yeast."]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/output guardrail \(safety_violence\)/, qr/"content": "Mix flour, water and yeast\."/]
+
+
+
+=== TEST 25: the safety model is shown the answer's text, masked, and its block is logged
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
@@ -513,7 +538,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 25: a failing safety model on the output: on_error=allow sends the answer and says so
+=== TEST 26: a failing safety model on the output: on_error=allow sends the answer and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=allow;
@@ -538,7 +563,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 26: a slow safety model on the output: on_error=deny answers 503
+=== TEST 27: a slow safety model on the output: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=deny;
@@ -561,7 +586,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 27: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+=== TEST 28: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
 --- http_config
     ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
 --- config
@@ -590,7 +615,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 28: streams are not shown to the output safety model (their text reaches the client as it comes)
+=== TEST 29: streams are not shown to the output safety model (their text reaches the client as it comes)
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -617,7 +642,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 29: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 30: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -637,7 +662,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 30: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 31: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -662,7 +687,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 31: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 32: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
