@@ -297,7 +297,14 @@ ngx_http_ai_gateway_guarded(ngx_http_request_t *r,
 
     out = NULL;
 
-    if (ngx_http_ai_gateway_guard_body(r, ctx, in, &out) != NGX_OK) {
+    rc = ngx_http_ai_gateway_guard_body(r, ctx, in, &out);
+
+    if (rc == NGX_DECLINED) {
+        /* an answer too large to hold goes on as it comes */
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -219,7 +219,7 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
 {
     ngx_int_t                         rc;
     ngx_uint_t                        last;
-    ngx_chain_t                      *cl;
+    ngx_chain_t                      *cl, **ll;
     ngx_http_ai_gateway_guard_scan_t  s;
 
     if (go->waiting) {
@@ -228,8 +228,8 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
     }
 
     if (go->passthrough) {
-        *out = in;
-        return NGX_OK;
+        /* the caller passes "in" on itself: its chain links are not ours */
+        return NGX_DECLINED;
     }
 
     last = 0;
@@ -356,20 +356,34 @@ too_large:
         return NGX_ERROR;
     }
 
-    /* what was held, then the rest as it comes */
+    /* what was held, then the rest as it comes: from the buffer that did
+     * not fit (those before it are in go->json), in links of our own, as
+     * the caller's links are the caller's to free */
     go->passthrough = 1;
 
-    if (ngx_http_ai_gateway_gout_send_held(r, go, go->json->pos,
-                                           go->json->last - go->json->pos)
+    if (ngx_http_ai_gateway_gout_send_held(r, go,
+                                           go->json ? go->json->pos : NULL,
+                                           go->json ? (size_t) (go->json->last
+                                                      - go->json->pos) : 0)
         != NGX_OK
         || ngx_http_ai_gateway_gout_chain(r, go, 0, out) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    for (cl = *out; cl->next; cl = cl->next) { /* void */ }
+    for (ll = out; *ll; ll = &(*ll)->next) { /* void */ }
 
-    cl->next = in;
+    for ( /* void */ ; cl; cl = cl->next) {
+        *ll = ngx_alloc_chain_link(r->pool);
+        if (*ll == NULL) {
+            return NGX_ERROR;
+        }
+
+        (*ll)->buf = cl->buf;
+        ll = &(*ll)->next;
+    }
+
+    *ll = NULL;
 
     return NGX_OK;
 }

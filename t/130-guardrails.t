@@ -642,7 +642,39 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 30: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 30: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/big;
+    }
+    location /nb/v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_buffering off;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/big;
+    }
+    location = /big {
+        default_type application/json;
+        alias html/big.json;
+    }
+--- user_files eval
+">>> big.json\n" . '{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"' . ('a' x (9 * 1024 * 1024)) . '"},"finish_reason":"stop"}]}'
+--- pipelined_requests eval
+["POST /v1/chat/completions\n" . main::chat('Hi'), "POST /nb/v1/chat/completions\n" . main::chat('Hi')]
+--- error_code eval
+[200, 200]
+--- response_body_filters eval
+sub { my ($b) = @_; length($b) . ($b =~ /\A\{"id":"c1".*"finish_reason":"stop"\}\]\}\z/s ? ' whole' : ' cut') . "\n" }
+--- response_body eval
+[(9 * 1024 * 1024 + 129) . " whole\n", (9 * 1024 * 1024 + 129) . " whole\n"]
+--- no_error_log
+[alert]
+
+
+
+=== TEST 31: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -662,7 +694,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 31: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 32: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -687,7 +719,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 32: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 33: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
