@@ -1478,7 +1478,23 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
 {
     ngx_http_ai_gateway_safety_t *st = data;
 
-    const char  *flagged;
+    const char        *flagged;
+    ngx_event_t       *wev;
+
+    /*
+     * Meanwhile nginx may have armed send_timeout on the client's write
+     * event for the parent, held with nothing written: the subrequest,
+     * active then, ignores the timeout, and ngx_http_writer() would take
+     * the flag for a client that timed out (408) before the verdict.  The
+     * safety location's own timeouts bound the wait.
+     */
+    wev = r->connection->write;
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    wev->timedout = 0;
 
     st->state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
     st->category = "no answer";

@@ -52,8 +52,16 @@
 #define NGX_HTTP_AI_GATEWAY_GUARD_TEXTS      8
 
 /* r->buffered while a JSON answer waits for the safety model (the bits
- * 0x01, 0x02 and 0x04 are the SSI, sub and copy filters') */
+ * 0x01, 0x02 and 0x04 are the SSI, sub and copy filters'; the image
+ * filter uses 0x08 too, in c->buffered) */
 #define NGX_HTTP_AI_GATEWAY_BUFFERED         0x08
+
+/* the guard's buffers: their own tag, as the translation's (which the
+ * guard reads where answers are translated) have the module's */
+#define NGX_HTTP_AI_GATEWAY_GOUT_TAG                                          \
+    ((ngx_buf_tag_t) &ngx_http_ai_gateway_gout_tag)
+
+static u_char  ngx_http_ai_gateway_gout_tag;
 
 
 /* one text being streamed: a choice, a content block */
@@ -330,7 +338,11 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
                                                  &go->safety)
             != NGX_OK)
         {
-            return NGX_ERROR;
+            /* no subrequest: as a safety model that failed (on_error) */
+            go->safety.state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
+            go->safety.category = "no subrequest";
+
+            return ngx_http_ai_gateway_gout_verdict(r, ctx, go, out);
         }
 
         /* the header stays held, and nginx waits for us */
@@ -1199,7 +1211,7 @@ ngx_http_ai_gateway_gout_chain(ngx_http_request_t *r,
     go->last = last;
 
     return ngx_http_ai_gateway_out_chain(r, &go->free, &go->out, last, go->sse,
-                                         out);
+                                         NGX_HTTP_AI_GATEWAY_GOUT_TAG, out);
 }
 
 
@@ -1212,7 +1224,7 @@ ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
     go = ctx->gout;
 
     ngx_chain_update_chains(r->pool, &go->free, &go->busy, out,
-                            (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+                            NGX_HTTP_AI_GATEWAY_GOUT_TAG);
 }
 
 

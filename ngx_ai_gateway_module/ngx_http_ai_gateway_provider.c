@@ -1428,7 +1428,10 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     }
 
     return ngx_http_ai_gateway_out_chain(r, &ctx->tfree, &ctx->tout, last,
-                                         ctx->resp_sse, out);
+                                         ctx->resp_sse,
+                                         (ngx_buf_tag_t)
+                                             &ngx_http_ai_gateway_module,
+                                         out);
 }
 
 
@@ -1441,7 +1444,7 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_ai_gateway_out_chain(ngx_http_request_t *r, ngx_chain_t **free,
     ngx_http_ai_gateway_translate_buf_t *o, ngx_uint_t last, ngx_uint_t flush,
-    ngx_chain_t **out)
+    ngx_buf_tag_t tag, ngx_chain_t **out)
 {
     size_t        len;
     ngx_buf_t    *b;
@@ -1476,7 +1479,7 @@ ngx_http_ai_gateway_out_chain(ngx_http_request_t *r, ngx_chain_t **free,
     b->temporary = (len != 0);
     b->memory = 0;
     b->in_file = 0;
-    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+    b->tag = tag;
     b->flush = flush;
     b->last_buf = last && r == r->main;
     b->last_in_chain = 1;

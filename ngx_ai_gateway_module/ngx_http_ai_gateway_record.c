@@ -77,8 +77,8 @@ static void ngx_http_ai_gateway_put_usd_value(ngx_http_ai_gateway_out_t *o,
 
 /* "key": and a value of a type: str, int, bool or usd */
 #define ngx_http_ai_gateway_put_field(o, key, type, v)                        \
-    ngx_http_ai_gateway_put_key(o, key);                                      \
-    ngx_http_ai_gateway_put_##type##_value(o, v)
+    (ngx_http_ai_gateway_put_key(o, key),                                     \
+     ngx_http_ai_gateway_put_##type##_value(o, v))
 
 #define ngx_http_ai_gateway_put_str(o, key, s)                                \
     ngx_http_ai_gateway_put_field(o, key, str, s)

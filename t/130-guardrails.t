@@ -514,7 +514,31 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 25: the safety model is shown the answer's text, masked, and its block is logged
+=== TEST 25: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
+--- config
+    location /v1/ {
+        send_timeout 1s;
+        ai_gateway_guardrails output safety=/_safety;
+        proxy_set_header x-mock-text "Bread needs flour.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_set_header x-mock-delay-ms 1500;
+        proxy_read_timeout 5s;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('Bread?')
+--- error_code: 200
+--- response_body_like eval
+qr/"content": "Bread needs flour\."/
+--- no_error_log
+client timed out
+
+
+
+=== TEST 26: the safety model is shown the answer's text, masked, and its block is logged
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
@@ -538,7 +562,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 26: a failing safety model on the output: on_error=allow sends the answer and says so
+=== TEST 27: a failing safety model on the output: on_error=allow sends the answer and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=allow;
@@ -563,7 +587,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 27: a slow safety model on the output: on_error=deny answers 503
+=== TEST 28: a slow safety model on the output: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=deny;
@@ -586,7 +610,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 28: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+=== TEST 29: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
 --- http_config
     ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
 --- config
@@ -615,7 +639,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 29: streams are not shown to the output safety model (their text reaches the client as it comes)
+=== TEST 30: streams are not shown to the output safety model (their text reaches the client as it comes)
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -642,7 +666,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 30: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
+=== TEST 31: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -674,7 +698,7 @@ sub { my ($b) = @_; length($b) . ($b =~ /\A\{"id":"c1".*"finish_reason":"stop"\}
 
 
 
-=== TEST 31: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 32: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -694,7 +718,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 32: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 33: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -719,7 +743,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 33: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 34: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
