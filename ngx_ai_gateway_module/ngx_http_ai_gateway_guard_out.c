@@ -108,7 +108,8 @@ static ngx_int_t ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_chain_t **out);
 static ngx_int_t ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
-    ngx_http_ai_gateway_gout_t *go, ngx_uint_t status, ngx_chain_t **out);
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_uint_t status, ngx_chain_t **out);
 static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field, const char *key, ngx_uint_t hold);
@@ -302,7 +303,7 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
         go->out.len = 0;
         (void) ngx_http_ai_gateway_gout_block(r, ctx, go, s.category);
 
-        return ngx_http_ai_gateway_gout_refuse(r, go, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_ai_gateway_gout_refuse(r, ctx, go, NGX_HTTP_BAD_REQUEST,
                                                out);
     }
 
@@ -447,7 +448,7 @@ ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        return ngx_http_ai_gateway_gout_refuse(r, go, NGX_HTTP_BAD_REQUEST,
+        return ngx_http_ai_gateway_gout_refuse(r, ctx, go, NGX_HTTP_BAD_REQUEST,
                                                out);
 
     default: /* NGX_HTTP_AI_GATEWAY_SAFETY_FAILED */
@@ -482,7 +483,7 @@ ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
 
         go->out.p[go->out.len++] = LF;
 
-        return ngx_http_ai_gateway_gout_refuse(r, go,
+        return ngx_http_ai_gateway_gout_refuse(r, ctx, go,
                                                NGX_HTTP_SERVICE_UNAVAILABLE,
                                                out);
     }
@@ -496,9 +497,19 @@ ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
-    ngx_http_ai_gateway_gout_t *go, ngx_uint_t status, ngx_chain_t **out)
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_uint_t status, ngx_chain_t **out)
 {
     go->blocked = 1;
+
+    /* the inference record stores what the client got: the error, never
+     * the answer that was refused */
+    if (ctx->capture) {
+        ctx->capture->last = ctx->capture->pos;
+    }
+
+    ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, go->out.p,
+                                     go->out.len);
 
     r->headers_out.status = status;
     r->headers_out.status_line.len = 0;

@@ -207,7 +207,32 @@ ai_gateway: guardrail_blocked: output pii_secret
 
 
 
-=== TEST 10: a phone number split over four SSE deltas is still masked; the client gets the same stream otherwise
+=== TEST 10: a refused answer is not in the inference record: the error the client got is
+--- http_config
+    ai_gateway_inference_log $TEST_NGINX_SERVER_ROOT/logs/inference.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_inference_table on;
+        ai_gateway_guardrails output pii=block;
+        proxy_set_header x-mock-text "Her SSN is 123-45-6789.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/inference.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('SSN?'), "GET /records"]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/guardrail_blocked/, qr/"status_code":400,.*"response":"\{\\"error\\":\{\\"message\\":\\"The response was blocked by the output guardrail \(pii_ssn\)\.\\"/]
+--- response_body_unlike eval
+[qr/6789/, qr/6789/]
+
+
+
+=== TEST 11: a phone number split over four SSE deltas is still masked; the client gets the same stream otherwise
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -231,7 +256,7 @@ sub {
 
 
 
-=== TEST 11: Anthropic stream: masked across deltas, held text released before content_block_stop
+=== TEST 12: Anthropic stream: masked across deltas, held text released before content_block_stop
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -253,7 +278,7 @@ stop|IBAN [REDACTED_IBAN]
 
 
 
-=== TEST 12: a keyword in the stream ends it with an error event and [DONE]
+=== TEST 13: a keyword in the stream ends it with an error event and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
@@ -274,7 +299,7 @@ ai_gateway: guardrail_blocked: output invalid_keyword
 
 
 
-=== TEST 13: nginx -t names the file and line of a bad pattern
+=== TEST 14: nginx -t names the file and line of a bad pattern
 --- user_files
 >>> deny.txt
 # fine
@@ -291,7 +316,7 @@ qr/deny_patterns ".*deny\.txt", line 3: missing closing parenthesis at offset 9/
 
 
 
-=== TEST 14: nginx -t rejects an unknown PII type, a missing file, a bad mode
+=== TEST 15: nginx -t rejects an unknown PII type, a missing file, a bad mode
 --- config
     location /v1/ {
         ai_gateway_guardrails input pii=mask pii_types=email,passport;
@@ -302,7 +327,7 @@ unknown PII type "passport" in "ai_gateway_guardrails", known: email, phone, ssn
 
 
 
-=== TEST 15: nginx -t rejects a keywords file that does not exist
+=== TEST 16: nginx -t rejects a keywords file that does not exist
 --- config
     location /v1/ {
         ai_gateway_guardrails output invalid_keywords=/nonexistent/kw.txt;
@@ -313,7 +338,7 @@ cannot open "/nonexistent/kw.txt"
 
 
 
-=== TEST 16: nginx -t rejects pii=redact
+=== TEST 17: nginx -t rejects pii=redact
 --- config
     location /v1/ {
         ai_gateway_guardrails input pii=redact;
@@ -324,7 +349,7 @@ invalid parameter "pii=redact" in "ai_gateway_guardrails" directive
 
 
 
-=== TEST 17: the safety model (a moderation endpoint behind a subrequest) flags the input: 400
+=== TEST 18: the safety model (a moderation endpoint behind a subrequest) flags the input: 400
 --- config
     location /v1/ {
         ai_gateway_guardrails input safety=/_safety;
@@ -348,7 +373,7 @@ invalid parameter "pii=redact" in "ai_gateway_guardrails" directive
 
 
 
-=== TEST 18: the safety model is sent the texts (masked), as a moderation request
+=== TEST 19: the safety model is sent the texts (masked), as a moderation request
 --- config
     location /v1/ {
         ai_gateway_guardrails input pii=mask pii_types=email safety=/_safety;
@@ -370,7 +395,7 @@ invalid parameter "pii=redact" in "ai_gateway_guardrails" directive
 
 
 
-=== TEST 19: a failing safety model: on_error=allow lets the request through, and says so
+=== TEST 20: a failing safety model: on_error=allow lets the request through, and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails input safety=/_safety on_error=allow;
@@ -392,7 +417,7 @@ the safety model did not answer (error status): let through (on_error=allow)
 
 
 
-=== TEST 20: a slow safety model: on_error=deny answers 503
+=== TEST 21: a slow safety model: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails input safety=/_safety on_error=deny;
@@ -414,7 +439,7 @@ the safety model did not answer (error status): let through (on_error=allow)
 
 
 
-=== TEST 21: a pattern that would backtrack catastrophically hits the match limit: an error, not a hang (on_error=deny blocks)
+=== TEST 22: a pattern that would backtrack catastrophically hits the match limit: an error, not a hang (on_error=deny blocks)
 --- user_files
 >>> deny.txt
 ^(\w+\s?)*$
@@ -434,7 +459,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 22: guardrail actions are counted in the metrics, by direction, guardrail and action
+=== TEST 23: guardrail actions are counted in the metrics, by direction, guardrail and action
 --- config
     location /v1/ {
         ai_gateway_endpoint guarded;
@@ -461,7 +486,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 23: the safety model judges a JSON answer: flagged answers are refused with 400, clean ones pass as they came
+=== TEST 24: the safety model judges a JSON answer: flagged answers are refused with 400, clean ones pass as they came
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -489,7 +514,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 24: the same without proxy buffering, two requests on one keep-alive connection
+=== TEST 25: the same without proxy buffering, two requests on one keep-alive connection
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -514,7 +539,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 25: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
+=== TEST 26: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
 --- config
     location /v1/ {
         send_timeout 1s;
@@ -538,7 +563,7 @@ client timed out
 
 
 
-=== TEST 26: the safety model is shown the answer's text, masked, and its block is logged
+=== TEST 27: the safety model is shown the answer's text, masked, and its block is logged
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
@@ -562,7 +587,7 @@ client timed out
 
 
 
-=== TEST 27: a failing safety model on the output: on_error=allow sends the answer and says so
+=== TEST 28: a failing safety model on the output: on_error=allow sends the answer and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=allow;
@@ -587,7 +612,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 28: a slow safety model on the output: on_error=deny answers 503
+=== TEST 29: a slow safety model on the output: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=deny;
@@ -610,7 +635,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 29: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+=== TEST 30: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
 --- http_config
     ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
 --- config
@@ -639,7 +664,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 30: streams are not shown to the output safety model (their text reaches the client as it comes)
+=== TEST 31: streams are not shown to the output safety model (their text reaches the client as it comes)
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -666,7 +691,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 31: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
+=== TEST 32: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -698,7 +723,7 @@ sub { my ($b) = @_; length($b) . ($b =~ /\A\{"id":"c1".*"finish_reason":"stop"\}
 
 
 
-=== TEST 32: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 33: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -718,7 +743,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 33: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 34: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -743,7 +768,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 34: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 35: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
