@@ -223,11 +223,16 @@ ngx_http_ai_gateway_next_header(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
+    ngx_int_t                   rc;
     ngx_chain_t                *cl;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
     if (r != r->main) {
-        return ngx_http_next_body_filter(r, in);
+        /* the safety model's answer is ours to read: NGX_DECLINED when the
+         * subrequest is another module's */
+        rc = ngx_http_ai_gateway_guard_safety_read_body(r, in);
+
+        return (rc == NGX_DECLINED) ? ngx_http_next_body_filter(r, in) : rc;
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);

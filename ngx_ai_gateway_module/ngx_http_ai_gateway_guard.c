@@ -1505,13 +1505,18 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
         return rc;
     }
 
-    if (r->out == NULL || r->out->buf == NULL) {
+    if (st->too_large) {
+        st->category = "answer too large";
         return rc;
     }
 
-    flagged = ngx_http_ai_gateway_guard_safety_read(r, r->out->buf->pos,
-                                                    r->out->buf->last
-                                                    - r->out->buf->pos);
+    if (st->answer == NULL) {
+        return rc;
+    }
+
+    flagged = ngx_http_ai_gateway_guard_safety_read(r, st->answer->pos,
+                                                    st->answer->last
+                                                    - st->answer->pos);
     if (flagged == NULL) {
         return rc;
     }
@@ -1525,6 +1530,48 @@ ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r, void *data,
     }
 
     return rc;
+}
+
+
+/*
+ * The safety model's answer, read here rather than by nginx's in-memory
+ * subrequest code: that one ends the client's connection when an answer
+ * outgrows subrequest_output_buffer_size (4k by default, two texts);
+ * here a cap (NGX_HTTP_AI_GATEWAY_SAFETY_ANSWER_MAX) makes a failed
+ * verdict, which on_error decides.  NGX_DECLINED: not our subrequest.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_safety_read_body(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_chain_t                   *cl;
+    ngx_http_ai_gateway_safety_t  *st;
+
+    if (r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_ai_gateway_guard_safety_done)
+    {
+        return NGX_DECLINED;
+    }
+
+    st = r->post_subrequest->data;
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (!st->too_large && ngx_buf_in_memory(cl->buf)
+            && ngx_http_ai_gateway_append(r, &st->answer, cl->buf->pos,
+                                   cl->buf->last - cl->buf->pos,
+                                   NGX_HTTP_AI_GATEWAY_SAFETY_ANSWER_MAX)
+               != NGX_OK)
+        {
+            st->too_large = 1;
+        }
+
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return NGX_OK;
 }
 
 

@@ -55,7 +55,13 @@ typedef struct {
     ngx_uint_t                   state;
     const char                  *category;     /* what it flagged, or why
                                                   it failed */
+    ngx_buf_t                   *answer;       /* its body, read by our
+                                                  body filter */
+    unsigned                     too_large:1;
 } ngx_http_ai_gateway_safety_t;
+
+/* the most of a moderation answer read (about 2 KB a text) */
+#define NGX_HTTP_AI_GATEWAY_SAFETY_ANSWER_MAX  (1024 * 1024)
 
 
 /*
@@ -357,6 +363,8 @@ ngx_int_t ngx_http_ai_gateway_guard_safety_ask(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_guard_safety_body(ngx_pool_t *pool,
     void *texts, ngx_str_t *body);
 ngx_uint_t ngx_http_ai_gateway_guard_waiting(ngx_http_ai_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_guard_safety_read_body(ngx_http_request_t *r,
+    ngx_chain_t *in);
 void ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
     const char *category, const char *action);

@@ -395,7 +395,30 @@ invalid parameter "pii=redact" in "ai_gateway_guardrails" directive
 
 
 
-=== TEST 20: a failing safety model: on_error=allow lets the request through, and says so
+=== TEST 20: a moderation answer larger than subrequest_output_buffer_size (4k by default) is read whole
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input safety=/_safety;
+        add_header X-Guardrail $ai_guardrail always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Bread?"},{"role":"assistant","content":"Flour."},{"role":"user","content":"And then?"},{"role":"assistant","content":"Water."},{"role":"user","content":"Then?"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Bread?"},{"role":"assistant","content":"Flour."},{"role":"user","content":"And then?"},{"role":"assistant","content":"Water."},{"role":"user","content":"Then a bomb?"}]}']
+--- error_code eval
+[200, 400]
+--- response_body_like eval
+[qr/chat\.completion/, qr/input guardrail \(safety_violence\)/]
+--- response_headers eval
+["X-Guardrail: ", "X-Guardrail: input:safety_violence:block"]
+
+
+
+=== TEST 21: a failing safety model: on_error=allow lets the request through, and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails input safety=/_safety on_error=allow;
@@ -417,7 +440,7 @@ the safety model did not answer (error status): let through (on_error=allow)
 
 
 
-=== TEST 21: a slow safety model: on_error=deny answers 503
+=== TEST 22: a slow safety model: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails input safety=/_safety on_error=deny;
@@ -439,7 +462,7 @@ the safety model did not answer (error status): let through (on_error=allow)
 
 
 
-=== TEST 22: a pattern that would backtrack catastrophically hits the match limit: an error, not a hang (on_error=deny blocks)
+=== TEST 23: a pattern that would backtrack catastrophically hits the match limit: an error, not a hang (on_error=deny blocks)
 --- user_files
 >>> deny.txt
 ^(\w+\s?)*$
@@ -459,7 +482,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 23: guardrail actions are counted in the metrics, by direction, guardrail and action
+=== TEST 24: guardrail actions are counted in the metrics, by direction, guardrail and action
 --- config
     location /v1/ {
         ai_gateway_endpoint guarded;
@@ -486,7 +509,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 24: the safety model judges a JSON answer: flagged answers are refused with 400, clean ones pass as they came
+=== TEST 25: the safety model judges a JSON answer: flagged answers are refused with 400, clean ones pass as they came
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -514,7 +537,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 25: the same without proxy buffering, two requests on one keep-alive connection
+=== TEST 26: the same without proxy buffering, two requests on one keep-alive connection
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -539,7 +562,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 26: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
+=== TEST 27: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
 --- config
     location /v1/ {
         send_timeout 1s;
@@ -563,7 +586,7 @@ client timed out
 
 
 
-=== TEST 27: the safety model is shown the answer's text, masked, and its block is logged
+=== TEST 28: the safety model is shown the answer's text, masked, and its block is logged
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
@@ -587,7 +610,7 @@ client timed out
 
 
 
-=== TEST 28: a failing safety model on the output: on_error=allow sends the answer and says so
+=== TEST 29: a failing safety model on the output: on_error=allow sends the answer and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=allow;
@@ -612,7 +635,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 29: a slow safety model on the output: on_error=deny answers 503
+=== TEST 30: a slow safety model on the output: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=deny;
@@ -635,7 +658,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 30: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+=== TEST 31: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
 --- http_config
     ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
 --- config
@@ -664,7 +687,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 31: streams are not shown to the output safety model (their text reaches the client as it comes)
+=== TEST 32: streams are not shown to the output safety model (their text reaches the client as it comes)
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -691,7 +714,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 32: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
+=== TEST 33: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -723,7 +746,7 @@ sub { my ($b) = @_; length($b) . ($b =~ /\A\{"id":"c1".*"finish_reason":"stop"\}
 
 
 
-=== TEST 33: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 34: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -743,7 +766,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 34: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 35: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -768,7 +791,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 35: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 36: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
