@@ -288,8 +288,9 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
                                                      &go->safety_body)
                != NGX_OK)
         {
-            s.category = "safety";
-            rc = NGX_ERROR;
+            /* as a safety model that failed: on_error decides, below */
+            go->safety.state = NGX_HTTP_AI_GATEWAY_SAFETY_FAILED;
+            go->safety.category = "no request";
         }
 
         json_decref(s.texts);
@@ -331,6 +332,10 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
     } else if (go->json) {
         go->answer.data = go->json->pos;
         go->answer.len = go->json->last - go->json->pos;
+    }
+
+    if (go->safety.state == NGX_HTTP_AI_GATEWAY_SAFETY_FAILED) {
+        return ngx_http_ai_gateway_gout_verdict(r, ctx, go, out);
     }
 
     if (go->safety_body.len) {
