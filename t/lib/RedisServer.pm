@@ -47,12 +47,31 @@ sub free_port {
     return $p;
 }
 
+# a test killed with INT, TERM or HUP stops its redis-server too (END
+# blocks do not run then); a handler installed before ours still runs
+my $handlers;
+
+sub install_signal_handlers {
+    return if $handlers++;
+    for my $sig (qw(INT TERM HUP)) {
+        my $prev = $SIG{$sig};
+        next if defined $prev && $prev eq 'IGNORE';
+        $SIG{$sig} = sub {
+            stop();
+            return $prev->(@_) if ref $prev eq 'CODE';
+            $SIG{$sig} = 'DEFAULT';
+            kill $sig, $$;
+        };
+    }
+}
+
 sub start {
     my (%opt) = @_;
     $password = $opt{password} if exists $opt{password};
     $port //= free_port();
     $dir //= tempdir(CLEANUP => 1);
     $owner = $$;
+    install_signal_handlers();
 
     my @args = (server_binary(), '--port', $port, '--bind', '127.0.0.1',
                 '--save', '', '--appendonly', 'no', '--dir', $dir,
