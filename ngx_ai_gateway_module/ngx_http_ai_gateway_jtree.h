@@ -147,13 +147,17 @@ ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_parse(
          (i)++)
 
 
-/* the last member with this key; NULL when none, or o is no object (the
- * key's length is a constant where the key is a literal, as mostly) */
-#define ngx_http_ai_gateway_jtree_get(o, key)                                 \
-    ngx_http_ai_gateway_jtree_getn(o, key, strlen(key))
-
 ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_getn(
     const ngx_http_ai_gateway_jtree_t *o, const char *key, size_t len);
+
+/* the last member with this key; NULL when none, or o is no object (the
+ * key's length is a constant where the key is a literal, as mostly) */
+static inline ngx_http_ai_gateway_jtree_t *
+ngx_http_ai_gateway_jtree_get(const ngx_http_ai_gateway_jtree_t *o,
+    const char *key)
+{
+    return ngx_http_ai_gateway_jtree_getn(o, key, strlen(key));
+}
 
 /* children of an array (0 for anything else) */
 size_t ngx_http_ai_gateway_jtree_size(const ngx_http_ai_gateway_jtree_t *a);
