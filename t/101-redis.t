@@ -116,8 +116,9 @@ qr/\[warn\] .*ai_gateway: redis 127\.0\.0\.1:\d+ did not answer within 200 ms/
 
 
 === TEST 5: a client that leaves while its request waits for Redis ends it (499), and the late answer is dropped
---- redis_setup
-pause 1200
+--- redis_setup eval
+# under valgrind nginx takes longer to get to the wait: a longer pause
+"pause " . ($ENV{TEST_NGINX_USE_VALGRIND} ? 5000 : 1200)
 --- http_config
     ai_gateway_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=10s;
 --- config
@@ -127,7 +128,8 @@ pause 1200
     }
 --- request eval
 "POST /v1/chat/completions\n$::body"
---- timeout: 0.3
+--- timeout eval
+$ENV{TEST_NGINX_USE_VALGRIND} ? 2 : 0.3
 --- abort
 --- ignore_response
 --- error_log
