@@ -32,6 +32,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "ngx_http_ai_gateway_json.h"
 #include "ngx_http_ai_gateway_usage.h"
 
 
@@ -2044,42 +2045,6 @@ static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
     int field, int sub, unsigned depth);
 
 
-/* the first quote, backslash or control character at or after p */
-
-static const unsigned char *
-ngx_http_ai_gateway_uscan_plain(const unsigned char *p,
-    const unsigned char *end)
-{
-#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
-    int      mask;
-    __m128i  v, m;
-
-    while (end - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
-
-        /* v <= 0x1f (unsigned): min(v, 0x1f) == v */
-        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                      _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                         _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)),
-                                        v));
-        mask = _mm_movemask_epi8(m);
-
-        if (mask) {
-            return p + __builtin_ctz(mask);
-        }
-
-        p += 16;
-    }
-#endif
-
-    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
-        p++;
-    }
-
-    return p;
-}
-
-
 /* the index of a top-level key in ukeys, or -1: by its length and first
  * letter, then one comparison */
 
@@ -2130,10 +2095,11 @@ ngx_http_ai_gateway_uscan_string(ngx_http_ai_gateway_uscan_t *s,
 
     start = s->p + 1;
 
-    /* mostly plain ASCII up to the quote: the walker's SIMD scan; else one
-     * pass finds the closing quote, steps over escapes (so that \" does
-     * not end the string) and refuses control characters */
-    q = ngx_http_ai_gateway_uscan_plain(start, s->end);
+    /* mostly plain ASCII up to the quote: the request scan's SIMD run;
+     * from where it stops, one pass finds the closing quote, steps over
+     * escapes (so that \" does not end the string) and refuses control
+     * characters */
+    q = ngx_http_ai_gateway_json_skip_plain(start, s->end);
 
     for ( /* void */ ; q < s->end; q++) {
         c = *q;
