@@ -57,6 +57,8 @@ static int ngx_http_ai_gateway_jtree_object(
     ngx_http_ai_gateway_jtree_parser_t *s, ngx_http_ai_gateway_jtree_t *v);
 static int ngx_http_ai_gateway_jtree_array(
     ngx_http_ai_gateway_jtree_parser_t *s, ngx_http_ai_gateway_jtree_t *v);
+static inline int ngx_http_ai_gateway_jtree_next(
+    ngx_http_ai_gateway_jtree_parser_t *s, unsigned char close);
 static int ngx_http_ai_gateway_jtree_push(
     ngx_http_ai_gateway_jtree_parser_t *s, ngx_http_ai_gateway_jtree_t *v);
 static int ngx_http_ai_gateway_jtree_close(
@@ -357,6 +359,7 @@ static int
 ngx_http_ai_gateway_jtree_object(ngx_http_ai_gateway_jtree_parser_t *s,
     ngx_http_ai_gateway_jtree_t *v)
 {
+    int                           rc;
     size_t                        base, len;
     unsigned char                *key;
     ngx_http_ai_gateway_jtree_t   k, m;
@@ -416,25 +419,15 @@ ngx_http_ai_gateway_jtree_object(ngx_http_ai_gateway_jtree_parser_t *s,
         }
 
         if (ngx_http_ai_gateway_jtree_value(s, &m) != 0
-            || ngx_http_ai_gateway_jtree_push(s, &m) != 0
-            || ngx_http_ai_gateway_jtree_token(s) != 0)
+            || ngx_http_ai_gateway_jtree_push(s, &m) != 0)
         {
             return -1;
         }
 
-        if (*s->p == '}') {
-            s->p++;
-            return ngx_http_ai_gateway_jtree_close(s, v, base);
-        }
+        rc = ngx_http_ai_gateway_jtree_next(s, '}');
 
-        if (*s->p != ',') {
-            return ngx_http_ai_gateway_jtree_fail(s, "'}' expected");
-        }
-
-        s->p++;
-
-        if (ngx_http_ai_gateway_jtree_token(s) != 0) {
-            return -1;
+        if (rc != 1) {
+            return rc ? -1 : ngx_http_ai_gateway_jtree_close(s, v, base);
         }
     }
 }
@@ -444,6 +437,7 @@ static int
 ngx_http_ai_gateway_jtree_array(ngx_http_ai_gateway_jtree_parser_t *s,
     ngx_http_ai_gateway_jtree_t *v)
 {
+    int                          rc;
     size_t                       base;
     ngx_http_ai_gateway_jtree_t  e;
 
@@ -466,27 +460,47 @@ ngx_http_ai_gateway_jtree_array(ngx_http_ai_gateway_jtree_parser_t *s,
 
     for ( ;; ) {
         if (ngx_http_ai_gateway_jtree_value(s, &e) != 0
-            || ngx_http_ai_gateway_jtree_push(s, &e) != 0
-            || ngx_http_ai_gateway_jtree_token(s) != 0)
+            || ngx_http_ai_gateway_jtree_push(s, &e) != 0)
         {
             return -1;
         }
 
-        if (*s->p == ']') {
-            s->p++;
-            return ngx_http_ai_gateway_jtree_close(s, v, base);
-        }
+        rc = ngx_http_ai_gateway_jtree_next(s, ']');
 
-        if (*s->p != ',') {
-            return ngx_http_ai_gateway_jtree_fail(s, "']' expected");
-        }
-
-        s->p++;
-
-        if (ngx_http_ai_gateway_jtree_token(s) != 0) {
-            return -1;
+        if (rc != 1) {
+            return rc ? -1 : ngx_http_ai_gateway_jtree_close(s, v, base);
         }
     }
+}
+
+
+/*
+ * After a member or an element: 0 at the closing bracket (consumed), 1
+ * after a comma and the white space after it (the next one follows), -1
+ * on an error.
+ */
+
+static inline int
+ngx_http_ai_gateway_jtree_next(ngx_http_ai_gateway_jtree_parser_t *s,
+    unsigned char close)
+{
+    if (ngx_http_ai_gateway_jtree_token(s) != 0) {
+        return -1;
+    }
+
+    if (*s->p == close) {
+        s->p++;
+        return 0;
+    }
+
+    if (*s->p != ',') {
+        return ngx_http_ai_gateway_jtree_fail(s, close == '}' ? "'}' expected"
+                                                              : "']' expected");
+    }
+
+    s->p++;
+
+    return (ngx_http_ai_gateway_jtree_token(s) != 0) ? -1 : 1;
 }
 
 
