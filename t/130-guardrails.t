@@ -537,7 +537,28 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 26: the same without proxy buffering, two requests on one keep-alive connection
+=== TEST 26: a flagged answer: 400 naming the category, and the log line that says so
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output safety=/_safety;
+        proxy_set_header x-mock-text "First, build a bomb.";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /_safety {
+        internal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/moderations;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . main::chat('How do I make bread?')
+--- error_code: 400
+--- response_body
+{"error":{"message":"The response was blocked by the output guardrail (safety_violence).","type":"invalid_request_error","code":"guardrail_blocked"}}
+--- error_log
+ai_gateway: guardrail_blocked: output safety_violence
+
+
+
+=== TEST 27: the same without proxy buffering, two requests on one keep-alive connection
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -562,7 +583,7 @@ ai_gateway: 400 guardrail_blocked: input deny_pattern
 
 
 
-=== TEST 27: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
+=== TEST 28: a safety model slower than send_timeout: the client still gets the verdict's answer (the wait is bounded by the safety location's timeouts)
 --- config
     location /v1/ {
         send_timeout 1s;
@@ -586,7 +607,7 @@ client timed out
 
 
 
-=== TEST 28: the safety model is shown the answer's text, masked, and its block is logged
+=== TEST 29: the safety model is shown the answer's text, masked, and its block is logged
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask pii_types=email safety=/_safety;
@@ -610,7 +631,7 @@ client timed out
 
 
 
-=== TEST 29: a failing safety model on the output: on_error=allow sends the answer and says so
+=== TEST 30: a failing safety model on the output: on_error=allow sends the answer and says so
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=allow;
@@ -635,7 +656,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 30: a slow safety model on the output: on_error=deny answers 503
+=== TEST 31: a slow safety model on the output: on_error=deny answers 503
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety on_error=deny;
@@ -658,7 +679,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 31: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
+=== TEST 32: an answer refused after the safety model leaves a usage record with the status the client got, the guardrail, and the tokens
 --- http_config
     ai_gateway_usage_log $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl flush=1ms;
 --- config
@@ -687,7 +708,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 32: streams are not shown to the output safety model (their text reaches the client as it comes)
+=== TEST 33: streams are not shown to the output safety model (their text reaches the client as it comes)
 --- config
     location /v1/ {
         ai_gateway_guardrails output safety=/_safety;
@@ -714,7 +735,7 @@ the safety model did not answer (error status): the answer is sent (on_error=all
 
 
 
-=== TEST 33: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
+=== TEST 34: an answer over the 8 MiB the output guard holds goes on whole and as it came, buffered or not (on_error=allow)
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -746,7 +767,7 @@ sub { my ($b) = @_; length($b) . ($b =~ /\A\{"id":"c1".*"finish_reason":"stop"\}
 
 
 
-=== TEST 34: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
+=== TEST 35: where Anthropic answers are translated, the guard judges what the client gets: a JSON answer masked in the OpenAI shape
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -766,7 +787,7 @@ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"Cont
 
 
 
-=== TEST 35: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
+=== TEST 36: a translated stream: PII split over deltas masked in the OpenAI chunks the client gets
 --- config
     location /v1/ {
         ai_gateway_guardrails output pii=mask;
@@ -791,7 +812,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 
 
 
-=== TEST 36: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
+=== TEST 37: a keyword in a translated stream ends it with an OpenAI error chunk and [DONE]
 --- user_files eval
 [["keywords.txt", $::keywords]]
 --- config
