@@ -32,13 +32,47 @@
 #include "ngx_http_ai_gateway_redis.h"
 
 
+/* an admission command carries at most so many requests, and keys */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_BATCH       64
+#define NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS  256
+
+
+typedef struct ngx_http_ai_gateway_limit_batch_s
+    ngx_http_ai_gateway_limit_batch_t;
+
+
 typedef struct {
-    ngx_http_request_t              *request;
-    ngx_http_ai_gateway_ctx_t       *ctx;
-    ngx_http_ai_gateway_redis_op_t  *op;
-    ngx_event_t                      timer;
-    ngx_event_t                      resume;
+    ngx_http_request_t                 *request;
+    ngx_http_ai_gateway_ctx_t          *ctx;
+    /* sent: the command it went in; queued or sent: its slot there */
+    ngx_http_ai_gateway_limit_batch_t  *batch;
+    ngx_uint_t                          slot;
+    uint64_t                            force;
+    unsigned                            queued:1;
+    ngx_event_t                         timer;
+    ngx_event_t                         resume;
 } ngx_http_ai_gateway_limit_wait_t;
+
+
+/*
+ * One admission command on its way: it outlives the requests it carries,
+ * whose slots a timeout or a client that leaves empties.
+ */
+struct ngx_http_ai_gateway_limit_batch_s {
+    ngx_uint_t                          n;
+    ngx_uint_t                          nkeys[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
+    ngx_http_ai_gateway_limit_wait_t   *waits[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
+};
+
+
+/* admissions waiting for the end of the turn of the event loop */
+typedef struct {
+    ngx_event_t                          flush;
+    ngx_http_ai_gateway_limit_wait_t   **waits;
+    ngx_uint_t                           n;
+    ngx_uint_t                           cap;
+    ngx_http_ai_gateway_redis_script_t  *script;
+} ngx_http_ai_gateway_limit_admit_q_t;
 
 
 /* settlements waiting for the end of the turn of the event loop */
@@ -53,23 +87,33 @@ typedef struct {
 } ngx_http_ai_gateway_limit_settle_q_t;
 
 
+static void ngx_http_ai_gateway_limit_redis_send(ngx_event_t *ev);
+static ngx_uint_t ngx_http_ai_gateway_limit_redis_batch(
+    ngx_http_ai_gateway_limit_admit_q_t *q, ngx_uint_t from);
+static u_char *ngx_http_ai_gateway_limit_redis_args(u_char *p,
+    const char **argv, size_t *len, ngx_http_ai_gateway_limit_batch_t *b);
 static void ngx_http_ai_gateway_limit_redis_reply(void *data,
     redisReply *reply);
+static void ngx_http_ai_gateway_limit_redis_answer(
+    ngx_http_ai_gateway_limit_wait_t *w, ngx_int_t rc);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size);
 static void ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev);
 static uint64_t ngx_http_ai_gateway_limit_redis_now(void);
-static ngx_int_t ngx_http_ai_gateway_limit_redis_parse(
-    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
+static u_char *ngx_http_ai_gateway_limit_redis_parse(
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t nkeys, u_char *p, u_char *end);
 static void ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_redis_resume(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_redis_cleanup(void *data);
+static void ngx_http_ai_gateway_limit_redis_detach(
+    ngx_http_ai_gateway_limit_wait_t *w);
 static size_t ngx_http_ai_gateway_limit_redis_key(u_char *dst,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *key);
 static u_char *ngx_http_ai_gateway_limit_redis_int(u_char *p,
     const char **arg, size_t *len, int64_t v);
 
 
+static ngx_http_ai_gateway_limit_admit_q_t   ngx_http_ai_gateway_limit_admit_q;
 static ngx_http_ai_gateway_limit_settle_q_t  ngx_http_ai_gateway_limit_settle_q;
 
 
@@ -78,11 +122,21 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
 
 
 /*
- * ARGV[1] "a" (admit) or "s" (settle), ARGV[2] the time in ms.  Admit: per
- * key, period, limit, cost, force; returns a string of integers: the
- * rejected index or -1, then per key used, reset, retry and bucket (one
- * string: hiredis makes one object of it, not one per number).  Settle:
- * per key (a key may come several times), period, bucket and delta.
+ * ARGV[1] "a" (admit) or "s" (settle), ARGV[2] the time in ms.
+ *
+ * Admit: ARGV[3] the number of requests, then per request the number of
+ * its keys and per key period, limit, cost and force; the keys come in
+ * the same order.  The requests are judged one after the other, each
+ * seeing what those before it charged, so a command of many requests
+ * admits exactly what as many commands would.  Returns one string of
+ * little-endian doubles (exact integers; hiredis makes one object of it,
+ * not one per number, and nothing is formatted as text, which cost Redis
+ * more than the checks): per request the rejected index or -1, then per
+ * key used, reset, retry and bucket.  A key's reset is worked out once a
+ * command, and kept up to date as the command's requests charge it.
+ *
+ * Settle: per key (a key may come several times), period, bucket and
+ * delta.
  *
  * The time is the gateway's: Redis's TIME costs a quarter of a call, and
  * nodes whose clocks agree to a few milliseconds (NTP) agree on buckets
@@ -91,24 +145,22 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
 
 static const char  ngx_http_ai_gateway_limit_lua[] =
 "local now = tonumber(ARGV[2])\n"
+"local floor, tonumber = math.floor, tonumber\n"
 "local FMT = '<ddddddddddddd'\n"
 "local V = redis.call('MGET', unpack(KEYS))\n"
-"local B, P = {}, {}\n"
+"local B, P, W, R = {}, {}, {}, {}\n"
 "local function load(i, period)\n"
 "  local key = KEYS[i]\n"
-"  local w = math.floor(period / 10)\n"
-"  if w < 1 then w = 1 end\n"
-"  local j = math.floor(now / w)\n"
 "  local b = B[key]\n"
-"  if not b then\n"
-"    local v = V[i]\n"
-"    if v and #v == 104 then\n"
-"      b = {struct.unpack(FMT, v)}\n"
-"    else\n"
-"      b = {j, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
-"    end\n"
-"    B[key] = b\n"
-"    P[key] = period\n"
+"  if b then return b, W[key] end\n"
+"  local w = floor(period / 10)\n"
+"  if w < 1 then w = 1 end\n"
+"  local j = floor(now / w)\n"
+"  local v = V[i]\n"
+"  if v and #v == 104 then\n"
+"    b = {struct.unpack(FMT, v)}\n"
+"  else\n"
+"    b = {j, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
 "  end\n"
 "  if j > b[1] then\n"
 "    local steps = math.min(j - b[1], 11)\n"
@@ -119,6 +171,9 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "    end\n"
 "    b[1] = j\n"
 "  end\n"
+"  B[key] = b\n"
+"  P[key] = period\n"
+"  W[key] = w\n"
 "  return b, w\n"
 "end\n"
 "local function add(b, slot, n)\n"
@@ -129,10 +184,9 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "end\n"
 "local function save()\n"
 "  for key, b in pairs(B) do\n"
-"    local w = math.max(math.floor(P[key] / 10), 1)\n"
 "    redis.call('SET', key, struct.pack(FMT, b[1], b[2], b[3], b[4], b[5],\n"
 "               b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13]),\n"
-"               'PX', P[key] + w + 1000)\n"
+"               'PX', P[key] + W[key] + 1000)\n"
 "  end\n"
 "end\n"
 "if ARGV[1] == 's' then\n"
@@ -150,41 +204,58 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "  save()\n"
 "  return 1\n"
 "end\n"
-"local out = {-1}\n"
-"for i = 1, #KEYS do\n"
-"  local a = 4 * i - 1\n"
-"  local limit = tonumber(ARGV[a + 1])\n"
-"  local cost = tonumber(ARGV[a + 2])\n"
-"  local b, w = load(i, tonumber(ARGV[a]))\n"
-"  local last, used = b[1], b[2]\n"
-"  local reset, retry = 0, 0\n"
-"  if used > 0 then\n"
-"    for k = last - 10, last do\n"
-"      if b[k % 11 + 3] > 0 then reset = (k + 11) * w - now; break end\n"
-"    end\n"
-"  end\n"
-"  if used + cost > limit then\n"
-"    retry = (last + 11) * w - now\n"
-"    local freed = 0\n"
-"    for k = last - 10, last do\n"
-"      freed = freed + b[k % 11 + 3]\n"
-"      if used - freed + cost <= limit then\n"
-"        retry = (k + 11) * w - now; break\n"
+"local res, F, dirty, a, k = {}, {}, false, 4, 0\n"
+"for r = 1, tonumber(ARGV[3]) do\n"
+"  local m, first = tonumber(ARGV[a]), a + 1\n"
+"  local out = {-1}\n"
+"  a = first\n"
+"  for i = 1, m do\n"
+"    local limit = tonumber(ARGV[a + 1])\n"
+"    local cost = tonumber(ARGV[a + 2])\n"
+"    local key = KEYS[k + i]\n"
+"    local b, w = load(k + i, tonumber(ARGV[a]))\n"
+"    local last, used = b[1], b[2]\n"
+"    local reset, retry = R[key], 0\n"
+"    if not reset then\n"
+"      reset = 0\n"
+"      if used > 0 then\n"
+"        for j = last - 10, last do\n"
+"          if b[j % 11 + 3] > 0 then reset = (j + 11) * w - now; break end\n"
+"        end\n"
 "      end\n"
+"      R[key] = reset\n"
 "    end\n"
-"    if out[1] < 0 and ARGV[a + 3] ~= '1' then out[1] = i - 1 end\n"
+"    if used + cost > limit then\n"
+"      retry = (last + 11) * w - now\n"
+"      local freed = 0\n"
+"      for j = last - 10, last do\n"
+"        freed = freed + b[j % 11 + 3]\n"
+"        if used - freed + cost <= limit then\n"
+"          retry = (j + 11) * w - now; break\n"
+"        end\n"
+"      end\n"
+"      if out[1] < 0 and ARGV[a + 3] ~= '1' then out[1] = i - 1 end\n"
+"    end\n"
+"    out[4 * i - 2] = used; out[4 * i - 1] = reset\n"
+"    out[4 * i] = retry; out[4 * i + 1] = last\n"
+"    a = a + 4\n"
 "  end\n"
-"  out[4 * i - 2] = used; out[4 * i - 1] = reset\n"
-"  out[4 * i] = retry; out[4 * i + 1] = last\n"
-"end\n"
-"if out[1] < 0 then\n"
-"  for i = 1, #KEYS do\n"
-"    local b = B[KEYS[i]]\n"
-"    add(b, b[1], tonumber(ARGV[4 * i + 1]))\n"
+"  if out[1] < 0 then\n"
+"    for i = 1, m do\n"
+"      local key = KEYS[k + i]\n"
+"      local b = B[key]\n"
+"      add(b, b[1], tonumber(ARGV[first + 4 * i - 2]))\n"
+"      if R[key] == 0 and b[2] > 0 then R[key] = (b[1] + 11) * W[key] - now end\n"
+"    end\n"
+"    dirty = true\n"
 "  end\n"
-"  save()\n"
+"  k = k + m\n"
+"  local f = F[m]\n"
+"  if not f then f = '<' .. string.rep('d', 1 + 4 * m); F[m] = f end\n"
+"  res[r] = struct.pack(f, unpack(out))\n"
 "end\n"
-"return string.format(string.rep('%d ', #out - 1) .. '%d', unpack(out))\n";
+"if dirty then save() end\n"
+"return table.concat(res)\n";
 
 
 ngx_int_t
@@ -199,80 +270,49 @@ ngx_http_ai_gateway_limit_redis_init(ngx_conf_t *cf,
 
 
 /*
- * NGX_AGAIN: sent, the request waits; NGX_DECLINED: Redis cannot be asked
- * now (the caller applies on_error); NGX_ERROR.
+ * NGX_AGAIN: queued, the request waits; NGX_DECLINED: Redis cannot be
+ * asked now (the caller applies on_error); NGX_ERROR.
+ *
+ * The admissions of one turn of the event loop go to Redis as one command:
+ * under load, one script call judges many requests, in the order they
+ * came, and nobody waits longer than the end of the turn.
  */
 
 ngx_int_t
 ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, uint64_t force)
 {
-    u_char                            *p;
-    size_t                            *len, size;
-    ngx_uint_t                         i, n, k;
-    const char                       **argv;
-    ngx_pool_cleanup_t                *cln;
-    ngx_http_ai_gateway_counter_t     *c;
-    ngx_http_ai_gateway_limit_wait_t  *w;
-    ngx_http_ai_gateway_main_conf_t   *mcf;
+    ngx_uint_t                            cap;
+    ngx_pool_cleanup_t                   *cln;
+    ngx_http_ai_gateway_limit_wait_t     *w, **waits;
+    ngx_http_ai_gateway_main_conf_t      *mcf;
+    ngx_http_ai_gateway_limit_admit_q_t  *q;
+
+    if (!ngx_http_ai_gateway_redis_linked()) {
+        return NGX_DECLINED;
+    }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    q = &ngx_http_ai_gateway_limit_admit_q;
 
-    n = ctx->nlimits;
-    c = ctx->counters;
+    if (q->n == q->cap) {
+        /* the queue keeps its memory from one turn to the next */
+        cap = q->cap ? 2 * q->cap : NGX_HTTP_AI_GATEWAY_LIMIT_BATCH;
 
-    /* numkeys, the keys, "a", the time, then four numbers a key */
-    argv = ngx_palloc(r->pool, (3 + 5 * n) * (sizeof(char *) + sizeof(size_t)));
-    if (argv == NULL) {
-        return NGX_ERROR;
-    }
+        waits = ngx_alloc(cap * sizeof(ngx_http_ai_gateway_limit_wait_t *),
+                          ngx_cycle->log);
+        if (waits == NULL) {
+            return NGX_ERROR;
+        }
 
-    len = (size_t *) (argv + 3 + 5 * n);
+        if (q->waits) {
+            ngx_memcpy(waits, q->waits,
+                       q->n * sizeof(ngx_http_ai_gateway_limit_wait_t *));
+            ngx_free(q->waits);
+        }
 
-    size = NGX_INT_T_LEN + NGX_INT64_LEN;
-
-    for (i = 0; i < n; i++) {
-        size += mcf->redis->prefix.len + 4 + c[i].key.len
-                + 4 * (NGX_INT64_LEN + 1);
-    }
-
-    p = ngx_pnalloc(r->pool, size);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    k = 0;
-    argv[k] = (char *) p;
-    len[k++] = ngx_sprintf(p, "%ui", n) - p;
-    p += len[0];
-
-    for (i = 0; i < n; i++) {
-        argv[k] = (char *) p;
-        len[k] = ngx_http_ai_gateway_limit_redis_key(p, mcf->redis,
-                                                     &c[i].key);
-        p += len[k++];
-    }
-
-    argv[k] = "a";
-    len[k++] = 1;
-
-    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                               (int64_t) ngx_http_ai_gateway_limit_redis_now());
-    k++;
-
-    for (i = 0; i < n; i++) {
-        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                                                (int64_t) c[i].period);
-        k++;
-        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                                                c[i].limit);
-        k++;
-        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                                                c[i].cost);
-        k++;
-
-        argv[k] = (force & ((uint64_t) 1 << i)) ? "1" : "0";
-        len[k++] = 1;
+        q->waits = waits;
+        q->cap = cap;
     }
 
     w = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_limit_wait_t));
@@ -285,16 +325,12 @@ ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    w->op = ngx_http_ai_gateway_redis_send(mcf->redis_script, (int) k, argv,
-                                           len,
-                                           ngx_http_ai_gateway_limit_redis_reply,
-                                           w);
-    if (w->op == NULL) {
-        return NGX_DECLINED;
-    }
-
     w->request = r;
     w->ctx = ctx;
+    w->force = force;
+    w->queued = 1;
+    w->slot = q->n;
+    q->waits[q->n++] = w;
 
     w->timer.handler = ngx_http_ai_gateway_limit_redis_timeout;
     w->timer.data = w;
@@ -312,7 +348,230 @@ ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     /* a client that leaves while we wait ends the request (499) */
     r->read_event_handler = ngx_http_test_reading;
 
+    if (!q->flush.posted) {
+        q->flush.handler = ngx_http_ai_gateway_limit_redis_send;
+        q->flush.log = ngx_cycle->log;
+        q->script = mcf->redis_script;
+        ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+
     return NGX_AGAIN;
+}
+
+
+/* the end of the turn: the queued admissions go out */
+
+static void
+ngx_http_ai_gateway_limit_redis_send(ngx_event_t *ev)
+{
+    ngx_uint_t                            i;
+    ngx_http_ai_gateway_limit_admit_q_t  *q;
+
+    q = &ngx_http_ai_gateway_limit_admit_q;
+
+    for (i = 0; i < q->n; /* void */) {
+        i = ngx_http_ai_gateway_limit_redis_batch(q, i);
+    }
+
+    q->n = 0;
+}
+
+
+/* one command for the queued requests from "from" on; returns where the
+ * next one starts */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
+    ngx_uint_t from)
+{
+    u_char                             *buf, *p;
+    size_t                              size, *len;
+    ngx_uint_t                          i, k, n, nkeys, argc;
+    const char                        **argv;
+    ngx_http_ai_gateway_ctx_t          *ctx;
+    ngx_http_ai_gateway_redis_conf_t   *rcf;
+    ngx_http_ai_gateway_limit_wait_t   *w;
+    ngx_http_ai_gateway_limit_batch_t  *b;
+    ngx_http_ai_gateway_main_conf_t    *mcf;
+
+    b = ngx_alloc(sizeof(ngx_http_ai_gateway_limit_batch_t), ngx_cycle->log);
+    argv = NULL;
+    buf = NULL;
+
+    nkeys = 0;
+    size = 3 * NGX_INT_T_LEN + NGX_INT64_LEN;
+    rcf = NULL;
+
+    for (i = from, n = 0; i < q->n && n < NGX_HTTP_AI_GATEWAY_LIMIT_BATCH;
+         i++)
+    {
+        w = q->waits[i];
+
+        if (w == NULL) {
+            continue;
+        }
+
+        ctx = w->ctx;
+
+        if (n > 0
+            && nkeys + ctx->nlimits > NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS)
+        {
+            break;
+        }
+
+        if (rcf == NULL) {
+            mcf = ngx_http_get_module_main_conf(w->request,
+                                                ngx_http_ai_gateway_module);
+            rcf = mcf->redis;
+        }
+
+        size += NGX_INT_T_LEN;
+
+        for (k = 0; k < ctx->nlimits; k++) {
+            size += rcf->prefix.len + 4 + ctx->counters[k].key.len
+                    + 3 * NGX_INT64_LEN + 1;
+        }
+
+        nkeys += ctx->nlimits;
+
+        w->queued = 0;
+
+        if (b) {
+            b->waits[n] = w;
+            b->nkeys[n] = ctx->nlimits;
+            w->batch = b;
+            w->slot = n;
+        }
+
+        n++;
+    }
+
+    if (n == 0) {
+        ngx_free(b);
+        return i;
+    }
+
+    if (b == NULL) {
+        goto failed;
+    }
+
+    b->n = n;
+
+    /* numkeys, the keys, "a", the time, the number of requests, then per
+     * request the number of its keys and four numbers a key */
+    argc = 1 + nkeys + 3 + n + 4 * nkeys;
+
+    argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
+    buf = ngx_alloc(size, ngx_cycle->log);
+
+    if (argv == NULL || buf == NULL) {
+        goto failed;
+    }
+
+    len = (size_t *) (argv + argc);
+
+    p = buf;
+    argv[0] = (char *) p;
+    p = ngx_sprintf(p, "%ui", nkeys);
+    len[0] = p - (u_char *) argv[0];
+
+    argv[1 + nkeys] = "a";
+    len[1 + nkeys] = 1;
+
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[2 + nkeys],
+                               &len[2 + nkeys],
+                               (int64_t) ngx_http_ai_gateway_limit_redis_now());
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[3 + nkeys],
+                                            &len[3 + nkeys], (int64_t) n);
+
+    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b);
+
+    if (ngx_http_ai_gateway_redis_send(q->script, (int) argc, argv, len,
+                                       ngx_http_ai_gateway_limit_redis_reply,
+                                       b)
+        == NULL)
+    {
+        goto failed;
+    }
+
+    ngx_free(argv);
+    ngx_free(buf);
+
+    return i;
+
+failed:
+
+    /* the link went, or memory: on_error for each of these requests */
+
+    for (k = from; k < i; k++) {
+        w = q->waits[k];
+
+        if (w) {
+            w->batch = NULL;
+            ngx_http_ai_gateway_limit_redis_answer(w, NGX_ERROR);
+        }
+    }
+
+    ngx_free(argv);
+    ngx_free(buf);
+    ngx_free(b);
+
+    return i;
+}
+
+
+/* the keys and the numbers of a command's requests, written at p */
+
+static u_char *
+ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
+    size_t *len, ngx_http_ai_gateway_limit_batch_t *b)
+{
+    ngx_uint_t                         i, k, key, arg, nkeys;
+    ngx_http_ai_gateway_ctx_t         *ctx;
+    ngx_http_ai_gateway_counter_t     *c;
+    ngx_http_ai_gateway_main_conf_t   *mcf;
+    ngx_http_ai_gateway_redis_conf_t  *rcf;
+
+    mcf = ngx_http_get_module_main_conf(b->waits[0]->request,
+                                        ngx_http_ai_gateway_module);
+    rcf = mcf->redis;
+
+    for (i = 0, nkeys = 0; i < b->n; i++) {
+        nkeys += b->nkeys[i];
+    }
+
+    key = 1;
+    arg = 4 + nkeys;
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->waits[i]->ctx;
+        c = ctx->counters;
+
+        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
+                                                (int64_t) ctx->nlimits);
+        arg++;
+
+        for (k = 0; k < ctx->nlimits; k++) {
+            argv[key] = (char *) p;
+            len[key] = ngx_http_ai_gateway_limit_redis_key(p, rcf, &c[k].key);
+            p += len[key++];
+
+            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
+                                                    (int64_t) c[k].period);
+            arg++;
+            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
+                                                    c[k].limit);
+            arg++;
+            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
+                                                    c[k].cost);
+            arg++;
+
+            argv[arg] = (b->waits[i]->force & ((uint64_t) 1 << k)) ? "1" : "0";
+            len[arg++] = 1;
+        }
+    }
+
+    return p;
 }
 
 
@@ -344,94 +603,159 @@ ngx_http_ai_gateway_limit_redis_int(u_char *p, const char **arg, size_t *len,
 }
 
 
-/* may run inside hiredis: the request goes on from a posted event */
+/*
+ * May run inside hiredis: the requests go on from posted events.  The
+ * whole answer is checked before any request gets its part.
+ */
 
 static void
 ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
 {
-    ngx_http_ai_gateway_limit_wait_t *w = data;
+    ngx_http_ai_gateway_limit_batch_t *b = data;
 
-    ngx_http_ai_gateway_ctx_t      *ctx;
+    u_char                            *p, *end;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i;
+    ngx_http_ai_gateway_ctx_t         *ctx;
+    ngx_http_ai_gateway_limit_wait_t  *w;
 
-    w->op = NULL;
+    if (reply && ngx_http_ai_gateway_limit_redis_slow) {
+        ngx_http_ai_gateway_limit_redis_slow = 0;
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "ai_gateway: redis answers within the timeout again");
+    }
 
+    rc = NGX_ERROR;
+
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        p = (u_char *) reply->str;
+        end = p + reply->len;
+
+        for (i = 0; i < b->n && p; i++) {
+            p = ngx_http_ai_gateway_limit_redis_parse(NULL, b->nkeys[i],
+                                                      p, end);
+        }
+
+        if (p == end) {
+            rc = NGX_OK;
+        }
+    }
+
+    if (rc == NGX_ERROR && reply && reply->type != REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "ai_gateway: redis: unexpected answer to the limit "
+                      "script (type %d)", reply->type);
+    }
+
+    p = NULL;
+    end = NULL;
+
+    if (rc == NGX_OK) {
+        p = (u_char *) reply->str;
+        end = p + reply->len;
+    }
+
+    for (i = 0; i < b->n; i++) {
+        w = b->waits[i];
+        ctx = w ? w->ctx : NULL;
+
+        if (p) {
+            p = ngx_http_ai_gateway_limit_redis_parse(ctx, b->nkeys[i],
+                                                      p, end);
+        }
+
+        if (w == NULL) {
+            /* gone, or timed out */
+            continue;
+        }
+
+        w->batch = NULL;
+
+        if (rc == NGX_OK) {
+            ngx_http_ai_gateway_limit_redis_answer(w,
+                            (ctx->limit_rejected == (ngx_uint_t) -1)
+                            ? NGX_OK : NGX_DECLINED);
+
+        } else {
+            ngx_http_ai_gateway_limit_redis_answer(w, NGX_ERROR);
+        }
+    }
+
+    ngx_free(b);
+}
+
+
+/* rc for ngx_http_ai_gateway_limit_decide(), from a posted event */
+
+static void
+ngx_http_ai_gateway_limit_redis_answer(ngx_http_ai_gateway_limit_wait_t *w,
+    ngx_int_t rc)
+{
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
     }
 
-    ctx = w->ctx;
-    ctx->limit_rc = NGX_ERROR;
-
-    if (reply && ngx_http_ai_gateway_limit_redis_slow) {
-        ngx_http_ai_gateway_limit_redis_slow = 0;
-        ngx_log_error(NGX_LOG_NOTICE, w->request->connection->log, 0,
-                      "ai_gateway: redis answers within the timeout again");
-    }
-
-    if (reply && reply->type == REDIS_REPLY_STRING
-        && ngx_http_ai_gateway_limit_redis_parse(ctx, (u_char *) reply->str,
-                                                 reply->len)
-           == NGX_OK)
-    {
-        ctx->limit_rc = (ctx->limit_rejected == (ngx_uint_t) -1) ? NGX_OK
-                                                                 : NGX_DECLINED;
-    }
-
-    if (ctx->limit_rc == NGX_ERROR && reply && reply->type != REDIS_REPLY_ERROR)
-    {
-        ngx_log_error(NGX_LOG_ERR, w->request->connection->log, 0,
-                      "ai_gateway: redis: unexpected answer to the limit "
-                      "script (type %d)", reply->type);
-    }
+    w->ctx->limit_rc = rc;
 
     ngx_post_event(&w->resume, &ngx_posted_events);
 }
 
 
-/* "R U1 RESET1 RETRY1 B1 U2 ...": R is -1 or the rejected counter */
+/*
+ * One request's part of the answer, from p: 1 + 4 * nkeys doubles, the
+ * rejected counter (or -1), then per key used, reset, retry and bucket.
+ * Stored in ctx unless ctx is NULL; returns where the part ends, NULL when
+ * the answer is too short or holds what no counter can.
+ */
 
-static ngx_int_t
+static u_char *
 ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
-    u_char *p, size_t len)
+    ngx_uint_t nkeys, u_char *p, u_char *end)
 {
-    u_char                         *end;
+    double                          d;
     int64_t                         v[1 + 4 * NGX_HTTP_AI_GATEWAY_MAX_LIMITS];
-    ngx_uint_t                      i, n, neg;
+    uint64_t                        u;
+    ngx_uint_t                      i, j, n;
     ngx_http_ai_gateway_counter_t  *c;
 
-    end = p + len;
-    n = 1 + 4 * ctx->nlimits;
-
-    for (i = 0; i < n; i++) {
-        if (i > 0) {
-            if (p == end || *p++ != ' ') {
-                return NGX_ERROR;
-            }
-        }
-
-        neg = (p < end && *p == '-');
-        p += neg;
-
-        if (p == end || *p < '0' || *p > '9') {
-            return NGX_ERROR;
-        }
-
-        for (v[i] = 0; p < end && *p >= '0' && *p <= '9'; p++) {
-            v[i] = v[i] * 10 + (*p - '0');
-        }
-
-        if (neg) {
-            v[i] = -v[i];
-        }
+    if (nkeys > NGX_HTTP_AI_GATEWAY_MAX_LIMITS) {
+        return NULL;
     }
 
-    if (p != end || v[0] < -1 || v[0] >= (int64_t) ctx->nlimits) {
-        return NGX_ERROR;
+    n = 1 + 4 * nkeys;
+
+    if ((size_t) (end - p) < n * 8) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        /* little-endian, whatever the host's order */
+        for (u = 0, j = 8; j > 0; j--) {
+            u = (u << 8) | p[j - 1];
+        }
+
+        ngx_memcpy(&d, &u, sizeof(double));
+        p += 8;
+
+        /* 2^62: the counters are doubles holding integers */
+        if (!(d >= -4611686018427387904.0 && d <= 4611686018427387904.0)) {
+            return NULL;
+        }
+
+        v[i] = (int64_t) d;
+    }
+
+    if (v[0] < -1 || v[0] >= (int64_t) nkeys) {
+        return NULL;
+    }
+
+    if (ctx == NULL) {
+        return p;
     }
 
     c = ctx->counters;
 
-    for (i = 0; i < ctx->nlimits; i++) {
+    for (i = 0; i < nkeys; i++) {
         c[i].used = v[1 + 4 * i];
         c[i].reset = (ngx_msec_t) ngx_max(v[2 + 4 * i], 0);
         c[i].retry = (ngx_msec_t) ngx_max(v[3 + 4 * i], 0);
@@ -441,7 +765,7 @@ ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
 
     ctx->limit_rejected = (v[0] < 0) ? (ngx_uint_t) -1 : (ngx_uint_t) v[0];
 
-    return NGX_OK;
+    return p;
 }
 
 
@@ -455,10 +779,7 @@ ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev)
     mcf = ngx_http_get_module_main_conf(w->request,
                                         ngx_http_ai_gateway_module);
 
-    if (w->op) {
-        ngx_http_ai_gateway_redis_cancel(w->op);
-        w->op = NULL;
-    }
+    ngx_http_ai_gateway_limit_redis_detach(w);
 
     if (!ngx_http_ai_gateway_limit_redis_slow) {
         ngx_http_ai_gateway_limit_redis_slow = 1;
@@ -505,10 +826,7 @@ ngx_http_ai_gateway_limit_redis_cleanup(void *data)
 {
     ngx_http_ai_gateway_limit_wait_t *w = data;
 
-    if (w->op) {
-        ngx_http_ai_gateway_redis_cancel(w->op);
-        w->op = NULL;
-    }
+    ngx_http_ai_gateway_limit_redis_detach(w);
 
     if (w->timer.timer_set) {
         ngx_del_timer(&w->timer);
@@ -516,6 +834,23 @@ ngx_http_ai_gateway_limit_redis_cleanup(void *data)
 
     if (w->resume.posted) {
         ngx_delete_posted_event(&w->resume);
+    }
+}
+
+
+/* out of the queue or of the command on its way: its answer is dropped */
+
+static void
+ngx_http_ai_gateway_limit_redis_detach(ngx_http_ai_gateway_limit_wait_t *w)
+{
+    if (w->queued) {
+        ngx_http_ai_gateway_limit_admit_q.waits[w->slot] = NULL;
+        w->queued = 0;
+    }
+
+    if (w->batch) {
+        w->batch->waits[w->slot] = NULL;
+        w->batch = NULL;
     }
 }
 
@@ -690,7 +1025,18 @@ done:
 void
 ngx_http_ai_gateway_limit_redis_exit(void)
 {
+    ngx_http_ai_gateway_limit_admit_q_t   *a;
     ngx_http_ai_gateway_limit_settle_q_t  *q;
+
+    a = &ngx_http_ai_gateway_limit_admit_q;
+
+    if (a->flush.posted) {
+        ngx_delete_posted_event(&a->flush);
+    }
+
+    /* no request is left to wait for an admission */
+    ngx_free(a->waits);
+    ngx_memzero(a, sizeof(ngx_http_ai_gateway_limit_admit_q_t));
 
     q = &ngx_http_ai_gateway_limit_settle_q;
 

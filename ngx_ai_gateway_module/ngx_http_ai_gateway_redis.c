@@ -452,6 +452,13 @@ ngx_http_ai_gateway_redis_ready(void)
 }
 
 
+ngx_uint_t
+ngx_http_ai_gateway_redis_linked(void)
+{
+    return ngx_http_ai_gateway_redis_link.ac != NULL;
+}
+
+
 static void
 ngx_http_ai_gateway_redis_connect(ngx_http_ai_gateway_redis_link_t *link)
 {

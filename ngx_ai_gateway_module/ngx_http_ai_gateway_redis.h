@@ -71,6 +71,9 @@ void ngx_http_ai_gateway_redis_exit_process(void);
 /* 1 when the link is set up and answering */
 ngx_uint_t ngx_http_ai_gateway_redis_ready(void);
 
+/* 1 when a link is open or opening: a command sent now is queued on it */
+ngx_uint_t ngx_http_ai_gateway_redis_linked(void);
+
 /*
  * Sends EVALSHA (EVAL again after NOSCRIPT) or, with script NULL, the
  * command itself.  argv holds what follows the script (numkeys, keys,

@@ -1,0 +1,150 @@
+# The limit script's batches: the admissions of one turn of a worker's
+# event loop go to Redis as one command, judged one after the other.  The
+# script (its text is read from the module's source) is run here with
+# EVAL against a real redis-server, so that what a batch decides can be
+# compared with what the same requests decide one command each.  The
+# gateway's own batches are exercised end to end by t/105 (200 concurrent
+# requests, exactly calls=50 admitted).
+# (A plain Test::More script: it talks to Redis only.)
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use RedisServer;
+
+my $script = limit_script();
+ok(length $script > 100, 'the limit script is read from the module source');
+
+my $now = 1_764_000_000_000;
+my $minute = 60_000;
+
+# a request: [ [key, period, limit, cost, force], ... ]
+sub admit {
+    my (@requests) = @_;
+    my (@keys, @args);
+    for my $req (@requests) {
+        push @args, scalar @$req;
+        for my $c (@$req) {
+            push @keys, $c->[0];
+            push @args, @$c[1 .. 4];
+        }
+    }
+    my $reply = RedisServer::cli('EVAL', $script, scalar @keys, @keys,
+                                 'a', $now, scalar @requests, @args);
+    # little-endian doubles: per request the rejected index or -1, then
+    # per key used, reset, retry and bucket
+    die "the reply is no string of doubles: $reply\n" if length($reply) % 8;
+    my @n = unpack 'd<*', $reply;
+    my @parts;
+    for my $req (@requests) {
+        my @part = splice @n, 0, 1 + 4 * @$req;
+        push @parts, { rejected => $part[0],
+                       used => [ map { $part[1 + 4 * $_] } 0 .. $#$req ],
+                       retry => [ map { $part[3 + 4 * $_] } 0 .. $#$req ] };
+    }
+    die "the reply has more than the requests' parts: $reply\n" if @n;
+    return @parts;
+}
+
+# the sum of a counter's ring, as stored
+sub counted {
+    my ($key) = @_;
+    my $v = RedisServer::cli('GET', $key);
+    return 0 unless length $v;
+    my (undef, $total) = unpack 'd<13', $v;
+    return $total;
+}
+
+RedisServer::cli('FLUSHALL');
+
+# three calls, limit 2, one command
+{
+    my @r = admit(map { [[ '{l}:k1', $minute, 2, 1, 0 ]] } 1 .. 3);
+    is_deeply([ map { $_->{rejected} } @r ], [ -1, -1, 0 ],
+              'one command, limit 2: the first two admitted, the third rejected');
+    is_deeply([ map { $_->{used}[0] } @r ], [ 0, 1, 2 ],
+              'each request sees what those before it in the command charged');
+    ok($r[2]{retry}[0] > 0, 'the rejected request is told when to retry');
+    is(counted('{l}:k1'), 2, 'the counter holds the two admitted calls');
+}
+
+# a request rejected by its second counter charges neither
+{
+    my @r = admit([[ '{l}:a', $minute, 5, 1, 0 ], [ '{l}:b', $minute, 1, 1, 0 ]],
+                  [[ '{l}:a', $minute, 5, 1, 0 ], [ '{l}:b', $minute, 1, 1, 0 ]],
+                  [[ '{l}:a', $minute, 5, 1, 0 ]]);
+    is_deeply([ map { $_->{rejected} } @r ], [ -1, 1, -1 ],
+              'the second request is rejected by its second counter');
+    is($r[2]{used}[0], 1, 'the third request sees only the admitted charge on a');
+    is(counted('{l}:a'), 2, 'a: the first and the third request');
+    is(counted('{l}:b'), 1, 'b: the first request only');
+}
+
+# dry run (force): admitted over the limit, and counted
+{
+    my @r = admit([[ '{l}:dry', $minute, 0, 3, 1 ]], [[ '{l}:dry', $minute, 0, 3, 1 ]]);
+    is_deeply([ map { $_->{rejected} } @r ], [ -1, -1 ], 'dry-run counters never reject');
+    is_deeply($r[1]{used}, [ 3 ], 'and still count');
+    is(counted('{l}:dry'), 6, 'both charges are stored');
+}
+
+# nothing admitted: nothing written
+{
+    RedisServer::cli('SET', '{l}:full', pack('d<13', 0, 0, (0) x 11));
+    my $before = RedisServer::cli('GET', '{l}:full');
+    my @r = admit([[ '{l}:none', $minute, 0, 1, 0 ]]);
+    is($r[0]{rejected}, 0, 'a request over its limit is rejected');
+    is(RedisServer::cli('EXISTS', '{l}:none'), 0, 'a command that admits nobody writes nothing');
+}
+
+# many requests in one command decide what they decide one command each
+{
+    my @keys = map { "{l}:mix$_" } 1 .. 3;
+    my @periods = ($minute, 3_600_000, 86_400_000);
+    my @limits = (7, 12, 40);
+    srand(20261126);
+    my @requests;
+    for (1 .. 40) {
+        my @req;
+        for my $i (0 .. 2) {
+            next if rand() < 0.3;
+            push @req, [ $keys[$i], $periods[$i], $limits[$i], 1 + int(rand(4)), 0 ];
+        }
+        @req = ([ $keys[0], $periods[0], $limits[0], 1, 0 ]) unless @req;
+        push @requests, \@req;
+    }
+
+    my @batched = admit(@requests);
+    my %batched = map { $_ => counted($_) } @keys;
+
+    RedisServer::cli('DEL', @keys);
+    my @single = map { admit($_) } @requests;
+    my %single = map { $_ => counted($_) } @keys;
+
+    is_deeply([ map { [ $_->{rejected}, @{ $_->{used} } ] } @batched ],
+              [ map { [ $_->{rejected}, @{ $_->{used} } ] } @single ],
+              '40 requests in one command: the same verdicts and counts as one command each');
+    is_deeply(\%batched, \%single, 'and the same counters in Redis');
+    ok((grep { $_->{rejected} >= 0 } @batched) > 0
+       && (grep { $_->{rejected} < 0 } @batched) > 0,
+       'the mix has both admitted and rejected requests');
+}
+
+done_testing();
+
+
+# the Lua text of ngx_http_ai_gateway_limit_lua[] in the module's source
+sub limit_script {
+    my $src = 'ngx_ai_gateway_module/ngx_http_ai_gateway_limit_redis.c';
+    open my $fh, '<', $src or die "$src: $!";
+    my $c = do { local $/; <$fh> };
+    my ($lit) = $c =~ /ngx_http_ai_gateway_limit_lua\[\]\s*=\s*(.*?);\n/s
+        or die "no limit script in $src";
+    my $text = '';
+    while ($lit =~ /"((?:[^"\\]|\\.)*)"/g) {
+        my $s = $1;
+        $s =~ s/\\(.)/$1 eq 'n' ? "\n" : $1/ge;
+        $text .= $s;
+    }
+    return $text;
+}
