@@ -396,6 +396,8 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
         /* without JIT (not built in), the interpreter with its limits */
         (void) pcre2_jit_compile(pat->code, PCRE2_JIT_COMPLETE);
 
+        ngx_http_ai_gateway_prefilter_init(&pat->pf, s, e - s);
+
         pat->match = pcre2_match_data_create_from_pattern(pat->code, NULL);
         pat->mctx = pcre2_match_context_create(NULL);
 
@@ -460,41 +462,67 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
     size_t len, ngx_uint_t *line)
 {
     int                                   rc;
-    ngx_uint_t                            i;
+    size_t                                size;
+    u_char                               *lower;
+    ngx_uint_t                            i, lower_done;
+    const u_char                         *text;
     ngx_http_ai_gateway_guard_pattern_t  *pat;
 
     if (list == NULL) {
         return 0;
     }
 
+    lower_done = 0;
+
     /*
      * JIT code reads the subject 16 bytes at a time, past its end within
      * the page: harmless, but memcheck reports it.  A padded copy keeps
-     * every read inside memory of ours.
+     * every read inside memory of ours.  The scratch also holds the text
+     * lowercased, for the prefilters.
      */
-    if (len + NGX_HTTP_AI_GATEWAY_GUARD_PAD > ngx_http_ai_gateway_guard_scratch_size) {
+    size = 2 * len + NGX_HTTP_AI_GATEWAY_GUARD_PAD;
+
+    if (size > ngx_http_ai_gateway_guard_scratch_size) {
         ngx_free(ngx_http_ai_gateway_guard_scratch);
         ngx_http_ai_gateway_guard_scratch_size = 0;
 
-        ngx_http_ai_gateway_guard_scratch =
-                  ngx_alloc(len + NGX_HTTP_AI_GATEWAY_GUARD_PAD + 4096,
-                            ngx_cycle->log);
+        ngx_http_ai_gateway_guard_scratch = ngx_alloc(size + 4096,
+                                                      ngx_cycle->log);
         if (ngx_http_ai_gateway_guard_scratch == NULL) {
             return -1;
         }
 
-        ngx_http_ai_gateway_guard_scratch_size =
-                                 len + NGX_HTTP_AI_GATEWAY_GUARD_PAD + 4096;
+        ngx_http_ai_gateway_guard_scratch_size = size + 4096;
     }
 
-    ngx_memcpy(ngx_http_ai_gateway_guard_scratch, p, len);
-    ngx_memzero(ngx_http_ai_gateway_guard_scratch + len,
-                NGX_HTTP_AI_GATEWAY_GUARD_PAD);
-    p = ngx_http_ai_gateway_guard_scratch;
+    text = p;
+    p = NULL;
+    lower = ngx_http_ai_gateway_guard_scratch + len
+            + NGX_HTTP_AI_GATEWAY_GUARD_PAD;
 
     pat = list->elts;
 
     for (i = 0; i < list->nelts; i++) {
+
+        if (pat[i].pf.n) {
+            if (!lower_done) {
+                ngx_http_ai_gateway_prefilter_lower(lower, text, len);
+                lower_done = 1;
+            }
+
+            if (!ngx_http_ai_gateway_prefilter_test(&pat[i].pf, lower, len)) {
+                /* none of the literals a match needs: no match */
+                continue;
+            }
+        }
+
+        if (p == NULL) {
+            ngx_memcpy(ngx_http_ai_gateway_guard_scratch, text, len);
+            ngx_memzero(ngx_http_ai_gateway_guard_scratch + len,
+                        NGX_HTTP_AI_GATEWAY_GUARD_PAD);
+            p = ngx_http_ai_gateway_guard_scratch;
+        }
+
         rc = pcre2_match(pat[i].code, p, len, 0, 0, pat[i].match, pat[i].mctx);
 
         if (rc >= 0) {

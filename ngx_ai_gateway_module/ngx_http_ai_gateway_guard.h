@@ -22,6 +22,7 @@
 #include <pcre2.h>
 
 #include "ngx_http_ai_gateway_pii.h"
+#include "ngx_http_ai_gateway_prefilter.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_GUARD_NONE   0
@@ -41,6 +42,8 @@ typedef struct {
     pcre2_match_data            *match;
     pcre2_match_context         *mctx;
     ngx_uint_t                   line;
+    /* literals one of which a match needs: texts without them are passed */
+    ngx_http_ai_gateway_prefilter_t  pf;
 } ngx_http_ai_gateway_guard_pattern_t;
 
 

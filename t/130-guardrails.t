@@ -831,3 +831,27 @@ qr/"content":"how "[^\n]*\n\ndata: \{"error":\{"message":"The response was block
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword
+
+
+
+=== TEST 38: deny patterns run only on texts holding their literals, matched in any case, the Kelvin sign and the long s included
+--- user_files eval
+[["deny.txt", "(?i)sudo\\s+rm\\s+-rf\\b\n(?i)(api[_-]?key|secret)\\s*[:=]\\s*\\S{16,}\n(?i)prompt.*reveal\n"]]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input deny_patterns=$TEST_NGINX_HTML_DIR/deny.txt;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . main::chat('please SUDO  rm -RF /'),
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"\u017fudo rm -rf /tmp"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"API-\u212aEY = abcdefghijklmnopqrstuvwxyz"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"the \u017fECRET: abcdefghijklmnopqrstuvwxyz"}]}',
+ "POST /v1/chat/completions\n" . main::chat('a PROMPT that would Reveal it'),
+ "POST /v1/chat/completions\n" . main::chat('a prompt that hides it; sudo is fine; secret: short'),
+ "POST /v1/chat/completions\n" . main::chat('api key: 12345')]
+--- error_code eval
+[400, 400, 400, 400, 400, 200, 200]
+--- response_body_like eval
+[qr/\(deny_pattern\)/, qr/\(deny_pattern\)/, qr/\(deny_pattern\)/, qr/\(deny_pattern\)/,
+ qr/\(deny_pattern\)/, qr/chat\.completion/, qr/chat\.completion/]

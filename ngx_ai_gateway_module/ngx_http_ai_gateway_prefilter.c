@@ -1,0 +1,854 @@
+
+/*
+ * Copyright (C) ngx_ai_gateway_module authors
+ *
+ * The literal prefilter of PCRE2 patterns: see the header.  A pattern is
+ * read as an alternation of sequences; in a sequence, runs of plain
+ * characters are literals, a group is an alternation read the same way
+ * (its literals a set, one of which must occur), and the sequence keeps
+ * its best candidate: the one whose shortest literal is the longest.
+ */
+
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE            /* memmem() */
+#endif
+
+#include <string.h>
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
+#include <emmintrin.h>
+#endif
+
+#include "ngx_http_ai_gateway_prefilter.h"
+
+
+typedef ngx_http_ai_gateway_prefilter_set_t  ngx_http_ai_gateway_pf_t;
+
+
+/* nesting of groups read for literals; deeper gives up */
+#define NGX_HTTP_AI_GATEWAY_PF_DEPTH  16
+
+
+static int ngx_http_ai_gateway_pf_alt(const unsigned char *p,
+    const unsigned char *end, ngx_http_ai_gateway_pf_t *out, unsigned depth,
+    ngx_http_ai_gateway_prefilter_t *all);
+static int ngx_http_ai_gateway_pf_seq(const unsigned char *p,
+    const unsigned char *end, ngx_http_ai_gateway_pf_t *out, unsigned depth,
+    ngx_http_ai_gateway_prefilter_t *all);
+static const unsigned char *ngx_http_ai_gateway_pf_group(
+    const unsigned char *p, const unsigned char *end,
+    const unsigned char **inner, int *plain);
+static const unsigned char *ngx_http_ai_gateway_pf_group_end(
+    const unsigned char *p, const unsigned char *end);
+static const unsigned char *ngx_http_ai_gateway_pf_class(
+    const unsigned char *p, const unsigned char *end);
+static const unsigned char *ngx_http_ai_gateway_pf_escape(
+    const unsigned char *p, const unsigned char *end, int *literal,
+    unsigned char *ch);
+static const unsigned char *ngx_http_ai_gateway_pf_brace(
+    const unsigned char *p, const unsigned char *end);
+static const unsigned char *ngx_http_ai_gateway_pf_quantifier(
+    const unsigned char *p, const unsigned char *end, int *zero);
+static size_t ngx_http_ai_gateway_pf_score(const ngx_http_ai_gateway_pf_t *s);
+static void ngx_http_ai_gateway_pf_better(ngx_http_ai_gateway_pf_t *best,
+    const ngx_http_ai_gateway_pf_t *s, ngx_http_ai_gateway_prefilter_t *all);
+static int ngx_http_ai_gateway_pf_find(const unsigned char *text, size_t len,
+    const unsigned char *lit, size_t n);
+
+
+#define ngx_http_ai_gateway_pf_alpha(c)                                       \
+    (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
+
+#define ngx_http_ai_gateway_pf_digit(c)  ((c) >= '0' && (c) <= '9')
+
+/* letters with a non-ASCII caseless twin under PCRE2_UTF (K: U+212A,
+ * S: U+017F) */
+#define ngx_http_ai_gateway_pf_twin(c)                                        \
+    (((c) | 0x20) == 'k' || ((c) | 0x20) == 's')
+
+
+void
+ngx_http_ai_gateway_prefilter_init(ngx_http_ai_gateway_prefilter_t *pf,
+    const unsigned char *pattern, size_t len)
+{
+    ngx_http_ai_gateway_pf_t  s;
+
+    memset(pf, 0, sizeof(ngx_http_ai_gateway_prefilter_t));
+
+    /* quoting, comments and verbs change what a text means: given up */
+    if (memmem(pattern, len, "\\Q", 2) || memmem(pattern, len, "(?#", 3)
+        || memmem(pattern, len, "(*", 2))
+    {
+        return;
+    }
+
+    /* without alternatives at the top, pf gets all the sets required */
+    if (!ngx_http_ai_gateway_pf_alt(pattern, pattern + len, &s, 0, pf)) {
+        memset(pf, 0, sizeof(ngx_http_ai_gateway_prefilter_t));
+        return;
+    }
+
+    if (pf->n == 0
+        && ngx_http_ai_gateway_pf_score(&s) >= NGX_HTTP_AI_GATEWAY_PREFILTER_MIN)
+    {
+        memcpy(&pf->set[0], &s, sizeof(ngx_http_ai_gateway_pf_t));
+        pf->n = 1;
+    }
+}
+
+
+/* an alternation: every branch must give literals, and the set is all of
+ * them; 0: give up on the whole pattern */
+
+static int
+ngx_http_ai_gateway_pf_alt(const unsigned char *p, const unsigned char *end,
+    ngx_http_ai_gateway_pf_t *out, unsigned depth,
+    ngx_http_ai_gateway_prefilter_t *all)
+{
+    int                             literal, some;
+    unsigned                        i;
+    unsigned char                   ch;
+    const unsigned char            *q, *start;
+    ngx_http_ai_gateway_pf_t        s;
+
+    if (depth > NGX_HTTP_AI_GATEWAY_PF_DEPTH) {
+        return 0;
+    }
+
+    out->n = 0;
+    some = 1;
+    start = p;
+
+    for (q = p; ; /* void */) {
+
+        if (q < end && *q != '|') {
+            if (*q == '\\') {
+                q = ngx_http_ai_gateway_pf_escape(q, end, &literal, &ch);
+
+            } else if (*q == '[') {
+                q = ngx_http_ai_gateway_pf_class(q, end);
+
+            } else if (*q == '(') {
+                q = ngx_http_ai_gateway_pf_group_end(q, end);
+                q = q ? q + 1 : NULL;
+
+            } else {
+                q++;
+            }
+
+            if (q == NULL) {
+                return 0;
+            }
+
+            continue;
+        }
+
+        /* a branch: start .. q; the only one keeps all its sets */
+
+        if (!ngx_http_ai_gateway_pf_seq(start, q, &s, depth,
+                                        (start == p && q == end) ? all : NULL))
+        {
+            return 0;
+        }
+
+        if (s.n == 0 || out->n + s.n > NGX_HTTP_AI_GATEWAY_PREFILTER_SET) {
+            some = 0;
+        }
+
+        for (i = 0; some && i < s.n; i++) {
+            memcpy(out->lit[out->n], s.lit[i], s.len[i]);
+            out->len[out->n++] = s.len[i];
+        }
+
+        if (q == end) {
+            break;
+        }
+
+        start = ++q;
+    }
+
+    if (!some) {
+        out->n = 0;
+    }
+
+    return 1;
+}
+
+
+#define ngx_http_ai_gateway_pf_end_run()                                      \
+    if (rlen) {                                                               \
+        run.n = 1;                                                            \
+        run.len[0] = rlen;                                                    \
+        ngx_http_ai_gateway_pf_better(out, &run, all);                        \
+        rlen = 0;                                                             \
+    }
+
+#define ngx_http_ai_gateway_pf_add(c)                                         \
+    if (rlen < NGX_HTTP_AI_GATEWAY_PREFILTER_LEN) {                           \
+        run.lit[0][rlen++] = (unsigned char)                                  \
+            (((c) >= 'A' && (c) <= 'Z') ? (c) | 0x20 : (c));                  \
+    }
+
+/* a sequence: its best candidate in out (n 0: none); 0: give up */
+
+static int
+ngx_http_ai_gateway_pf_seq(const unsigned char *p, const unsigned char *end,
+    ngx_http_ai_gateway_pf_t *out, unsigned depth,
+    ngx_http_ai_gateway_prefilter_t *all)
+{
+    int                        literal, zero, plain;
+    size_t                     rlen;
+    unsigned char              c;
+    const unsigned char       *q, *inner;
+    ngx_http_ai_gateway_pf_t   run, g;
+
+    out->n = 0;
+    rlen = 0;
+
+    while (p < end) {
+        c = *p;
+
+        switch (c) {
+
+        case '\\':
+            p = ngx_http_ai_gateway_pf_escape(p, end, &literal, &c);
+            if (p == NULL) {
+                return 0;
+            }
+
+            if (literal) {
+                goto literal;
+            }
+
+            break;
+
+        case '[':
+            p = ngx_http_ai_gateway_pf_class(p, end);
+            if (p == NULL) {
+                return 0;
+            }
+
+            break;
+
+        case '(':
+            q = ngx_http_ai_gateway_pf_group(p, end, &inner, &plain);
+            if (q == NULL) {
+                return 0;
+            }
+
+            ngx_http_ai_gateway_pf_end_run();
+
+            p = ngx_http_ai_gateway_pf_quantifier(q + 1, end, &zero);
+            if (p == NULL) {
+                return 0;
+            }
+
+            if (plain && !zero) {
+                if (!ngx_http_ai_gateway_pf_alt(inner, q, &g, depth + 1, NULL))
+                {
+                    return 0;
+                }
+
+                ngx_http_ai_gateway_pf_better(out, &g, all);
+            }
+
+            continue;
+
+        case '.':
+        case '^':
+        case '$':
+            p++;
+            break;
+
+        case ')':
+        case '|':
+        case '*':
+        case '+':
+        case '?':
+        case '{':
+            /* not where a well-formed pattern has them */
+            return 0;
+
+        default:
+            if (c >= 0x80) {
+                /* a non-ASCII character: caseless twins are Unicode's */
+                for (p++; p < end && (*p & 0xc0) == 0x80; p++) {
+                    /* void */
+                }
+
+                break;
+            }
+
+            p++;
+            goto literal;
+        }
+
+        /* an item that is no literal, and its quantifier */
+
+        ngx_http_ai_gateway_pf_end_run();
+
+        p = ngx_http_ai_gateway_pf_quantifier(p, end, &zero);
+        if (p == NULL) {
+            return 0;
+        }
+
+        continue;
+
+    literal:
+
+        q = ngx_http_ai_gateway_pf_quantifier(p, end, &zero);
+        if (q == NULL) {
+            return 0;
+        }
+
+        if (ngx_http_ai_gateway_pf_twin(c)) {
+            ngx_http_ai_gateway_pf_end_run();
+
+        } else if (q == p) {
+            ngx_http_ai_gateway_pf_add(c);
+
+        } else {
+            /* "c+" needs one c; "c?", "c*" and "c{0,n}" none */
+            if (!zero) {
+                ngx_http_ai_gateway_pf_add(c);
+            }
+
+            ngx_http_ai_gateway_pf_end_run();
+        }
+
+        p = q;
+    }
+
+    ngx_http_ai_gateway_pf_end_run();
+
+    return 1;
+}
+
+
+/*
+ * A group at p: returns its closing parenthesis; inner is where the
+ * alternation to read starts, plain is 1 when its literals are required
+ * (capturing, non-capturing, named, with options), 0 when they are not
+ * (lookarounds, conditions, recursion and the like, and option settings).
+ */
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_group(const unsigned char *p, const unsigned char *end,
+    const unsigned char **inner, int *plain)
+{
+    const unsigned char  *q, *s, *close;
+
+    close = ngx_http_ai_gateway_pf_group_end(p, end);
+    if (close == NULL) {
+        return NULL;
+    }
+
+    *plain = 0;
+    q = p + 1;
+
+    if (q == close || *q != '?') {
+        *plain = 1;
+        *inner = q;
+        return close;
+    }
+
+    q++;
+
+    if (q < close && *q == ':') {
+        *plain = 1;
+        *inner = q + 1;
+        return close;
+    }
+
+    if (q < close && (*q == '\'' || (*q == '<' && q + 1 < close
+                                     && q[1] != '=' && q[1] != '!')
+                      || (*q == 'P' && q + 1 < close && q[1] == '<')))
+    {
+        /* a named group: its name ends with ' or > */
+        for (s = q + 1; s < close && *s != '>' && *s != '\''; s++) {
+            /* void */
+        }
+
+        if (s < close) {
+            *plain = 1;
+            *inner = s + 1;
+        }
+
+        return close;
+    }
+
+    /* options: "(?i)", "(?-i)", "(?i:...)" */
+
+    for (s = q; s < close
+                && (ngx_http_ai_gateway_pf_alpha(*s) || *s == '-' || *s == '^');
+         s++)
+    {
+        if (*s == 'x') {
+            /* extended syntax: white space and # mean other things */
+            return NULL;
+        }
+    }
+
+    if (s > q && s < close && *s == ':') {
+        *plain = 1;
+        *inner = s + 1;
+    }
+
+    return close;
+}
+
+
+/* the parenthesis that closes the group opened at p */
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_group_end(const unsigned char *p,
+    const unsigned char *end)
+{
+    int                   literal;
+    unsigned char         ch;
+    unsigned              depth;
+
+    depth = 0;
+
+    while (p < end) {
+
+        switch (*p) {
+
+        case '\\':
+            p = ngx_http_ai_gateway_pf_escape(p, end, &literal, &ch);
+            break;
+
+        case '[':
+            p = ngx_http_ai_gateway_pf_class(p, end);
+            break;
+
+        case '(':
+            depth++;
+            p++;
+            break;
+
+        case ')':
+            if (--depth == 0) {
+                return p;
+            }
+
+            p++;
+            break;
+
+        default:
+            p++;
+        }
+
+        if (p == NULL) {
+            return NULL;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* past the character class at p */
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_class(const unsigned char *p, const unsigned char *end)
+{
+    p++;
+
+    if (p < end && *p == '^') {
+        p++;
+    }
+
+    if (p < end && *p == ']') {
+        p++;
+    }
+
+    while (p < end) {
+
+        if (*p == '\\') {
+            p += 2;
+            continue;
+        }
+
+        if (*p == '[' && p + 1 < end && p[1] == ':') {
+            /* [:alpha:] */
+            p = memmem(p + 2, end - (p + 2), ":]", 2);
+            if (p == NULL) {
+                return NULL;
+            }
+
+            p += 2;
+            continue;
+        }
+
+        if (*p == ']') {
+            return p + 1;
+        }
+
+        p++;
+    }
+
+    return NULL;
+}
+
+
+/* past the escape at p; literal 1 and ch when it stands for one ASCII
+ * character */
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_escape(const unsigned char *p, const unsigned char *end,
+    int *literal, unsigned char *ch)
+{
+    unsigned char         d;
+    const unsigned char  *q;
+
+    *literal = 0;
+
+    if (p + 1 >= end) {
+        return NULL;
+    }
+
+    d = p[1];
+    q = p + 2;
+
+    if (d >= 0x80) {
+        for ( /* void */ ; q < end && (*q & 0xc0) == 0x80; q++) {
+            /* void */
+        }
+
+        return q;
+    }
+
+    if (!ngx_http_ai_gateway_pf_alpha(d) && !ngx_http_ai_gateway_pf_digit(d))
+    {
+        *literal = 1;
+        *ch = d;
+        return q;
+    }
+
+    switch (d) {
+
+    case 'Q':
+    case 'E':
+    case 'g':
+    case 'k':
+        /* quoting, back references: not read */
+        return NULL;
+
+    case 'x':
+        if (q < end && *q == '{') {
+            return ngx_http_ai_gateway_pf_brace(q, end);
+        }
+
+        /* up to two hexadecimal digits */
+        if (q < end && (ngx_http_ai_gateway_pf_digit(*q)
+                        || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'f')))
+        {
+            q++;
+
+            if (q < end && (ngx_http_ai_gateway_pf_digit(*q)
+                            || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'f')))
+            {
+                q++;
+            }
+        }
+
+        return q;
+
+    case 'o':
+    case 'N':
+        if (q < end && *q == '{') {
+            return ngx_http_ai_gateway_pf_brace(q, end);
+        }
+
+        return q;
+
+    case 'p':
+    case 'P':
+        if (q < end && *q == '{') {
+            return ngx_http_ai_gateway_pf_brace(q, end);
+        }
+
+        return (q < end) ? q + 1 : NULL;
+
+    case 'c':
+        return (q < end) ? q + 1 : NULL;
+
+    default:
+        if (ngx_http_ai_gateway_pf_digit(d)) {
+            /* an octal character or a back reference */
+            for ( /* void */ ; q < end && ngx_http_ai_gateway_pf_digit(*q); q++)
+            {
+                /* void */
+            }
+        }
+
+        return q;
+    }
+}
+
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_brace(const unsigned char *p, const unsigned char *end)
+{
+    p = memchr(p, '}', end - p);
+
+    return p ? p + 1 : NULL;
+}
+
+
+/*
+ * Past the quantifier at p, if any (p itself when none); zero is 1 when it
+ * allows no repetition at all.  NULL: a brace that is no quantifier (a
+ * literal brace is not read).
+ */
+
+static const unsigned char *
+ngx_http_ai_gateway_pf_quantifier(const unsigned char *p,
+    const unsigned char *end, int *zero)
+{
+    unsigned long  min;
+
+    *zero = 0;
+
+    if (p == end) {
+        return p;
+    }
+
+    switch (*p) {
+
+    case '?':
+    case '*':
+        *zero = 1;
+        p++;
+        break;
+
+    case '+':
+        p++;
+        break;
+
+    case '{':
+        p++;
+
+        if (p == end || !ngx_http_ai_gateway_pf_digit(*p)) {
+            return NULL;
+        }
+
+        for (min = 0; p < end && ngx_http_ai_gateway_pf_digit(*p); p++) {
+            min = min * 10 + (*p - '0');
+
+            if (min > 65535) {
+                return NULL;
+            }
+        }
+
+        if (p < end && *p == ',') {
+            for (p++; p < end && ngx_http_ai_gateway_pf_digit(*p); p++) {
+                /* void */
+            }
+        }
+
+        if (p == end || *p != '}') {
+            return NULL;
+        }
+
+        p++;
+        *zero = (min == 0);
+        break;
+
+    default:
+        return p;
+    }
+
+    /* lazy or possessive */
+    if (p < end && (*p == '?' || *p == '+')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* a set is as good as its shortest literal */
+
+static size_t
+ngx_http_ai_gateway_pf_score(const ngx_http_ai_gateway_pf_t *s)
+{
+    size_t    min;
+    unsigned  i;
+
+    if (s->n == 0) {
+        return 0;
+    }
+
+    for (min = s->len[0], i = 1; i < s->n; i++) {
+        if (s->len[i] < min) {
+            min = s->len[i];
+        }
+    }
+
+    return min;
+}
+
+
+/* s, a set a match needs: the best of a sequence so far, and one of the
+ * sets all of which a pattern needs (the best ones, best first) */
+
+static void
+ngx_http_ai_gateway_pf_better(ngx_http_ai_gateway_pf_t *best,
+    const ngx_http_ai_gateway_pf_t *s, ngx_http_ai_gateway_prefilter_t *all)
+{
+    size_t    a, b;
+    unsigned  i, k;
+
+    a = ngx_http_ai_gateway_pf_score(s);
+    b = ngx_http_ai_gateway_pf_score(best);
+
+    if (a > b || (a == b && a > 0 && s->n < best->n)) {
+        memcpy(best, s, sizeof(ngx_http_ai_gateway_pf_t));
+    }
+
+    if (all == NULL || a < NGX_HTTP_AI_GATEWAY_PREFILTER_MIN) {
+        return;
+    }
+
+    for (i = 0; i < all->n; i++) {
+        if (a > ngx_http_ai_gateway_pf_score(&all->set[i])) {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_AI_GATEWAY_PREFILTER_AND) {
+        return;
+    }
+
+    k = (all->n < NGX_HTTP_AI_GATEWAY_PREFILTER_AND) ? all->n++ : all->n - 1;
+
+    for ( /* void */ ; k > i; k--) {
+        memcpy(&all->set[k], &all->set[k - 1], sizeof(ngx_http_ai_gateway_pf_t));
+    }
+
+    memcpy(&all->set[i], s, sizeof(ngx_http_ai_gateway_pf_t));
+}
+
+
+void
+ngx_http_ai_gateway_prefilter_lower(unsigned char *dst,
+    const unsigned char *src, size_t len)
+{
+    size_t   i;
+
+    i = 0;
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
+    {
+        __m128i  x, upper, shift, bound, bit;
+
+        /* 'A'..'Z' moved to -128..-103: one signed compare finds them */
+        shift = _mm_set1_epi8((char) (0x80 - 'A'));
+        bound = _mm_set1_epi8((char) (-128 + 26));
+        bit = _mm_set1_epi8(0x20);
+
+        for ( /* void */ ; i + 16 <= len; i += 16) {
+            x = _mm_loadu_si128((const __m128i *) (src + i));
+            upper = _mm_cmplt_epi8(_mm_add_epi8(x, shift), bound);
+            x = _mm_or_si128(x, _mm_and_si128(upper, bit));
+            _mm_storeu_si128((__m128i *) (dst + i), x);
+        }
+    }
+#endif
+
+    for ( /* void */ ; i < len; i++) {
+        dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? src[i] | 0x20 : src[i];
+    }
+}
+
+
+int
+ngx_http_ai_gateway_prefilter_test(const ngx_http_ai_gateway_prefilter_t *pf,
+    const unsigned char *lower, size_t len)
+{
+    unsigned                         i, k;
+    const ngx_http_ai_gateway_pf_t  *s;
+
+    for (k = 0; k < pf->n; k++) {
+        s = &pf->set[k];
+
+        for (i = 0; i < s->n; i++) {
+            if (ngx_http_ai_gateway_pf_find(lower, len, s->lit[i], s->len[i]))
+            {
+                break;
+            }
+        }
+
+        if (i == s->n) {
+            /* none of this set's literals: no match can be */
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Is lit (n >= 2 bytes) in text: 16 places at a time, those whose first
+ * and last bytes are lit's are compared in full.
+ */
+
+static int
+ngx_http_ai_gateway_pf_find(const unsigned char *text, size_t len,
+    const unsigned char *lit, size_t n)
+{
+    size_t  i;
+
+    if (n > len) {
+        return 0;
+    }
+
+    if (n < 2) {
+        return n == 0 || memchr(text, lit[0], len) != NULL;
+    }
+
+    i = 0;
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
+    {
+        unsigned  mask, bit;
+        __m128i   first, last, a, b;
+
+        first = _mm_set1_epi8((char) lit[0]);
+        last = _mm_set1_epi8((char) lit[n - 1]);
+
+        for ( /* void */ ; i + n - 1 + 16 <= len; i += 16) {
+            a = _mm_loadu_si128((const __m128i *) (text + i));
+            b = _mm_loadu_si128((const __m128i *) (text + i + n - 1));
+
+            mask = (unsigned) _mm_movemask_epi8(
+                              _mm_and_si128(_mm_cmpeq_epi8(a, first),
+                                            _mm_cmpeq_epi8(b, last)));
+
+            while (mask) {
+                bit = (unsigned) __builtin_ctz(mask);
+
+                if (memcmp(text + i + bit + 1, lit + 1, n - 2) == 0) {
+                    return 1;
+                }
+
+                mask &= mask - 1;
+            }
+        }
+    }
+#endif
+
+    for ( /* void */ ; i + n <= len; i++) {
+        if (text[i] == lit[0] && text[i + n - 1] == lit[n - 1]
+            && memcmp(text + i + 1, lit + 1, n - 2) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}

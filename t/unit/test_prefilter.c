@@ -1,0 +1,323 @@
+
+/*
+ * The literal prefilter of guardrail patterns: the literals it reads from
+ * known patterns (and the patterns it gives up on), then a differential
+ * test against PCRE2 (compiled as the module compiles deny patterns, with
+ * JIT off so that the reference is the interpreter): on random patterns
+ * and texts, whenever PCRE2 finds a match, the prefilter lets the text
+ * through.  Texts are built from the patterns' own pieces, in any case and
+ * with the Kelvin sign and the long s, so that many of them match.
+ */
+
+
+#define PCRE2_CODE_UNIT_WIDTH  8
+
+#include <pcre2.h>
+
+#include "ngx_http_ai_gateway_prefilter.h"
+
+#include "check.h"
+
+
+/* the literals a pattern gives, "|"-separated ("" for none) */
+
+static void
+expect(const char *pattern, const char *want)
+{
+    char                              got[512];
+    size_t                            n;
+    unsigned                          i, k;
+    ngx_http_ai_gateway_prefilter_t   pf;
+
+    ngx_http_ai_gateway_prefilter_init(&pf, (const unsigned char *) pattern,
+                                       strlen(pattern));
+
+    n = 0;
+    got[0] = '\0';
+
+    for (k = 0; k < pf.n; k++) {
+        for (i = 0; i < pf.set[k].n; i++) {
+            n += snprintf(got + n, sizeof(got) - n, "%s%.*s",
+                          i ? "|" : (k ? " & " : ""),
+                          (int) pf.set[k].len[i], pf.set[k].lit[i]);
+        }
+    }
+
+    CHECK(strcmp(got, want) == 0, "%s: literals \"%s\", expected \"%s\"",
+          pattern, got, want);
+}
+
+
+static void
+known_patterns(void)
+{
+    /* the bench's deny list */
+    expect("(?i)ignore (all )?(previous|prior) instructions",
+           "truction & ignore  & previou|prior &  in");
+    expect("(?i)\\bDROP\\s+TABLE\\b", "table & drop");
+    expect("(?i)\\b(system|developer) prompt\\b.*\\breveal\\b",
+           " prompt & reveal & tem|developer");
+    expect("(?i)\\bsudo\\s+rm\\s+-rf\\b", "udo & -rf");
+    expect("(?i)<script\\b", "cript");
+    expect("(?i)\\bunion\\s+select\\b", "union & elect");
+    expect("\\b\\d{3}-\\d{2}-\\d{4}\\b.*\\bpassword\\b", "word");
+    expect("(?i)\\bpretend (you are|to be) (dan|an? unfiltered)\\b",
+           "pretend  & you are|to be & dan| unfiltered");
+    expect("(?i)\\bbase64,[A-Za-z0-9+/]{200,}", "e64,");
+    expect("(?i)\\b(api[_-]?key|secret)\\s*[:=]\\s*\\S{16,}", "api|ecret");
+
+    /* quantifiers */
+    expect("colou?r", "colo");
+    expect("ab{0,2}cde", "cde");
+    expect("abc{2}de", "abc");
+    expect("abc+?de", "abc");
+    expect("(?:foo)?barbaz", "barbaz");
+    expect("(?:foo){1,3}xy", "foo");
+    expect("(foo|bar)*xy", "");
+
+    /* groups */
+    expect("a(?=xyz)bcd", "bcd");
+    expect("(?<!abcd)ef", "");
+    expect("(?<name>alpha|beta)", "alpha|beta");
+    expect("(?P<n>alpha|gamma)x", "alpha|gamma");
+    expect("(?i:hello)", "hello");
+    expect("abc|defg", "abc|defg");
+    expect("abc|de", "");
+    expect("(a|b)(cde|fgh)", "cde|fgh");
+
+    /* escapes */
+    expect("\\x41BCD", "bcd");
+    expect("\\x{41}BCD", "bcd");
+    expect("a\\.b\\-c", "a.b-c");
+    expect("\\d+\\w\\b", "");
+    expect("\\p{L}xyz\\pL", "xyz");
+    expect("\\101bcd", "bcd");
+    expect("[abc]+xyz[^]q]", "xyz");
+    expect("[[:alpha:]]uvw", "uvw");
+
+    /* given up: the whole pattern always runs */
+    expect("x\\Qabcdef\\E", "");
+    expect("foobar(*ACCEPT)bazqux", "");
+    expect("(?x) hello world", "");
+    expect("(?#note)hello", "");
+    expect("(abc)\\1defg", "defg & abc");
+    expect("(abc)\\g1defg", "");
+    expect("abc{,3}", "");
+    expect("abcd(", "");
+    expect("abcd)", "");
+
+    /* k and s end literals (U+212A and U+017F match them caselessly) */
+    expect("(?i)keyboards", "eyboard");
+    expect("Kelvin", "elvin");
+
+    /* non-ASCII characters end literals too */
+    expect("caf\xc3\xa9 au lait", " au lait & caf");
+}
+
+
+/* ---- PCRE2 differential ---- */
+
+static const char  *atoms[] = {
+    "abc", "key", "sudo", "Secret", "drop", "table", "x y", "K", "s",
+    "\xc3\xa9t\xc3\xa9", "pass", "word", "42", "-", ".", "\\.", "\\-",
+    "\\x41", "\\x{62}", "\\d", "\\s+", "\\b", "\\w", "[a-c]", "[^x]",
+    "[K]", ".*", "(?i)", "(?-i)", "(?=ab)", "(?!cd)", "(?<=e)", "^", "$",
+    "\\101", "\\p{L}", "[[:digit:]]"
+};
+
+static const char  *quants[] = {
+    "", "", "", "?", "*", "+", "{0,2}", "{2}", "{1,}", "??", "+?", "*+"
+};
+
+static const char  *pieces[] = {
+    "abc", "ABC", "aBc", "key", "KEY", "\xe2\x84\xaa" "ey", "sudo",
+    "\xc5\xbf" "udo", "SUDO", "secret", "\xc5\xbf" "ecret", "drop", "DROP",
+    "table", "x y", "pass", "word", "PASSWORD", "42", "-", ".", "A", "b",
+    "e", " ", "\xc3\xa9t\xc3\xa9", "\xc3\x89T\xc3\x89", "ab", "cd", "K", "k",
+    "s", "S", "\xe2\x84\xaa", "\xc5\xbf", "7", "_"
+};
+
+#define NELTS(a)  (sizeof(a) / sizeof((a)[0]))
+
+
+static void
+random_alt(buf_t *b, unsigned depth);
+
+
+static void
+random_seq(buf_t *b, unsigned depth)
+{
+    unsigned     i, n;
+    const char  *q;
+
+    n = 1 + rng() % 4;
+
+    for (i = 0; i < n; i++) {
+        if (depth < 3 && rng() % 5 == 0) {
+            switch (rng() % 3) {
+            case 0:
+                buf_add(b, "(", 1);
+                break;
+            case 1:
+                buf_add(b, "(?:", 3);
+                break;
+            default:
+                buf_add(b, "(?<g", 4);
+                buf_add(b, "abcdefgh" + rng() % 8, 1);
+                buf_add(b, ">", 1);
+                break;
+            }
+
+            random_alt(b, depth + 1);
+            buf_add(b, ")", 1);
+
+        } else {
+            q = atoms[rng() % NELTS(atoms)];
+            buf_add(b, q, strlen(q));
+        }
+
+        q = quants[rng() % NELTS(quants)];
+        buf_add(b, q, strlen(q));
+    }
+}
+
+
+static void
+random_alt(buf_t *b, unsigned depth)
+{
+    unsigned  i, n;
+
+    n = (rng() % 3 == 0) ? 2 + rng() % 2 : 1;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            buf_add(b, "|", 1);
+        }
+
+        random_seq(b, depth);
+    }
+}
+
+
+static void
+differential(void)
+{
+    int                               rc, err;
+    buf_t                             pat, text;
+    size_t                            off;
+    unsigned                          i, j, k, n, compiled, matched, useful;
+    unsigned char                     lower[512];
+    pcre2_code                       *re;
+    pcre2_match_data                 *md;
+    ngx_http_ai_gateway_prefilter_t   pf;
+
+    memset(&pat, 0, sizeof(buf_t));
+    memset(&text, 0, sizeof(buf_t));
+
+    compiled = 0;
+    matched = 0;
+    useful = 0;
+
+    for (i = 0; i < 30000; i++) {
+        pat.len = 0;
+        random_alt(&pat, 0);
+
+        re = pcre2_compile((PCRE2_SPTR) pat.p, pat.len,
+                           PCRE2_UTF|PCRE2_MATCH_INVALID_UTF, &err, &off,
+                           NULL);
+        if (re == NULL) {
+            continue;
+        }
+
+        compiled++;
+        md = pcre2_match_data_create_from_pattern(re, NULL);
+
+        ngx_http_ai_gateway_prefilter_init(&pf, (unsigned char *) pat.p,
+                                           pat.len);
+        useful += (pf.n > 0);
+
+        for (j = 0; j < 40; j++) {
+            text.len = 0;
+            n = 1 + rng() % 8;
+
+            for (k = 0; k < n; k++) {
+                const char *q = pieces[rng() % NELTS(pieces)];
+                buf_add(&text, q, strlen(q));
+            }
+
+            if (text.len > sizeof(lower)) {
+                continue;
+            }
+
+            rc = pcre2_match(re, (PCRE2_SPTR) text.p, text.len, 0, 0, md,
+                             NULL);
+
+            if (rc < 0) {
+                continue;
+            }
+
+            matched++;
+            ngx_http_ai_gateway_prefilter_lower(lower,
+                                                (unsigned char *) text.p,
+                                                text.len);
+
+            CHECK(ngx_http_ai_gateway_prefilter_test(&pf, lower, text.len),
+                  "pattern \"%s\" matches \"%s\", the prefilter ruled it "
+                  "out", pat.p, text.p);
+        }
+
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+    }
+
+    /* the test means something only if many patterns compiled, matched,
+     * and had literals */
+    CHECK(compiled > 10000 && matched > 50000 && useful > 3000,
+          "compiled %u, matched %u, with literals %u", compiled, matched,
+          useful);
+
+    printf("differential: %u patterns, %u with literals, %u matches\n",
+           compiled, useful, matched);
+
+    buf_free(&pat);
+    buf_free(&text);
+}
+
+
+static void
+lowercase(void)
+{
+    unsigned       i, len;
+    unsigned char  src[300], dst[300], want;
+
+    for (len = 0; len < sizeof(src); len += 7) {
+        for (i = 0; i < len; i++) {
+            src[i] = (unsigned char) rng();
+        }
+
+        ngx_http_ai_gateway_prefilter_lower(dst, src, len);
+
+        for (i = 0; i < len; i++) {
+            want = (src[i] >= 'A' && src[i] <= 'Z') ? src[i] + 32 : src[i];
+
+            if (dst[i] != want) {
+                break;
+            }
+        }
+
+        CHECK(i == len, "lowercase of %u bytes differs at %u", len, i);
+    }
+}
+
+
+int
+main(void)
+{
+    known_patterns();
+    lowercase();
+    differential();
+
+    printf("%d passed, %d failed\n", checks - failures, failures);
+
+    return failures ? 1 : 0;
+}
