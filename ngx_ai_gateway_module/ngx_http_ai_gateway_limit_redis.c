@@ -91,7 +91,11 @@ static void ngx_http_ai_gateway_limit_redis_send(ngx_event_t *ev);
 static ngx_uint_t ngx_http_ai_gateway_limit_redis_batch(
     ngx_http_ai_gateway_limit_admit_q_t *q, ngx_uint_t from);
 static u_char *ngx_http_ai_gateway_limit_redis_args(u_char *p,
-    const char **argv, size_t *len, ngx_http_ai_gateway_limit_batch_t *b);
+    const char **argv, size_t *len, ngx_http_ai_gateway_limit_batch_t *b,
+    ngx_uint_t key, ngx_uint_t arg);
+static void ngx_http_ai_gateway_limit_redis_settled(
+    ngx_http_ai_gateway_limit_settle_q_t *q, ngx_uint_t n, const char **keys,
+    size_t *keys_len, const char **args, size_t *args_len);
 static void ngx_http_ai_gateway_limit_redis_reply(void *data,
     redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_answer(
@@ -124,9 +128,10 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
 /*
  * ARGV[1] "a" (admit) or "s" (settle), ARGV[2] the time in ms.
  *
- * Admit: ARGV[3] the number of requests, then per request the number of
- * its keys and per key period, limit, cost and force; the keys come in
- * the same order.  The requests are judged one after the other, each
+ * Admit: ARGV[3] the number of settlements first applied, then per
+ * settlement period, bucket and delta (their keys come first); then the
+ * number of requests, then per request the number of its keys and per key
+ * period, limit, cost and force; the keys come in the same order.  The requests are judged one after the other, each
  * seeing what those before it charged, so a command of many requests
  * admits exactly what as many commands would.  Returns one string of
  * little-endian doubles (exact integers; hiredis makes one object of it,
@@ -189,9 +194,9 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "               'PX', P[key] + W[key] + 1000)\n"
 "  end\n"
 "end\n"
-"if ARGV[1] == 's' then\n"
-"  for i = 1, #KEYS do\n"
-"    local a = 3 * i\n"
+"local function settle(n, base)\n"
+"  for i = 1, n do\n"
+"    local a = base + 3 * i\n"
 "    local bucket = tonumber(ARGV[a + 1])\n"
 "    local delta = tonumber(ARGV[a + 2])\n"
 "    local b = load(i, tonumber(ARGV[a]))\n"
@@ -201,11 +206,16 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "      add(b, b[1], delta)\n"
 "    end\n"
 "  end\n"
+"end\n"
+"if ARGV[1] == 's' then\n"
+"  settle(#KEYS, 0)\n"
 "  save()\n"
 "  return 1\n"
 "end\n"
-"local res, F, dirty, a, k = {}, {}, false, 4, 0\n"
-"for r = 1, tonumber(ARGV[3]) do\n"
+"local ns = tonumber(ARGV[3])\n"
+"settle(ns, 1)\n"
+"local res, F, dirty, a, k = {}, {}, ns > 0, 5 + 3 * ns, ns\n"
+"for r = 1, tonumber(ARGV[4 + 3 * ns]) do\n"
 "  local m, first = tonumber(ARGV[a]), a + 1\n"
 "  local out = {-1}\n"
 "  a = first\n"
@@ -374,6 +384,9 @@ ngx_http_ai_gateway_limit_redis_send(ngx_event_t *ev)
     }
 
     q->n = 0;
+
+    /* no admission took the settlements (all left): on their own */
+    ngx_http_ai_gateway_limit_redis_flush(ev);
 }
 
 
@@ -390,13 +403,17 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     const char                        **argv;
     ngx_http_ai_gateway_ctx_t          *ctx;
     ngx_http_ai_gateway_redis_conf_t   *rcf;
-    ngx_http_ai_gateway_limit_wait_t   *w;
-    ngx_http_ai_gateway_limit_batch_t  *b;
-    ngx_http_ai_gateway_main_conf_t    *mcf;
+    ngx_uint_t                             ns;
+    ngx_http_ai_gateway_limit_wait_t      *w;
+    ngx_http_ai_gateway_limit_batch_t     *b;
+    ngx_http_ai_gateway_main_conf_t       *mcf;
+    ngx_http_ai_gateway_limit_settle_q_t  *sq;
 
     b = ngx_alloc(sizeof(ngx_http_ai_gateway_limit_batch_t), ngx_cycle->log);
     argv = NULL;
     buf = NULL;
+    sq = &ngx_http_ai_gateway_limit_settle_q;
+    ns = 0;
 
     nkeys = 0;
     size = 3 * NGX_INT_T_LEN + NGX_INT64_LEN;
@@ -457,9 +474,15 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     b->n = n;
 
-    /* numkeys, the keys, "a", the time, the number of requests, then per
-     * request the number of its keys and four numbers a key */
-    argc = 1 + nkeys + 3 + n + 4 * nkeys;
+    /* the turn's settlements go with its first admissions */
+    ns = (from == 0) ? sq->n : 0;
+
+    /* numkeys, the settlements' keys, the requests' keys, "a", the time,
+     * the number of settlements and three numbers each, the number of
+     * requests, then per request the number of its keys and four numbers
+     * a key */
+    argc = 1 + ns + nkeys + 3 + 3 * ns + 1 + n + 4 * nkeys;
+    size += NGX_INT_T_LEN;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
     buf = ngx_alloc(size, ngx_cycle->log);
@@ -472,34 +495,60 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     p = buf;
     argv[0] = (char *) p;
-    p = ngx_sprintf(p, "%ui", nkeys);
+    p = ngx_sprintf(p, "%ui", ns + nkeys);
     len[0] = p - (u_char *) argv[0];
 
-    argv[1 + nkeys] = "a";
-    len[1 + nkeys] = 1;
+    k = 1 + ns + nkeys;
 
-    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[2 + nkeys],
-                               &len[2 + nkeys],
+    argv[k] = "a";
+    len[k++] = 1;
+
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
                                (int64_t) ngx_http_ai_gateway_limit_redis_now());
-    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[3 + nkeys],
-                                            &len[3 + nkeys], (int64_t) n);
+    k++;
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                                            (int64_t) ns);
+    k++;
 
-    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b);
+    ngx_http_ai_gateway_limit_redis_settled(sq, ns, argv + 1, len + 1,
+                                            argv + k, len + k);
+    k += 3 * ns;
+
+    p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
+                                            (int64_t) n);
+    k++;
+
+    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b, 1 + ns, k);
 
     if (ngx_http_ai_gateway_redis_send(q->script, (int) argc, argv, len,
                                        ngx_http_ai_gateway_limit_redis_reply,
                                        b)
         == NULL)
     {
+        if (ns && sq->conf->errors) {
+            (void) ngx_atomic_fetch_add(sq->conf->errors, 1);
+        }
+
         goto failed;
     }
 
     ngx_free(argv);
     ngx_free(buf);
 
+    if (ns) {
+        sq->len = 0;
+        sq->n = 0;
+    }
+
     return i;
 
 failed:
+
+    if (ns) {
+        /* the link's loss was logged; the settlements are counted */
+        sq->len = 0;
+        sq->n = 0;
+    }
 
     /* the link went, or memory: on_error for each of these requests */
 
@@ -520,13 +569,15 @@ failed:
 }
 
 
-/* the keys and the numbers of a command's requests, written at p */
+/* the keys and the numbers of a command's requests, written at p; the
+ * keys from argv[key] on, the numbers from argv[arg] on */
 
 static u_char *
 ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
-    size_t *len, ngx_http_ai_gateway_limit_batch_t *b)
+    size_t *len, ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t key,
+    ngx_uint_t arg)
 {
-    ngx_uint_t                         i, k, key, arg, nkeys;
+    ngx_uint_t                         i, k;
     ngx_http_ai_gateway_ctx_t         *ctx;
     ngx_http_ai_gateway_counter_t     *c;
     ngx_http_ai_gateway_main_conf_t   *mcf;
@@ -535,13 +586,6 @@ ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
     mcf = ngx_http_get_module_main_conf(b->waits[0]->request,
                                         ngx_http_ai_gateway_module);
     rcf = mcf->redis;
-
-    for (i = 0, nkeys = 0; i < b->n; i++) {
-        nkeys += b->nkeys[i];
-    }
-
-    key = 1;
-    arg = 4 + nkeys;
 
     for (i = 0; i < b->n; i++) {
         ctx = b->waits[i]->ctx;
@@ -572,6 +616,33 @@ ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
     }
 
     return p;
+}
+
+
+/* the first n queued settlements: their keys, and three numbers each */
+
+static void
+ngx_http_ai_gateway_limit_redis_settled(ngx_http_ai_gateway_limit_settle_q_t *q,
+    ngx_uint_t n, const char **keys, size_t *keys_len, const char **args,
+    size_t *args_len)
+{
+    u_char      *p;
+    ngx_uint_t   i, j;
+
+    p = q->buf;
+
+    for (i = 0; i < n; i++) {
+        /* the key, then period, bucket and delta, each NUL-ended */
+        keys[i] = (char *) p;
+        keys_len[i] = ngx_strlen(p);
+        p += keys_len[i] + 1;
+
+        for (j = 3 * i; j < 3 * i + 3; j++) {
+            args[j] = (char *) p;
+            args_len[j] = ngx_strlen(p);
+            p += args_len[j] + 1;
+        }
+    }
 }
 
 
@@ -949,10 +1020,10 @@ ngx_http_ai_gateway_limit_settle_room(
 static void
 ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
 {
-    u_char                                *p, *end, now[NGX_INT64_LEN];
+    u_char                                 now[NGX_INT64_LEN];
     u_char                                 nkeys[NGX_INT_T_LEN];
     size_t                                *len;
-    ngx_uint_t                             i, k, n;
+    ngx_uint_t                             n;
     const char                           **argv;
     ngx_http_ai_gateway_limit_settle_q_t  *q;
 
@@ -960,6 +1031,11 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
     n = q->n;
 
     if (n == 0) {
+        return;
+    }
+
+    if (ev == &q->flush && ngx_http_ai_gateway_limit_admit_q.flush.posted) {
+        /* admissions go later in this turn: the settlements go with them */
         return;
     }
 
@@ -976,20 +1052,8 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
 
     /* the keys first, then "s", the time and the numbers of each */
 
-    p = q->buf;
-    end = q->buf + q->len;
-
-    for (i = 0, k = 3 + n; i < n && p < end; i++) {
-        argv[1 + i] = (char *) p;
-        len[1 + i] = ngx_strlen(p);
-        p += len[1 + i] + 1;
-
-        for (; k < 3 + n + 3 * (i + 1); k++) {
-            argv[k] = (char *) p;
-            len[k] = ngx_strlen(p);
-            p += len[k] + 1;
-        }
-    }
+    ngx_http_ai_gateway_limit_redis_settled(q, n, argv + 1, len + 1,
+                                            argv + 3 + n, len + 3 + n);
 
     argv[1 + n] = "s";
     len[1 + n] = 1;

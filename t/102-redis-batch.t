@@ -30,7 +30,7 @@ sub admit {
         }
     }
     my $reply = RedisServer::cli('EVAL', $script, scalar @keys, @keys,
-                                 'a', $now, scalar @requests, @args);
+                                 'a', $now, 0, scalar @requests, @args);
     # little-endian doubles: per request the rejected index or -1, then
     # per key used, reset, retry and bucket
     die "the reply is no string of doubles: $reply\n" if length($reply) % 8;
@@ -95,6 +95,30 @@ RedisServer::cli('FLUSHALL');
     my @r = admit([[ '{l}:none', $minute, 0, 1, 0 ]]);
     is($r[0]{rejected}, 0, 'a request over its limit is rejected');
     is(RedisServer::cli('EXISTS', '{l}:none'), 0, 'a command that admits nobody writes nothing');
+}
+
+# settlements sent with admissions are applied first: a reservation given
+# back makes room for the requests of the same command
+{
+    my $day = 86_400_000;
+    my @r = admit([[ '{l}:tok', $day, 100, 80, 0 ]]);
+    is($r[0]{rejected}, -1, 'a reservation of 80 tokens out of 100');
+    my $bucket = int($now / ($day / 10));
+
+    # numkeys, the settlement's key, the request's key, "a", the time, one
+    # settlement (period, bucket, delta), one request of one key
+    my $reply = RedisServer::cli('EVAL', $script, 2, '{l}:tok', '{l}:tok',
+                                 'a', $now, 1, $day, $bucket, -50,
+                                 1, 1, $day, 100, 60, 0);
+    my @n = unpack 'd<*', $reply;
+    is_deeply([ @n[0, 1] ], [ -1, 30 ],
+              'the settlement (80 -> 30 used) is applied before the request of 60 is judged');
+    is(counted('{l}:tok'), 90, 'the counter holds 30 settled and 60 reserved');
+
+    $reply = RedisServer::cli('EVAL', $script, 1, '{l}:tok', 'a', $now, 0,
+                              1, 1, $day, 100, 20, 0);
+    @n = unpack 'd<*', $reply;
+    is($n[0], 0, 'without a settlement the next 20 do not fit');
 }
 
 # many requests in one command decide what they decide one command each
