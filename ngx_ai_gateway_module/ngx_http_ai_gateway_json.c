@@ -882,10 +882,11 @@ static int
 ngx_http_ai_gateway_json_key_lookup(const unsigned char *key, size_t len,
     int top)
 {
-    int            i;
-    unsigned char  buf[32];
+    unsigned char  buf[128];
 
     if (memchr(key, '\\', len) != NULL) {
+        /* an escape is at most six bytes a character: a longer key names
+         * more than the 21 characters of the longest key here */
         if (len > sizeof(buf)) {
             return -1;
         }
@@ -893,6 +894,16 @@ ngx_http_ai_gateway_json_key_lookup(const unsigned char *key, size_t len,
         len = ngx_http_ai_gateway_json_unescape(buf, key, len);
         key = buf;
     }
+
+    return ngx_http_ai_gateway_json_key_find(key, len, top);
+}
+
+
+int
+ngx_http_ai_gateway_json_key_find(const unsigned char *key, size_t len,
+    int top)
+{
+    int  i;
 
     if (top) {
         for (i = 0; i < NGX_HTTP_AI_GATEWAY_KEY_LAST; i++) {

@@ -107,6 +107,13 @@ const unsigned char *ngx_http_ai_gateway_json_skip_plain(
     const unsigned char *p, const unsigned char *end);
 
 /* the name of a key, for error messages */
+/*
+ * The index of a decoded key: among the top-level fields (top) or among
+ * the text keys of a container ("content" 0, "text" 1, "output" 2); -1.
+ */
+int ngx_http_ai_gateway_json_key_find(const unsigned char *key, size_t len,
+    int top);
+
 const char *ngx_http_ai_gateway_json_key_name(
     ngx_http_ai_gateway_json_key_e key);
 

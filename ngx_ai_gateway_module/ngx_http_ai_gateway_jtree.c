@@ -16,6 +16,10 @@
 #include <string.h>
 
 #include "ngx_http_ai_gateway_json.h"
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JTREE_NO_SIMD)
+#include <emmintrin.h>
+#endif
+
 #include "ngx_http_ai_gateway_jtree.h"
 
 
@@ -100,6 +104,7 @@ ngx_http_ai_gateway_jtree_arena_init(ngx_http_ai_gateway_jtree_arena_t *a,
     a->alloc = alloc;
     a->free = free;
     a->ctx = ctx;
+    a->no_nul = 0;
 
     if (buf != NULL) {
         p = ngx_http_ai_gateway_jtree_align((uintptr_t) buf);
@@ -652,6 +657,12 @@ ngx_http_ai_gateway_jtree_str(ngx_http_ai_gateway_jtree_parser_t *s,
                                       "NUL byte in object key not supported");
             }
 
+            if (code == 0 && s->arena->no_nul) {
+                s->p = p;
+                return ngx_http_ai_gateway_jtree_fail(s,
+                                      "\\u0000 is not allowed");
+            }
+
             if (code >= 0xdc00 && code <= 0xdfff) {
                 s->p = p;
                 return ngx_http_ai_gateway_jtree_fail(s,
@@ -1119,4 +1130,246 @@ ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
     }
 
     return s[i] == '\0' && (prefix || i == len || p[i] == '\0');
+}
+
+
+/* ---- the request facts, from a tree ---- */
+
+
+/* as in the scanner: prompt text, containers of text, neither */
+#define NGX_HTTP_AI_GATEWAY_JTREE_TEXT       1
+#define NGX_HTTP_AI_GATEWAY_JTREE_CONTAINER  2
+
+
+static uint64_t ngx_http_ai_gateway_jtree_chars(
+    const ngx_http_ai_gateway_jtree_t *n, unsigned role);
+static uint64_t ngx_http_ai_gateway_jtree_code_points(
+    const ngx_http_ai_gateway_jtree_t *n);
+static uint64_t ngx_http_ai_gateway_jtree_utf8_count(const unsigned char *p,
+    const unsigned char *end);
+
+
+void
+ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
+    ngx_http_ai_gateway_json_facts_t *facts)
+{
+    int                                k;
+    size_t                             i;
+    uint64_t                           slot[NGX_HTTP_AI_GATEWAY_KEY_LAST];
+    ngx_http_ai_gateway_jtree_t       *n;
+    ngx_http_ai_gateway_json_value_t  *v;
+
+    static const unsigned char  types[] = {
+        NGX_HTTP_AI_GATEWAY_JSON_NULL,       /* JTREE_NULL */
+        NGX_HTTP_AI_GATEWAY_JSON_TRUE,       /* JTREE_TRUE */
+        NGX_HTTP_AI_GATEWAY_JSON_FALSE,      /* JTREE_FALSE */
+        NGX_HTTP_AI_GATEWAY_JSON_INTEGER,    /* JTREE_INTEGER */
+        NGX_HTTP_AI_GATEWAY_JSON_REAL,       /* JTREE_REAL */
+        NGX_HTTP_AI_GATEWAY_JSON_STRING,     /* JTREE_STRING */
+        NGX_HTTP_AI_GATEWAY_JSON_ARRAY,      /* JTREE_ARRAY */
+        NGX_HTTP_AI_GATEWAY_JSON_OBJECT      /* JTREE_OBJECT */
+    };
+
+    memset(facts, 0, sizeof(ngx_http_ai_gateway_json_facts_t));
+    memset(slot, 0, sizeof(slot));
+
+    /* the members in order: a duplicate key replaces what came before */
+
+    for (i = 0; i < root->len; i++) {
+        n = &root->u.child[i];
+        k = ngx_http_ai_gateway_json_key_find(n->key, n->key_len, 1);
+
+        if (k < 0) {
+            continue;
+        }
+
+        v = &facts->field[k];
+        memset(v, 0, sizeof(ngx_http_ai_gateway_json_value_t));
+        v->type = types[n->type];
+
+        switch (n->type) {
+
+        case NGX_HTTP_AI_GATEWAY_JTREE_STRING:
+            /* not decoded yet: the bytes between the quotes */
+            v->str = n->u.str;
+            v->len = n->len;
+            v->escaped = n->escaped;
+            v->start = n->u.str - 1;
+            v->raw_len = n->len + 2;
+            break;
+
+        case NGX_HTTP_AI_GATEWAY_JTREE_INTEGER:
+            v->integer = n->v.integer;
+            /* fall through */
+
+        case NGX_HTTP_AI_GATEWAY_JTREE_REAL:
+            v->start = n->u.str;
+            v->raw_len = n->len;
+            break;
+
+        default:
+            break;
+        }
+
+        if (k == NGX_HTTP_AI_GATEWAY_KEY_MESSAGES) {
+            slot[k] = ngx_http_ai_gateway_jtree_chars(n,
+                                        NGX_HTTP_AI_GATEWAY_JTREE_CONTAINER);
+
+        } else if (k >= NGX_HTTP_AI_GATEWAY_KEY_SYSTEM
+                   && k <= NGX_HTTP_AI_GATEWAY_KEY_INSTRUCTIONS)
+        {
+            slot[k] = ngx_http_ai_gateway_jtree_chars(n,
+                                             NGX_HTTP_AI_GATEWAY_JTREE_TEXT);
+        }
+    }
+
+    for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
+        facts->input_chars += slot[k];
+    }
+}
+
+
+/* the scanner's rule: text strings count; in objects under text or a
+ * container, "content", "text" and "output" are text (the last of each) */
+
+static uint64_t
+ngx_http_ai_gateway_jtree_chars(const ngx_http_ai_gateway_jtree_t *n,
+    unsigned role)
+{
+    int                           k;
+    size_t                        i;
+    uint64_t                      sum, slot[3];
+    ngx_http_ai_gateway_jtree_t  *c;
+
+    switch (n->type) {
+
+    case NGX_HTTP_AI_GATEWAY_JTREE_STRING:
+        return (role == NGX_HTTP_AI_GATEWAY_JTREE_TEXT)
+               ? ngx_http_ai_gateway_jtree_code_points(n) : 0;
+
+    case NGX_HTTP_AI_GATEWAY_JTREE_ARRAY:
+        for (sum = 0, i = 0; i < n->len; i++) {
+            sum += ngx_http_ai_gateway_jtree_chars(&n->u.child[i], role);
+        }
+
+        return sum;
+
+    case NGX_HTTP_AI_GATEWAY_JTREE_OBJECT:
+        slot[0] = 0;
+        slot[1] = 0;
+        slot[2] = 0;
+
+        for (i = 0; i < n->len; i++) {
+            c = &n->u.child[i];
+            k = ngx_http_ai_gateway_json_key_find(c->key, c->key_len, 0);
+
+            if (k >= 0 && k < 3) {
+                slot[k] = ngx_http_ai_gateway_jtree_chars(c,
+                                             NGX_HTTP_AI_GATEWAY_JTREE_TEXT);
+            }
+        }
+
+        return slot[0] + slot[1] + slot[2];
+
+    default:
+        return 0;
+    }
+}
+
+
+/* code points of valid UTF-8: the bytes that are no continuation byte */
+
+static uint64_t
+ngx_http_ai_gateway_jtree_utf8_count(const unsigned char *p,
+    const unsigned char *end)
+{
+    uint64_t  count;
+
+    count = 0;
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JTREE_NO_SIMD)
+    {
+        unsigned  k;
+        __m128i   x, cont, acc, zero, sum;
+
+        /* 0x80..0xbf are -128..-65 as signed bytes: each lane of acc
+         * counts them (up to 255 rounds), added up by _mm_sad_epu8() */
+        cont = _mm_set1_epi8(-64);
+        zero = _mm_setzero_si128();
+        acc = zero;
+        k = 0;
+
+        for ( /* void */ ; end - p >= 16; p += 16) {
+            x = _mm_loadu_si128((const __m128i *) p);
+            acc = _mm_sub_epi8(acc, _mm_cmplt_epi8(x, cont));
+            count += 16;
+
+            if (++k == 255 || end - p < 32) {
+                sum = _mm_sad_epu8(acc, zero);
+                count -= (uint64_t) _mm_cvtsi128_si32(sum)
+                         + (uint64_t) _mm_cvtsi128_si32(_mm_srli_si128(sum, 8));
+                acc = zero;
+                k = 0;
+            }
+        }
+    }
+#endif
+
+    for ( /* void */ ; p < end; p++) {
+        count += ((*p & 0xc0) != 0x80);
+    }
+
+    return count;
+}
+
+
+/* code points of a string as parsed (valid UTF-8, escapes not decoded):
+ * an escape is one, a surrogate pair too */
+
+static uint64_t
+ngx_http_ai_gateway_jtree_code_points(const ngx_http_ai_gateway_jtree_t *n)
+{
+    uint64_t              count;
+    const unsigned char  *p, *q, *end;
+
+    p = n->u.str;
+    end = p + n->len;
+
+    if (!n->escaped) {
+        return ngx_http_ai_gateway_jtree_utf8_count(p, end);
+    }
+
+    count = 0;
+
+    while (p < end) {
+        if (*p != '\\') {
+            /* the run up to the next escape */
+            q = memchr(p, '\\', end - p);
+            q = q ? q : end;
+            count += ngx_http_ai_gateway_jtree_utf8_count(p, q);
+            p = q;
+            continue;
+        }
+
+        count++;
+
+        if (p[1] != 'u') {
+            p += 2;
+            continue;
+        }
+
+        /* a high surrogate's pair follows it: the two are one */
+        if ((p[2] | 0x20) == 'd' && p[3] >= '8' && (p[3] <= '9'
+                                                   || (p[3] | 0x20) == 'a'
+                                                   || (p[3] | 0x20) == 'b')
+            && end - p >= 12 && p[6] == '\\')
+        {
+            p += 12;
+            continue;
+        }
+
+        p += 6;
+    }
+
+    return count;
 }

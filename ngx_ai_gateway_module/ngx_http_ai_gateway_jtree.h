@@ -27,6 +27,8 @@
 #include <string.h>
 #include <stdint.h>
 
+#include "ngx_http_ai_gateway_json.h"
+
 
 /* jansson's JSON_PARSER_MAX_DEPTH */
 #define NGX_HTTP_AI_GATEWAY_JTREE_MAX_DEPTH  2048
@@ -64,6 +66,8 @@ typedef struct {
     ngx_http_ai_gateway_jtree_alloc_pt     alloc;
     ngx_http_ai_gateway_jtree_free_pt      free;
     void                                  *ctx;
+    /* "\u0000" refused in values too, as the request scanner refuses it */
+    unsigned                               no_nul:1;
 } ngx_http_ai_gateway_jtree_arena_t;
 
 
@@ -184,6 +188,17 @@ const unsigned char *ngx_http_ai_gateway_jtree_string(
  */
 int ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
     const char *s, int prefix);
+
+
+/*
+ * The facts ngx_http_ai_gateway_json_scan() reports of a document, from
+ * its tree (an object, parsed with no_nul): the same top-level fields,
+ * the last duplicate winning, and the same prompt text count.  Strings and
+ * numbers get their spans in the document; objects, arrays and literals
+ * do not (start NULL).  t/unit/test_jtree.c checks both agree.
+ */
+void ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
+    ngx_http_ai_gateway_json_facts_t *facts);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_JTREE_H_INCLUDED_ */

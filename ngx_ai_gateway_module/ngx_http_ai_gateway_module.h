@@ -20,6 +20,19 @@
 #include "ngx_http_ai_gateway_usage.h"
 
 
+/* a request body parsed once for the facts and for its translation; the
+ * first bytes of its tree come with it from the pool */
+#define NGX_HTTP_AI_GATEWAY_TREE_FIRST  3072
+
+typedef struct {
+    ngx_http_ai_gateway_jtree_t        *root;
+    ngx_http_ai_gateway_jtree_arena_t   arena;
+    /* what was parsed: a body replaced since is parsed again */
+    u_char                             *body;
+    size_t                              len;
+} ngx_http_ai_gateway_tree_t;
+
+
 #define NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_BODY     (4 * 1024 * 1024)
 #define NGX_HTTP_AI_GATEWAY_DEFAULT_MAX_PAYLOAD  (1024 * 1024)
 
@@ -194,6 +207,8 @@ typedef struct {
     /* the body, contiguous, as the client sent it (chunked: decoded) */
     u_char                      *body;
     size_t                       body_len;
+    /* the body's tree, when the location translates it (request.c) */
+    ngx_http_ai_gateway_tree_t  *tree;
     size_t                       body_size;
 
     ngx_http_ai_gateway_api_e    api;

@@ -1113,9 +1113,22 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
                                            ngx_http_ai_gateway_pool_resize,
                                            r->pool);
 
-    /* from the client's own body, whatever the primary was sent */
-    rc = ngx_http_ai_gateway_translate_request(ctx->body, ctx->body_len, &conf,
-                                               req, &out);
+    /* a Messages body is about as long as the chat body: one allocation */
+    ngx_http_ai_gateway_translate_buf_reserve(&out, ctx->body_len + 256);
+
+    /* from the client's own body, whatever the primary was sent; its
+     * tree when the inspection parsed it */
+    if (ctx->tree && ctx->tree->body == ctx->body
+        && ctx->tree->len == ctx->body_len)
+    {
+        rc = ngx_http_ai_gateway_translate_request_tree(ctx->tree->root,
+                                                        &ctx->tree->arena,
+                                                        &conf, req, &out);
+
+    } else {
+        rc = ngx_http_ai_gateway_translate_request(ctx->body, ctx->body_len,
+                                                   &conf, req, &out);
+    }
 
     if (rc == NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID) {
         msg.data = (u_char *) req->error;

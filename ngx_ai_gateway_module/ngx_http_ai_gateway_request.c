@@ -34,6 +34,9 @@ static ngx_int_t ngx_http_ai_gateway_body_gather(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static void ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
+static void *ngx_http_ai_gateway_tree_alloc(void *pool, size_t size);
 static ngx_int_t ngx_http_ai_gateway_check_types(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
 static ngx_int_t ngx_http_ai_gateway_type_error(ngx_http_request_t *r,
@@ -572,7 +575,12 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
         return;
     }
 
-    rc = ngx_http_ai_gateway_json_scan(ctx->body, ctx->body_len, &facts);
+    if (ngx_http_ai_gateway_inspect_tree(r, ctx, &facts) == NGX_OK) {
+        rc = NGX_HTTP_AI_GATEWAY_JSON_OK;
+
+    } else {
+        rc = ngx_http_ai_gateway_json_scan(ctx->body, ctx->body_len, &facts);
+    }
 
     if (rc == NGX_HTTP_AI_GATEWAY_JSON_INVALID) {
         msg.data = ngx_pnalloc(r->pool, 160);
@@ -676,6 +684,81 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
                    ngx_http_ai_gateway_api_name(ctx->api), &ctx->model,
                    ctx->stream, ctx->max_tokens, ctx->input_chars,
                    ctx->body_len);
+}
+
+
+/*
+ * Where the location translates the body, it is parsed into its tree now,
+ * and the facts are read from the tree rather than scanned: the body is
+ * read once, not twice.  NGX_DECLINED: the scanner gives the facts (an
+ * invalid body, for the scanner's error message; an array; a stream, for
+ * the spans stream_options needs; guardrails on the input, which may
+ * replace the body); the tree, when there is one, still serves the
+ * translation.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts)
+{
+    u_char                             *first;
+    ngx_http_ai_gateway_tree_t         *t;
+    ngx_http_ai_gateway_jtree_t        *root;
+    ngx_http_ai_gateway_loc_conf_t     *lcf;
+    ngx_http_ai_gateway_jtree_error_t   err;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (lcf->upstream_api != NGX_HTTP_AI_GATEWAY_UPSTREAM_ANTHROPIC
+        || lcf->guard_in != NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    t = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_tree_t)
+                            + NGX_HTTP_AI_GATEWAY_TREE_FIRST);
+    if (t == NULL) {
+        return NGX_DECLINED;
+    }
+
+    first = (u_char *) (t + 1);
+
+    ngx_http_ai_gateway_jtree_arena_init(&t->arena, first,
+                                         NGX_HTTP_AI_GATEWAY_TREE_FIRST,
+                                         ngx_http_ai_gateway_tree_alloc, NULL,
+                                         r->pool);
+    t->arena.no_nul = 1;
+
+    root = ngx_http_ai_gateway_jtree_parse(ctx->body, ctx->body_len,
+                                           &t->arena, &err);
+
+    if (root == NULL || root->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
+        return NGX_DECLINED;
+    }
+
+    t->root = root;
+    t->body = ctx->body;
+    t->len = ctx->body_len;
+    ctx->tree = t;
+
+    ngx_http_ai_gateway_jtree_facts(root, facts);
+
+    if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM].type
+        == NGX_HTTP_AI_GATEWAY_JSON_TRUE)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the tree's blocks beyond the first: freed with the request */
+
+static void *
+ngx_http_ai_gateway_tree_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
 }
 
 

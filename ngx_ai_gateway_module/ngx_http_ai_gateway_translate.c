@@ -313,6 +313,14 @@ ngx_http_ai_gateway_translate_buf_init(ngx_http_ai_gateway_translate_buf_t *b,
 
 
 void
+ngx_http_ai_gateway_translate_buf_reserve(
+    ngx_http_ai_gateway_translate_buf_t *b, size_t n)
+{
+    (void) ngx_http_ai_gateway_translate_reserve(b, n);
+}
+
+
+void
 ngx_http_ai_gateway_translate_buf_free(ngx_http_ai_gateway_translate_buf_t *b)
 {
     if (b->p != NULL) {
@@ -956,6 +964,27 @@ ngx_http_ai_gateway_translate_request(const unsigned char *body, size_t len,
     rc = ngx_http_ai_gateway_translate_root(root, conf, req, out, &a);
 
     ngx_http_ai_gateway_jtree_arena_free(&a);
+
+    return ngx_http_ai_gateway_translate_end(out, len0, rc);
+}
+
+
+int
+ngx_http_ai_gateway_translate_request_tree(ngx_http_ai_gateway_jtree_t *root,
+    ngx_http_ai_gateway_jtree_arena_t *a,
+    const ngx_http_ai_gateway_translate_conf_t *conf,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out)
+{
+    int     rc;
+    size_t  len0;
+
+    memset(req, 0, sizeof(ngx_http_ai_gateway_translate_request_t));
+
+    len0 = out->len;
+    out->failed = 0;
+
+    rc = ngx_http_ai_gateway_translate_root(root, conf, req, out, a);
 
     return ngx_http_ai_gateway_translate_end(out, len0, rc);
 }
@@ -2148,6 +2177,9 @@ ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
 
     len0 = out->len;
     out->failed = 0;
+
+    /* an answer about as long as the one translated: one allocation */
+    (void) ngx_http_ai_gateway_translate_reserve(out, len + 256);
 
     ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
 

@@ -61,6 +61,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ngx_http_ai_gateway_jtree.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_TRANSLATE_OK        0
@@ -103,6 +104,9 @@ typedef struct {
 } ngx_http_ai_gateway_translate_buf_t;
 
 
+/* room for n bytes at once, for an output whose size is known about */
+void ngx_http_ai_gateway_translate_buf_reserve(
+    ngx_http_ai_gateway_translate_buf_t *b, size_t n);
 void ngx_http_ai_gateway_translate_buf_init(
     ngx_http_ai_gateway_translate_buf_t *b,
     ngx_http_ai_gateway_translate_resize_pt resize, void *ctx);
@@ -161,6 +165,14 @@ typedef struct {
  */
 int ngx_http_ai_gateway_translate_request(const unsigned char *body,
     size_t len, const ngx_http_ai_gateway_translate_conf_t *conf,
+    ngx_http_ai_gateway_translate_request_t *req,
+    ngx_http_ai_gateway_translate_buf_t *out);
+
+/* the same from the body's tree, parsed already (in arena, which the
+ * strings' escapes are decoded into) */
+int ngx_http_ai_gateway_translate_request_tree(
+    ngx_http_ai_gateway_jtree_t *root, ngx_http_ai_gateway_jtree_arena_t *a,
+    const ngx_http_ai_gateway_translate_conf_t *conf,
     ngx_http_ai_gateway_translate_request_t *req,
     ngx_http_ai_gateway_translate_buf_t *out);
 

@@ -597,3 +597,34 @@ sub {
 [401, 200]
 --- response_body_like eval
 [qr/"code":"invalid_api_key"/, qr/"object":\s*"list"/]
+
+
+
+=== TEST 30: a translated request is read once for its facts and its translation: the same token reservation as where nothing is translated
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /openai/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
+    }
+--- request eval
+my $b = '{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"system","content":"ab\"c"},{"role":"user","content":[{"type":"text","text":"h\u00e9llo \ud83d\ude00"},{"type":"text","text":"w"}]}],"max_tokens":10}';
+["POST /v1/chat/completions\n$b", "POST /openai/chat/completions\n$b",
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"a\u0000b"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}],}']
+--- more_headers eval
+["X-User: t1", "X-User: t2", "X-User: t3", "X-User: t4"]
+--- error_code eval
+[200, 200, 400, 400]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-remaining-tokens: 87\r\n/, qr/x-ratelimit-remaining-tokens: 87\r\n/, qr//, qr//]
+--- response_body_like eval
+[qr/"object":\s*"chat\.completion"/, qr/"object":\s*"chat\.completion"/,
+ qr/^\{"error":\{"message":"We could not parse the JSON body of your request: \\\\u0000 is not allowed at byte \d+\.","type":"invalid_request_error","code":"invalid_json"\}\}$/,
+ qr/^\{"error":\{"message":"We could not parse the JSON body of your request: [^"]+ at byte \d+\.","type":"invalid_request_error","code":"invalid_json"\}\}$/]

@@ -688,6 +688,9 @@ test_arena(void)
 
 static void gen_value(buf_t *b, int depth);
 
+/* objects get the keys of requests */
+static int  gen_requests;
+
 
 static void
 gen_string(buf_t *b)
@@ -767,6 +770,16 @@ gen_container(buf_t *b, int depth, int object)
         "\"\\u0061\"", "\"role\"",
     };
 
+    /* the keys of requests, for the facts test */
+    static const char  *request_keys[] = {
+        "\"model\"", "\"stream\"", "\"max_tokens\"", "\"user\"",
+        "\"messages\"", "\"system\"", "\"prompt\"", "\"input\"",
+        "\"instructions\"", "\"content\"", "\"text\"", "\"output\"",
+        "\"stream_options\"", "\"role\"", "\"max_completion_tokens\"",
+        "\"mess\\u0061ges\"", "\"x\"",
+        "\"\\u006d\\u0061\\u0078\\u005f\\u0074\\u006f\\u006b\\u0065\\u006e\\u0073\"",
+    };
+
     buf_add(b, object ? "{" : "[", 1);
     n = (depth > 5) ? 0 : rng() % 5;
 
@@ -781,7 +794,12 @@ gen_container(buf_t *b, int depth, int object)
         }
 
         if (object) {
-            if (rng() % 3) {
+            if (gen_requests) {
+                s = request_keys[rng() % (sizeof(request_keys)
+                                          / sizeof(request_keys[0]))];
+                buf_add(b, s, strlen(s));
+
+            } else if (rng() % 3) {
                 gen_string(b);
 
             } else {
@@ -898,6 +916,139 @@ test_random(void)
 }
 
 
+/*
+ * The request facts from a tree against the scanner's: whatever the tree
+ * (parsed with no_nul) accepts, the scanner accepts, and both report the
+ * same fields and the same prompt text count.
+ */
+
+static int
+same_value(const ngx_http_ai_gateway_json_value_t *a,
+    const ngx_http_ai_gateway_json_value_t *b)
+{
+    if (a->type != b->type) {
+        return 0;
+    }
+
+    switch (a->type) {
+
+    case NGX_HTTP_AI_GATEWAY_JSON_STRING:
+        return a->str == b->str && a->len == b->len
+               && a->escaped == b->escaped && a->start == b->start
+               && a->raw_len == b->raw_len;
+
+    case NGX_HTTP_AI_GATEWAY_JSON_INTEGER:
+        return a->integer == b->integer && a->start == b->start
+               && a->raw_len == b->raw_len;
+
+    case NGX_HTTP_AI_GATEWAY_JSON_REAL:
+        return a->start == b->start && a->raw_len == b->raw_len;
+
+    default:
+        return 1;
+    }
+}
+
+
+static void
+test_facts(void)
+{
+    int                                k, i, agreed;
+    buf_t                              b;
+    doc_t                              d;
+    ngx_http_ai_gateway_jtree_t       *t;
+    ngx_http_ai_gateway_json_facts_t   scan, tree;
+
+    gen_requests = 1;
+    agreed = 0;
+
+    for (i = 0; i < 40000; i++) {
+        memset(&b, 0, sizeof(buf_t));
+        gen_container(&b, 0, 1);
+
+        if (rng() % 4 == 0) {
+            mutate(&b);
+        }
+
+        d.copy = malloc(b.len ? b.len : 1);
+        if (d.copy == NULL) {
+            abort();
+        }
+
+        memcpy(d.copy, b.p, b.len);
+        ngx_http_ai_gateway_jtree_arena_init(&d.arena, d.first,
+                                             sizeof(d.first), test_alloc,
+                                             test_free, NULL);
+        d.arena.no_nul = 1;
+
+        t = ngx_http_ai_gateway_jtree_parse(d.copy, b.len, &d.arena, &d.err);
+
+        if (t != NULL && t->type == NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
+            CHECK(ngx_http_ai_gateway_json_scan(d.copy, b.len, &scan)
+                  == NGX_HTTP_AI_GATEWAY_JSON_OK,
+                  "the tree accepts what the scanner rejects: %.*s",
+                  (int) b.len, b.p);
+
+            ngx_http_ai_gateway_jtree_facts(t, &tree);
+
+            for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
+                CHECK(same_value(&scan.field[k], &tree.field[k]),
+                      "field %s differs: %.*s",
+                      ngx_http_ai_gateway_json_key_name(k), (int) b.len, b.p);
+            }
+
+            CHECK(scan.input_chars == tree.input_chars,
+                  "input_chars %llu (scanner) != %llu (tree): %.*s",
+                  (unsigned long long) scan.input_chars,
+                  (unsigned long long) tree.input_chars, (int) b.len, b.p);
+
+            agreed += (scan.input_chars > 0);
+        }
+
+        doc_free(&d);
+        buf_free(&b);
+    }
+
+    gen_requests = 0;
+
+    /* long strings: the counting runs past 255 rounds of 16 bytes */
+    for (i = 0; i < 3; i++) {
+        memset(&b, 0, sizeof(buf_t));
+        buf_add(&b, "{\"messages\":[{\"content\":\"",
+                strlen("{\"messages\":[{\"content\":\""));
+
+        for (k = 0; k < 3000 + i * 2111; k++) {
+            buf_add(&b, (k % 3) ? "a" : "\xc3\xa9\xe2\x82\xac", (k % 3) ? 1 : 5);
+        }
+
+        buf_add(&b, "\"}],\"system\":\"x\\\"y\"}",
+                strlen("\"}],\"system\":\"x\\\"y\"}"));
+
+        memset(&d, 0, sizeof(doc_t));
+        t = doc_parse(&d, b.p, b.len);
+
+        CHECK(t != NULL && ngx_http_ai_gateway_json_scan(d.copy, b.len, &scan)
+                           == NGX_HTTP_AI_GATEWAY_JSON_OK,
+              "a long document parses");
+
+        if (t != NULL) {
+            ngx_http_ai_gateway_jtree_facts(t, &tree);
+            CHECK(scan.input_chars == tree.input_chars
+                  && scan.input_chars == 3000 + (uint64_t) i * 2111
+                                         + (3000 + i * 2111 + 2) / 3 + 3,
+                  "long document: input_chars %llu (scanner), %llu (tree)",
+                  (unsigned long long) scan.input_chars,
+                  (unsigned long long) tree.input_chars);
+        }
+
+        doc_free(&d);
+        buf_free(&b);
+    }
+
+    CHECK(agreed > 2000, "only %d documents with prompt text", agreed);
+}
+
+
 int
 main(void)
 {
@@ -908,6 +1059,7 @@ main(void)
     test_depth();
     test_arena();
     test_random();
+    test_facts();
 
     printf("%d passed, %d failed\n", checks - failures, failures);
 
