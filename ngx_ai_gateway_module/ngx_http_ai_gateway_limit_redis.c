@@ -36,6 +36,9 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_BATCH       64
 #define NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS  256
 
+/* settlements a command carries at most */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX   1024
+
 
 typedef struct ngx_http_ai_gateway_limit_batch_s
     ngx_http_ai_gateway_limit_batch_t;
@@ -474,8 +477,10 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     b->n = n;
 
-    /* the turn's settlements go with its first admissions */
-    ns = (from == 0) ? sq->n : 0;
+    /* the turn's settlements go with its first admissions, unless they
+     * are many (Lua's unpack() of the keys has a limit) */
+    ns = (from == 0 && sq->n <= NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS)
+         ? sq->n : 0;
 
     /* numkeys, the settlements' keys, the requests' keys, "a", the time,
      * the number of settlements and three numbers each, the number of
@@ -955,7 +960,8 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
             continue;
         }
 
-        size = mcf->redis->prefix.len + 4 + c[i].key.len
+        /* the key and three numbers, each NUL-ended */
+        size = mcf->redis->prefix.len + 4 + c[i].key.len + 1
                + 3 * (NGX_INT64_LEN + 1);
 
         if (ngx_http_ai_gateway_limit_settle_room(q, size) != NGX_OK) {
@@ -981,6 +987,11 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
         q->conf = mcf->redis;
         q->script = mcf->redis_script;
         ngx_post_event(&q->flush, &ngx_posted_events);
+    }
+
+    if (q->n >= NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX) {
+        /* a command of bounded size: these go now */
+        ngx_http_ai_gateway_limit_redis_flush(NULL);
     }
 }
 

@@ -23,6 +23,9 @@
 /* a request body parsed once for the facts and for its translation; the
  * first bytes of its tree come with it from the pool */
 #define NGX_HTTP_AI_GATEWAY_TREE_FIRST  3072
+/* larger bodies are not kept as a tree: its nodes can take many times the
+ * body's size (a pathological "[1,1,...]" about 24 times) */
+#define NGX_HTTP_AI_GATEWAY_TREE_MAX    16384
 
 typedef struct {
     ngx_http_ai_gateway_jtree_t        *root;

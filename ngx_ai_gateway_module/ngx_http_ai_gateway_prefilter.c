@@ -76,9 +76,10 @@ ngx_http_ai_gateway_prefilter_init(ngx_http_ai_gateway_prefilter_t *pf,
 
     memset(pf, 0, sizeof(ngx_http_ai_gateway_prefilter_t));
 
-    /* quoting, comments and verbs change what a text means: given up */
+    /* quoting, comments, verbs and callouts (their strings may hold
+     * parentheses) change what a text means: given up */
     if (memmem(pattern, len, "\\Q", 2) || memmem(pattern, len, "(?#", 3)
-        || memmem(pattern, len, "(*", 2))
+        || memmem(pattern, len, "(*", 2) || memmem(pattern, len, "(?C", 3))
     {
         return;
     }
@@ -454,6 +455,8 @@ ngx_http_ai_gateway_pf_group_end(const unsigned char *p,
 static const unsigned char *
 ngx_http_ai_gateway_pf_class(const unsigned char *p, const unsigned char *end)
 {
+    const unsigned char  *q;
+
     p++;
 
     if (p < end && *p == '^') {
@@ -472,14 +475,22 @@ ngx_http_ai_gateway_pf_class(const unsigned char *p, const unsigned char *end)
         }
 
         if (*p == '[' && p + 1 < end && p[1] == ':') {
-            /* [:alpha:] */
-            p = memmem(p + 2, end - (p + 2), ":]", 2);
-            if (p == NULL) {
-                return NULL;
+            /* [:alpha:] or [:^alpha:]; as in PCRE2, anything else makes
+             * the '[' an ordinary character of the class */
+            q = p + 2;
+
+            if (q < end && *q == '^') {
+                q++;
             }
 
-            p += 2;
-            continue;
+            while (q < end && ngx_http_ai_gateway_pf_alpha(*q)) {
+                q++;
+            }
+
+            if (end - q >= 2 && q[0] == ':' && q[1] == ']') {
+                p = q + 2;
+                continue;
+            }
         }
 
         if (*p == ']') {

@@ -694,7 +694,8 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
  * invalid body, for the scanner's error message; an array; a stream, for
  * the spans stream_options needs; guardrails on the input, which may
  * replace the body); the tree, when there is one, still serves the
- * translation.
+ * translation.  Bodies over NGX_HTTP_AI_GATEWAY_TREE_MAX are scanned, and
+ * parsed for the translation into memory freed at once, as before.
  */
 
 static ngx_int_t
@@ -709,8 +710,11 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
+    /* the tree stays in the request's pool for the request's life: for
+     * bodies of ordinary size only */
     if (lcf->upstream_api != NGX_HTTP_AI_GATEWAY_UPSTREAM_ANTHROPIC
-        || lcf->guard_in != NULL)
+        || lcf->guard_in != NULL
+        || ctx->body_len > NGX_HTTP_AI_GATEWAY_TREE_MAX)
     {
         return NGX_DECLINED;
     }

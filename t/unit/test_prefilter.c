@@ -94,6 +94,17 @@ known_patterns(void)
     expect("\\101bcd", "bcd");
     expect("[abc]+xyz[^]q]", "xyz");
     expect("[[:alpha:]]uvw", "uvw");
+    expect("[[:^digit:]]uvw", "uvw");
+
+    /* "[:" that is no POSIX class: the '[' is a character of the class,
+     * and the class ends at the first ']' (found by review: the '|'
+     * after it was swallowed, and "word" claimed) */
+    expect("[[:;]-?\\)|[[:space:]]password", "");
+    expect("[[:]|x:]]password", "");
+
+    /* callouts: their strings may hold parentheses */
+    expect("(?:(?C\")\")secretword(?C\"(\")|)", "");
+    expect("abc(?C1)defg", "");
 
     /* given up: the whole pattern always runs */
     expect("x\\Qabcdef\\E", "");
@@ -122,7 +133,8 @@ static const char  *atoms[] = {
     "\xc3\xa9t\xc3\xa9", "pass", "word", "42", "-", ".", "\\.", "\\-",
     "\\x41", "\\x{62}", "\\d", "\\s+", "\\b", "\\w", "[a-c]", "[^x]",
     "[K]", ".*", "(?i)", "(?-i)", "(?=ab)", "(?!cd)", "(?<=e)", "^", "$",
-    "\\101", "\\p{L}", "[[:digit:]]"
+    "\\101", "\\p{L}", "[[:digit:]]", "[[:]", "[[:;]", "[x:]]", "(?C1)",
+    "(?C\")\")", "(?:|ab)", "(?|ab|cd)"
 };
 
 static const char  *quants[] = {
@@ -284,6 +296,60 @@ differential(void)
 }
 
 
+/* patterns and texts PCRE2 matches: the prefilter must let them through */
+
+static void
+known_matches(void)
+{
+    int                               rc, err;
+    size_t                            off, i;
+    unsigned char                     lower[64];
+    pcre2_code                       *re;
+    pcre2_match_data                 *md;
+    ngx_http_ai_gateway_prefilter_t   pf;
+
+    static const char  *cases[][2] = {
+        { "[[:;]-?\\)|[[:space:]]password", "hi ;)" },
+        { "[[:]|x:]]password", "[" },
+        { "(?:(?C\")\")secretword(?C\"(\")|)", "hello" },
+        { "(?i)sudo\\s+rm", "\xc5\xbfudo rm" },
+        { "(?i)(api[_-]?key|secret)=", "API-\xe2\x84\xaa" "EY=" },
+        { "colou?r", "color" },
+    };
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        re = pcre2_compile((PCRE2_SPTR) cases[i][0], PCRE2_ZERO_TERMINATED,
+                           PCRE2_UTF|PCRE2_MATCH_INVALID_UTF, &err, &off,
+                           NULL);
+
+        CHECK(re != NULL, "%s compiles", cases[i][0]);
+
+        if (re == NULL) {
+            continue;
+        }
+
+        md = pcre2_match_data_create_from_pattern(re, NULL);
+        rc = pcre2_match(re, (PCRE2_SPTR) cases[i][1], strlen(cases[i][1]),
+                         0, 0, md, NULL);
+
+        ngx_http_ai_gateway_prefilter_init(&pf,
+                                           (const unsigned char *) cases[i][0],
+                                           strlen(cases[i][0]));
+        ngx_http_ai_gateway_prefilter_lower(lower,
+                                            (const unsigned char *) cases[i][1],
+                                            strlen(cases[i][1]));
+
+        CHECK(rc >= 0 && ngx_http_ai_gateway_prefilter_test(&pf, lower,
+                                                       strlen(cases[i][1])),
+              "%s matches \"%s\" (PCRE2 %d) and passes the prefilter",
+              cases[i][0], cases[i][1], rc);
+
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+    }
+}
+
+
 static void
 lowercase(void)
 {
@@ -314,6 +380,7 @@ int
 main(void)
 {
     known_patterns();
+    known_matches();
     lowercase();
     differential();
 
