@@ -118,6 +118,7 @@ static size_t ngx_http_ai_gateway_limit_redis_key(u_char *dst,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *key);
 static u_char *ngx_http_ai_gateway_limit_redis_int(u_char *p,
     const char **arg, size_t *len, int64_t v);
+static u_char *ngx_http_ai_gateway_limit_redis_double(u_char *p, double d);
 
 
 static ngx_http_ai_gateway_limit_admit_q_t   ngx_http_ai_gateway_limit_admit_q;
@@ -133,8 +134,10 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
  *
  * Admit: ARGV[3] the number of settlements first applied, then per
  * settlement period, bucket and delta (their keys come first); then the
- * number of requests, then per request the number of its keys and per key
- * period, limit, cost and force; the keys come in the same order.  The requests are judged one after the other, each
+ * number of requests, then per request one string of little-endian
+ * doubles, per key period, limit, cost and force (a fifth of the strings
+ * Lua would make of them as text, and no tonumber()); the keys come in the
+ * same order.  The requests are judged one after the other, each
  * seeing what those before it charged, so a command of many requests
  * admits exactly what as many commands would.  Returns one string of
  * little-endian doubles (exact integers; hiredis makes one object of it,
@@ -217,16 +220,19 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "end\n"
 "local ns = tonumber(ARGV[3])\n"
 "settle(ns, 1)\n"
-"local res, F, dirty, a, k = {}, {}, ns > 0, 5 + 3 * ns, ns\n"
+"local res, F, U, dirty, k = {}, {}, {}, ns > 0, ns\n"
 "for r = 1, tonumber(ARGV[4 + 3 * ns]) do\n"
-"  local m, first = tonumber(ARGV[a]), a + 1\n"
+"  local s = ARGV[4 + 3 * ns + r]\n"
+"  local m = #s / 32\n"
+"  local u = U[m]\n"
+"  if not u then u = '<' .. string.rep('d', 4 * m); U[m] = u end\n"
+"  local v = {struct.unpack(u, s)}\n"
 "  local out = {-1}\n"
-"  a = first\n"
 "  for i = 1, m do\n"
-"    local limit = tonumber(ARGV[a + 1])\n"
-"    local cost = tonumber(ARGV[a + 2])\n"
+"    local a = 4 * i - 3\n"
+"    local limit, cost = v[a + 1], v[a + 2]\n"
 "    local key = KEYS[k + i]\n"
-"    local b, w = load(k + i, tonumber(ARGV[a]))\n"
+"    local b, w = load(k + i, v[a])\n"
 "    local last, used = b[1], b[2]\n"
 "    local reset, retry = R[key], 0\n"
 "    if not reset then\n"
@@ -247,17 +253,16 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "          retry = (j + 11) * w - now; break\n"
 "        end\n"
 "      end\n"
-"      if out[1] < 0 and ARGV[a + 3] ~= '1' then out[1] = i - 1 end\n"
+"      if out[1] < 0 and v[a + 3] == 0 then out[1] = i - 1 end\n"
 "    end\n"
 "    out[4 * i - 2] = used; out[4 * i - 1] = reset\n"
 "    out[4 * i] = retry; out[4 * i + 1] = last\n"
-"    a = a + 4\n"
 "  end\n"
 "  if out[1] < 0 then\n"
 "    for i = 1, m do\n"
 "      local key = KEYS[k + i]\n"
 "      local b = B[key]\n"
-"      add(b, b[1], tonumber(ARGV[first + 4 * i - 2]))\n"
+"      add(b, b[1], v[4 * i - 1])\n"
 "      if R[key] == 0 and b[2] > 0 then R[key] = (b[1] + 11) * W[key] - now end\n"
 "    end\n"
 "    dirty = true\n"
@@ -445,11 +450,9 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
             rcf = mcf->redis;
         }
 
-        size += NGX_INT_T_LEN;
-
+        /* per key: its name, and four doubles */
         for (k = 0; k < ctx->nlimits; k++) {
-            size += rcf->prefix.len + 4 + ctx->counters[k].key.len
-                    + 3 * NGX_INT64_LEN + 1;
+            size += rcf->prefix.len + 4 + ctx->counters[k].key.len + 4 * 8;
         }
 
         nkeys += ctx->nlimits;
@@ -484,9 +487,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     /* numkeys, the settlements' keys, the requests' keys, "a", the time,
      * the number of settlements and three numbers each, the number of
-     * requests, then per request the number of its keys and four numbers
-     * a key */
-    argc = 1 + ns + nkeys + 3 + 3 * ns + 1 + n + 4 * nkeys;
+     * requests, then per request a string of four doubles a key */
+    argc = 1 + ns + nkeys + 3 + 3 * ns + 1 + n;
     size += NGX_INT_T_LEN;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
@@ -596,28 +598,41 @@ ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
         ctx = b->waits[i]->ctx;
         c = ctx->counters;
 
-        p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
-                                                (int64_t) ctx->nlimits);
-        arg++;
+        argv[arg] = (char *) p;
+        len[arg++] = 4 * 8 * ctx->nlimits;
+
+        for (k = 0; k < ctx->nlimits; k++) {
+            p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].period);
+            p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].limit);
+            p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].cost);
+            p = ngx_http_ai_gateway_limit_redis_double(p,
+                      (b->waits[i]->force & ((uint64_t) 1 << k)) ? 1.0 : 0.0);
+        }
 
         for (k = 0; k < ctx->nlimits; k++) {
             argv[key] = (char *) p;
             len[key] = ngx_http_ai_gateway_limit_redis_key(p, rcf, &c[k].key);
             p += len[key++];
-
-            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
-                                                    (int64_t) c[k].period);
-            arg++;
-            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
-                                                    c[k].limit);
-            arg++;
-            p = ngx_http_ai_gateway_limit_redis_int(p, &argv[arg], &len[arg],
-                                                    c[k].cost);
-            arg++;
-
-            argv[arg] = (b->waits[i]->force & ((uint64_t) 1 << k)) ? "1" : "0";
-            len[arg++] = 1;
         }
+    }
+
+    return p;
+}
+
+
+/* a double, little-endian whatever the host's order, as struct.unpack
+ * reads "<d" */
+
+static u_char *
+ngx_http_ai_gateway_limit_redis_double(u_char *p, double d)
+{
+    uint64_t    u;
+    ngx_uint_t  i;
+
+    ngx_memcpy(&u, &d, sizeof(double));
+
+    for (i = 0; i < 8; i++) {
+        *p++ = (u_char) (u >> (8 * i));
     }
 
     return p;
