@@ -1,16 +1,13 @@
 # OpenAI chat <-> Anthropic messages translation; the stream tests feed
 # Anthropic SSE text through the SSE parser as well.  jansson is the test's
 # own (it compares outputs structurally): the translation parses with jtree
-add_executable(test_translate t/unit/test_translate.c
-               ngx_ai_gateway_module/ngx_http_ai_gateway_translate.c
-               ngx_ai_gateway_module/ngx_http_ai_gateway_jtree.c
-               ngx_ai_gateway_module/ngx_http_ai_gateway_json.c
-               ngx_ai_gateway_module/ngx_http_ai_gateway_sse.c)
-target_include_directories(test_translate PRIVATE ngx_ai_gateway_module)
-target_compile_options(test_translate PRIVATE -Wall -Wextra -Werror -g -O1)
-target_link_libraries(test_translate ${JANSSON_LIB})
-add_test(NAME translate COMMAND test_translate)
-list(APPEND AI_GATEWAY_UNIT_TESTS test_translate)
+ai_gateway_unit_test(test_translate
+  SOURCES t/unit/test_translate.c
+          ngx_ai_gateway_module/ngx_http_ai_gateway_translate.c
+          ngx_ai_gateway_module/ngx_http_ai_gateway_jtree.c
+          ngx_ai_gateway_module/ngx_http_ai_gateway_json.c
+          ngx_ai_gateway_module/ngx_http_ai_gateway_sse.c
+  LIBS ${JANSSON_LIB})
 
 # instructions of a request and an answer translation, for callgrind (see
 # the file); no test
