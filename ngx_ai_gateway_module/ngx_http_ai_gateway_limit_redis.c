@@ -93,9 +93,12 @@ typedef struct {
 static void ngx_http_ai_gateway_limit_redis_send(ngx_event_t *ev);
 static ngx_uint_t ngx_http_ai_gateway_limit_redis_batch(
     ngx_http_ai_gateway_limit_admit_q_t *q, ngx_uint_t from);
+static ngx_uint_t ngx_http_ai_gateway_limit_redis_distinct(
+    ngx_http_ai_gateway_limit_batch_t *b, ngx_http_ai_gateway_counter_t **list,
+    ngx_uint_t *idx);
 static u_char *ngx_http_ai_gateway_limit_redis_args(u_char *p,
     const char **argv, size_t *len, ngx_http_ai_gateway_limit_batch_t *b,
-    ngx_uint_t key, ngx_uint_t arg);
+    ngx_uint_t first, ngx_uint_t *idx, ngx_uint_t arg);
 static void ngx_http_ai_gateway_limit_redis_settled(
     ngx_http_ai_gateway_limit_settle_q_t *q, ngx_uint_t n, const char **keys,
     size_t *keys_len, const char **args, size_t *args_len);
@@ -135,11 +138,12 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
  * Admit: ARGV[3] the number of settlements first applied, then per
  * settlement period, bucket and delta (their keys come first); then the
  * number of requests, then per request one string of little-endian
- * doubles, per key period, limit, cost and force (a fifth of the strings
- * Lua would make of them as text, and no tonumber()); the keys come in the
- * same order.  The requests are judged one after the other, each
- * seeing what those before it charged, so a command of many requests
- * admits exactly what as many commands would.  Returns one string of
+ * doubles, per key its index in KEYS, period, limit, cost and force (a
+ * fifth of the strings Lua would make of them as text, and no
+ * tonumber()).  A key comes once in KEYS, however many requests name it.
+ * The requests are judged one after the other, each seeing what those
+ * before it charged, so a command of many requests admits exactly what as
+ * many commands would.  Returns one string of
  * little-endian doubles (exact integers; hiredis makes one object of it,
  * not one per number, and nothing is formatted as text, which cost Redis
  * more than the checks): per request the rejected index or -1, then per
@@ -220,19 +224,20 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "end\n"
 "local ns = tonumber(ARGV[3])\n"
 "settle(ns, 1)\n"
-"local res, F, U, dirty, k = {}, {}, {}, ns > 0, ns\n"
+"local res, F, U, dirty = {}, {}, {}, ns > 0\n"
 "for r = 1, tonumber(ARGV[4 + 3 * ns]) do\n"
 "  local s = ARGV[4 + 3 * ns + r]\n"
-"  local m = #s / 32\n"
+"  local m = #s / 40\n"
 "  local u = U[m]\n"
-"  if not u then u = '<' .. string.rep('d', 4 * m); U[m] = u end\n"
+"  if not u then u = '<' .. string.rep('d', 5 * m); U[m] = u end\n"
 "  local v = {struct.unpack(u, s)}\n"
 "  local out = {-1}\n"
 "  for i = 1, m do\n"
-"    local a = 4 * i - 3\n"
+"    local a = 5 * i - 3\n"
 "    local limit, cost = v[a + 1], v[a + 2]\n"
-"    local key = KEYS[k + i]\n"
-"    local b, w = load(k + i, v[a])\n"
+"    local ki = v[a - 1]\n"
+"    local key = KEYS[ki]\n"
+"    local b, w = load(ki, v[a])\n"
 "    local last, used = b[1], b[2]\n"
 "    local reset, retry = R[key], 0\n"
 "    if not reset then\n"
@@ -260,14 +265,15 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "  end\n"
 "  if out[1] < 0 then\n"
 "    for i = 1, m do\n"
-"      local key = KEYS[k + i]\n"
+"      local key = KEYS[v[5 * i - 4]]\n"
 "      local b = B[key]\n"
-"      add(b, b[1], v[4 * i - 1])\n"
-"      if R[key] == 0 and b[2] > 0 then R[key] = (b[1] + 11) * W[key] - now end\n"
+"      add(b, b[1], v[5 * i - 1])\n"
+"      if R[key] == 0 and b[2] > 0 then\n"
+"        R[key] = (b[1] + 11) * W[key] - now\n"
+"      end\n"
 "    end\n"
 "    dirty = true\n"
 "  end\n"
-"  k = k + m\n"
 "  local f = F[m]\n"
 "  if not f then f = '<' .. string.rep('d', 1 + 4 * m); F[m] = f end\n"
 "  res[r] = struct.pack(f, unpack(out))\n"
@@ -405,17 +411,20 @@ static ngx_uint_t
 ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     ngx_uint_t from)
 {
-    u_char                             *buf, *p;
-    size_t                              size, *len;
-    ngx_uint_t                          i, k, n, nkeys, argc;
-    const char                        **argv;
-    ngx_http_ai_gateway_ctx_t          *ctx;
-    ngx_http_ai_gateway_redis_conf_t   *rcf;
-    ngx_uint_t                             ns;
+    u_char                                *buf, *p;
+    size_t                                 size, *len;
+    ngx_uint_t                             i, k, n, nkeys, nd, ns, argc;
+    const char                           **argv;
+    ngx_http_ai_gateway_ctx_t             *ctx;
+    ngx_http_ai_gateway_redis_conf_t      *rcf;
     ngx_http_ai_gateway_limit_wait_t      *w;
     ngx_http_ai_gateway_limit_batch_t     *b;
     ngx_http_ai_gateway_main_conf_t       *mcf;
     ngx_http_ai_gateway_limit_settle_q_t  *sq;
+
+    /* the distinct keys, and the place of each counter among them */
+    ngx_http_ai_gateway_counter_t  *list[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    ngx_uint_t                      idx[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
 
     b = ngx_alloc(sizeof(ngx_http_ai_gateway_limit_batch_t), ngx_cycle->log);
     argv = NULL;
@@ -450,9 +459,9 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
             rcf = mcf->redis;
         }
 
-        /* per key: its name, and four doubles */
+        /* per key: its name (when first seen), and five doubles */
         for (k = 0; k < ctx->nlimits; k++) {
-            size += rcf->prefix.len + 4 + ctx->counters[k].key.len + 4 * 8;
+            size += rcf->prefix.len + 4 + ctx->counters[k].key.len + 5 * 8;
         }
 
         nkeys += ctx->nlimits;
@@ -485,10 +494,12 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     ns = (from == 0 && sq->n <= NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS)
          ? sq->n : 0;
 
-    /* numkeys, the settlements' keys, the requests' keys, "a", the time,
-     * the number of settlements and three numbers each, the number of
-     * requests, then per request a string of four doubles a key */
-    argc = 1 + ns + nkeys + 3 + 3 * ns + 1 + n;
+    nd = ngx_http_ai_gateway_limit_redis_distinct(b, list, idx);
+
+    /* numkeys, the settlements' keys, the requests' distinct keys, "a",
+     * the time, the number of settlements and three numbers each, the
+     * number of requests, then per request a string of doubles */
+    argc = 1 + ns + nd + 3 + 3 * ns + 1 + n;
     size += NGX_INT_T_LEN;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
@@ -502,10 +513,17 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     p = buf;
     argv[0] = (char *) p;
-    p = ngx_sprintf(p, "%ui", ns + nkeys);
+    p = ngx_sprintf(p, "%ui", ns + nd);
     len[0] = p - (u_char *) argv[0];
 
-    k = 1 + ns + nkeys;
+    for (k = 0; k < nd; k++) {
+        argv[1 + ns + k] = (char *) p;
+        len[1 + ns + k] = ngx_http_ai_gateway_limit_redis_key(p, rcf,
+                                                              &list[k]->key);
+        p += len[1 + ns + k];
+    }
+
+    k = 1 + ns + nd;
 
     argv[k] = "a";
     len[k++] = 1;
@@ -525,7 +543,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
                                             (int64_t) n);
     k++;
 
-    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b, 1 + ns, k);
+    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b, 1 + ns, idx,
+                                                k);
 
     if (ngx_http_ai_gateway_redis_send(q->script, (int) argc, argv, len,
                                        ngx_http_ai_gateway_limit_redis_reply,
@@ -576,43 +595,95 @@ failed:
 }
 
 
-/* the keys and the numbers of a command's requests, written at p; the
- * keys from argv[key] on, the numbers from argv[arg] on */
+/*
+ * The distinct keys of a command's requests: list gets each key's counter
+ * once, in the order first seen, and idx the place in list of every
+ * counter of the command, request after request.  Returns their number.
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_redis_distinct(ngx_http_ai_gateway_limit_batch_t *b,
+    ngx_http_ai_gateway_counter_t **list, ngx_uint_t *idx)
+{
+    ngx_uint_t                      i, k, h, n, m;
+    ngx_http_ai_gateway_ctx_t      *ctx;
+    ngx_http_ai_gateway_counter_t  *c, *seen;
+
+    /* open addressing over twice the most keys a command carries: the
+     * place in list, plus one (0: free) */
+    u_short  table[2 * NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+
+    ngx_memzero(table, sizeof(table));
+
+    n = 0;
+    m = 0;
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->waits[i]->ctx;
+        c = ctx->counters;
+
+        for (k = 0; k < ctx->nlimits; k++) {
+
+            for (h = c[k].hash % (2 * NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS);
+                 table[h];
+                 h = (h + 1) % (2 * NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS))
+            {
+                seen = list[table[h] - 1];
+
+                if (seen->hash == c[k].hash && seen->key.len == c[k].key.len
+                    && ngx_memcmp(seen->key.data, c[k].key.data,
+                                  c[k].key.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (table[h] == 0) {
+                list[n++] = &c[k];
+                table[h] = (u_short) n;
+            }
+
+            idx[m++] = table[h] - 1;
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * The numbers of a command's requests, from argv[arg] on: per request one
+ * string of five doubles a key, the first the key's index in KEYS (the
+ * distinct keys are KEYS[first] on, idx as above).
+ */
 
 static u_char *
 ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
-    size_t *len, ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t key,
-    ngx_uint_t arg)
+    size_t *len, ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t first,
+    ngx_uint_t *idx, ngx_uint_t arg)
 {
-    ngx_uint_t                         i, k;
-    ngx_http_ai_gateway_ctx_t         *ctx;
-    ngx_http_ai_gateway_counter_t     *c;
-    ngx_http_ai_gateway_main_conf_t   *mcf;
-    ngx_http_ai_gateway_redis_conf_t  *rcf;
+    ngx_uint_t                      i, k, m;
+    ngx_http_ai_gateway_ctx_t      *ctx;
+    ngx_http_ai_gateway_counter_t  *c;
 
-    mcf = ngx_http_get_module_main_conf(b->waits[0]->request,
-                                        ngx_http_ai_gateway_module);
-    rcf = mcf->redis;
+    m = 0;
 
     for (i = 0; i < b->n; i++) {
         ctx = b->waits[i]->ctx;
         c = ctx->counters;
 
         argv[arg] = (char *) p;
-        len[arg++] = 4 * 8 * ctx->nlimits;
+        len[arg++] = 5 * 8 * ctx->nlimits;
 
         for (k = 0; k < ctx->nlimits; k++) {
+            p = ngx_http_ai_gateway_limit_redis_double(p,
+                                                  (double) (first + idx[m++]));
             p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].period);
             p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].limit);
             p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].cost);
             p = ngx_http_ai_gateway_limit_redis_double(p,
                       (b->waits[i]->force & ((uint64_t) 1 << k)) ? 1.0 : 0.0);
-        }
-
-        for (k = 0; k < ctx->nlimits; k++) {
-            argv[key] = (char *) p;
-            len[key] = ngx_http_ai_gateway_limit_redis_key(p, rcf, &c[k].key);
-            p += len[key++];
         }
     }
 

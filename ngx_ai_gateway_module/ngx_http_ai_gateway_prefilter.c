@@ -91,7 +91,8 @@ ngx_http_ai_gateway_prefilter_init(ngx_http_ai_gateway_prefilter_t *pf,
     }
 
     if (pf->n == 0
-        && ngx_http_ai_gateway_pf_score(&s) >= NGX_HTTP_AI_GATEWAY_PREFILTER_MIN)
+        && ngx_http_ai_gateway_pf_score(&s)
+           >= NGX_HTTP_AI_GATEWAY_PREFILTER_MIN)
     {
         memcpy(&pf->set[0], &s, sizeof(ngx_http_ai_gateway_pf_t));
         pf->n = 1;
@@ -737,7 +738,8 @@ ngx_http_ai_gateway_pf_better(ngx_http_ai_gateway_pf_t *best,
     k = (all->n < NGX_HTTP_AI_GATEWAY_PREFILTER_AND) ? all->n++ : all->n - 1;
 
     for ( /* void */ ; k > i; k--) {
-        memcpy(&all->set[k], &all->set[k - 1], sizeof(ngx_http_ai_gateway_pf_t));
+        memcpy(&all->set[k], &all->set[k - 1],
+               sizeof(ngx_http_ai_gateway_pf_t));
     }
 
     memcpy(&all->set[i], s, sizeof(ngx_http_ai_gateway_pf_t));

@@ -21,11 +21,17 @@ my $minute = 60_000;
 # a request: [ [key, period, limit, cost, force], ... ]
 sub admit {
     my (@requests) = @_;
-    my (@keys, @args);
+    my (@keys, @args, %index);
     for my $req (@requests) {
-        # per request one string of little-endian doubles, four a key
-        push @args, pack 'd<*', map { @$_[1 .. 4] } @$req;
-        push @keys, map { $_->[0] } @$req;
+        # per request one string of little-endian doubles, five a key: its
+        # index in KEYS (each key once, as the gateway sends them), period,
+        # limit, cost, force
+        my @n;
+        for my $c (@$req) {
+            $index{$c->[0]} //= do { push @keys, $c->[0]; scalar @keys };
+            push @n, $index{$c->[0]}, @$c[1 .. 4];
+        }
+        push @args, pack 'd<*', @n;
     }
     my $reply = RedisServer::cli('EVAL', $script, scalar @keys, @keys,
                                  'a', $now, 0, scalar @requests, @args);
@@ -104,18 +110,18 @@ RedisServer::cli('FLUSHALL');
     my $bucket = int($now / ($day / 10));
 
     # numkeys, the settlement's key, the request's key, "a", the time, one
-    # settlement (period, bucket, delta), one request of one key (period,
-    # limit, cost, force as doubles)
+    # settlement (period, bucket, delta), one request of one key (its index
+    # in KEYS, period, limit, cost, force as doubles)
     my $reply = RedisServer::cli('EVAL', $script, 2, '{l}:tok', '{l}:tok',
                                  'a', $now, 1, $day, $bucket, -50,
-                                 1, pack('d<*', $day, 100, 60, 0));
+                                 1, pack('d<*', 2, $day, 100, 60, 0));
     my @n = unpack 'd<*', $reply;
     is_deeply([ @n[0, 1] ], [ -1, 30 ],
               'the settlement (80 -> 30 used) is applied before the request of 60 is judged');
     is(counted('{l}:tok'), 90, 'the counter holds 30 settled and 60 reserved');
 
     $reply = RedisServer::cli('EVAL', $script, 1, '{l}:tok', 'a', $now, 0,
-                              1, pack('d<*', $day, 100, 20, 0));
+                              1, pack('d<*', 1, $day, 100, 20, 0));
     @n = unpack 'd<*', $reply;
     is($n[0], 0, 'without a settlement the next 20 do not fit');
 }
