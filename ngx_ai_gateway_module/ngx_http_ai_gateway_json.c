@@ -1010,3 +1010,83 @@ ngx_http_ai_gateway_json_key_name(ngx_http_ai_gateway_json_key_e key)
 
     return ngx_http_ai_gateway_json_keys[key].name;
 }
+
+
+/*
+ * Code points in valid UTF-8 text: the bytes that are not 10xxxxxx.
+ * Streamed tokens are short ASCII runs: two overlapping words without a
+ * high bit answer for them.  Longer texts go 16 bytes a step, each lane of
+ * acc counting its continuation bytes (up to 255 steps) for
+ * _mm_sad_epu8() to add up: no popcount, a libgcc call without -mpopcnt.
+ */
+
+uint64_t
+ngx_http_ai_gateway_json_utf8_count(const unsigned char *p,
+    const unsigned char *end)
+{
+    uint32_t  w, w2;
+    uint64_t  n, cont, x, x2;
+
+    n = end - p;
+    cont = 0;
+
+    if (n >= 4 && n <= 16) {
+        if (n >= 8) {
+            memcpy(&x, p, 8);
+            memcpy(&x2, end - 8, 8);
+            x |= x2;
+
+        } else {
+            memcpy(&w, p, 4);
+            memcpy(&w2, end - 4, 4);
+            x = w | w2;
+        }
+
+        if ((x & 0x8080808080808080ULL) == 0) {
+            return n;
+        }
+    }
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+    {
+    unsigned  k;
+    __m128i   v, limit, acc, zero, sum;
+
+    /* as signed bytes, 0x80-0xbf are the ones below -64 (0xc0) */
+    limit = _mm_set1_epi8((char) 0xc0);
+    zero = _mm_setzero_si128();
+    acc = zero;
+    k = 0;
+
+    for ( /* void */ ; end - p >= 16; p += 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+        acc = _mm_sub_epi8(acc, _mm_cmplt_epi8(v, limit));
+
+        if (++k == 255 || end - p < 32) {
+            sum = _mm_sad_epu8(acc, zero);
+            cont += (uint64_t) _mm_cvtsi128_si32(sum)
+                    + (uint64_t) _mm_cvtsi128_si32(_mm_srli_si128(sum, 8));
+            acc = zero;
+            k = 0;
+        }
+    }
+    }
+#endif
+
+    for ( /* void */ ; end - p >= 8; p += 8) {
+        memcpy(&x, p, 8);
+
+        /* bit 7 set and bit 6 clear; bit 6 is shifted under bit 7 */
+        x &= ~(x << 1) & 0x8080808080808080ULL;
+
+        if (x) {
+            cont += __builtin_popcountll(x);
+        }
+    }
+
+    for ( /* void */ ; p < end; p++) {
+        cont += ((*p & 0xc0) == 0x80);
+    }
+
+    return n - cont;
+}

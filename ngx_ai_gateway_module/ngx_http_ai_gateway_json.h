@@ -106,7 +106,13 @@ size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
 const unsigned char *ngx_http_ai_gateway_json_skip_plain(
     const unsigned char *p, const unsigned char *end);
 
-/* the name of a key, for error messages */
+/*
+ * Code points in valid UTF-8 text: the bytes that are not 10xxxxxx.  For
+ * the request's prompt text, the answer's and the stream's tokens.
+ */
+uint64_t ngx_http_ai_gateway_json_utf8_count(const unsigned char *p,
+    const unsigned char *end);
+
 /*
  * The index of a decoded key: among the top-level fields (top) or among
  * the text keys of a container ("content" 0, "text" 1, "output" 2); -1.
@@ -114,6 +120,7 @@ const unsigned char *ngx_http_ai_gateway_json_skip_plain(
 int ngx_http_ai_gateway_json_key_find(const unsigned char *key, size_t len,
     int top);
 
+/* the name of a key, for error messages */
 const char *ngx_http_ai_gateway_json_key_name(
     ngx_http_ai_gateway_json_key_e key);
 

@@ -16,10 +16,6 @@
 #include <string.h>
 
 #include "ngx_http_ai_gateway_json.h"
-#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JTREE_NO_SIMD)
-#include <emmintrin.h>
-#endif
-
 #include "ngx_http_ai_gateway_jtree.h"
 
 
@@ -1145,8 +1141,6 @@ static uint64_t ngx_http_ai_gateway_jtree_chars(
     const ngx_http_ai_gateway_jtree_t *n, unsigned role);
 static uint64_t ngx_http_ai_gateway_jtree_code_points(
     const ngx_http_ai_gateway_jtree_t *n);
-static uint64_t ngx_http_ai_gateway_jtree_utf8_count(const unsigned char *p,
-    const unsigned char *end);
 
 
 void
@@ -1277,52 +1271,6 @@ ngx_http_ai_gateway_jtree_chars(const ngx_http_ai_gateway_jtree_t *n,
 }
 
 
-/* code points of valid UTF-8: the bytes that are no continuation byte */
-
-static uint64_t
-ngx_http_ai_gateway_jtree_utf8_count(const unsigned char *p,
-    const unsigned char *end)
-{
-    uint64_t  count;
-
-    count = 0;
-
-#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JTREE_NO_SIMD)
-    {
-        unsigned  k;
-        __m128i   x, cont, acc, zero, sum;
-
-        /* 0x80..0xbf are -128..-65 as signed bytes: each lane of acc
-         * counts them (up to 255 rounds), added up by _mm_sad_epu8() */
-        cont = _mm_set1_epi8(-64);
-        zero = _mm_setzero_si128();
-        acc = zero;
-        k = 0;
-
-        for ( /* void */ ; end - p >= 16; p += 16) {
-            x = _mm_loadu_si128((const __m128i *) p);
-            acc = _mm_sub_epi8(acc, _mm_cmplt_epi8(x, cont));
-            count += 16;
-
-            if (++k == 255 || end - p < 32) {
-                sum = _mm_sad_epu8(acc, zero);
-                count -= (uint64_t) _mm_cvtsi128_si32(sum)
-                         + (uint64_t) _mm_cvtsi128_si32(_mm_srli_si128(sum, 8));
-                acc = zero;
-                k = 0;
-            }
-        }
-    }
-#endif
-
-    for ( /* void */ ; p < end; p++) {
-        count += ((*p & 0xc0) != 0x80);
-    }
-
-    return count;
-}
-
-
 /* code points of a string as parsed (valid UTF-8, escapes not decoded):
  * an escape is one, a surrogate pair too */
 
@@ -1336,7 +1284,7 @@ ngx_http_ai_gateway_jtree_code_points(const ngx_http_ai_gateway_jtree_t *n)
     end = p + n->len;
 
     if (!n->escaped) {
-        return ngx_http_ai_gateway_jtree_utf8_count(p, end);
+        return ngx_http_ai_gateway_json_utf8_count(p, end);
     }
 
     count = 0;
@@ -1346,7 +1294,7 @@ ngx_http_ai_gateway_jtree_code_points(const ngx_http_ai_gateway_jtree_t *n)
             /* the run up to the next escape */
             q = memchr(p, '\\', end - p);
             q = q ? q : end;
-            count += ngx_http_ai_gateway_jtree_utf8_count(p, q);
+            count += ngx_http_ai_gateway_json_utf8_count(p, q);
             p = q;
             continue;
         }

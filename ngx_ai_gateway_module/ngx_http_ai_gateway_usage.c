@@ -162,8 +162,6 @@ static ngx_http_ai_gateway_walk_inline const unsigned char *
 static ngx_http_ai_gateway_walk_inline const unsigned char *
     ngx_http_ai_gateway_walk_skip_digits(const unsigned char *p,
     const unsigned char *end);
-static uint64_t ngx_http_ai_gateway_walk_count(const unsigned char *p,
-    const unsigned char *end);
 static size_t ngx_http_ai_gateway_walk_utf8_tail(const unsigned char *p,
     size_t len, unsigned *need);
 static size_t ngx_http_ai_gateway_walk_utf8_put(unsigned char *out,
@@ -415,7 +413,7 @@ value_c:
 
         /* output text, whole in the buffer */
 
-        chars = ngx_http_ai_gateway_walk_count(p, q);
+        chars = ngx_http_ai_gateway_json_utf8_count(p, q);
         w->text_chars += chars;
         w->effects++;
 
@@ -1252,7 +1250,7 @@ ngx_http_ai_gateway_walk_decoded(ngx_http_ai_gateway_walk_t *w,
                 ngx_http_ai_gateway_walk_out(w, p, n);
 
             } else {
-                chars = ngx_http_ai_gateway_walk_count(p, q);
+                chars = ngx_http_ai_gateway_json_utf8_count(p, q);
                 w->text_chars += chars;
 
                 if (chars) {
@@ -1328,7 +1326,7 @@ ngx_http_ai_gateway_walk_out(ngx_http_ai_gateway_walk_t *w,
         return 0;
     }
 
-    n = ngx_http_ai_gateway_walk_count(p, p + len);
+    n = ngx_http_ai_gateway_json_utf8_count(p, p + len);
     w->text_chars += n;
 
     if (n) {
@@ -1804,80 +1802,6 @@ ngx_http_ai_gateway_walk_skip_digits(const unsigned char *p,
     }
 
     return p;
-}
-
-
-/* code points in UTF-8 text: the bytes that are not 10xxxxxx */
-
-static uint64_t
-ngx_http_ai_gateway_walk_count(const unsigned char *p,
-    const unsigned char *end)
-{
-    uint64_t  n, cont, x;
-
-    n = end - p;
-    cont = 0;
-
-    /* a short ASCII run (a streamed token, as usual): two overlapping
-     * words without a high bit */
-
-    if (n >= 4 && n <= 16) {
-        if (n >= 8) {
-            x = ngx_http_ai_gateway_walk_w64(p)
-                | ngx_http_ai_gateway_walk_w64(end - 8);
-
-        } else {
-            x = ngx_http_ai_gateway_walk_w32(p)
-                | ngx_http_ai_gateway_walk_w32(end - 4);
-        }
-
-        if ((x & 0x8080808080808080ULL) == 0) {
-            return n;
-        }
-    }
-
-#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_USAGE_NO_SIMD)
-    {
-    int      m;
-    __m128i  v, limit;
-
-    /* as signed bytes, 0x80-0xbf are the ones below -64 (0xc0) */
-    limit = _mm_set1_epi8((char) 0xc0);
-
-    while (end - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
-        m = _mm_movemask_epi8(_mm_cmplt_epi8(v, limit));
-
-        /* without -mpopcnt, __builtin_popcount() is a libgcc call: none
-         * for ASCII */
-        if (m) {
-            cont += __builtin_popcount(m);
-        }
-
-        p += 16;
-    }
-    }
-#endif
-
-    while (end - p >= 8) {
-        memcpy(&x, p, 8);
-
-        /* bit 7 set and bit 6 clear; bit 6 is shifted under bit 7 */
-        x &= ~(x << 1) & 0x8080808080808080ULL;
-
-        if (x) {
-            cont += __builtin_popcountll(x);
-        }
-
-        p += 8;
-    }
-
-    while (p < end) {
-        cont += ((*p & 0xc0) == 0x80);
-        p++;
-    }
-
-    return n - cont;
 }
 
 
