@@ -933,39 +933,34 @@ ngx_http_ai_gateway_translate_request(const unsigned char *body, size_t len,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
     int                                 rc;
-    size_t                              len0;
     ngx_http_ai_gateway_jtree_t        *root;
     ngx_http_ai_gateway_jtree_arena_t   a;
     ngx_http_ai_gateway_jtree_error_t   err;
     unsigned char                       stack[
                                           NGX_HTTP_AI_GATEWAY_TRANSLATE_ARENA];
 
-    memset(req, 0, sizeof(ngx_http_ai_gateway_translate_request_t));
-
-    len0 = out->len;
-    out->failed = 0;
-
     ngx_http_ai_gateway_translate_arena(&a, stack, sizeof(stack), out);
 
     root = ngx_http_ai_gateway_translate_load(body, len, &a, &err, &rc);
 
     if (root == NULL) {
+        memset(req, 0, sizeof(ngx_http_ai_gateway_translate_request_t));
+        out->failed = 0;
+
         if (rc == NGX_HTTP_AI_GATEWAY_TRANSLATE_INVALID) {
             (void) ngx_http_ai_gateway_translate_invalid(req,
                        "the request body is not valid JSON: %s at byte %zu",
                        err.text, err.offset);
         }
 
-        ngx_http_ai_gateway_jtree_arena_free(&a);
-
-        return rc;
+    } else {
+        rc = ngx_http_ai_gateway_translate_request_tree(root, &a, conf, req,
+                                                        out);
     }
-
-    rc = ngx_http_ai_gateway_translate_root(root, conf, req, out, &a);
 
     ngx_http_ai_gateway_jtree_arena_free(&a);
 
-    return ngx_http_ai_gateway_translate_end(out, len0, rc);
+    return rc;
 }
 
 
