@@ -34,7 +34,6 @@ static char *ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
 static char *ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf,
     ngx_array_t **list, ngx_str_t *name, ngx_str_t *path, ngx_str_t *text);
 static void ngx_http_ai_gateway_guard_cleanup(void *data);
-static void *ngx_http_ai_gateway_guard_alloc(void *data, size_t size);
 static int ngx_http_ai_gateway_guard_pii_first(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
 static ngx_int_t ngx_http_ai_gateway_guard_safety_done(ngx_http_request_t *r,
@@ -278,7 +277,7 @@ ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
     ngx_http_ai_gateway_kw_allocator_t  a;
 
     if (g->keywords == NULL) {
-        a.alloc = ngx_http_ai_gateway_guard_alloc;
+        a.alloc = ngx_http_ai_gateway_pool_alloc;
         a.free = NULL;
         a.data = cf->pool;
 
@@ -442,13 +441,6 @@ ngx_http_ai_gateway_guard_cleanup(void *data)
             pcre2_code_free(pat[i].code);
         }
     }
-}
-
-
-static void *
-ngx_http_ai_gateway_guard_alloc(void *data, size_t size)
-{
-    return ngx_palloc(data, size);
 }
 
 

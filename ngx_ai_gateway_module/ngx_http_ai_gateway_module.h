@@ -404,6 +404,7 @@ ngx_int_t ngx_http_ai_gateway_next_header(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_out_chain(ngx_http_request_t *r,
     ngx_chain_t **free, ngx_http_ai_gateway_translate_buf_t *o,
     ngx_uint_t last, ngx_uint_t flush, ngx_buf_tag_t tag, ngx_chain_t **out);
+void *ngx_http_ai_gateway_pool_alloc(void *pool, size_t size);
 void *ngx_http_ai_gateway_pool_resize(void *ctx, void *old, size_t old_size,
     size_t new_size);
 

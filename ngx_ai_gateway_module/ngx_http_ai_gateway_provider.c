@@ -1259,6 +1259,16 @@ ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r)
 }
 
 
+/* a pool allocation, for the parsers' allocators (jtree arenas, keyword
+ * engines): freed with the pool */
+
+void *
+ngx_http_ai_gateway_pool_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
 /* the translation buffers' memory: the request's pool */
 
 void *

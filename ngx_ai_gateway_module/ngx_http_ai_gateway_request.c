@@ -36,7 +36,6 @@ static void ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
-static void *ngx_http_ai_gateway_tree_alloc(void *pool, size_t size);
 static ngx_int_t ngx_http_ai_gateway_check_types(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
 static ngx_int_t ngx_http_ai_gateway_type_error(ngx_http_request_t *r,
@@ -729,7 +728,7 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_jtree_arena_init(&t->arena, first,
                                          NGX_HTTP_AI_GATEWAY_TREE_FIRST,
-                                         ngx_http_ai_gateway_tree_alloc, NULL,
+                                         ngx_http_ai_gateway_pool_alloc, NULL,
                                          r->pool);
     t->arena.no_nul = 1;
 
@@ -754,15 +753,6 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     }
 
     return NGX_OK;
-}
-
-
-/* the tree's blocks beyond the first: freed with the request */
-
-static void *
-ngx_http_ai_gateway_tree_alloc(void *pool, size_t size)
-{
-    return ngx_palloc(pool, size);
 }
 
 
