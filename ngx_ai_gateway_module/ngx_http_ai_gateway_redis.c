@@ -19,7 +19,8 @@
  *     touched after it, and every pointer to a context is dropped in the
  *     connect and disconnect callbacks;
  *   - hiredis 0.14 has no timeouts: the connect timeout is a timer of
- *     ours, command timeouts are the callers' (who cancel);
+ *     ours, command timeouts are the callers' (who stop waiting, and
+ *     whose handlers drop a late answer);
  *   - a caller's handler may be called from inside hiredis, even inside
  *     a call of ours that frees the context: callers defer their work.
  */
@@ -52,12 +53,11 @@ char *ngx_http_ai_gateway_conf_read_file(ngx_conf_t *cf, ngx_str_t *path,
  */
 
 struct ngx_http_ai_gateway_redis_op_s {
-    ngx_http_ai_gateway_redis_handler_pt   handler;   /* NULL: cancelled */
+    ngx_http_ai_gateway_redis_handler_pt   handler;   /* NULL: nobody waits */
     void                                  *data;
     ngx_http_ai_gateway_redis_script_t    *script;
     int                                    argc;
     unsigned                               retried:1;
-    unsigned                               forget:1;  /* no handler */
     size_t                                 len;
     size_t                                 rest;
     u_char                                 cmd[1];
@@ -816,7 +816,6 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
     op->script = script;
     op->argc = argc + (script ? 2 : 0);
     op->retried = 0;
-    op->forget = (handler == NULL);
 
     p = op->cmd;
     *p++ = '*';
@@ -911,13 +910,6 @@ ngx_http_ai_gateway_redis_resend(redisAsyncContext *ac,
 }
 
 
-void
-ngx_http_ai_gateway_redis_cancel(ngx_http_ai_gateway_redis_op_t *op)
-{
-    op->handler = NULL;
-}
-
-
 static void
 ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata)
@@ -948,7 +940,8 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     }
 
     /* the callers count their own failures; nobody counts these */
-    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR) && op->forget
+    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        && op->handler == NULL
         && link->conf && link->conf->errors)
     {
         (void) ngx_atomic_fetch_add(link->conf->errors, 1);

@@ -6,8 +6,7 @@
  * connection, one pipelined link per worker, opened at worker start,
  * reopened with backoff, with AUTH, SELECT and the Lua scripts sent first
  * on every new link.  It knows nothing of HTTP: a caller sends a command
- * with a handler and gets the reply (or NULL: no answer) exactly once,
- * unless it cancelled the command first.
+ * with a handler and gets the reply (or NULL: no answer) exactly once.
  */
 
 
@@ -84,9 +83,6 @@ ngx_http_ai_gateway_redis_op_t *ngx_http_ai_gateway_redis_send(
     ngx_http_ai_gateway_redis_script_t *script, int argc, const char **argv,
     const size_t *argvlen, ngx_http_ai_gateway_redis_handler_pt handler,
     void *data);
-
-/* the handler will not be called: the reply, when it comes, is dropped */
-void ngx_http_ai_gateway_redis_cancel(ngx_http_ai_gateway_redis_op_t *op);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_REDIS_H_INCLUDED_ */
