@@ -143,11 +143,11 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
  * tonumber()).  A key comes once in KEYS, however many requests name it.
  * The requests are judged one after the other, each seeing what those
  * before it charged, so a command of many requests admits exactly what as
- * many commands would.  Returns one string of
- * little-endian doubles (exact integers; hiredis makes one object of it,
- * not one per number, and nothing is formatted as text, which cost Redis
- * more than the checks): per request the rejected index or -1, then per
- * key used, reset, retry and bucket.  A key's reset is worked out once a
+ * many commands would.  Returns one string of little-endian doubles
+ * (exact integers; hiredis makes one object of it, not one per number, and
+ * nothing is formatted as text, which cost Redis more than the checks):
+ * per request the rejected index or -1, then per key used, reset, retry
+ * and bucket.  A key's reset is worked out once a
  * command, and kept up to date as the command's requests charge it.
  *
  * Settle: per key (a key may come several times), period, bucket and
@@ -433,6 +433,7 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     ns = 0;
 
     nkeys = 0;
+    /* numkeys, the number of settlements and of requests, the time */
     size = 3 * NGX_INT_T_LEN + NGX_INT64_LEN;
     rcf = NULL;
 
@@ -459,7 +460,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
             rcf = mcf->redis;
         }
 
-        /* per key: its name (when first seen), and five doubles */
+        /* per key: its name (counted for every key, named once or not)
+         * and five doubles */
         for (k = 0; k < ctx->nlimits; k++) {
             size += rcf->prefix.len + 4 + ctx->counters[k].key.len + 5 * 8;
         }
@@ -500,7 +502,6 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
      * the time, the number of settlements and three numbers each, the
      * number of requests, then per request a string of doubles */
     argc = 1 + ns + nd + 3 + 3 * ns + 1 + n;
-    size += NGX_INT_T_LEN;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
     buf = ngx_alloc(size, ngx_cycle->log);
@@ -551,10 +552,6 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
                                        b)
         == NULL)
     {
-        if (ns && sq->conf->errors) {
-            (void) ngx_atomic_fetch_add(sq->conf->errors, 1);
-        }
-
         goto failed;
     }
 
@@ -572,6 +569,10 @@ failed:
 
     if (ns) {
         /* the link's loss was logged; the settlements are counted */
+        if (sq->conf->errors) {
+            (void) ngx_atomic_fetch_add(sq->conf->errors, 1);
+        }
+
         sq->len = 0;
         sq->n = 0;
     }
