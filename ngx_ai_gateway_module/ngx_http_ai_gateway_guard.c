@@ -455,16 +455,13 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
 {
     int                                   rc;
     size_t                                size;
-    u_char                               *lower;
-    ngx_uint_t                            i, lower_done;
-    const u_char                         *text;
+    u_char                               *subject, *lower;
+    ngx_uint_t                            i, lowered;
     ngx_http_ai_gateway_guard_pattern_t  *pat;
 
     if (list == NULL) {
         return 0;
     }
-
-    lower_done = 0;
 
     /*
      * JIT code reads the subject 16 bytes at a time, past its end within
@@ -487,19 +484,20 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
         ngx_http_ai_gateway_guard_scratch_size = size + 4096;
     }
 
-    text = p;
-    p = NULL;
+    /* each made when a pattern first needs it */
+    subject = NULL;
     lower = ngx_http_ai_gateway_guard_scratch + len
             + NGX_HTTP_AI_GATEWAY_GUARD_PAD;
+    lowered = 0;
 
     pat = list->elts;
 
     for (i = 0; i < list->nelts; i++) {
 
         if (pat[i].pf.n) {
-            if (!lower_done) {
-                ngx_http_ai_gateway_prefilter_lower(lower, text, len);
-                lower_done = 1;
+            if (!lowered) {
+                ngx_http_ai_gateway_prefilter_lower(lower, p, len);
+                lowered = 1;
             }
 
             if (!ngx_http_ai_gateway_prefilter_test(&pat[i].pf, lower, len)) {
@@ -508,14 +506,14 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
             }
         }
 
-        if (p == NULL) {
-            ngx_memcpy(ngx_http_ai_gateway_guard_scratch, text, len);
-            ngx_memzero(ngx_http_ai_gateway_guard_scratch + len,
-                        NGX_HTTP_AI_GATEWAY_GUARD_PAD);
-            p = ngx_http_ai_gateway_guard_scratch;
+        if (subject == NULL) {
+            subject = ngx_http_ai_gateway_guard_scratch;
+            ngx_memcpy(subject, p, len);
+            ngx_memzero(subject + len, NGX_HTTP_AI_GATEWAY_GUARD_PAD);
         }
 
-        rc = pcre2_match(pat[i].code, p, len, 0, 0, pat[i].match, pat[i].mctx);
+        rc = pcre2_match(pat[i].code, subject, len, 0, 0, pat[i].match,
+                         pat[i].mctx);
 
         if (rc >= 0) {
             *line = pat[i].line;

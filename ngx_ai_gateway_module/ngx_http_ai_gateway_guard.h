@@ -42,7 +42,8 @@ typedef struct {
     pcre2_match_data            *match;
     pcre2_match_context         *mctx;
     ngx_uint_t                   line;
-    /* literals one of which a match needs: texts without them are passed */
+    /* the literals a match needs (_prefilter.h): texts lacking them are
+     * passed over without running the pattern */
     ngx_http_ai_gateway_prefilter_t  pf;
 } ngx_http_ai_gateway_guard_pattern_t;
 
