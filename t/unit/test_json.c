@@ -279,6 +279,40 @@ test_cases(void)
 }
 
 
+/*
+ * Reals without an exponent skip strtod() up to 308 digits before the
+ * point; longer ones overflow (all nines) or not (a one and zeros), as
+ * jansson says.
+ */
+
+static void
+test_long_reals(void)
+{
+    char    buf[400];
+    size_t  n, len, i;
+    int     neg, one;
+
+    for (n = 306; n <= 311; n++) {
+        for (neg = 0; neg < 2; neg++) {
+            for (one = 0; one < 2; one++) {
+                len = 0;
+                memcpy(buf, "{\"a\":", 5);
+                len = 5;
+                if (neg) {
+                    buf[len++] = '-';
+                }
+                for (i = 0; i < n; i++) {
+                    buf[len++] = one ? (i ? '0' : '1') : '9';
+                }
+                memcpy(buf + len, ".5}", 3);
+                len += 3;
+                compare(buf, len, "long real");
+            }
+        }
+    }
+}
+
+
 static void
 test_depth(void)
 {
@@ -415,6 +449,7 @@ int
 main(void)
 {
     test_cases();
+    test_long_reals();
     test_depth();
     test_embedded_nul();
     test_unescape();
