@@ -2270,6 +2270,173 @@ ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
 }
 
 
+/* the field of key k in an object of the usage object ("details") */
+
+static int
+ngx_http_ai_gateway_uscan_sub_key(const unsigned char *k, size_t klen,
+    int sub)
+{
+    if (klen == 13 && memcmp(k, "cached_tokens", 13) == 0
+        && (sub == NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED
+            || sub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED))
+    {
+        return sub;
+    }
+
+    if (klen == 16 && memcmp(k, "reasoning_tokens", 16) == 0
+        && (sub == NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING
+            || sub == NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING))
+    {
+        return sub;
+    }
+
+    return -1;
+}
+
+
+/*
+ * The usage object as providers write it: no white space, no escapes,
+ * counts as plain integers, strings and nulls beside them, and objects one
+ * level down.  Read in one loop, with the general scan's results; anything
+ * else returns 1, and the general scan reads the text from its start.
+ * This runs for every answer under a token budget or usage tracking.
+ */
+
+static int
+ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
+{
+    int                   i, field, sub, nsub, depth;
+    size_t                klen, digits;
+    int64_t               n;
+    const unsigned char  *p, *end, *k;
+
+    p = s->p;
+    end = s->end;
+
+    /* "{}" and objects in objects are the general scan's */
+    if (end - p < 2 || p[0] != '{' || p[1] != '"') {
+        return 1;
+    }
+
+    p++;
+    depth = 1;
+    sub = -1;
+
+    for ( ;; ) {
+
+        /* a key, in plain ASCII: the caller's checks made sure of its
+         * quote */
+
+        k = ++p;
+        p = ngx_http_ai_gateway_json_skip_plain(p, end);
+
+        if (end - p < 3 || p[0] != '"' || p[1] != ':') {
+            return 1;
+        }
+
+        klen = p - k;
+        p += 2;
+
+        field = -1;
+        nsub = -1;
+
+        if (depth == 1) {
+            i = ngx_http_ai_gateway_uscan_key(k, klen);
+
+            if (i >= 0) {
+                field = ngx_http_ai_gateway_ukeys[i].field;
+                nsub = ngx_http_ai_gateway_ukeys[i].sub;
+
+                if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
+                    s->input_details = 1;
+                }
+            }
+
+        } else if (sub >= 0) {
+            field = ngx_http_ai_gateway_uscan_sub_key(k, klen, sub);
+        }
+
+        /* the value */
+
+        if (*p >= '0' && *p <= '9') {
+            n = 0;
+            digits = 0;
+
+            if (*p == '0' && end - p > 1 && p[1] >= '0' && p[1] <= '9') {
+                return 1;
+            }
+
+            while (p < end && *p >= '0' && *p <= '9') {
+                /* 17 digits stay below the general scan's 2^58 */
+                if (++digits > 17) {
+                    return 1;
+                }
+
+                n = n * 10 + (*p++ - '0');
+            }
+
+            if (field >= 0) {
+                s->v[field] = n;
+                s->has[field] = 1;
+            }
+
+        } else if (*p == '"') {
+            p = ngx_http_ai_gateway_json_skip_plain(p + 1, end);
+
+            if (p == end || *p != '"') {
+                return 1;
+            }
+
+            p++;
+
+        } else if (*p == 'n' && end - p >= 4 && memcmp(p, "null", 4) == 0) {
+            p += 4;
+
+        } else if (*p == '{' && depth == 1 && end - p > 1 && p[1] == '"') {
+            p++;
+            depth = 2;
+            sub = nsub;
+            continue;
+
+        } else {
+            return 1;
+        }
+
+        /* after the value: the next key, or the ends of objects */
+
+        for ( ;; ) {
+            if (p == end) {
+                return 1;
+            }
+
+            if (*p == ',') {
+                p++;
+
+                if (p == end || *p != '"') {
+                    return 1;
+                }
+
+                break;
+            }
+
+            if (*p != '}') {
+                return 1;
+            }
+
+            p++;
+
+            if (depth == 1) {
+                s->p = p;
+                return (p == end) ? 0 : 1;
+            }
+
+            depth = 1;
+            sub = -1;
+        }
+    }
+}
+
+
 int
 ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len)
@@ -2282,18 +2449,27 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     s.p = json;
     s.end = json + len;
 
-    ngx_http_ai_gateway_uscan_ws(&s);
+    if (ngx_http_ai_gateway_uscan_fast(&s) != 0) {
 
-    if (s.p == s.end || *s.p != '{'
-        || ngx_http_ai_gateway_uscan_object(&s, -1, 1) != 0)
-    {
-        return -1;
-    }
+        /* from the start again, with nothing of the fast scan */
 
-    ngx_http_ai_gateway_uscan_ws(&s);
+        memset(&s, 0, sizeof(s));
+        s.p = json;
+        s.end = json + len;
 
-    if (s.p != s.end) {
-        return -1;
+        ngx_http_ai_gateway_uscan_ws(&s);
+
+        if (s.p == s.end || *s.p != '{'
+            || ngx_http_ai_gateway_uscan_object(&s, -1, 1) != 0)
+        {
+            return -1;
+        }
+
+        ngx_http_ai_gateway_uscan_ws(&s);
+
+        if (s.p != s.end) {
+            return -1;
+        }
     }
 
 #define ngx_http_ai_gateway_utake(f, dst)                                     \

@@ -1588,6 +1588,143 @@ test_mutations(void)
 }
 
 
+/*
+ * usage_parse reads the usual shapes in a fast loop and anything else with
+ * the general scan; a leading space always takes the general scan.  So
+ * each object, parsed as is and after a space, must give the same results
+ * from the same state: thousands of random objects in the shapes
+ * providers write (and near them: white space, escapes, reals, negative
+ * numbers, arrays, deeper objects, leading zeros, cut texts).
+ */
+
+static unsigned long long  ufast_state = 0x9e3779b97f4a7c15ULL;
+
+static unsigned
+ufast_rnd(unsigned n)
+{
+    ufast_state ^= ufast_state << 13;
+    ufast_state ^= ufast_state >> 7;
+    ufast_state ^= ufast_state << 17;
+    return (unsigned) (ufast_state >> 11) % n;
+}
+
+
+static void
+ufast_value(char *buf, size_t *len, int depth)
+{
+    static const char  *keys[] = {
+        "prompt_tokens", "completion_tokens", "total_tokens", "input_tokens",
+        "output_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens", "prompt_tokens_details",
+        "completion_tokens_details", "input_tokens_details",
+        "output_tokens_details", "cached_tokens", "reasoning_tokens",
+        "audio_tokens", "service_tier", "server_tool_use", "x"
+    };
+    static const char  *others[] = {
+        "null", "true", "false", "-3", "1.5", "2e3", "07", "\"standard\"",
+        "\"a\\\"b\"", "[]", "[1,2]", "{}", "\"\"", "0", "123456789012345678",
+        "99999999999999999", "100000000000000000000"
+    };
+
+    size_t  i, n;
+
+    if (depth < 3 && ufast_rnd(depth ? 6 : 1) == 0) {
+        buf[(*len)++] = '{';
+        n = ufast_rnd(6);
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                buf[(*len)++] = ',';
+            }
+
+            if (ufast_rnd(20) == 0) {
+                buf[(*len)++] = ' ';
+            }
+
+            *len += sprintf(buf + *len, "\"%s\":",
+                            keys[ufast_rnd(sizeof(keys) / sizeof(keys[0]))]);
+            ufast_value(buf, len, depth + 1);
+        }
+
+        buf[(*len)++] = '}';
+        return;
+    }
+
+    if (ufast_rnd(4) == 0) {
+        *len += sprintf(buf + *len, "%s",
+                        others[ufast_rnd(sizeof(others) / sizeof(others[0]))]);
+        return;
+    }
+
+    *len += sprintf(buf + *len, "%u", ufast_rnd(100000));
+}
+
+
+static void
+test_usage_fast(void)
+{
+    int                          rc1, rc2, i, same, cut;
+    char                         buf[4096], padded[4097];
+    size_t                       len;
+    ngx_http_ai_gateway_usage_t  u1, u2;
+
+    static const char  *start = "{\"input_tokens\":5,"
+        "\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":7}";
+    static const char  *chat = "{\"prompt_tokens\":231,"
+        "\"completion_tokens\":48,\"total_tokens\":279,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":3,\"audio_tokens\":0},"
+        "\"completion_tokens_details\":{\"reasoning_tokens\":7,"
+        "\"audio_tokens\":0}}";
+
+    same = 1;
+
+    for (i = 0; i < 20000 && same; i++) {
+        len = 0;
+        ufast_value(buf, &len, 0);
+
+        /* some texts cut short, or with a byte after the object */
+        cut = ufast_rnd(30);
+        if (cut == 0 && len > 1) {
+            len -= 1 + ufast_rnd((unsigned) len - 1);
+
+        } else if (cut == 1) {
+            buf[len++] = ufast_rnd(2) ? ' ' : '}';
+        }
+
+        buf[len] = '\0';
+        padded[0] = ' ';
+        memcpy(padded + 1, buf, len + 1);
+
+        ngx_http_ai_gateway_usage_init(&u1);
+
+        if (ufast_rnd(3) == 0) {
+            /* after an Anthropic message_start */
+            (void) ngx_http_ai_gateway_usage_parse(&u1,
+                (const unsigned char *) start, strlen(start));
+        }
+
+        u2 = u1;
+
+        rc1 = ngx_http_ai_gateway_usage_parse(&u1,
+                                      (const unsigned char *) buf, len);
+        rc2 = ngx_http_ai_gateway_usage_parse(&u2,
+                                      (const unsigned char *) padded, len + 1);
+
+        same = (rc1 == rc2 && memcmp(&u1, &u2, sizeof(u1)) == 0);
+
+        CHECK(same, "fast and general usage scans differ on %s", buf);
+    }
+
+    /* the usual objects themselves */
+    ngx_http_ai_gateway_usage_init(&u1);
+    CHECK(ngx_http_ai_gateway_usage_parse(&u1, (const unsigned char *) chat,
+                                          strlen(chat)) == 0
+          && u1.input == 231 && u1.output == 48 && u1.total == 279
+          && u1.cached_input == 3 && u1.reasoning == 7,
+          "OpenAI chat usage");
+}
+
+
 int
 main(void)
 {
@@ -1602,6 +1739,7 @@ main(void)
     test_prefix();
     test_suffix();
     test_usage_parse();
+    test_usage_fast();
     test_stream();
     test_mutations();
 
