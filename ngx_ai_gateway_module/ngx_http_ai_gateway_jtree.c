@@ -73,7 +73,9 @@ static int ngx_http_ai_gateway_jtree_literal(
     ngx_http_ai_gateway_jtree_parser_t *s, const char *word, size_t len);
 static int ngx_http_ai_gateway_jtree_hex4(const unsigned char *p,
     unsigned *code);
-static int ngx_http_ai_gateway_jtree_token(
+static inline int ngx_http_ai_gateway_jtree_token(
+    ngx_http_ai_gateway_jtree_parser_t *s);
+static int ngx_http_ai_gateway_jtree_space(
     ngx_http_ai_gateway_jtree_parser_t *s);
 static int ngx_http_ai_gateway_jtree_fail(
     ngx_http_ai_gateway_jtree_parser_t *s, const char *text);
@@ -261,10 +263,26 @@ ngx_http_ai_gateway_jtree_parse(const unsigned char *p, size_t len,
 }
 
 
+/*
+ * The next token, which must be there: in compact JSON, as providers and
+ * SDKs send it, it is the next byte, seen without a call.
+ */
+
+static inline int
+ngx_http_ai_gateway_jtree_token(ngx_http_ai_gateway_jtree_parser_t *s)
+{
+    if (s->p < s->end && *s->p > ' ') {
+        return 0;
+    }
+
+    return ngx_http_ai_gateway_jtree_space(s);
+}
+
+
 /* skips white space to the next token, which must be there */
 
 static int
-ngx_http_ai_gateway_jtree_token(ngx_http_ai_gateway_jtree_parser_t *s)
+ngx_http_ai_gateway_jtree_space(ngx_http_ai_gateway_jtree_parser_t *s)
 {
     while (s->p < s->end && ngx_http_ai_gateway_jtree_ws(*s->p)) {
         s->p++;
@@ -1145,11 +1163,10 @@ static uint64_t ngx_http_ai_gateway_jtree_code_points(
 
 void
 ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
-    ngx_http_ai_gateway_json_facts_t *facts)
+    ngx_http_ai_gateway_json_facts_t *facts, int chars)
 {
     int                                k;
     size_t                             i;
-    uint64_t                           slot[NGX_HTTP_AI_GATEWAY_KEY_LAST];
     ngx_http_ai_gateway_jtree_t       *n;
     ngx_http_ai_gateway_json_value_t  *v;
 
@@ -1165,7 +1182,6 @@ ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
     };
 
     memset(facts, 0, sizeof(ngx_http_ai_gateway_json_facts_t));
-    memset(slot, 0, sizeof(slot));
 
     /* the members in order: a duplicate key replaces what came before */
 
@@ -1204,6 +1220,35 @@ ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
         default:
             break;
         }
+    }
+
+    if (chars) {
+        facts->input_chars = ngx_http_ai_gateway_jtree_input_chars(root);
+    }
+}
+
+
+/*
+ * The prompt text count alone: a walk of the messages' strings that only
+ * usage records, token budgets and $ai_input_characters need, so that a
+ * translation without them does not pay for it.
+ */
+
+uint64_t
+ngx_http_ai_gateway_jtree_input_chars(ngx_http_ai_gateway_jtree_t *root)
+{
+    int                           k;
+    size_t                        i;
+    uint64_t                      sum, slot[NGX_HTTP_AI_GATEWAY_KEY_LAST];
+    ngx_http_ai_gateway_jtree_t  *n;
+
+    memset(slot, 0, sizeof(slot));
+
+    /* a duplicate key replaces what came before */
+
+    for (i = 0; i < root->len; i++) {
+        n = &root->u.child[i];
+        k = ngx_http_ai_gateway_json_key_find(n->key, n->key_len, 1);
 
         if (k == NGX_HTTP_AI_GATEWAY_KEY_MESSAGES) {
             slot[k] = ngx_http_ai_gateway_jtree_chars(n,
@@ -1217,9 +1262,13 @@ ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
         }
     }
 
+    sum = 0;
+
     for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
-        facts->input_chars += slot[k];
+        sum += slot[k];
     }
+
+    return sum;
 }
 
 

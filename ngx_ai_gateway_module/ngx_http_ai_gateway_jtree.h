@@ -195,10 +195,14 @@ int ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
  * its tree (an object, parsed with no_nul): the same top-level fields,
  * the last duplicate winning, and the same prompt text count.  Strings and
  * numbers get their spans in the document; objects, arrays and literals
- * do not (start NULL).  t/unit/test_jtree.c checks both agree.
+ * do not (start NULL).  t/unit/test_jtree.c checks both agree.  With
+ * chars 0, input_chars is left 0: ngx_http_ai_gateway_jtree_input_chars()
+ * counts it when it is wanted.
  */
 void ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
-    ngx_http_ai_gateway_json_facts_t *facts);
+    ngx_http_ai_gateway_json_facts_t *facts, int chars);
+uint64_t ngx_http_ai_gateway_jtree_input_chars(
+    ngx_http_ai_gateway_jtree_t *root);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_JTREE_H_INCLUDED_ */

@@ -387,7 +387,8 @@ ngx_http_ai_gateway_limit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    reserve = (ctx->input_chars + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
+    reserve = (ngx_http_ai_gateway_input_chars(ctx)
+               + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
               / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN
               + (ctx->max_tokens >= 0 ? ctx->max_tokens
                                       : lcf->token_reservation);

@@ -221,7 +221,7 @@ typedef struct {
     ngx_str_t                    user;
     ngx_int_t                    stream;          /* -1: not given */
     int64_t                      max_tokens;      /* -1: not given */
-    uint64_t                     input_chars;
+    uint64_t                     input_chars;     /* see input_chars() */
 
     u_char                       request_hash[64];
 
@@ -277,6 +277,7 @@ typedef struct {
     ngx_http_ai_gateway_backend_e   limit_backend;
 
     unsigned                     inspected:1;
+    unsigned                     input_chars_lazy:1;  /* not counted yet */
     unsigned                     parse:1;         /* read the answer */
     unsigned                     read_usage:1;    /* and its usage */
     unsigned                     limit_done:1;
@@ -333,6 +334,7 @@ ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *message);
 ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+uint64_t ngx_http_ai_gateway_input_chars(ngx_http_ai_gateway_ctx_t *ctx);
 ngx_str_t *ngx_http_ai_gateway_api_name(ngx_http_ai_gateway_api_e api);
 
 ngx_int_t ngx_http_ai_gateway_replace_body(ngx_http_request_t *r,

@@ -165,7 +165,8 @@ ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
     out_chars = ctx->walk ? ctx->walk->text_chars : 0;
     complete = ctx->resp_done && (!ctx->resp_sse || ctx->resp_end_event);
 
-    in_est = (ctx->input_chars + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
+    in_est = (ngx_http_ai_gateway_input_chars(ctx)
+              + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
              / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN;
     out_est = (out_chars + NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN - 1)
               / NGX_HTTP_AI_GATEWAY_CHARS_PER_TOKEN;
@@ -277,7 +278,7 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_put_str(&o, "token_count_source",
                                 &ngx_http_ai_gateway_source[t.source]);
     ngx_http_ai_gateway_put_int(&o, "input_character_count",
-                                (int64_t) ctx->input_chars);
+                             (int64_t) ngx_http_ai_gateway_input_chars(ctx));
     ngx_http_ai_gateway_put_int(&o, "output_character_count",
                                 ctx->walk ? (int64_t) ctx->walk->text_chars
                                           : 0);

@@ -681,8 +681,8 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
                    "ai_gateway: api:%V model:\"%V\" stream:%i "
                    "max_tokens:%L input_chars:%uL body:%uz",
                    ngx_http_ai_gateway_api_name(ctx->api), &ctx->model,
-                   ctx->stream, ctx->max_tokens, ctx->input_chars,
-                   ctx->body_len);
+                   ctx->stream, ctx->max_tokens,
+                   ngx_http_ai_gateway_input_chars(ctx), ctx->body_len);
 }
 
 
@@ -744,7 +744,8 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     t->len = ctx->body_len;
     ctx->tree = t;
 
-    ngx_http_ai_gateway_jtree_facts(root, facts);
+    /* the prompt's text is counted when something asks for it */
+    ngx_http_ai_gateway_jtree_facts(root, facts, 0);
 
     if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM].type
         == NGX_HTTP_AI_GATEWAY_JSON_TRUE)
@@ -752,7 +753,28 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    ctx->input_chars_lazy = 1;
+
     return NGX_OK;
+}
+
+
+/*
+ * The prompt's text in code points, for estimates, token reservations,
+ * records and $ai_input_characters: counted by the scan, or from the
+ * body's tree on the first call (a translation alone never asks).
+ */
+
+uint64_t
+ngx_http_ai_gateway_input_chars(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    if (ctx->input_chars_lazy) {
+        ctx->input_chars_lazy = 1;
+        ctx->input_chars =
+                  ngx_http_ai_gateway_jtree_input_chars(ctx->tree->root);
+    }
+
+    return ctx->input_chars;
 }
 
 

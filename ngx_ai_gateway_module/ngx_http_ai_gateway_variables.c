@@ -280,7 +280,7 @@ ngx_http_ai_gateway_number_variable(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_INPUT_CHARACTERS:
-        n = (int64_t) ctx->input_chars;
+        n = (int64_t) ngx_http_ai_gateway_input_chars(ctx);
         break;
 
     case NGX_HTTP_AI_GATEWAY_VAR_TTFT:

@@ -628,3 +628,25 @@ my $b = '{"model":"gpt-4o","max_tokens":50,"messages":[{"role":"system","content
 [qr/"object":\s*"chat\.completion"/, qr/"object":\s*"chat\.completion"/,
  qr/^\{"error":\{"message":"We could not parse the JSON body of your request: \\\\u0000 is not allowed at byte \d+\.","type":"invalid_request_error","code":"invalid_json"\}\}$/,
  qr/^\{"error":\{"message":"We could not parse the JSON body of your request: [^"]+ at byte \d+\.","type":"invalid_request_error","code":"invalid_json"\}\}$/]
+
+
+
+=== TEST 31: a translating location counts the prompt's characters from the body's tree when asked ($ai_input_characters), as the scan does elsewhere
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        add_header X-AI-Input-Chars "[$ai_input_characters]" always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /openai/ {
+        ai_gateway on;
+        add_header X-AI-Input-Chars "[$ai_input_characters]" always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
+    }
+--- request eval
+my $b = '{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"d\u00e9j\u00e0 vu"}]}]}';
+["POST /v1/chat/completions\n$b", "POST /openai/chat/completions\n$b"]
+--- error_code eval
+[200, 200]
+--- response_headers eval
+["X-AI-Input-Chars: [16]", "X-AI-Input-Chars: [16]"]
