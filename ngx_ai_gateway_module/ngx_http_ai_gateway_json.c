@@ -117,11 +117,6 @@ static const struct {
 };
 
 
-static ngx_http_ai_gateway_json_inline const unsigned char *
-    ngx_http_ai_gateway_json_plain(const unsigned char *p,
-    const unsigned char *end);
-
-
 #define ngx_http_ai_gateway_json_ws(c)                                        \
     ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
 
@@ -488,7 +483,7 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
 
         /* the common case: a run of printable ASCII */
         start = p;
-        p = ngx_http_ai_gateway_json_plain(p, end);
+        p = ngx_http_ai_gateway_json_skip_plain(p, end);
         n += p - start;
 
         if (p == end) {
@@ -625,82 +620,6 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
 }
 
 
-/*
- * Returns the first byte at or after p that is not printable ASCII or is a
- * quote or a backslash: 16 bytes a step with SSE2, 8 with plain 64-bit
- * words elsewhere.  Prompts are mostly such runs, so this is the hot loop.
- */
-
-const unsigned char *
-ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
-    const unsigned char *end)
-{
-    return ngx_http_ai_gateway_json_plain(p, end);
-}
-
-
-/* the body of json_skip_plain(), inlined in this file's string loop */
-
-static ngx_http_ai_gateway_json_inline const unsigned char *
-ngx_http_ai_gateway_json_plain(const unsigned char *p,
-    const unsigned char *end)
-{
-#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
-    int      mask;
-    __m128i  v, m, quote, bslash, space;
-
-    quote = _mm_set1_epi8('"');
-    bslash = _mm_set1_epi8('\\');
-    space = _mm_set1_epi8(0x20);
-
-    while (end - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
-
-        /* a signed compare: bytes >= 0x80 are negative, so below 0x20 too */
-        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                      _mm_cmpeq_epi8(v, bslash)),
-                         _mm_cmplt_epi8(v, space));
-
-        mask = _mm_movemask_epi8(m);
-
-        if (mask) {
-            return p + __builtin_ctz(mask);
-        }
-
-        p += 16;
-    }
-#else
-    uint64_t  x, q, b, m;
-
-#define NGX_HTTP_AI_GATEWAY_ONES  0x0101010101010101ULL
-#define NGX_HTTP_AI_GATEWAY_HIGH  0x8080808080808080ULL
-
-    while (end - p >= 8) {
-        memcpy(&x, p, 8);
-
-        /* the usual "has a zero byte" tricks; a false alarm only means
-         * that the byte loop below looks at this word */
-        q = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '"');
-        b = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '\\');
-        m = (x | ((x - NGX_HTTP_AI_GATEWAY_ONES * 0x20) & ~x)
-             | ((q - NGX_HTTP_AI_GATEWAY_ONES) & ~q)
-             | ((b - NGX_HTTP_AI_GATEWAY_ONES) & ~b))
-            & NGX_HTTP_AI_GATEWAY_HIGH;
-
-        if (m) {
-            break;
-        }
-
-        p += 8;
-    }
-#endif
-
-    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
-        p++;
-    }
-
-    return p;
-}
 
 
 static int

@@ -15,6 +15,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+#include <emmintrin.h>
+#endif
 
 
 /* jansson's JSON_PARSER_MAX_DEPTH */
@@ -101,10 +106,74 @@ size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
 
 /*
  * The first byte at or after p that JSON strings must escape or that is not
- * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: a fast scan.
+ * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: 16 bytes a step
+ * with SSE2, 8 with plain 64-bit words elsewhere.  Prompts, answers and
+ * streams are mostly such runs, and the parsers call this for every
+ * string: inline, so that a short key costs no call.
  */
-const unsigned char *ngx_http_ai_gateway_json_skip_plain(
-    const unsigned char *p, const unsigned char *end);
+static inline const unsigned char *
+ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
+    const unsigned char *end)
+{
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+    int      mask;
+    __m128i  v, m, quote, bslash, space;
+
+    quote = _mm_set1_epi8('"');
+    bslash = _mm_set1_epi8('\\');
+    space = _mm_set1_epi8(0x20);
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+
+        /* a signed compare: bytes >= 0x80 are negative, so below 0x20 too */
+        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
+                                      _mm_cmpeq_epi8(v, bslash)),
+                         _mm_cmplt_epi8(v, space));
+
+        mask = _mm_movemask_epi8(m);
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+#else
+    uint64_t  x, q, b, m;
+
+#define NGX_HTTP_AI_GATEWAY_ONES  0x0101010101010101ULL
+#define NGX_HTTP_AI_GATEWAY_HIGH  0x8080808080808080ULL
+
+    while (end - p >= 8) {
+        memcpy(&x, p, 8);
+
+        /* the usual "has a zero byte" tricks; a false alarm only means
+         * that the byte loop below looks at this word */
+        q = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '"');
+        b = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '\\');
+        m = (x | ((x - NGX_HTTP_AI_GATEWAY_ONES * 0x20) & ~x)
+             | ((q - NGX_HTTP_AI_GATEWAY_ONES) & ~q)
+             | ((b - NGX_HTTP_AI_GATEWAY_ONES) & ~b))
+            & NGX_HTTP_AI_GATEWAY_HIGH;
+
+        if (m) {
+            break;
+        }
+
+        p += 8;
+    }
+#endif
+
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
+        p++;
+    }
+
+    return p;
+}
+
+#undef NGX_HTTP_AI_GATEWAY_ONES
+#undef NGX_HTTP_AI_GATEWAY_HIGH
 
 /*
  * Code points in valid UTF-8 text: the bytes that are not 10xxxxxx.  For
