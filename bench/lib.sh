@@ -17,6 +17,13 @@ GATEWAY_HTTP_DIRECTIVES=${GATEWAY_HTTP_DIRECTIVES:-}
 
 MODEL=${MODEL:-gpt-4o-mini}
 BENCH_USER=${BENCH_USER:-bench-user}
+
+# the three limits of the shared-memory issue, for bench/limits.sh and
+# bench/redis.sh: high enough never to reject
+BENCH_LIMITS="
+    ai_gateway_rate_limit key=user renewal_period=minute calls=1000000000;
+    ai_gateway_rate_limit key=endpoint renewal_period=hour calls=1000000000;
+    ai_gateway_rate_limit key=user renewal_period=day tokens=1000000000000;"
 URI=/v1/chat/completions
 
 # the measured cases; each has its own location (same URI suffix, so the

@@ -30,10 +30,7 @@ rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 rcli ping >/dev/null || die "redis-server did not start"
 
 export GATEWAY_HTTP_DIRECTIVES="${GATEWAY_HTTP_DIRECTIVES:-} ai_gateway_redis 127.0.0.1:$REDIS_PORT timeout=1s on_error=deny;"
-export GATEWAY_DIRECTIVES="${GATEWAY_DIRECTIVES:-}
-    ai_gateway_rate_limit key=user renewal_period=minute calls=1000000000;
-    ai_gateway_rate_limit key=endpoint renewal_period=hour calls=1000000000;
-    ai_gateway_rate_limit key=user renewal_period=day tokens=1000000000000;"
+export GATEWAY_DIRECTIVES="${GATEWAY_DIRECTIVES:-}$BENCH_LIMITS"
 export CASES=inspect SIZES=${SIZES:-1024} KEEP=1
 
 rcli config resetstat >/dev/null
