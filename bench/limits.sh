@@ -8,9 +8,12 @@
 # Environment: as bench/run.sh (ROUNDS=6 is steadier than the default 3).
 set -euo pipefail
 
+# the caller's SIZES, before lib.sh gives it its default (1 KiB and 32 KiB)
+sizes=${SIZES:-1024}
+
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 export GATEWAY_DIRECTIVES="${GATEWAY_DIRECTIVES:-}$BENCH_LIMITS"
-export CASES=inspect SIZES=${SIZES:-1024}
+export CASES=inspect SIZES=$sizes
 
 exec "$BENCH_DIR/run.sh" "$@"

@@ -8,6 +8,9 @@
 # REDIS_SERVER=redis-server.
 set -euo pipefail
 
+# the caller's SIZES, before lib.sh gives it its default (1 KiB and 32 KiB)
+sizes=${SIZES:-1024}
+
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
@@ -31,7 +34,7 @@ rcli ping >/dev/null || die "redis-server did not start"
 
 export GATEWAY_HTTP_DIRECTIVES="${GATEWAY_HTTP_DIRECTIVES:-} ai_gateway_redis 127.0.0.1:$REDIS_PORT timeout=1s on_error=deny;"
 export GATEWAY_DIRECTIVES="${GATEWAY_DIRECTIVES:-}$BENCH_LIMITS"
-export CASES=inspect SIZES=${SIZES:-1024} KEEP=1
+export CASES=inspect SIZES=$sizes KEEP=1
 
 rcli config resetstat >/dev/null
 before=$(ls -d "$RESULTS_DIR"/run.* 2>/dev/null || true)
