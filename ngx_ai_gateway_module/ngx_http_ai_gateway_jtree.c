@@ -1111,7 +1111,7 @@ ngx_http_ai_gateway_jtree_string(ngx_http_ai_gateway_jtree_t *n, size_t *len)
  */
 
 int
-ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
+ngx_http_ai_gateway_jtree_eq_decoded(const ngx_http_ai_gateway_jtree_t *n,
     const char *s, int prefix)
 {
     size_t                i, len;

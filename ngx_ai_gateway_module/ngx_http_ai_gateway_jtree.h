@@ -186,8 +186,30 @@ const unsigned char *ngx_http_ai_gateway_jtree_string(
  * strcmp() on jansson's string value).  0 for anything not a string.
  * prefix: s is the start of the string, rather than all of it.
  */
-int ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
-    const char *s, int prefix);
+int ngx_http_ai_gateway_jtree_eq_decoded(
+    const ngx_http_ai_gateway_jtree_t *n, const char *s, int prefix);
+
+/* inline for the usual string without escapes: a length and a memcmp()
+ * that the compiler makes of a literal s (roles, types, finish reasons) */
+static inline int
+ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
+    const char *s, int prefix)
+{
+    size_t  len;
+
+    if (n == NULL || n->type != NGX_HTTP_AI_GATEWAY_JTREE_STRING) {
+        return 0;
+    }
+
+    if (n->escaped) {
+        return ngx_http_ai_gateway_jtree_eq_decoded(n, s, prefix);
+    }
+
+    len = strlen(s);
+
+    return (prefix ? n->len >= len : n->len == len)
+           && memcmp(n->u.str, s, len) == 0;
+}
 
 
 /*

@@ -558,6 +558,23 @@ test_strings(void)
     CHECK(!ngx_http_ai_gateway_jtree_eq(ngx_http_ai_gateway_jtree_at(t, 1),
                                         "textmore", 0), "not past the NUL");
     doc_free(&d);
+
+    /* strings without escapes: the inline length and memcmp() */
+    t = doc_parse(&d, "[\"user\",\"users\"]", 16);
+    v = ngx_http_ai_gateway_jtree_at(t, 0);
+    CHECK(ngx_http_ai_gateway_jtree_eq(v, "user", 0)
+          && !ngx_http_ai_gateway_jtree_eq(v, "use", 0)
+          && ngx_http_ai_gateway_jtree_eq(v, "use", 1)
+          && !ngx_http_ai_gateway_jtree_eq(v, "users", 0)
+          && !ngx_http_ai_gateway_jtree_eq(v, "users", 1)
+          && !ngx_http_ai_gateway_jtree_eq(v, "usex", 0),
+          "plain 'user'");
+    v = ngx_http_ai_gateway_jtree_at(t, 1);
+    CHECK(!ngx_http_ai_gateway_jtree_eq(v, "user", 0)
+          && ngx_http_ai_gateway_jtree_eq(v, "user", 1)
+          && ngx_http_ai_gateway_jtree_eq(v, "users", 0),
+          "plain 'users'");
+    doc_free(&d);
 }
 
 
