@@ -160,7 +160,27 @@ static inline ngx_http_ai_gateway_jtree_t *
 ngx_http_ai_gateway_jtree_get(const ngx_http_ai_gateway_jtree_t *o,
     const char *key)
 {
-    return ngx_http_ai_gateway_jtree_getn(o, key, strlen(key));
+    size_t                        i, len;
+    ngx_http_ai_gateway_jtree_t  *m;
+
+    /* inline: with a literal key, the length and the memcmp() are
+     * constants, and most members differ in length */
+
+    if (o == NULL || o->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
+        return NULL;
+    }
+
+    len = strlen(key);
+
+    for (i = o->len; i-- > 0; /* void */) {
+        m = &o->u.child[i];
+
+        if (m->key_len == len && memcmp(m->key, key, len) == 0) {
+            return m;
+        }
+    }
+
+    return NULL;
 }
 
 /* children of an array (0 for anything else) */
