@@ -44,6 +44,7 @@ static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
     size_t len);
 static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
     size_t name_len);
+static int ngx_http_ai_gateway_sse_chunk(void *data);
 static int ngx_http_ai_gateway_guard_sse_data(void *data, const u_char *p,
     size_t len);
 static int ngx_http_ai_gateway_guard_sse_event(void *data,
@@ -192,6 +193,11 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
+
+    /* the usual chunk of a stream that only the walker reads is walked at
+     * once (usage.h); the guardrail and the translation read each event */
+    ctx->sse_fast = ctx->resp_sse && ctx->read_usage && ctx->gout == NULL
+                    && !ctx->translate;
 
     if (ctx->gout && ctx->translate && ctx->resp_sse) {
         ctx->gsse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
@@ -368,10 +374,16 @@ static ngx_int_t
 ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     u_char *p, size_t len)
 {
+    int                               rc;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
     if (ctx->resp_sse) {
-        if (ngx_http_ai_gateway_sse_feed(ctx->sse, p, len) != 0) {
+        rc = ctx->sse_fast
+             ? ngx_http_ai_gateway_walk_stream(ctx->sse, ctx->walk, p, len,
+                                               ngx_http_ai_gateway_sse_chunk, r)
+             : ngx_http_ai_gateway_sse_feed(ctx->sse, p, len);
+
+        if (rc != 0) {
             return NGX_ERROR;
         }
 
@@ -545,6 +557,30 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
 
     ctx->sse_event_end = ctx->sse->offset;
     ctx->sse_head_len = 0;
+
+    ngx_http_ai_gateway_walk_reset(ctx->walk);
+
+    /* walk_stream() takes the next event, if it is a usual chunk */
+    return ctx->sse_fast ? NGX_HTTP_AI_GATEWAY_WALK_PAUSE : 0;
+}
+
+
+/* after a usual chunk that walk_stream() walked: what sse_data() and
+ * sse_event() do for one */
+
+static int
+ngx_http_ai_gateway_sse_chunk(void *data)
+{
+    ngx_http_request_t         *r = data;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx->walk->text_seen && !ctx->ttft_set) {
+        ngx_http_ai_gateway_set_ttft(r, ctx);
+    }
+
+    ctx->sse_event_end = ctx->sse->offset;
 
     ngx_http_ai_gateway_walk_reset(ctx->walk);
 

@@ -291,6 +291,7 @@ typedef struct {
     unsigned                     client_usage:1;  /* client asked for it */
     unsigned                     resp_active:1;
     unsigned                     resp_sse:1;
+    unsigned                     sse_fast:1;      /* walk_stream() reads it */
     unsigned                     resp_done:1;     /* last buffer seen */
     unsigned                     resp_end_event:1;/* stream ended properly */
     unsigned                     resp_encoded:1;  /* gzip: not parsed */

@@ -41,7 +41,8 @@
 
 typedef enum {
     NGX_HTTP_AI_GATEWAY_SSE_BOM = 0,     /* at the start: a UTF-8 BOM? */
-    NGX_HTTP_AI_GATEWAY_SSE_LINE,        /* at the start of a line */
+    NGX_HTTP_AI_GATEWAY_SSE_LINE = NGX_HTTP_AI_GATEWAY_SSE_AT_LINE,
+                                         /* at the start of a line */
     NGX_HTTP_AI_GATEWAY_SSE_FIELD,       /* in a field name */
     NGX_HTTP_AI_GATEWAY_SSE_DATA,        /* in the value of "data" */
     NGX_HTTP_AI_GATEWAY_SSE_NAME,        /* in the value of "event" */
@@ -439,6 +440,7 @@ ngx_http_ai_gateway_sse_data_field(ngx_http_ai_gateway_sse_t *sse,
 
     return 0;
 }
+
 
 
 /* a blank line: the end of an event, if it had data */

@@ -72,5 +72,27 @@ void ngx_http_ai_gateway_sse_init(ngx_http_ai_gateway_sse_t *sse,
 int ngx_http_ai_gateway_sse_feed(ngx_http_ai_gateway_sse_t *sse,
     const unsigned char *p, size_t len);
 
+/*
+ * Between two events, with nothing of the next one read yet (no line
+ * begun, no data, no event name): a caller may then read a whole event
+ * itself and account for it with ngx_http_ai_gateway_sse_skip(), as if
+ * the parser had read and dispatched it (without calling back).
+ */
+#define NGX_HTTP_AI_GATEWAY_SSE_AT_LINE  1    /* sse.c's state */
+
+static inline int
+ngx_http_ai_gateway_sse_between(ngx_http_ai_gateway_sse_t *sse)
+{
+    return sse->state == NGX_HTTP_AI_GATEWAY_SSE_AT_LINE && !sse->after_cr
+           && !sse->has_data && sse->name_len == 0;
+}
+
+static inline void
+ngx_http_ai_gateway_sse_skip(ngx_http_ai_gateway_sse_t *sse, size_t n)
+{
+    sse->offset += n;
+    sse->event_start = sse->offset;
+}
+
 
 #endif /* _NGX_HTTP_AI_GATEWAY_SSE_H_INCLUDED_ */

@@ -150,6 +150,8 @@ static void ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
 static int ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *doc, size_t len);
 static void ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w);
+static size_t ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, const unsigned char *end);
 static ngx_http_ai_gateway_walk_inline unsigned
     ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len);
 static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
@@ -773,6 +775,132 @@ malformed:
 
 
 /*
+ * The stream's fast path (see usage.h).  The event is taken only when all
+ * of it is in the buffer and checked, so that nothing is done for one the
+ * general path must read.
+ */
+
+int
+ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
+    ngx_http_ai_gateway_walk_t *w, const unsigned char *p, size_t len,
+    ngx_http_ai_gateway_chunk_pt on_chunk, void *data)
+{
+    int                   rc;
+    size_t                n;
+    uint64_t              start;
+    const unsigned char  *end;
+
+    end = p + len;
+
+    while (p < end) {
+
+        if (ngx_http_ai_gateway_sse_between(sse)) {
+            n = ngx_http_ai_gateway_walk_chunk(w, p, end);
+
+            if (n) {
+                ngx_http_ai_gateway_sse_skip(sse, n);
+                p += n;
+
+                rc = on_chunk(data);
+                if (rc != 0) {
+                    return rc;
+                }
+
+                continue;
+            }
+        }
+
+        /* one event the general way: its on_event pauses the parser */
+
+        start = sse->offset;
+
+        rc = ngx_http_ai_gateway_sse_feed(sse, p, end - p);
+
+        if (rc != NGX_HTTP_AI_GATEWAY_WALK_PAUSE) {
+            return rc;
+        }
+
+        p += sse->offset - start;
+    }
+
+    return 0;
+}
+
+
+/*
+ * "data: " DOC "\n\n" at p, DOC being the remembered prefix (up to the
+ * quote of the text), a text in plain ASCII, its quote and the remembered
+ * suffix: walked as walk_feed() walks DOC on its memo path (the prefix's
+ * state, the text, the suffix that closes the document), and the event's
+ * length returned.  0, with nothing done, for anything else.
+ */
+
+static size_t
+ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
+    const unsigned char *p, const unsigned char *end)
+{
+    size_t                m, n;
+    const unsigned char  *doc, *t, *q;
+
+    m = w->memo_len;
+    n = w->suffix_len;
+
+    if (!w->doc_start || m == 0 || n == 0 || w->memo_mode != w->mode
+        || w->state != NGX_HTTP_AI_GATEWAY_WALK_VALUE
+        || (size_t) (end - p) < 6 + m + 1 + n + 2
+        || memcmp(p, "data: ", 6) != 0)
+    {
+        return 0;
+    }
+
+    doc = p + 6;
+
+    if (memcmp(doc, w->memo, m) != 0) {
+        return 0;
+    }
+
+    t = doc + m;
+    q = ngx_http_ai_gateway_json_skip_plain(t, end);
+
+    if ((size_t) (end - q) < 1 + n + 2 || *q != '"'
+        || memcmp(q + 1, w->suffix, n) != 0
+        || q[1 + n] != '\n' || q[2 + n] != '\n')
+    {
+        return 0;
+    }
+
+    /*
+     * The memo path of walk_feed(): the prefix's state, then the text
+     * string that the prefix was remembered at (string_start() found it
+     * output text of memo_text_kind there, and finds the same after the
+     * same prefix)
+     */
+
+    w->doc_start = 0;
+    ngx_http_ai_gateway_walk_replay(w);
+    w->str_mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
+    w->escape = 0;
+    w->text_kind = w->memo_text_kind;
+
+    /* plain ASCII: a character a byte */
+    w->text_chars += q - t;
+    w->effects++;
+
+    if (q != t) {
+        w->text_seen = 1;
+    }
+
+    if (ngx_http_ai_gateway_walk_emit(w, t, q - t) == 0) {
+        /* the suffix closed all that the prefix opened */
+        w->depth = 0;
+        w->state = NGX_HTTP_AI_GATEWAY_WALK_DONE;
+    }
+
+    return q + 3 + n - p;
+}
+
+
+/*
  * The prefix memo.  The walk of a document's bytes up to its first output
  * text depends on nothing but those bytes and the mode, and does nothing
  * but set the walk's state (nesting, keys), "type", and model and finish
@@ -824,6 +952,7 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     w->memo_nest = w->nest[0];
     memcpy(w->memo_path, w->path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
     w->memo_type_arguments = w->type_arguments;
+    w->memo_text_kind = w->text_kind;
 
     w->memo_model = w->model_set;
 

@@ -37,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ngx_http_ai_gateway_sse.h"
+
 
 #define NGX_HTTP_AI_GATEWAY_WALK_JSON      0
 #define NGX_HTTP_AI_GATEWAY_WALK_SSE       1
@@ -126,6 +128,7 @@ typedef struct {
     unsigned                      memo_model:1;  /* written by the prefix */
     unsigned                      memo_finish:1;
     unsigned                      memo_type_arguments:1;
+    unsigned                      memo_text_kind;    /* of its text */
     unsigned                      memo_mode;
     unsigned                      memo_depth;
     size_t                        memo_len;      /* 0: none */
@@ -167,6 +170,26 @@ void ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w);
  * nonzero value on_text returned */
 int ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len);
+
+/*
+ * A stream's bytes, to sse (whose on_data feeds w, and whose on_event
+ * resets it) with a fast path for the usual chunk: a whole event
+ * "data: " DOC "\n\n" whose DOC is the prefix the walker remembered, a
+ * text in plain ASCII and the remembered suffix is walked at once, the
+ * parser skips it, and on_chunk(data) is called where on_event would be
+ * (it must reset w too).  Other events go to ngx_http_ai_gateway_sse_feed()
+ * one at a time: their on_event returns NGX_HTTP_AI_GATEWAY_WALK_PAUSE
+ * (after doing its work) so that the fast path may take the next one.
+ * The results are those of sse_feed() alone (t/unit/test_usage.c).
+ * Returns 0 or what a callback returned.
+ */
+#define NGX_HTTP_AI_GATEWAY_WALK_PAUSE  0x5041
+
+typedef int (*ngx_http_ai_gateway_chunk_pt)(void *data);
+
+int ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
+    ngx_http_ai_gateway_walk_t *w, const unsigned char *p, size_t len,
+    ngx_http_ai_gateway_chunk_pt on_chunk, void *data);
 
 
 /* token counts; -1 where the provider did not say */

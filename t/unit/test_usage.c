@@ -1725,6 +1725,285 @@ test_usage_fast(void)
 }
 
 
+/*
+ * The stream's fast path: random streams of OpenAI chunks (plain text,
+ * text with escapes or UTF-8, tool call arguments, model and finish
+ * changes, the usage chunk, [DONE]) mixed with Anthropic events (with
+ * "event:" lines), comments, "\r\n" line ends and "data:" without a space,
+ * fed in random pieces through sse_feed() alone and through walk_stream():
+ * the same events at the same offsets with the same walker results, and
+ * the same text.
+ */
+
+typedef struct {
+    ngx_http_ai_gateway_sse_t   sse;
+    ngx_http_ai_gateway_walk_t  w;
+    char                        log[65536];
+    size_t                      log_len;
+    char                        text[65536];
+    size_t                      text_len;
+    int                         pause;
+    unsigned                    chunks;
+    int                         kind;
+} wstream_t;
+
+
+static int
+wstream_text(void *data, ngx_http_ai_gateway_text_e kind,
+    const unsigned char *p, size_t len)
+{
+    wstream_t  *s = data;
+
+    /* what the filter keeps: the text of each kind, however split */
+
+    if (s->text_len + len + 1 < sizeof(s->text)) {
+        if (s->text_len == 0 || (int) kind != s->kind) {
+            s->text[s->text_len++] = kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS
+                                     ? 'A' : 'C';
+            s->kind = kind;
+        }
+
+        memcpy(s->text + s->text_len, p, len);
+        s->text_len += len;
+    }
+
+    return 0;
+}
+
+
+static int
+wstream_data(void *data, const unsigned char *p, size_t len)
+{
+    wstream_t  *s = data;
+
+    if (!s->w.malformed) {
+        (void) ngx_http_ai_gateway_walk_feed(&s->w, p, len);
+    }
+
+    return 0;
+}
+
+
+/* what the filter keeps of each event, and the walker's reset */
+
+static int
+wstream_end(wstream_t *s)
+{
+    int  n;
+
+    n = snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
+                 "%llu %llu %d %d %.*s|%.*s|%d %.*s\n",
+                 (unsigned long long) s->sse.offset,
+                 (unsigned long long) s->w.text_chars, s->w.text_seen,
+                 s->w.malformed, (int) s->w.model_len, s->w.model,
+                 (int) s->w.finish_len, s->w.finish, s->w.usage_new,
+                 s->w.usage_new ? (int) s->w.usage_len : 0, s->w.usage);
+
+    if (n > 0 && (size_t) n < sizeof(s->log) - s->log_len) {
+        s->log_len += n;
+    }
+
+    s->w.usage_new = 0;
+    ngx_http_ai_gateway_walk_reset(&s->w);
+
+    return 0;
+}
+
+
+static int
+wstream_event(void *data, const unsigned char *name, size_t name_len)
+{
+    wstream_t  *s = data;
+
+    (void) name;
+    (void) name_len;
+
+    (void) wstream_end(s);
+
+    return s->pause ? NGX_HTTP_AI_GATEWAY_WALK_PAUSE : 0;
+}
+
+
+static int
+wstream_chunk(void *data)
+{
+    wstream_t  *s = data;
+
+    s->chunks++;
+
+    return wstream_end(s);
+}
+
+
+static size_t
+wstream_make(char *buf, size_t size)
+{
+    size_t       len;
+    unsigned     i, n, k;
+    const char  *eol, *eol2;
+
+    static const char  *texts[] = {
+        " word", " the", "", " caf\xc3\xa9", " a \\\"quote\\\"", "\\n",
+        " 42", " x"
+    };
+    static const char  *models[] = { "gpt-4o-mini", "gpt-4o" };
+
+    len = 0;
+    n = 20 + ufast_rnd(60);
+
+#define WS_ADD(...)                                                           \
+    len += snprintf(buf + len, size - len, __VA_ARGS__)
+
+    for (i = 0; i < n && len + 600 < size; i++) {
+        eol = ufast_rnd(25) ? "\n" : "\r\n";
+
+        /* mostly the same line end twice; sometimes another, or an "id"
+         * line between the data and the blank line */
+        eol2 = ufast_rnd(10) ? eol : ufast_rnd(2) ? "\r\n" : "\nid: 7\n";
+        k = ufast_rnd(100);
+
+        if (k < 60) {
+            WS_ADD("data%s{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion"
+                   ".chunk\",\"created\":1,\"model\":\"%s\",\"choices\":[{"
+                   "\"index\":0,\"delta\":{\"content\":\"%s\"},"
+                   "\"finish_reason\":null}]}%s%s",
+                   ufast_rnd(20) ? ": " : ":",
+                   models[ufast_rnd(10) == 0],
+                   texts[ufast_rnd(sizeof(texts) / sizeof(texts[0]))],
+                   eol, eol2);
+
+        } else if (k < 70) {
+            WS_ADD("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion"
+                   ".chunk\",\"created\":1,\"model\":\"gpt-4o-mini\","
+                   "\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{"
+                   "\"index\":0,\"function\":{\"arguments\":\"%s\"}}]},"
+                   "\"finish_reason\":null}]}%s%s",
+                   ufast_rnd(2) ? "{\\\"a\\\"" : "1}", eol, eol);
+
+        } else if (k < 75) {
+            WS_ADD("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion"
+                   ".chunk\",\"created\":1,\"model\":\"gpt-4o-mini\","
+                   "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":"
+                   "\"%s\"}]}%s%s", ufast_rnd(2) ? "stop" : "length", eol,
+                   eol);
+
+        } else if (k < 80) {
+            WS_ADD("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion"
+                   ".chunk\",\"created\":1,\"model\":\"gpt-4o-mini\","
+                   "\"choices\":[],\"usage\":{\"prompt_tokens\":%u,"
+                   "\"completion_tokens\":%u,\"total_tokens\":%u}}%s%s",
+                   i, 2 * i, 3 * i, eol, eol);
+
+        } else if (k < 88) {
+            WS_ADD("event: content_block_delta%sdata: {\"type\":"
+                   "\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                   "\"text_delta\",\"text\":\"%s\"}}%s%s", eol,
+                   texts[ufast_rnd(sizeof(texts) / sizeof(texts[0]))], eol,
+                   eol);
+
+        } else if (k < 92) {
+            WS_ADD(": keepalive%s%s", eol, eol);
+
+        } else if (k < 96) {
+            WS_ADD("data: {\"id\":\"chatcmpl-1\",%sdata: \"object\":1}%s%s",
+                   eol, eol, eol);
+
+        } else {
+            WS_ADD("data: [DONE]%s%s", eol, eol);
+        }
+    }
+
+#undef WS_ADD
+
+    return len;
+}
+
+
+static void
+wstream_run(wstream_t *s, const char *buf, size_t len, int fast)
+{
+    size_t  off, n;
+
+    memset(s, 0, sizeof(wstream_t));
+    ngx_http_ai_gateway_sse_init(&s->sse, wstream_data, wstream_event, s);
+    ngx_http_ai_gateway_walk_init(&s->w, NGX_HTTP_AI_GATEWAY_WALK_SSE,
+                                  wstream_text, s);
+    s->pause = fast;
+
+    for (off = 0; off < len; off += n) {
+        n = ufast_rnd(4) ? 1 + ufast_rnd(700) : 1 + ufast_rnd(8);
+
+        if (n > len - off) {
+            n = len - off;
+        }
+
+        if (fast) {
+            (void) ngx_http_ai_gateway_walk_stream(&s->sse, &s->w,
+                                       (const unsigned char *) buf + off, n,
+                                       wstream_chunk, s);
+
+        } else {
+            (void) ngx_http_ai_gateway_sse_feed(&s->sse,
+                                       (const unsigned char *) buf + off, n);
+        }
+    }
+}
+
+
+static void
+test_walk_stream(void)
+{
+    int         i, same;
+    size_t      len;
+    unsigned    chunks;
+    unsigned long long  state;
+    wstream_t  *a, *b;
+
+    static char  buf[60000];
+
+    a = malloc(sizeof(wstream_t));
+    b = malloc(sizeof(wstream_t));
+    chunks = 0;
+    same = 1;
+
+    for (i = 0; i < 3000 && same; i++) {
+        len = wstream_make(buf, sizeof(buf));
+
+        /* the same pieces for both: where a "\r\n" is cut moves the
+         * end of an event by its '\n' (see sse.c) */
+        state = ufast_state;
+        wstream_run(a, buf, len, 0);
+        ufast_state = state;
+        wstream_run(b, buf, len, 1);
+
+        chunks += b->chunks;
+
+        same = a->log_len == b->log_len
+               && memcmp(a->log, b->log, a->log_len) == 0
+               && a->text_len == b->text_len
+               && memcmp(a->text, b->text, a->text_len) == 0
+               && a->sse.offset == b->sse.offset;
+
+        if (!same) {
+            fprintf(stderr, "offsets %llu %llu text %zu %zu\n",
+                    (unsigned long long) a->sse.offset,
+                    (unsigned long long) b->sse.offset, a->text_len,
+                    b->text_len);
+        }
+
+        CHECK(same, "the fast path differs on stream %d:\n%.*s\n-- general:"
+              "\n%.*s\n-- fast:\n%.*s", i, (int) len, buf, (int) a->log_len,
+              a->log, (int) b->log_len, b->log);
+    }
+
+    /* the fast path was taken, and often */
+    CHECK(chunks > 3000, "fast chunks: %u", chunks);
+
+    free(a);
+    free(b);
+}
+
+
 int
 main(void)
 {
@@ -1740,6 +2019,7 @@ main(void)
     test_suffix();
     test_usage_parse();
     test_usage_fast();
+    test_walk_stream();
     test_stream();
     test_mutations();
 
