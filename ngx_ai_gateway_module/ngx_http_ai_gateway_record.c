@@ -124,6 +124,11 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
+    /* a stream cut within a chunk's prefix: its bytes still count */
+    if (ctx->walk) {
+        (void) ngx_http_ai_gateway_walk_flush(ctx->walk);
+    }
+
     ngx_http_ai_gateway_limit_settle(r, ctx);
 
     if (mcf->metrics && mcf->zone) {
@@ -161,6 +166,11 @@ ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
     ngx_http_ai_gateway_usage_t  *u;
 
     u = &ctx->usage;
+
+    if (ctx->walk) {
+        /* the results whole, whenever they are read (variables too) */
+        (void) ngx_http_ai_gateway_walk_flush(ctx->walk);
+    }
 
     out_chars = ctx->walk ? ctx->walk->text_chars : 0;
     complete = ctx->resp_done && (!ctx->resp_sse || ctx->resp_end_event);

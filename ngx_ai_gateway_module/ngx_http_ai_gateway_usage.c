@@ -210,6 +210,11 @@ ngx_http_ai_gateway_walk_init(ngx_http_ai_gateway_walk_t *w,
 void
 ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
 {
+    /* a document cut within the prefix ended there: walked as it was */
+    if (w->memo_pending) {
+        (void) ngx_http_ai_gateway_walk_flush(w);
+    }
+
     w->malformed = 0;
 
     w->state = NGX_HTTP_AI_GATEWAY_WALK_VALUE;
@@ -230,6 +235,30 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
     w->finish_set = 0;
 }
 
+
+
+/*
+ * The bytes of a document that waited as the start of the remembered
+ * prefix (walk_feed()) are walked the general way, from the memo's copy of
+ * them: they are the same.  They hold no output text (the prefix ends at
+ * the first) and no usage (a prefix with one is not remembered).
+ */
+
+int
+ngx_http_ai_gateway_walk_flush(ngx_http_ai_gateway_walk_t *w)
+{
+    size_t  n;
+
+    n = w->memo_pending;
+
+    if (n == 0) {
+        return 0;
+    }
+
+    w->memo_pending = 0;
+
+    return ngx_http_ai_gateway_walk_feed(w, w->memo, n);
+}
 
 /*
  * The walk is threaded: each state is a label that reads its bytes and
@@ -287,16 +316,50 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
         w->doc_start = 0;
         doc = p;
 
-        if (w->memo_len
-            && len >= w->memo_len
-            && w->memo_mode == w->mode
-            && memcmp(p, w->memo, w->memo_len) == 0)
-        {
-            /* on to the quote that starts the text, the last byte */
+        if (w->memo_len && w->memo_mode == w->mode) {
+
+            if (len >= w->memo_len) {
+                if (memcmp(p, w->memo, w->memo_len) == 0) {
+                    /* on to the quote that starts the text, its last byte */
+                    ngx_http_ai_gateway_walk_replay(w);
+                    p += w->memo_len - 1;
+                    doc = NULL;
+                    memo_q = p;
+                }
+
+            } else if (!w->no_wait && memcmp(p, w->memo, len) == 0) {
+                /*
+                 * The document is cut within what may be the prefix (at
+                 * the end of a buffer): its bytes are the memo's, so
+                 * nothing is kept but how many; the next ones decide.
+                 */
+                w->memo_pending = len;
+                return 0;
+            }
+        }
+
+    } else if (w->memo_pending && len) {
+        n = w->memo_len - w->memo_pending;
+        q = w->memo + w->memo_pending;
+
+        if (len >= n && memcmp(p, q, n) == 0) {
+            w->memo_pending = 0;
             ngx_http_ai_gateway_walk_replay(w);
-            p += w->memo_len - 1;
-            doc = NULL;
+            p += n - 1;
             memo_q = p;
+
+        } else if (len < n && memcmp(p, q, len) == 0) {
+            w->memo_pending += len;
+            return 0;
+
+        } else {
+            /* not the prefix after all: its start is walked from the
+             * memo's copy, then these bytes */
+            rc = ngx_http_ai_gateway_walk_flush(w);
+
+            if (rc != 0 || w->state == NGX_HTTP_AI_GATEWAY_WALK_ERROR) {
+                return rc ? rc : -1;
+            }
         }
     }
 
@@ -870,16 +933,27 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     }
 
     /*
-     * The memo path of walk_feed(): the prefix's state, then the text
-     * string that the prefix was remembered at (string_start() found it
-     * output text of memo_text_kind there, and finds the same after the
-     * same prefix)
+     * What walk_feed()'s memo path leaves behind: the results the prefix
+     * writes (model, finish reason), and those of the text, whose kind
+     * was remembered with the prefix (string_start() found it there, and
+     * finds the same after the same prefix).  The walk's own state is not
+     * restored: the document ends here, and on_chunk() resets it.
      */
 
     w->doc_start = 0;
-    ngx_http_ai_gateway_walk_replay(w);
-    w->str_mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
-    w->escape = 0;
+
+    if (w->memo_model) {
+        memcpy(w->model, w->memo_model_buf, w->memo_model_len);
+        w->model_len = w->memo_model_len;
+        w->model_set = 1;
+    }
+
+    if (w->memo_finish) {
+        memcpy(w->finish, w->memo_finish_buf, w->memo_finish_len);
+        w->finish_len = w->memo_finish_len;
+        w->finish_set = 1;
+    }
+
     w->text_kind = w->memo_text_kind;
 
     /* plain ASCII: a character a byte */

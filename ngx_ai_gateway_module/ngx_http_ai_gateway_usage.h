@@ -73,6 +73,8 @@ typedef struct {
     unsigned                      mode;          /* _WALK_JSON or _WALK_SSE */
     ngx_http_ai_gateway_text_pt   on_text;       /* may be NULL */
     void                         *data;
+    unsigned                      no_wait:1;     /* cut prefixes walked at
+                                                    once (tests compare) */
 
     /* results, kept over ngx_http_ai_gateway_walk_reset() */
     uint64_t                      text_chars;    /* code points of text */
@@ -129,6 +131,9 @@ typedef struct {
     unsigned                      memo_finish:1;
     unsigned                      memo_type_arguments:1;
     unsigned                      memo_text_kind;    /* of its text */
+    size_t                        memo_pending;  /* bytes of the prefix
+                                                    seen, in a cut
+                                                    document */
     unsigned                      memo_mode;
     unsigned                      memo_depth;
     size_t                        memo_len;      /* 0: none */
@@ -170,6 +175,14 @@ void ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w);
  * nonzero value on_text returned */
 int ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len);
+
+/*
+ * A document cut within the remembered prefix waits for its next bytes to
+ * tell whether it is the prefix; before the walk's results are read,
+ * this walks what waits (the next walk_feed() and walk_reset() do it
+ * themselves).  Returns as walk_feed().
+ */
+int ngx_http_ai_gateway_walk_flush(ngx_http_ai_gateway_walk_t *w);
 
 /*
  * A stream's bytes, to sse (whose on_data feeds w, and whose on_event

@@ -1791,12 +1791,11 @@ wstream_end(wstream_t *s)
 {
     int  n;
 
+    /* at the event's end the filter reads the usage; the rest after the
+     * reset, which walks a document cut within the prefix */
     n = snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
-                 "%llu %llu %d %d %.*s|%.*s|%d %.*s\n",
-                 (unsigned long long) s->sse.offset,
-                 (unsigned long long) s->w.text_chars, s->w.text_seen,
-                 s->w.malformed, (int) s->w.model_len, s->w.model,
-                 (int) s->w.finish_len, s->w.finish, s->w.usage_new,
+                 "%llu %d %.*s ", (unsigned long long) s->sse.offset,
+                 s->w.usage_new,
                  s->w.usage_new ? (int) s->w.usage_len : 0, s->w.usage);
 
     if (n > 0 && (size_t) n < sizeof(s->log) - s->log_len) {
@@ -1805,6 +1804,16 @@ wstream_end(wstream_t *s)
 
     s->w.usage_new = 0;
     ngx_http_ai_gateway_walk_reset(&s->w);
+
+    n = snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
+                 "%llu %d %.*s|%.*s\n",
+                 (unsigned long long) s->w.text_chars, s->w.text_seen,
+                 (int) s->w.model_len, s->w.model,
+                 (int) s->w.finish_len, s->w.finish);
+
+    if (n > 0 && (size_t) n < sizeof(s->log) - s->log_len) {
+        s->log_len += n;
+    }
 
     return 0;
 }
@@ -1908,6 +1917,12 @@ wstream_make(char *buf, size_t size)
             WS_ADD("data: {\"id\":\"chatcmpl-1\",%sdata: \"object\":1}%s%s",
                    eol, eol, eol);
 
+        } else if (k < 98) {
+            /* a document cut within the prefix: not JSON, but walked */
+            WS_ADD("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion"
+                   ".chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",%s%s",
+                   eol, eol);
+
         } else {
             WS_ADD("data: [DONE]%s%s", eol, eol);
         }
@@ -1929,6 +1944,8 @@ wstream_run(wstream_t *s, const char *buf, size_t len, int fast)
     ngx_http_ai_gateway_walk_init(&s->w, NGX_HTTP_AI_GATEWAY_WALK_SSE,
                                   wstream_text, s);
     s->pause = fast;
+    /* the reference walks cut prefixes at once */
+    s->w.no_wait = !fast;
 
     for (off = 0; off < len; off += n) {
         n = ufast_rnd(4) ? 1 + ufast_rnd(700) : 1 + ufast_rnd(8);
@@ -1947,6 +1964,14 @@ wstream_run(wstream_t *s, const char *buf, size_t len, int fast)
                                        (const unsigned char *) buf + off, n);
         }
     }
+
+    /* a stream may end anywhere: the results as they are then */
+    (void) ngx_http_ai_gateway_walk_flush(&s->w);
+    s->log_len += snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
+                           "end %llu %d %.*s|%.*s\n",
+                           (unsigned long long) s->w.text_chars,
+                           s->w.text_seen, (int) s->w.model_len, s->w.model,
+                           (int) s->w.finish_len, s->w.finish);
 }
 
 
@@ -1968,6 +1993,11 @@ test_walk_stream(void)
 
     for (i = 0; i < 3000 && same; i++) {
         len = wstream_make(buf, sizeof(buf));
+
+        if (ufast_rnd(4) == 0) {
+            /* cut anywhere */
+            len = ufast_rnd((unsigned) len);
+        }
 
         /* the same pieces for both: where a "\r\n" is cut moves the
          * end of an event by its '\n' (see sse.c) */
