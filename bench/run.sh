@@ -97,7 +97,7 @@ NROWS=${#ROWS[@]}
     describe
     echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds (order alternates), median reported; $NROWS case/size rows"
     echo "ports:    upstream 127.0.0.1:$UP_PORT, plain :$PLAIN_PORT, gateway :$GW_PORT"
-    echo "records:  $(if [ -n "${RECORDS_SHM:-}" ]; then echo "on tmpfs ($RECORDS_SHM; RECORDS_TMPFS=0: on disk)"; else echo "on disk ($RUN_DIR/gateway/logs)"; fi)"
+    echo "records:  $(if [ -n "${RECORDS_SHM:-}" ]; then echo "on tmpfs ($RECORDS_SHM; RECORDS_TMPFS=0: on disk)"; else echo "on disk ($RUN_DIR/gateway/logs)"; fi); $(if [ "${ROTATE_RECORDS:-1}" = 1 ]; then echo "rotated (USR1) and counted after each measurement (ROTATE_RECORDS=0: kept to the end)"; else echo "kept to the end"; fi)"
 } | tee "$RUN_DIR/header.txt"
 echo
 
@@ -255,6 +255,39 @@ printf 'case\tsize\ttarget\tround\trps\tp50_us\tp99_us\tcpu_us_per_req\tworker_b
 # with the records it wrote
 declare -A GW_DONE=()
 
+# rotate_records: between measurements, the gateway's record files are
+# rotated as logrotate would (renamed, USR1 to the master, which flushes and
+# reopens them), counted, and removed, so that their memory is used again
+# (see "Records on this VM" in bench/README.md); ROTATE_RECORDS=0 keeps
+# them all to the end.  The counts add up in records.parts.
+ROTATE_RECORDS=${ROTATE_RECORDS:-1}
+ROTATIONS=0
+rotate_records() {
+    local i
+    [ "$ROTATE_RECORDS" = 1 ] || return 0
+    [ -f "$USAGE_LOG" ] || [ -f "$INFERENCE_LOG" ] || return 0
+    ROTATIONS=$((ROTATIONS + 1))
+    for f in "$USAGE_LOG" "$INFERENCE_LOG"; do
+        [ -f "$f" ] && mv "$f" "$f.rotated"
+    done
+    kill -USR1 "$GW_PID"
+    # the reopen creates the files again, after writing out what was buffered
+    for ((i = 0; i < 100; i++)); do
+        [ -f "$USAGE_LOG" ] && [ -f "$INFERENCE_LOG" ] && break
+        sleep 0.05
+    done
+    [ -f "$USAGE_LOG" ] && [ -f "$INFERENCE_LOG" ] || die "the gateway did not reopen its record files on USR1"
+    # the workers reopen them too: a worker that could not still writes to
+    # the rotated files, whose records would then not be counted
+    sleep 0.2
+    if grep -q "jsonl\" failed" "$RUN_DIR/gateway/logs/error.log"; then
+        tail -n 3 "$RUN_DIR/gateway/logs/error.log" >&2
+        die "a gateway worker could not reopen its record files (see above)"
+    fi
+    perl "$BENCH_DIR/check_records.pl" count "$USAGE_LOG.rotated" "$INFERENCE_LOG.rotated" >> "$RUN_DIR/records.parts"
+    rm -f "$USAGE_LOG.rotated" "$INFERENCE_LOG.rotated"
+}
+
 # run_wrk CASE TARGET SIZE SECONDS OUT: wrk pinned to the load CPU; fails
 # loudly on any non-2xx/3xx answer or socket error
 run_wrk() {
@@ -285,6 +318,7 @@ for row in "${ROWS[@]}"; do
         for t in plain gateway; do
             echo "warm-up: $(row_label "$c" "$s") $t ${WARMUP}s"
             run_wrk "$c" "$t" "$s" "$WARMUP" "$RUN_DIR/wrk-$c-$s-$t-warmup.txt"
+            if [ "$t" = gateway ]; then rotate_records; fi
         done
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -306,6 +340,7 @@ for row in "${ROWS[@]}"; do
                    "$(awk -v u="$(kv p50_us)" 'BEGIN { print u / 1000 }')" \
                    "$(awk -v u="$(kv p99_us)" 'BEGIN { print u / 1000 }')" "$cpu" "$util" \
                    "$TEST_CPU" "$other" "$LOAD_CPU" "$lbusy"
+            if [ "$t" = gateway ]; then rotate_records; fi
         done
     done
 done
@@ -329,7 +364,12 @@ RECORDS="$RUN_DIR/records.txt"
 RECORDS_OK=1
 if [ -n "${GW_DONE[usage]:-}${GW_DONE[stream]:-}" ]; then
     sleep 2     # flush=1s
-    perl "$BENCH_DIR/check_records.pl" count "$USAGE_LOG" "$INFERENCE_LOG" > "$RUN_DIR/records.count"
+    perl "$BENCH_DIR/check_records.pl" count "$USAGE_LOG" "$INFERENCE_LOG" >> "$RUN_DIR/records.parts"
+    # the rotated parts and the rest, added up per log and endpoint
+    perl -ne 'my ($k, $ep, @kv) = split; push @o, "$k $ep" unless $s{"$k $ep"}++;
+               for (@kv) { my ($n, $v) = split /=/; push @{$f{"$k $ep"}}, $n unless exists $v{"$k $ep"}{$n}; $v{"$k $ep"}{$n} += $v }
+               END { print "$_ ", join(" ", map { "$_=$v{$o}{$_}" } @{$f{$o = $_}}), "\n" for @o }' \
+        "$RUN_DIR/records.parts" > "$RUN_DIR/records.count"
     runs=$(( ROUNDS + (WARMUP > 0 ? 1 : 0) ))
     {
         echo "records written by the gateway during the run (wrk's completed requests + 1 check request;"
