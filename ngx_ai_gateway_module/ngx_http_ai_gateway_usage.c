@@ -236,7 +236,6 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
 }
 
 
-
 /*
  * The bytes of a document that waited as the start of the remembered
  * prefix (walk_feed()) are walked the general way, from the memo's copy of
@@ -259,6 +258,7 @@ ngx_http_ai_gateway_walk_flush(ngx_http_ai_gateway_walk_t *w)
 
     return ngx_http_ai_gateway_walk_feed(w, w->memo, n);
 }
+
 
 /*
  * The walk is threaded: each state is a label that reads its bytes and
