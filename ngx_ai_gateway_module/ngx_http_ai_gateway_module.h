@@ -323,8 +323,11 @@ ngx_table_elt_t *ngx_http_ai_gateway_header_next(ngx_list_t *list,
 ngx_uint_t ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
     size_t len);
 
+/* the length first, inline: most headers differ in it */
 #define ngx_http_ai_gateway_header_is_literal(h, name)                        \
-    ngx_http_ai_gateway_header_is(h, name, sizeof(name) - 1)
+    ((h)->key.len == sizeof(name) - 1                                         \
+     && ngx_strncasecmp((h)->key.data, (u_char *) name, sizeof(name) - 1)    \
+        == 0)
 
 u_char *ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n);
 
