@@ -175,3 +175,34 @@ ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n)
 
     return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
 }
+
+
+/*
+ * A hash of a key, eight bytes a step, for the metrics' series and the
+ * limits' counters, which are looked up several times per request
+ * (ngx_crc32_short() takes a byte at two table lookups).  Collisions are
+ * resolved by comparing the keys.
+ */
+
+uint32_t
+ngx_http_ai_gateway_hash(const u_char *p, size_t len)
+{
+    uint64_t  h, w;
+
+    h = 0x9e3779b97f4a7c15ULL ^ len;
+
+    while (len >= 8) {
+        ngx_memcpy(&w, p, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+        p += 8;
+        len -= 8;
+    }
+
+    w = 0;
+    ngx_memcpy(&w, p, len);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+
+    return (uint32_t) h;
+}

@@ -26,7 +26,6 @@ static ngx_int_t ngx_http_ai_gateway_limit_decide(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_ai_gateway_limit_verdict(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_int_t rc);
-static uint32_t ngx_http_ai_gateway_limit_hash(const u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t i);
 static void ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r);
@@ -610,45 +609,12 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     p = ngx_cpymem(p, who.data, who.len);
 
     c->key.len = p - c->key.data;
-    c->hash = ngx_http_ai_gateway_limit_hash(c->key.data, c->key.len);
+    /* not ngx_crc32_short(): a byte at two table lookups */
+    c->hash = ngx_http_ai_gateway_hash(c->key.data, c->key.len);
 
     return NGX_OK;
 }
 
-
-/*
- * The counter's hash, 8 bytes a step: ngx_crc32_short() takes a byte at
- * two table lookups, a few hundred instructions for a key.  Equal hashes
- * only cost a compare: the zone's tree and the Redis batch compare the
- * keys themselves.
- */
-
-static uint32_t
-ngx_http_ai_gateway_limit_hash(const u_char *p, size_t len)
-{
-    uint64_t  h, w;
-
-    h = 0x9e3779b97f4a7c15ULL ^ len;
-
-    while (len >= 8) {
-        ngx_memcpy(&w, p, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-        p += 8;
-        len -= 8;
-    }
-
-    if (len) {
-        w = 0;
-        ngx_memcpy(&w, p, len);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-    }
-
-    h *= 0xc4ceb9fe1a85ec53ULL;
-
-    return (uint32_t) (h >> 32);
-}
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,

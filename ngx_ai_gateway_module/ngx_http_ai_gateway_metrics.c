@@ -158,7 +158,6 @@ static ngx_int_t ngx_http_ai_gateway_label_join(ngx_http_request_t *r,
     ngx_http_ai_gateway_update_t *u, ngx_uint_t family, ngx_str_t *prefix,
     u_char *suffix, size_t len);
 static u_char *ngx_http_ai_gateway_label_escape(u_char *dst, ngx_str_t *s);
-static uint32_t ngx_http_ai_gateway_label_hash(u_char *p, size_t len);
 static size_t ngx_http_ai_gateway_metrics_size(
     ngx_http_ai_gateway_metrics_sh_t *m);
 static u_char *ngx_http_ai_gateway_metrics_format(u_char *p,
@@ -693,7 +692,7 @@ ngx_http_ai_gateway_label_join(ngx_http_request_t *r,
     }
 
     u->family = family;
-    u->hash = ngx_http_ai_gateway_label_hash(u->labels.data, u->labels.len)
+    u->hash = ngx_http_ai_gateway_hash(u->labels.data, u->labels.len)
               ^ family;
     u->observe = -1;
 
@@ -739,41 +738,13 @@ ngx_http_ai_gateway_label(ngx_http_request_t *r,
 
     u->family = family;
     u->labels.len = p - u->labels.data;
-    u->hash = ngx_http_ai_gateway_label_hash(u->labels.data, u->labels.len)
+    u->hash = ngx_http_ai_gateway_hash(u->labels.data, u->labels.len)
               ^ family;
     u->observe = -1;
 
     return NGX_OK;
 }
 
-
-/*
- * A hash of a label set, eight bytes a step: the series table is looked up
- * several times per request.  Collisions are resolved by comparing.
- */
-
-static uint32_t
-ngx_http_ai_gateway_label_hash(u_char *p, size_t len)
-{
-    uint64_t  h, w;
-
-    h = 0x9e3779b97f4a7c15ULL ^ len;
-
-    while (len >= 8) {
-        ngx_memcpy(&w, p, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-        p += 8;
-        len -= 8;
-    }
-
-    w = 0;
-    ngx_memcpy(&w, p, len);
-    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 29;
-
-    return (uint32_t) h;
-}
 
 
 /* the exposition format's escapes: backslash, quote, newline */
@@ -828,7 +799,7 @@ ngx_http_ai_gateway_series(ngx_http_ai_gateway_metrics_sh_t *m,
 
         s = ngx_http_ai_gateway_series_find(m, pool, u->family,
                                     &ngx_http_ai_gateway_overflow,
-                                    ngx_http_ai_gateway_label_hash(
+                                    ngx_http_ai_gateway_hash(
                                         ngx_http_ai_gateway_overflow.data,
                                         ngx_http_ai_gateway_overflow.len)
                                     ^ u->family,

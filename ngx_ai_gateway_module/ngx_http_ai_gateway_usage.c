@@ -150,6 +150,8 @@ static void ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
 static int ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *doc, size_t len);
 static void ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w);
+static void ngx_http_ai_gateway_walk_replay_results(
+    ngx_http_ai_gateway_walk_t *w);
 static size_t ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, const unsigned char *end);
 static ngx_http_ai_gateway_walk_inline unsigned
@@ -941,19 +943,7 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
      */
 
     w->doc_start = 0;
-
-    if (w->memo_model) {
-        memcpy(w->model, w->memo_model_buf, w->memo_model_len);
-        w->model_len = w->memo_model_len;
-        w->model_set = 1;
-    }
-
-    if (w->memo_finish) {
-        memcpy(w->finish, w->memo_finish_buf, w->memo_finish_len);
-        w->finish_len = w->memo_finish_len;
-        w->finish_set = 1;
-    }
-
+    ngx_http_ai_gateway_walk_replay_results(w);
     w->text_kind = w->memo_text_kind;
 
     /* plain ASCII: a character a byte */
@@ -1058,6 +1048,15 @@ ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w)
     memcpy(w->path, w->memo_path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
     w->type_arguments = w->memo_type_arguments;
 
+    ngx_http_ai_gateway_walk_replay_results(w);
+}
+
+
+/* what the prefix writes of the walk's results */
+
+static void
+ngx_http_ai_gateway_walk_replay_results(ngx_http_ai_gateway_walk_t *w)
+{
     if (w->memo_model) {
         memcpy(w->model, w->memo_model_buf, w->memo_model_len);
         w->model_len = w->memo_model_len;
@@ -2170,6 +2169,9 @@ static const struct {
 
 static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
     int field, int sub, unsigned depth);
+static void ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
+    const unsigned char *k, size_t klen, unsigned depth, int sub, int *field,
+    int *nsub);
 
 
 /* the index of a top-level key in ukeys, or -1: by its length and first
@@ -2345,7 +2347,7 @@ static int
 ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
     unsigned depth)
 {
-    int                   i, rc, field, nsub;
+    int                   rc, field, nsub;
     size_t                klen;
     const unsigned char  *k;
 
@@ -2362,31 +2364,8 @@ ngx_http_ai_gateway_uscan_object(ngx_http_ai_gateway_uscan_t *s, int sub,
             return -1;
         }
 
-        field = -1;
-        nsub = -1;
-
-        if (depth == 1) {
-            i = ngx_http_ai_gateway_uscan_key(k, klen);
-
-            if (i >= 0) {
-                field = ngx_http_ai_gateway_ukeys[i].field;
-                nsub = ngx_http_ai_gateway_ukeys[i].sub;
-
-                if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
-                    s->input_details = 1;
-                }
-            }
-
-        } else if (depth == 2 && sub >= 0
-                   && ((klen == 13 && memcmp(k, "cached_tokens", 13) == 0
-                        && (sub == NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED
-                            || sub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED))
-                       || (klen == 16 && memcmp(k, "reasoning_tokens", 16) == 0
-                           && (sub == NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING
-                               || sub == NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING))))
-        {
-            field = sub;
-        }
+        ngx_http_ai_gateway_uscan_member(s, k, klen, depth, sub, &field,
+                                         &nsub);
 
         ngx_http_ai_gateway_uscan_ws(s);
 
@@ -2473,27 +2452,51 @@ ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
 }
 
 
-/* the field of key k in an object of the usage object ("details") */
+/*
+ * What a member of key k holds: *field, the count it is (or -1), and
+ * *nsub, the count of a "details" object it opens (or -1); at depth 1 (the
+ * usage object itself) or 2 (in the details object of field sub).
+ */
 
-static int
-ngx_http_ai_gateway_uscan_sub_key(const unsigned char *k, size_t klen,
-    int sub)
+static void
+ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
+    const unsigned char *k, size_t klen, unsigned depth, int sub, int *field,
+    int *nsub)
 {
-    if (klen == 13 && memcmp(k, "cached_tokens", 13) == 0
-        && (sub == NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED
-            || sub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED))
-    {
-        return sub;
+    int  i;
+
+    *field = -1;
+    *nsub = -1;
+
+    if (depth == 1) {
+        i = ngx_http_ai_gateway_uscan_key(k, klen);
+
+        if (i >= 0) {
+            *field = ngx_http_ai_gateway_ukeys[i].field;
+            *nsub = ngx_http_ai_gateway_ukeys[i].sub;
+
+            if (*nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
+                s->input_details = 1;
+            }
+        }
+
+        return;
     }
 
-    if (klen == 16 && memcmp(k, "reasoning_tokens", 16) == 0
-        && (sub == NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING
-            || sub == NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING))
-    {
-        return sub;
-    }
+    if (depth == 2 && sub >= 0) {
+        if (klen == 13 && memcmp(k, "cached_tokens", 13) == 0
+            && (sub == NGX_HTTP_AI_GATEWAY_U_PROMPT_CACHED
+                || sub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED))
+        {
+            *field = sub;
 
-    return -1;
+        } else if (klen == 16 && memcmp(k, "reasoning_tokens", 16) == 0
+                   && (sub == NGX_HTTP_AI_GATEWAY_U_COMPLETION_REASONING
+                       || sub == NGX_HTTP_AI_GATEWAY_U_OUTPUT_REASONING))
+        {
+            *field = sub;
+        }
+    }
 }
 
 
@@ -2508,7 +2511,8 @@ ngx_http_ai_gateway_uscan_sub_key(const unsigned char *k, size_t klen,
 static int
 ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
 {
-    int                   i, field, sub, nsub, depth;
+    int                   field, sub, nsub;
+    unsigned              depth;
     size_t                klen, digits;
     int64_t               n;
     const unsigned char  *p, *end, *k;
@@ -2540,24 +2544,8 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
         klen = p - k;
         p += 2;
 
-        field = -1;
-        nsub = -1;
-
-        if (depth == 1) {
-            i = ngx_http_ai_gateway_uscan_key(k, klen);
-
-            if (i >= 0) {
-                field = ngx_http_ai_gateway_ukeys[i].field;
-                nsub = ngx_http_ai_gateway_ukeys[i].sub;
-
-                if (nsub == NGX_HTTP_AI_GATEWAY_U_INPUT_CACHED) {
-                    s->input_details = 1;
-                }
-            }
-
-        } else if (sub >= 0) {
-            field = ngx_http_ai_gateway_uscan_sub_key(k, klen, sub);
-        }
+        ngx_http_ai_gateway_uscan_member(s, k, klen, depth, sub, &field,
+                                         &nsub);
 
         /* the value */
 
