@@ -27,6 +27,12 @@
  *                  (delta, "")  OpenAI responses "*.delta" events
  * Events that repeat the whole answer (response.completed, *.done) hold
  * text only under other keys, so nothing is counted twice.
+ *
+ * Streams: a chunk mostly repeats the bytes of the one before around a new
+ * piece of text.  The walker remembers that prefix and suffix (usage.c),
+ * and ngx_http_ai_gateway_walk_stream() walks a whole "data:" event made
+ * of them at once, with the same results as the event parsed and walked;
+ * a chunk cut by a buffer's end within the prefix waits as a count.
  */
 
 
