@@ -74,7 +74,7 @@ static int ngx_http_ai_gateway_json_literal(
 static int ngx_http_ai_gateway_json_hex4(const unsigned char *p,
     unsigned *code);
 static int ngx_http_ai_gateway_json_key_lookup(const unsigned char *key,
-    size_t len, int top);
+    size_t len, int escaped, int top);
 static ngx_http_ai_gateway_json_inline int ngx_http_ai_gateway_json_token(
     ngx_http_ai_gateway_json_scanner_t *s);
 static int ngx_http_ai_gateway_json_fail(
@@ -344,7 +344,8 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
         vrole = NGX_HTTP_AI_GATEWAY_ROLE_NONE;
 
         if (top || role == NGX_HTTP_AI_GATEWAY_ROLE_CONTAINER) {
-            k = ngx_http_ai_gateway_json_key_lookup(key.str, key.len, top);
+            k = ngx_http_ai_gateway_json_key_lookup(key.str, key.len,
+                                                    key.escaped, top);
         }
 
         if (k >= 0) {
@@ -813,11 +814,11 @@ ngx_http_ai_gateway_json_literal(ngx_http_ai_gateway_json_scanner_t *s,
 
 static int
 ngx_http_ai_gateway_json_key_lookup(const unsigned char *key, size_t len,
-    int top)
+    int escaped, int top)
 {
     unsigned char  buf[128];
 
-    if (memchr(key, '\\', len) != NULL) {
+    if (escaped) {
         /* an escape is at most six bytes a character: a longer key names
          * more than the 21 characters of the longest key here */
         if (len > sizeof(buf)) {
@@ -841,6 +842,8 @@ ngx_http_ai_gateway_json_key_find(const unsigned char *key, size_t len,
     if (top) {
         for (i = 0; i < NGX_HTTP_AI_GATEWAY_KEY_LAST; i++) {
             if (ngx_http_ai_gateway_json_keys[i].len == len
+                && (len == 0
+                    || ngx_http_ai_gateway_json_keys[i].name[0] == key[0])
                 && memcmp(ngx_http_ai_gateway_json_keys[i].name, key, len)
                    == 0)
             {
