@@ -1025,6 +1025,9 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
         w->memo_model_len = w->model_len;
     }
 
+    /* the model now is the memo's: replays need not copy it */
+    w->model_memo = w->model_set;
+
     w->memo_finish = w->finish_set;
 
     if (w->finish_set) {
@@ -1058,8 +1061,13 @@ static void
 ngx_http_ai_gateway_walk_replay_results(ngx_http_ai_gateway_walk_t *w)
 {
     if (w->memo_model) {
-        memcpy(w->model, w->memo_model_buf, w->memo_model_len);
-        w->model_len = w->memo_model_len;
+        /* a copy only when another model was written since */
+        if (!w->model_memo) {
+            memcpy(w->model, w->memo_model_buf, w->memo_model_len);
+            w->model_len = w->memo_model_len;
+            w->model_memo = 1;
+        }
+
         w->model_set = 1;
     }
 
@@ -1742,6 +1750,7 @@ ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
             memcpy(w->model, s, len);
             w->model_len = len;
             w->model_set = 1;
+            w->model_memo = 0;
         }
 
         break;

@@ -137,6 +137,7 @@ typedef struct {
     unsigned                      memo_finish:1;
     unsigned                      memo_type_arguments:1;
     unsigned                      memo_text_kind;    /* of its text */
+    unsigned                      model_memo:1;  /* model is the memo's */
     size_t                        memo_pending;  /* bytes of the prefix
                                                     seen, in a cut
                                                     document */
