@@ -91,9 +91,10 @@ ngx_http_ai_gateway_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
 {
-    ngx_int_t                   rc;
-    ngx_table_elt_t            *h;
-    ngx_http_ai_gateway_ctx_t  *ctx;
+    ngx_int_t                    rc;
+    ngx_table_elt_t             *h;
+    ngx_http_ai_gateway_ctx_t   *ctx;
+    ngx_http_ai_gateway_walk_t  *walk;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -135,8 +136,10 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx->walk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_walk_t));
-    if (ctx->walk == NULL) {
+    /* ctx->walk is set once initialized: the log handler reads it even
+     * after a failure below */
+    walk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_walk_t));
+    if (walk == NULL) {
         return NGX_ERROR;
     }
 
@@ -170,12 +173,13 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         }
     }
 
-    ngx_http_ai_gateway_walk_init(ctx->walk,
+    ngx_http_ai_gateway_walk_init(walk,
                                   ctx->resp_sse ? NGX_HTTP_AI_GATEWAY_WALK_SSE
                                                 : NGX_HTTP_AI_GATEWAY_WALK_JSON,
                                   ctx->infer && ctx->resp_sse
                                   ? ngx_http_ai_gateway_text : NULL,
                                   r);
+    ctx->walk = walk;
 
     ctx->resp_active = 1;
 
@@ -378,6 +382,8 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
     if (ctx->resp_sse) {
+        /* with sse_fast, sse_event() pauses the parser after each event
+         * (NGX_HTTP_AI_GATEWAY_WALK_PAUSE): only walk_stream() feeds it */
         rc = ctx->sse_fast
              ? ngx_http_ai_gateway_walk_stream(ctx->sse, ctx->walk, p, len,
                                                ngx_http_ai_gateway_sse_chunk, r)

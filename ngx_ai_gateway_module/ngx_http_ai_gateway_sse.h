@@ -75,8 +75,9 @@ int ngx_http_ai_gateway_sse_feed(ngx_http_ai_gateway_sse_t *sse,
 /*
  * Between two events, with nothing of the next one read yet (no line
  * begun, no data, no event name): a caller may then read a whole event
- * itself and account for it with ngx_http_ai_gateway_sse_skip(), as if
- * the parser had read and dispatched it (without calling back).
+ * itself and account for it with ngx_http_ai_gateway_sse_skip() and
+ * ngx_http_ai_gateway_sse_next(), as if the parser had read and dispatched
+ * it (without calling back).
  */
 #define NGX_HTTP_AI_GATEWAY_SSE_AT_LINE  1    /* sse.c's state */
 
@@ -87,10 +88,17 @@ ngx_http_ai_gateway_sse_between(ngx_http_ai_gateway_sse_t *sse)
            && !sse->has_data && sse->name_len == 0;
 }
 
+/* the event's n bytes read: [event_start, offset) is the event, as during
+ * on_event; then sse_next() starts the next one */
 static inline void
 ngx_http_ai_gateway_sse_skip(ngx_http_ai_gateway_sse_t *sse, size_t n)
 {
     sse->offset += n;
+}
+
+static inline void
+ngx_http_ai_gateway_sse_next(ngx_http_ai_gateway_sse_t *sse)
+{
     sse->event_start = sse->offset;
 }
 

@@ -866,7 +866,12 @@ ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
                 ngx_http_ai_gateway_sse_skip(sse, n);
                 p += n;
 
+                /* as on_event, on_chunk sees the event at [event_start,
+                 * offset) */
                 rc = on_chunk(data);
+
+                ngx_http_ai_gateway_sse_next(sse);
+
                 if (rc != 0) {
                     return rc;
                 }

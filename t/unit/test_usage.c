@@ -1794,7 +1794,9 @@ wstream_end(wstream_t *s)
     /* at the event's end the filter reads the usage; the rest after the
      * reset, which walks a document cut within the prefix */
     n = snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
-                 "%llu %d %.*s ", (unsigned long long) s->sse.offset,
+                 "%llu-%llu %d %.*s ",
+                 (unsigned long long) s->sse.event_start,
+                 (unsigned long long) s->sse.offset,
                  s->w.usage_new,
                  s->w.usage_new ? (int) s->w.usage_len : 0, s->w.usage);
 
