@@ -67,5 +67,10 @@ int ngx_http_ai_gateway_prefilter_test(
     const ngx_http_ai_gateway_prefilter_t *pf, const unsigned char *lower,
     size_t len);
 
+/* the first occurrence of lit (n bytes) in text, exactly, or NULL */
+const unsigned char *ngx_http_ai_gateway_prefilter_find(
+    const unsigned char *text, size_t len, const unsigned char *lit,
+    size_t n);
+
 
 #endif /* _NGX_HTTP_AI_GATEWAY_PREFILTER_H_INCLUDED_ */

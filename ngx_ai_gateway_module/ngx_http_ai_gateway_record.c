@@ -19,6 +19,7 @@
 #endif
 
 #include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_prefilter.h"
 #include "ngx_http_ai_gateway_json.h"
 #include "ngx_http_ai_gateway_siphash.h"
 
@@ -534,7 +535,9 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         last = payload->data + payload->len;
 
         for (p = payload->data;
-             (p = memmem(p, last - p, secret.data, secret.len)) != NULL;
+             (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
+                                             secret.data, secret.len))
+             != NULL;
              p += secret.len)
         {
             found++;
@@ -553,7 +556,10 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         d = copy;
         p = payload->data;
 
-        while ((q = memmem(p, last - p, secret.data, secret.len)) != NULL) {
+        while ((q = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
+                                             secret.data, secret.len))
+               != NULL)
+        {
             d = ngx_cpymem(d, p, q - p);
             d = ngx_cpymem(d, redacted.data, redacted.len);
             p = q + secret.len;

@@ -12,6 +12,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH  8
 
+#define _GNU_SOURCE  1    /* memmem(), the reference */
 #include <pcre2.h>
 
 #include "ngx_http_ai_gateway_prefilter.h"
@@ -376,9 +377,55 @@ lowercase(void)
 }
 
 
+
+/*
+ * prefilter_find() against memmem(): texts and needles over a small
+ * alphabet (so that both often match, and first and last bytes often
+ * agree where the rest does not), needles of 0 to 40 bytes, at every
+ * length of text up to 200 bytes and past the 16-byte steps
+ */
+
+static void
+find_vs_memmem(void)
+{
+    int                   i, same;
+    size_t                len, n, k;
+    unsigned char         text[256], lit[48];
+    const unsigned char  *a, *b;
+
+    same = 1;
+
+    for (i = 0; i < 200000 && same; i++) {
+        len = rng() % 200;
+        n = (i % 7 == 0) ? rng() % 41 : rng() % 12;
+
+        for (k = 0; k < len; k++) {
+            text[k] = "ab-k"[rng() % 4];
+        }
+
+        for (k = 0; k < n; k++) {
+            lit[k] = "ab-k"[rng() % 4];
+        }
+
+        if (n && len > n && rng() % 2) {
+            /* plant it somewhere */
+            memcpy(text + rng() % (len - n + 1), lit, n);
+        }
+
+        a = ngx_http_ai_gateway_prefilter_find(text, len, lit, n);
+        b = memmem(text, len, lit, n);
+
+        same = (a == b);
+
+        CHECK(same, "find: %zu-byte needle in %zu bytes: %p, memmem %p", n,
+              len, (const void *) a, (const void *) b);
+    }
+}
+
 int
 main(void)
 {
+    find_vs_memmem();
     known_patterns();
     known_matches();
     lowercase();
