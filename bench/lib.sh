@@ -606,7 +606,7 @@ install_traps() {
 records_on_tmpfs() {
     [ "${RECORDS_TMPFS:-1}" = 1 ] && [ -d /dev/shm ] && [ -w /dev/shm ] || return 0
     RECORDS_SHM=$(mktemp -d /dev/shm/ai-gateway-bench.XXXXXX)
-    chmod 755 "$RECORDS_SHM"
+    chmod 711 "$RECORDS_SHM"
     rm -rf "$1/logs"
     ln -s "$RECORDS_SHM" "$1/logs"
 }
@@ -635,7 +635,7 @@ start_run() {
     RUN_DIR=$(mktemp -d "$RESULTS_DIR/$1.XXXXXX")
     # the workers (user nobody) reach their record files here when they
     # reopen them (bench/run.sh rotates them with USR1)
-    chmod 755 "$RUN_DIR"
+    chmod 711 "$RUN_DIR"
     FAILED=1
     install_traps
     snapshot_module "$RUN_DIR"

@@ -142,20 +142,20 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
 #else
     uint64_t  x, q, b, m;
 
-#define NGX_HTTP_AI_GATEWAY_ONES  0x0101010101010101ULL
-#define NGX_HTTP_AI_GATEWAY_HIGH  0x8080808080808080ULL
+#define NGX_HTTP_AI_GATEWAY_JSON_ONES  0x0101010101010101ULL
+#define NGX_HTTP_AI_GATEWAY_JSON_HIGH  0x8080808080808080ULL
 
     while (end - p >= 8) {
         memcpy(&x, p, 8);
 
         /* the usual "has a zero byte" tricks; a false alarm only means
          * that the byte loop below looks at this word */
-        q = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '"');
-        b = x ^ (NGX_HTTP_AI_GATEWAY_ONES * '\\');
-        m = (x | ((x - NGX_HTTP_AI_GATEWAY_ONES * 0x20) & ~x)
-             | ((q - NGX_HTTP_AI_GATEWAY_ONES) & ~q)
-             | ((b - NGX_HTTP_AI_GATEWAY_ONES) & ~b))
-            & NGX_HTTP_AI_GATEWAY_HIGH;
+        q = x ^ (NGX_HTTP_AI_GATEWAY_JSON_ONES * '"');
+        b = x ^ (NGX_HTTP_AI_GATEWAY_JSON_ONES * '\\');
+        m = (x | ((x - NGX_HTTP_AI_GATEWAY_JSON_ONES * 0x20) & ~x)
+             | ((q - NGX_HTTP_AI_GATEWAY_JSON_ONES) & ~q)
+             | ((b - NGX_HTTP_AI_GATEWAY_JSON_ONES) & ~b))
+            & NGX_HTTP_AI_GATEWAY_JSON_HIGH;
 
         if (m) {
             break;
@@ -172,8 +172,8 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
     return p;
 }
 
-#undef NGX_HTTP_AI_GATEWAY_ONES
-#undef NGX_HTTP_AI_GATEWAY_HIGH
+#undef NGX_HTTP_AI_GATEWAY_JSON_ONES
+#undef NGX_HTTP_AI_GATEWAY_JSON_HIGH
 
 /*
  * Code points in valid UTF-8 text: the bytes that are not 10xxxxxx.  For

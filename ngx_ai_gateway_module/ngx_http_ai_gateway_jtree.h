@@ -227,7 +227,13 @@ ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
 
     len = strlen(s);
 
-    return (prefix ? n->len >= len : n->len == len)
+    if (prefix) {
+        return n->len >= len && memcmp(n->u.str, s, len) == 0;
+    }
+
+    /* as strcmp() on the string: a NUL ends it (one that a string decoded
+     * in place, its escapes gone, may hold) */
+    return (n->len == len || (n->len > len && n->u.str[len] == '\0'))
            && memcmp(n->u.str, s, len) == 0;
 }
 

@@ -559,7 +559,7 @@ static void
 ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx)
 {
-    int                               rc;
+    int                               rc, lazy;
     ngx_str_t                         msg, uri_model;
     ngx_uint_t                        budgets;
     ngx_http_ai_gateway_loc_conf_t   *lcf;
@@ -576,8 +576,10 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 
     if (ngx_http_ai_gateway_inspect_tree(r, ctx, &facts) == NGX_OK) {
         rc = NGX_HTTP_AI_GATEWAY_JSON_OK;
+        lazy = 1;
 
     } else {
+        lazy = 0;
         rc = ngx_http_ai_gateway_json_scan(ctx->body, ctx->body_len, &facts);
     }
 
@@ -644,7 +646,10 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
         return;
     }
 
+    /* the tree's facts leave the prompt uncounted until asked; set only
+     * for a request that passed the checks above, as the count itself */
     ctx->input_chars = facts.input_chars;
+    ctx->input_chars_lazy = lazy;
     ctx->inspected = 1;
 
     (void) ngx_http_ai_gateway_user(r, ctx);
@@ -753,8 +758,6 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ctx->input_chars_lazy = 1;
-
     return NGX_OK;
 }
 
@@ -769,7 +772,7 @@ uint64_t
 ngx_http_ai_gateway_input_chars(ngx_http_ai_gateway_ctx_t *ctx)
 {
     if (ctx->input_chars_lazy) {
-        ctx->input_chars_lazy = 1;
+        ctx->input_chars_lazy = 0;
         ctx->input_chars =
                   ngx_http_ai_gateway_jtree_input_chars(ctx->tree->root);
     }

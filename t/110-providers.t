@@ -650,3 +650,30 @@ my $b = '{"model":"gpt-4o","messages":[{"role":"system","content":"Be brief."},{
 [200, 200]
 --- response_headers eval
 ["X-AI-Input-Chars: [16]", "X-AI-Input-Chars: [16]"]
+
+
+
+=== TEST 32: a request refused before it is counted (no model) records no prompt characters, on a translating location as elsewhere
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /openai/ {
+        ai_gateway_usage_tracking on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
+    }
+    location = /usage {
+        alias logs/usage.jsonl;
+    }
+--- request eval
+my $b = '{"messages":[{"role":"user","content":"Hello there"}]}';
+["POST /v1/chat/completions\n$b", "POST /openai/chat/completions\n$b", "GET /usage"]
+--- error_code eval
+[400, 400, 200]
+--- response_body_like eval
+[qr/"code":"missing_model"/, qr/"code":"missing_model"/,
+ qr/\A\{[^\n]*"endpoint":"\/v1\/"[^\n]*"status_code":400,[^\n]*"input_character_count":0,[^\n]*\n\{[^\n]*"endpoint":"\/openai\/"[^\n]*"status_code":400,[^\n]*"input_character_count":0,[^\n]*\n\z/]

@@ -557,6 +557,14 @@ test_strings(void)
                                        "text", 0), "'text' and a NUL");
     CHECK(!ngx_http_ai_gateway_jtree_eq(ngx_http_ai_gateway_jtree_at(t, 1),
                                         "textmore", 0), "not past the NUL");
+
+    /* the same once decoded in place (its escapes gone, the NUL in it) */
+    v = ngx_http_ai_gateway_jtree_at(t, 1);
+    (void) ngx_http_ai_gateway_jtree_string(v, &len);
+    CHECK(!v->escaped && ngx_http_ai_gateway_jtree_eq(v, "text", 0)
+          && !ngx_http_ai_gateway_jtree_eq(v, "textmore", 0)
+          && ngx_http_ai_gateway_jtree_eq(v, "tex", 1),
+          "decoded: 'text' and a NUL");
     doc_free(&d);
 
     /* strings without escapes: the inline length and memcmp() */
