@@ -154,6 +154,8 @@ static void ngx_http_ai_gateway_walk_replay_results(
     ngx_http_ai_gateway_walk_t *w);
 static size_t ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, const unsigned char *end);
+static size_t ngx_http_ai_gateway_walk_utf8_char(const unsigned char *p,
+    const unsigned char *end);
 static ngx_http_ai_gateway_walk_inline unsigned
     ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len);
 static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
@@ -899,7 +901,7 @@ ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
 
 /*
  * "data: " DOC "\n\n" at p, DOC being the remembered prefix (up to the
- * quote of the text), a text in plain ASCII, its quote and the remembered
+ * quote of the text), a text of ASCII and valid UTF-8 without escapes, its quote and the remembered
  * suffix: walked as walk_feed() walks DOC on its memo path (the prefix's
  * state, the text, the suffix that closes the document), and the event's
  * length returned.  0, with nothing done, for anything else.
@@ -909,7 +911,7 @@ static size_t
 ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, const unsigned char *end)
 {
-    size_t                m, n;
+    size_t                m, n, k, cont;
     const unsigned char  *doc, *t, *q;
 
     m = w->memo_len;
@@ -930,7 +932,25 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     }
 
     t = doc + m;
-    q = ngx_http_ai_gateway_json_skip_plain(t, end);
+    cont = 0;
+
+    /* the text: printable ASCII and valid UTF-8 characters, no escape */
+
+    for (q = t; /* void */; q += k) {
+        q = ngx_http_ai_gateway_json_skip_plain(q, end);
+
+        if (q == end || *q < 0x80) {
+            break;
+        }
+
+        k = ngx_http_ai_gateway_walk_utf8_char(q, end);
+
+        if (k == 0) {
+            return 0;
+        }
+
+        cont += k - 1;
+    }
 
     if ((size_t) (end - q) < 1 + n + 2 || *q != '"'
         || memcmp(q + 1, w->suffix, n) != 0
@@ -951,8 +971,8 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     ngx_http_ai_gateway_walk_replay_results(w);
     w->text_kind = w->memo_text_kind;
 
-    /* plain ASCII: a character a byte */
-    w->text_chars += q - t;
+    /* a character a byte, but for UTF-8's continuation bytes */
+    w->text_chars += (q - t) - cont;
     w->effects++;
 
     if (q != t) {
@@ -966,6 +986,60 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     }
 
     return q + 3 + n - p;
+}
+
+
+/*
+ * The length of the valid UTF-8 character at p (its first byte >= 0x80),
+ * or 0: no overlong form, surrogate or code point past U+10FFFF, all its
+ * bytes before end.
+ */
+
+static size_t
+ngx_http_ai_gateway_walk_utf8_char(const unsigned char *p,
+    const unsigned char *end)
+{
+    size_t    i, need;
+    uint32_t  c, code, min;
+
+    c = p[0];
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+        min = 0x80;
+        code = c & 0x1f;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        min = 0x800;
+        code = c & 0x0f;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        min = 0x10000;
+        code = c & 0x07;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (end - p) <= need) {
+        return 0;
+    }
+
+    for (i = 1; i <= need; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        code = (code << 6) | (p[i] & 0x3f);
+    }
+
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+        return 0;
+    }
+
+    return need + 1;
 }
 
 

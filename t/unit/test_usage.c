@@ -1855,7 +1855,9 @@ wstream_make(char *buf, size_t size)
 
     static const char  *texts[] = {
         " word", " the", "", " caf\xc3\xa9", " a \\\"quote\\\"", "\\n",
-        " 42", " x"
+        " 42", " x", " \xf0\x9f\x98\x80", "\xe4\xbd\xa0\xe5\xa5\xbd",
+        " \xc3\x28", " \xc0\xaf", "\xed\xa0\x80", "\x80x", " \xe4\xbd",
+        "\xf4\x90\x80\x80"
     };
     static const char  *models[] = { "gpt-4o-mini", "gpt-4o" };
 
