@@ -45,6 +45,7 @@ static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
 static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
     size_t name_len);
 static int ngx_http_ai_gateway_sse_chunk(void *data);
+static int ngx_http_ai_gateway_end_event(const u_char *name, size_t len);
 static int ngx_http_ai_gateway_guard_sse_data(void *data, const u_char *p,
     size_t len);
 static int ngx_http_ai_gateway_guard_sse_event(void *data,
@@ -386,7 +387,8 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
          * (NGX_HTTP_AI_GATEWAY_WALK_PAUSE): only walk_stream() feeds it */
         rc = ctx->sse_fast
              ? ngx_http_ai_gateway_walk_stream(ctx->sse, ctx->walk, p, len,
-                                               ngx_http_ai_gateway_sse_chunk, r)
+                                               ngx_http_ai_gateway_sse_chunk,
+                                               ngx_http_ai_gateway_end_event, r)
              : ngx_http_ai_gateway_sse_feed(ctx->sse, p, len);
 
         if (rc != 0) {
@@ -513,7 +515,6 @@ static int
 ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
 {
     ngx_http_request_t           *r = data;
-    ngx_str_t                    *e;
     ngx_http_ai_gateway_ctx_t    *ctx;
     ngx_http_ai_gateway_range_t  *drop;
 
@@ -526,10 +527,8 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
         ctx->resp_end_event = 1;
     }
 
-    for (e = ngx_http_ai_gateway_end_events; e->len; e++) {
-        if (e->len == name_len && ngx_strncmp(e->data, name, name_len) == 0) {
-            ctx->resp_end_event = 1;
-        }
+    if (ngx_http_ai_gateway_end_event(name, name_len)) {
+        ctx->resp_end_event = 1;
     }
 
     if (ctx->gout && !ctx->translate
@@ -874,4 +873,21 @@ ngx_http_ai_gateway_emit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     *out = cl;
 
     return NGX_OK;
+}
+
+
+/* an event that ends a stream: the walker's fast path leaves those to us */
+
+static int
+ngx_http_ai_gateway_end_event(const u_char *name, size_t len)
+{
+    ngx_str_t  *e;
+
+    for (e = ngx_http_ai_gateway_end_events; e->len; e++) {
+        if (e->len == len && ngx_strncmp(e->data, name, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }

@@ -153,7 +153,8 @@ static void ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w);
 static void ngx_http_ai_gateway_walk_replay_results(
     ngx_http_ai_gateway_walk_t *w);
 static size_t ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
-    const unsigned char *p, const unsigned char *end);
+    const unsigned char *p, const unsigned char *end,
+    ngx_http_ai_gateway_name_pt is_end);
 static size_t ngx_http_ai_gateway_walk_utf8_char(const unsigned char *p,
     const unsigned char *end);
 static ngx_http_ai_gateway_walk_inline unsigned
@@ -850,7 +851,8 @@ malformed:
 int
 ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
     ngx_http_ai_gateway_walk_t *w, const unsigned char *p, size_t len,
-    ngx_http_ai_gateway_chunk_pt on_chunk, void *data)
+    ngx_http_ai_gateway_chunk_pt on_chunk,
+    ngx_http_ai_gateway_name_pt is_end, void *data)
 {
     int                   rc;
     size_t                n;
@@ -862,7 +864,7 @@ ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
     while (p < end) {
 
         if (ngx_http_ai_gateway_sse_between(sse)) {
-            n = ngx_http_ai_gateway_walk_chunk(w, p, end);
+            n = ngx_http_ai_gateway_walk_chunk(w, p, end, is_end);
 
             if (n) {
                 ngx_http_ai_gateway_sse_skip(sse, n);
@@ -900,32 +902,67 @@ ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
 
 
 /*
- * "data: " DOC "\n\n" at p, DOC being the remembered prefix (up to the
- * quote of the text), a text of ASCII and valid UTF-8 without escapes, its quote and the remembered
- * suffix: walked as walk_feed() walks DOC on its memo path (the prefix's
- * state, the text, the suffix that closes the document), and the event's
- * length returned.  0, with nothing done, for anything else.
+ * "data: " DOC "\n\n" at p, perhaps after an "event: NAME" line, DOC being
+ * the remembered prefix (up to the quote of the text), a text of ASCII and
+ * valid UTF-8 without escapes, its quote and the remembered suffix: walked
+ * as walk_feed() walks DOC on its memo path (the prefix's state, the text,
+ * the suffix that closes the document), and the event's length returned.
+ * 0, with nothing done, for anything else.
  */
 
 static size_t
 ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
-    const unsigned char *p, const unsigned char *end)
+    const unsigned char *p, const unsigned char *end,
+    ngx_http_ai_gateway_name_pt is_end)
 {
-    size_t                m, n, k, cont;
-    const unsigned char  *doc, *t, *q;
+    size_t                m, n, k, cont, h;
+    const unsigned char  *doc, *t, *q, *d;
 
     m = w->memo_len;
     n = w->suffix_len;
 
     if (!w->doc_start || m == 0 || n == 0 || w->memo_mode != w->mode
-        || w->state != NGX_HTTP_AI_GATEWAY_WALK_VALUE
-        || (size_t) (end - p) < 6 + m + 1 + n + 2
-        || memcmp(p, "data: ", 6) != 0)
+        || w->state != NGX_HTTP_AI_GATEWAY_WALK_VALUE)
     {
         return 0;
     }
 
-    doc = p + 6;
+    /*
+     * An "event: NAME" line first (Anthropic's streams) when NAME is whole
+     * in the parser's buffer for it, has no '\r', and ends no stream: the
+     * only thing the caller does with a name
+     */
+
+    h = 0;
+
+    if (end - p > 7 && memcmp(p, "event: ", 7) == 0) {
+        k = end - p - 7;
+
+        if (k > NGX_HTTP_AI_GATEWAY_SSE_NAME_MAX + 1) {
+            k = NGX_HTTP_AI_GATEWAY_SSE_NAME_MAX + 1;
+        }
+
+        q = memchr(p + 7, '\n', k);
+
+        if (q == NULL || q == p + 7 || is_end == NULL
+            || memchr(p + 7, '\r', q - (p + 7)) != NULL
+            || is_end(p + 7, q - (p + 7)))
+        {
+            return 0;
+        }
+
+        h = q + 1 - p;
+    }
+
+    d = p + h;
+
+    if ((size_t) (end - d) < 6 + m + 1 + n + 2
+        || memcmp(d, "data: ", 6) != 0)
+    {
+        return 0;
+    }
+
+    doc = d + 6;
 
     if (memcmp(doc, w->memo, m) != 0) {
         return 0;

@@ -194,8 +194,9 @@ int ngx_http_ai_gateway_walk_flush(ngx_http_ai_gateway_walk_t *w);
 /*
  * A stream's bytes, to sse (whose on_data feeds w, and whose on_event
  * resets it) with a fast path for the usual chunk: a whole event
- * "data: " DOC "\n\n" whose DOC is the prefix the walker remembered, a
- * text in plain ASCII and the remembered suffix is walked at once, the
+ * "data: " DOC "\n\n" (after an "event: NAME" line that is_end() does not
+ * call an end) whose DOC is the prefix the walker remembered, a text
+ * without escapes and the remembered suffix is walked at once, the
  * parser skips it, and on_chunk(data) is called where on_event would be
  * (it must reset w too).  Other events go to ngx_http_ai_gateway_sse_feed()
  * one at a time: their on_event returns NGX_HTTP_AI_GATEWAY_WALK_PAUSE
@@ -206,10 +207,14 @@ int ngx_http_ai_gateway_walk_flush(ngx_http_ai_gateway_walk_t *w);
 #define NGX_HTTP_AI_GATEWAY_WALK_PAUSE  0x5041
 
 typedef int (*ngx_http_ai_gateway_chunk_pt)(void *data);
+/* nonzero for an event name that ends a stream (on_event's business) */
+typedef int (*ngx_http_ai_gateway_name_pt)(const unsigned char *name,
+    size_t len);
 
 int ngx_http_ai_gateway_walk_stream(ngx_http_ai_gateway_sse_t *sse,
     ngx_http_ai_gateway_walk_t *w, const unsigned char *p, size_t len,
-    ngx_http_ai_gateway_chunk_pt on_chunk, void *data);
+    ngx_http_ai_gateway_chunk_pt on_chunk, ngx_http_ai_gateway_name_pt is_end,
+    void *data);
 
 
 /* token counts; -1 where the provider did not say */

@@ -1745,6 +1745,7 @@ typedef struct {
     int                         pause;
     unsigned                    chunks;
     int                         kind;
+    unsigned                    end_events;
 } wstream_t;
 
 
@@ -1768,6 +1769,14 @@ wstream_text(void *data, ngx_http_ai_gateway_text_e kind,
     }
 
     return 0;
+}
+
+
+static int
+wstream_is_end(const unsigned char *name, size_t len)
+{
+    return (len == 12 && memcmp(name, "message_stop", 12) == 0)
+           || (len == 18 && memcmp(name, "response.completed", 18) == 0);
 }
 
 
@@ -1826,8 +1835,8 @@ wstream_event(void *data, const unsigned char *name, size_t name_len)
 {
     wstream_t  *s = data;
 
-    (void) name;
-    (void) name_len;
+    /* what the filter does with a name: end the stream or not */
+    s->end_events += wstream_is_end(name, name_len);
 
     (void) wstream_end(s);
 
@@ -1860,6 +1869,11 @@ wstream_make(char *buf, size_t size)
         "\xf4\x90\x80\x80"
     };
     static const char  *models[] = { "gpt-4o-mini", "gpt-4o" };
+    static const char  *names[] = {
+        "content_block_delta", "message_stop", "", "response.completed",
+        "content_block_delta_with_a_name_far_too_long_for_the_parser_to_keep_"
+        "it_whole"
+    };
 
     len = 0;
     n = 20 + ufast_rnd(60);
@@ -1908,11 +1922,17 @@ wstream_make(char *buf, size_t size)
                    i, 2 * i, 3 * i, eol, eol);
 
         } else if (k < 88) {
-            WS_ADD("event: content_block_delta%sdata: {\"type\":"
+            /* mostly the usual name; sometimes one that ends the stream,
+             * none, one too long for the parser, or no space */
+            WS_ADD("event%s%s%sdata: {\"type\":"
                    "\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
-                   "\"text_delta\",\"text\":\"%s\"}}%s%s", eol,
-                   texts[ufast_rnd(sizeof(texts) / sizeof(texts[0]))], eol,
-                   eol);
+                   "\"text_delta\",\"text\":\"%s\"}}%s%s",
+                   ufast_rnd(15) ? ": " : ":",
+                   names[ufast_rnd(10) ? 0 : ufast_rnd(sizeof(names)
+                                                       / sizeof(names[0]))],
+                   ufast_rnd(8) ? eol : "\r\n",
+                   texts[ufast_rnd(sizeof(texts) / sizeof(texts[0]))],
+                   eol, eol);
 
         } else if (k < 92) {
             WS_ADD(": keepalive%s%s", eol, eol);
@@ -1961,7 +1981,7 @@ wstream_run(wstream_t *s, const char *buf, size_t len, int fast)
         if (fast) {
             (void) ngx_http_ai_gateway_walk_stream(&s->sse, &s->w,
                                        (const unsigned char *) buf + off, n,
-                                       wstream_chunk, s);
+                                       wstream_chunk, wstream_is_end, s);
 
         } else {
             (void) ngx_http_ai_gateway_sse_feed(&s->sse,
@@ -2016,6 +2036,7 @@ test_walk_stream(void)
                && memcmp(a->log, b->log, a->log_len) == 0
                && a->text_len == b->text_len
                && memcmp(a->text, b->text, a->text_len) == 0
+               && a->end_events == b->end_events
                && a->sse.offset == b->sse.offset;
 
         if (!same) {
