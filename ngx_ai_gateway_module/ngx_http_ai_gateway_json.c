@@ -468,7 +468,8 @@ static int
 ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
     uint64_t *chars, ngx_http_ai_gateway_json_value_t *v)
 {
-    unsigned              c, code, low, need, min;
+    unsigned              c, code, low;
+    size_t                need;
     uint64_t              n;
     const unsigned char  *p, *end, *start;
 
@@ -565,48 +566,14 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
 
         /* a multi-byte UTF-8 sequence */
 
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            min = 0x80;
-            code = c & 0x1f;
+        need = ngx_http_ai_gateway_json_utf8_char(p, end);
 
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            min = 0x800;
-            code = c & 0x0f;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            min = 0x10000;
-            code = c & 0x07;
-
-        } else {
+        if (need == 0) {
             s->p = p;
             return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
         }
 
-        if ((size_t) (end - p) <= need) {
-            s->p = p;
-            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
-        }
-
-        for (c = 1; c <= need; c++) {
-            if ((p[c] & 0xc0) != 0x80) {
-                s->p = p;
-                return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
-            }
-
-            code = (code << 6) | (p[c] & 0x3f);
-        }
-
-        if (code < min || code > 0x10ffff
-            || (code >= 0xd800 && code <= 0xdfff))
-        {
-            s->p = p;
-            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
-        }
-
-        p += need + 1;
+        p += need;
         n++;
     }
 

@@ -176,6 +176,59 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
 #undef NGX_HTTP_AI_GATEWAY_JSON_HIGH
 
 /*
+ * The length of the valid UTF-8 character at p (its first byte >= 0x80),
+ * or 0: no overlong form, surrogate or code point past U+10FFFF, and all
+ * its bytes before end.  The scanner, the tree parser and the stream's
+ * fast path all take strings by it.
+ */
+static inline size_t
+ngx_http_ai_gateway_json_utf8_char(const unsigned char *p,
+    const unsigned char *end)
+{
+    size_t    i, need;
+    uint32_t  c, code, min;
+
+    c = p[0];
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+        min = 0x80;
+        code = c & 0x1f;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        min = 0x800;
+        code = c & 0x0f;
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        min = 0x10000;
+        code = c & 0x07;
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (end - p) <= need) {
+        return 0;
+    }
+
+    for (i = 1; i <= need; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        code = (code << 6) | (p[i] & 0x3f);
+    }
+
+    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+        return 0;
+    }
+
+    return need + 1;
+}
+
+/*
  * Code points in valid UTF-8 text: the bytes that are not 10xxxxxx.  For
  * the request's prompt text, the answer's and the stream's tokens.
  */

@@ -155,8 +155,6 @@ static void ngx_http_ai_gateway_walk_replay_results(
 static size_t ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, const unsigned char *end,
     ngx_http_ai_gateway_name_pt is_end);
-static size_t ngx_http_ai_gateway_walk_utf8_char(const unsigned char *p,
-    const unsigned char *end);
 static ngx_http_ai_gateway_walk_inline unsigned
     ngx_http_ai_gateway_walk_key_lookup(const unsigned char *key, size_t len);
 static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
@@ -980,7 +978,7 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
             break;
         }
 
-        k = ngx_http_ai_gateway_walk_utf8_char(q, end);
+        k = ngx_http_ai_gateway_json_utf8_char(q, end);
 
         if (k == 0) {
             return 0;
@@ -1025,59 +1023,6 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
     return q + 3 + n - p;
 }
 
-
-/*
- * The length of the valid UTF-8 character at p (its first byte >= 0x80),
- * or 0: no overlong form, surrogate or code point past U+10FFFF, all its
- * bytes before end.
- */
-
-static size_t
-ngx_http_ai_gateway_walk_utf8_char(const unsigned char *p,
-    const unsigned char *end)
-{
-    size_t    i, need;
-    uint32_t  c, code, min;
-
-    c = p[0];
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 1;
-        min = 0x80;
-        code = c & 0x1f;
-
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 2;
-        min = 0x800;
-        code = c & 0x0f;
-
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 3;
-        min = 0x10000;
-        code = c & 0x07;
-
-    } else {
-        return 0;
-    }
-
-    if ((size_t) (end - p) <= need) {
-        return 0;
-    }
-
-    for (i = 1; i <= need; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-
-        code = (code << 6) | (p[i] & 0x3f);
-    }
-
-    if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
-        return 0;
-    }
-
-    return need + 1;
-}
 
 
 /*
