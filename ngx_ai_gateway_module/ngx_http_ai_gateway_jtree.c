@@ -892,36 +892,6 @@ ngx_http_ai_gateway_jtree_literal(ngx_http_ai_gateway_jtree_parser_t *s,
 }
 
 
-/* scanned from the end: the last duplicate is the one that counts */
-
-ngx_http_ai_gateway_jtree_t *
-ngx_http_ai_gateway_jtree_getn(const ngx_http_ai_gateway_jtree_t *o,
-    const char *key, size_t len)
-{
-    size_t                        i;
-    ngx_http_ai_gateway_jtree_t  *m;
-
-    if (o == NULL || o->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
-        return NULL;
-    }
-
-    /* the length and the first byte turn most members away */
-
-    for (i = o->len; i-- > 0; /* void */) {
-        m = &o->u.child[i];
-
-        if (m->key_len == len
-            && (len == 0 || (m->key[0] == (unsigned char) key[0]
-                             && memcmp(m->key, key, len) == 0)))
-        {
-            return m;
-        }
-    }
-
-    return NULL;
-}
-
-
 size_t
 ngx_http_ai_gateway_jtree_size(const ngx_http_ai_gateway_jtree_t *a)
 {
@@ -1130,7 +1100,7 @@ static uint64_t ngx_http_ai_gateway_jtree_code_points(
 
 void
 ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
-    ngx_http_ai_gateway_json_facts_t *facts, int chars)
+    ngx_http_ai_gateway_json_facts_t *facts)
 {
     int                                k;
     size_t                             i;
@@ -1187,10 +1157,6 @@ ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
         default:
             break;
         }
-    }
-
-    if (chars) {
-        facts->input_chars = ngx_http_ai_gateway_jtree_input_chars(root);
     }
 }
 

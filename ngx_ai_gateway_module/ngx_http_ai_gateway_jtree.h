@@ -151,11 +151,8 @@ ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_parse(
          (i)++)
 
 
-ngx_http_ai_gateway_jtree_t *ngx_http_ai_gateway_jtree_getn(
-    const ngx_http_ai_gateway_jtree_t *o, const char *key, size_t len);
-
-/* the last member with this key; NULL when none, or o is no object (the
- * key's length is a constant where the key is a literal, as mostly) */
+/* the last member with this key (the last duplicate counts); NULL when
+ * none, or o is no object */
 static inline ngx_http_ai_gateway_jtree_t *
 ngx_http_ai_gateway_jtree_get(const ngx_http_ai_gateway_jtree_t *o,
     const char *key)
@@ -243,12 +240,12 @@ ngx_http_ai_gateway_jtree_eq(const ngx_http_ai_gateway_jtree_t *n,
  * its tree (an object, parsed with no_nul): the same top-level fields,
  * the last duplicate winning, and the same prompt text count.  Strings and
  * numbers get their spans in the document; objects, arrays and literals
- * do not (start NULL).  t/unit/test_jtree.c checks both agree.  With
- * chars 0, input_chars is left 0: ngx_http_ai_gateway_jtree_input_chars()
- * counts it when it is wanted.
+ * do not (start NULL).  input_chars is left 0:
+ * ngx_http_ai_gateway_jtree_input_chars() counts it when it is wanted.
+ * t/unit/test_jtree.c checks both agree.
  */
 void ngx_http_ai_gateway_jtree_facts(ngx_http_ai_gateway_jtree_t *root,
-    ngx_http_ai_gateway_json_facts_t *facts, int chars);
+    ngx_http_ai_gateway_json_facts_t *facts);
 uint64_t ngx_http_ai_gateway_jtree_input_chars(
     ngx_http_ai_gateway_jtree_t *root);
 

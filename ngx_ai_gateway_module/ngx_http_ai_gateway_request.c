@@ -750,7 +750,7 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ctx->tree = t;
 
     /* the prompt's text is counted when something asks for it */
-    ngx_http_ai_gateway_jtree_facts(root, facts, 0);
+    ngx_http_ai_gateway_jtree_facts(root, facts);
 
     if (facts->field[NGX_HTTP_AI_GATEWAY_KEY_STREAM].type
         == NGX_HTTP_AI_GATEWAY_JSON_TRUE)

@@ -442,7 +442,6 @@ ngx_http_ai_gateway_sse_data_field(ngx_http_ai_gateway_sse_t *sse,
 }
 
 
-
 /* a blank line: the end of an event, if it had data */
 
 static int

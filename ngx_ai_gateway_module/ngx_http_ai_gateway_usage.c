@@ -286,7 +286,7 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len)
 {
     int                   rc;
-    size_t                n;
+    size_t                n, from;
     unsigned              c, d, k, mode, obj;
     uint64_t              chars;
     unsigned              effects;
@@ -315,47 +315,45 @@ ngx_http_ai_gateway_walk_feed(ngx_http_ai_gateway_walk_t *w,
     suffix = NULL;
     effects = 0;
 
+    /* how much of the remembered prefix these bytes go on from: (size_t)
+     * -1 for none, 0 at a document's start, more when it was cut */
+    from = (size_t) -1;
+
     if (w->doc_start && len) {
         w->doc_start = 0;
         doc = p;
 
         if (w->memo_len && w->memo_mode == w->mode) {
-
-            if (len >= w->memo_len) {
-                if (memcmp(p, w->memo, w->memo_len) == 0) {
-                    /* on to the quote that starts the text, its last byte */
-                    ngx_http_ai_gateway_walk_replay(w);
-                    p += w->memo_len - 1;
-                    doc = NULL;
-                    memo_q = p;
-                }
-
-            } else if (!w->no_wait && memcmp(p, w->memo, len) == 0) {
-                /*
-                 * The document is cut within what may be the prefix (at
-                 * the end of a buffer): its bytes are the memo's, so
-                 * nothing is kept but how many; the next ones decide.
-                 */
-                w->memo_pending = len;
-                return 0;
-            }
+            from = 0;
         }
 
     } else if (w->memo_pending && len) {
-        n = w->memo_len - w->memo_pending;
-        q = w->memo + w->memo_pending;
+        from = w->memo_pending;
+    }
+
+    if (from != (size_t) -1) {
+        n = w->memo_len - from;
+        q = w->memo + from;
 
         if (len >= n && memcmp(p, q, n) == 0) {
+            /* on to the quote that starts the text, the prefix's last
+             * byte */
             w->memo_pending = 0;
             ngx_http_ai_gateway_walk_replay(w);
             p += n - 1;
+            doc = NULL;
             memo_q = p;
 
-        } else if (len < n && memcmp(p, q, len) == 0) {
-            w->memo_pending += len;
+        } else if (len < n && !w->no_wait && memcmp(p, q, len) == 0) {
+            /*
+             * The document is cut within what may be the prefix (at the
+             * end of a buffer): its bytes are the memo's, so nothing is
+             * kept but how many; the next ones decide.
+             */
+            w->memo_pending = from + len;
             return 0;
 
-        } else {
+        } else if (from) {
             /* not the prefix after all: its start is walked from the
              * memo's copy, then these bytes */
             rc = ngx_http_ai_gateway_walk_flush(w);
@@ -933,7 +931,7 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
 
     h = 0;
 
-    if (end - p > 7 && memcmp(p, "event: ", 7) == 0) {
+    if (*p == 'e' && end - p > 7 && memcmp(p, "event: ", 7) == 0) {
         k = end - p - 7;
 
         if (k > NGX_HTTP_AI_GATEWAY_SSE_NAME_MAX + 1) {
@@ -1022,7 +1020,6 @@ ngx_http_ai_gateway_walk_chunk(ngx_http_ai_gateway_walk_t *w,
 
     return q + 3 + n - p;
 }
-
 
 
 /*
