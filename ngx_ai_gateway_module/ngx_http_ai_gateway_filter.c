@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_ai_gateway_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_feed(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static void ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static void ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
@@ -203,6 +205,11 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
      * once (usage.h); the guardrail and the translation read each event */
     ctx->sse_fast = ctx->resp_sse && ctx->read_usage && ctx->gout == NULL
                     && !ctx->translate;
+
+    /* a JSON answer read for its usage alone (a token budget, metrics),
+     * not for records: kept and read from its end (resp_results()) */
+    ctx->resp_tail = !ctx->resp_sse && ctx->read_usage && !ctx->track
+                     && !ctx->infer && ctx->gout == NULL && !ctx->translate;
 
     if (ctx->gout && ctx->translate && ctx->resp_sse) {
         ctx->gsse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
@@ -406,7 +413,10 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (ctx->read_usage && !ctx->walk->malformed) {
+    if (ctx->read_usage && !ctx->walk->malformed
+        && (!ctx->resp_tail
+            || ngx_http_ai_gateway_keep_tail(r, ctx, p, len) != NGX_OK))
+    {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
         ngx_http_ai_gateway_take_usage(ctx);
     }
@@ -445,6 +455,112 @@ ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx)
 
     (void) ngx_http_ai_gateway_usage_parse(&ctx->usage, ctx->walk->usage,
                                            ctx->walk->usage_len);
+}
+
+
+/*
+ * A JSON answer whose usage alone is wanted is kept, not walked: its usage
+ * is read from its end (usage_find_tail()): the usage and what follows it,
+ * where the walker reads every byte.  An answer larger than TAIL_MAX is walked: what
+ * was kept, then (NGX_DECLINED) the rest as it comes.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
+{
+    size_t      size;
+    ngx_buf_t  *b;
+    off_t       n;
+
+    b = ctx->tail;
+
+    if (b == NULL) {
+        /* the answer's length when it is known: one allocation */
+        n = r->headers_out.content_length_n;
+        size = (n > 0 && n <= NGX_HTTP_AI_GATEWAY_TAIL_MAX)
+               ? (size_t) n : ngx_max(len, 1024);
+        size = ngx_min(size, NGX_HTTP_AI_GATEWAY_TAIL_MAX);
+
+        if (len <= size) {
+            b = ngx_create_temp_buf(r->pool, size);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->tail = b;
+        }
+    }
+
+    if (b != NULL
+        && ngx_http_ai_gateway_append(r, &ctx->tail, p, len,
+                                      NGX_HTTP_AI_GATEWAY_TAIL_MAX)
+           == NGX_OK)
+    {
+        return NGX_OK;
+    }
+
+    ctx->resp_tail = 0;
+
+    if (ctx->tail != NULL) {
+        b = ctx->tail;
+        (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
+                                             b->last - b->pos);
+        ngx_http_ai_gateway_take_usage(ctx);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The walker's results, whole: called wherever they are read (the
+ * variables, the records, settlement).  A kept answer's usage is taken
+ * from its end when the answer is whole and it has the output count;
+ * otherwise the answer is walked, as it would have been.
+ */
+
+void
+ngx_http_ai_gateway_resp_results(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_buf_t                    *b;
+    ngx_http_ai_gateway_usage_t   u;
+
+    if (ctx->walk == NULL) {
+        return;
+    }
+
+    if (ctx->resp_tail) {
+        ctx->resp_tail = 0;
+        b = ctx->tail;
+
+        if (b == NULL) {
+            return;
+        }
+
+        u = ctx->usage;
+
+        if (ctx->resp_done
+            && ngx_http_ai_gateway_usage_find_tail(&ctx->usage, b->pos,
+                                                   b->last - b->pos)
+               == 0)
+        {
+            if (ctx->usage.output >= 0) {
+                return;
+            }
+
+            /* embeddings (no output count) and the rest: walked */
+            ctx->usage = u;
+        }
+
+        (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
+                                             b->last - b->pos);
+        ngx_http_ai_gateway_take_usage(ctx);
+        return;
+    }
+
+    /* a stream cut within a chunk's prefix: its bytes still count */
+    (void) ngx_http_ai_gateway_walk_flush(ctx->walk);
 }
 
 

@@ -104,17 +104,9 @@ static const struct {
 };
 
 
-/* the keys that hold text inside a container object, in slot order */
+/* the keys that hold text inside a container object, in slot order:
+ * "content", "text", "output" (json_key_find()) */
 #define NGX_HTTP_AI_GATEWAY_JSON_TEXT_SLOTS  3
-
-static const struct {
-    const char  *name;
-    size_t       len;
-} ngx_http_ai_gateway_json_text_keys[] = {
-    { "content", 7 },
-    { "text", 4 },
-    { "output", 6 },
-};
 
 
 #define ngx_http_ai_gateway_json_ws(c)                                        \
@@ -804,33 +796,69 @@ int
 ngx_http_ai_gateway_json_key_find(const unsigned char *key, size_t len,
     int top)
 {
-    int  i;
+    /* by the length and a letter, then one comparison with a literal, which
+     * the compiler makes a few word compares rather than a call */
 
-    if (top) {
-        for (i = 0; i < NGX_HTTP_AI_GATEWAY_KEY_LAST; i++) {
-            if (ngx_http_ai_gateway_json_keys[i].len == len
-                && (len == 0
-                    || ngx_http_ai_gateway_json_keys[i].name[0] == key[0])
-                && memcmp(ngx_http_ai_gateway_json_keys[i].name, key, len)
-                   == 0)
-            {
-                return i;
-            }
+#define ngx_http_ai_gateway_json_key_is(s, k)                                 \
+    (memcmp(key, s, sizeof(s) - 1) == 0 ? NGX_HTTP_AI_GATEWAY_KEY_##k : -1)
+
+    if (!top) {
+        /* the text slots */
+        switch (len) {
+        case 7:
+            return memcmp(key, "content", 7) == 0 ? 0 : -1;
+        case 4:
+            return memcmp(key, "text", 4) == 0 ? 1 : -1;
+        case 6:
+            return memcmp(key, "output", 6) == 0 ? 2 : -1;
+        default:
+            return -1;
         }
+    }
 
+    switch (len) {
+    case 4:
+        return ngx_http_ai_gateway_json_key_is("user", USER);
+    case 5:
+        return (key[0] == 'm') ? ngx_http_ai_gateway_json_key_is("model", MODEL)
+                               : ngx_http_ai_gateway_json_key_is("input", INPUT);
+    case 6:
+        return (key[0] == 'p')
+               ? ngx_http_ai_gateway_json_key_is("prompt", PROMPT)
+               : (key[1] == 't')
+               ? ngx_http_ai_gateway_json_key_is("stream", STREAM)
+               : ngx_http_ai_gateway_json_key_is("system", SYSTEM);
+    case 8:
+        return ngx_http_ai_gateway_json_key_is("messages", MESSAGES);
+    case 10:
+        return (key[0] == 'm')
+               ? ngx_http_ai_gateway_json_key_is("max_tokens", MAX_TOKENS)
+               : ngx_http_ai_gateway_json_key_is("dimensions", DIMENSIONS);
+    case 12:
+        return ngx_http_ai_gateway_json_key_is("instructions", INSTRUCTIONS);
+    case 14:
+        return ngx_http_ai_gateway_json_key_is("stream_options",
+                                               STREAM_OPTIONS);
+    case 15:
+        return ngx_http_ai_gateway_json_key_is("encoding_format",
+                                               ENCODING_FORMAT);
+    case 17:
+        return (key[0] == 'm')
+               ? ngx_http_ai_gateway_json_key_is("max_output_tokens",
+                                                 MAX_OUTPUT_TOKENS)
+               : ngx_http_ai_gateway_json_key_is("anthropic_version",
+                                                 ANTHROPIC_VERSION);
+    case 20:
+        return ngx_http_ai_gateway_json_key_is("previous_response_id",
+                                               PREVIOUS_RESPONSE_ID);
+    case 21:
+        return ngx_http_ai_gateway_json_key_is("max_completion_tokens",
+                                               MAX_COMPLETION_TOKENS);
+    default:
         return -1;
     }
 
-    for (i = 0; i < NGX_HTTP_AI_GATEWAY_JSON_TEXT_SLOTS; i++) {
-        if (ngx_http_ai_gateway_json_text_keys[i].len == len
-            && memcmp(ngx_http_ai_gateway_json_text_keys[i].name, key, len)
-               == 0)
-        {
-            return i;
-        }
-    }
-
-    return -1;
+#undef ngx_http_ai_gateway_json_key_is
 }
 
 

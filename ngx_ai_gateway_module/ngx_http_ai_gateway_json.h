@@ -116,29 +116,56 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
     const unsigned char *end)
 {
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
-    int      mask;
-    __m128i  v, m, quote, bslash, space;
+    unsigned  mask;
+    __m128i   quote, bslash, space;
 
     quote = _mm_set1_epi8('"');
     bslash = _mm_set1_epi8('\\');
     space = _mm_set1_epi8(0x20);
 
-    while (end - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
+    /* the stops among 16 bytes; a signed compare: bytes >= 0x80 are
+     * negative, so below 0x20 too */
+#define ngx_http_ai_gateway_json_stops(at)                                    \
+    ((unsigned) _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(                  \
+        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (at)), quote),       \
+        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (at)), bslash)),     \
+        _mm_cmpgt_epi8(space, _mm_loadu_si128((const __m128i *) (at))))))
 
-        /* a signed compare: bytes >= 0x80 are negative, so below 0x20 too */
-        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote),
-                                      _mm_cmpeq_epi8(v, bslash)),
-                         _mm_cmplt_epi8(v, space));
+    if (end - p >= 16) {
 
-        mask = _mm_movemask_epi8(m);
+        /* a key or a short value ends in the first 16 bytes */
+        mask = ngx_http_ai_gateway_json_stops(p);
 
         if (mask) {
             return p + __builtin_ctz(mask);
         }
 
         p += 16;
+
+        /* a text: 32 bytes a step */
+        while (end - p >= 32) {
+            mask = ngx_http_ai_gateway_json_stops(p)
+                   | (ngx_http_ai_gateway_json_stops(p + 16) << 16);
+
+            if (mask) {
+                return p + __builtin_ctz(mask);
+            }
+
+            p += 32;
+        }
+
+        if (end - p >= 16) {
+            mask = ngx_http_ai_gateway_json_stops(p);
+
+            if (mask) {
+                return p + __builtin_ctz(mask);
+            }
+
+            p += 16;
+        }
     }
+
+#undef ngx_http_ai_gateway_json_stops
 #else
     uint64_t  x, q, b, m;
 

@@ -87,6 +87,10 @@ typedef struct {
 #define NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX   (8 * 1024 * 1024)
 #define NGX_HTTP_AI_GATEWAY_TRANSLATE_EVENT_MAX  (1024 * 1024)
 
+/* a JSON answer whose usage alone is wanted is kept up to this size and
+ * read from its end (filter.c); a larger one is walked as it comes */
+#define NGX_HTTP_AI_GATEWAY_TAIL_MAX             (64 * 1024)
+
 
 /* ai_gateway_upstream_api */
 #define NGX_HTTP_AI_GATEWAY_UPSTREAM_OPENAI     0
@@ -243,6 +247,7 @@ typedef struct {
     ngx_chain_t                 *free;
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
+    ngx_buf_t                   *tail;            /* resp_tail's answer */
 
     /* guardrails: what acted, "input:pii_email:mask,..." */
     ngx_str_t                    guardrail;
@@ -292,6 +297,7 @@ typedef struct {
     unsigned                     resp_active:1;
     unsigned                     resp_sse:1;
     unsigned                     sse_fast:1;      /* walk_stream() reads it */
+    unsigned                     resp_tail:1;     /* kept, not walked yet */
     unsigned                     resp_done:1;     /* last buffer seen */
     unsigned                     resp_end_event:1;/* stream ended properly */
     unsigned                     resp_encoded:1;  /* gzip: not parsed */
@@ -408,6 +414,7 @@ void ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t **out);
 ngx_uint_t ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_next_header(ngx_http_request_t *r);
+void ngx_http_ai_gateway_resp_results(ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_out_chain(ngx_http_request_t *r,
     ngx_chain_t **free, ngx_http_ai_gateway_translate_buf_t *o,
     ngx_uint_t last, ngx_uint_t flush, ngx_buf_tag_t tag, ngx_chain_t **out);

@@ -2207,6 +2207,7 @@ typedef struct {
     int64_t               v[NGX_HTTP_AI_GATEWAY_U_LAST];
     unsigned              has[NGX_HTTP_AI_GATEWAY_U_LAST];
     unsigned              input_details;     /* key present at the top */
+    unsigned              prefix;            /* more text may follow */
 } ngx_http_ai_gateway_uscan_t;
 
 
@@ -2236,33 +2237,54 @@ static const struct {
 
 static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
     int field, int sub, unsigned depth);
-static void ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
+static int ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *json, size_t len, size_t *used);
+static ngx_http_ai_gateway_walk_inline void
+    ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
     const unsigned char *k, size_t klen, unsigned depth, int sub, int *field,
     int *nsub);
 
 
 /* the index of a top-level key in ukeys, or -1: by its length and first
- * letter, then one comparison */
+ * letter, then one comparison with a literal, which the compiler makes a
+ * few word compares rather than a call */
 
-static int
+#define ngx_http_ai_gateway_ukey_is(k, s, i)                                  \
+    (memcmp(k, s, sizeof(s) - 1) == 0 ? (i) : -1)
+
+static ngx_http_ai_gateway_walk_inline int
 ngx_http_ai_gateway_uscan_key(const unsigned char *k, size_t klen)
 {
-    int  i;
-
     switch (klen) {
-    case 12: i = (k[0] == 't') ? 2 : 3; break;
-    case 13: i = (k[0] == 'p') ? 0 : 4; break;
-    case 17: i = 1; break;
-    case 20: i = 9; break;
-    case 21: i = (k[0] == 'p') ? 7 : 10; break;
-    case 23: i = 5; break;
-    case 25: i = 8; break;
-    case 27: i = 6; break;
-    default: return -1;
+    case 12:
+        return (k[0] == 't')
+               ? ngx_http_ai_gateway_ukey_is(k, "total_tokens", 2)
+               : ngx_http_ai_gateway_ukey_is(k, "input_tokens", 3);
+    case 13:
+        return (k[0] == 'p')
+               ? ngx_http_ai_gateway_ukey_is(k, "prompt_tokens", 0)
+               : ngx_http_ai_gateway_ukey_is(k, "output_tokens", 4);
+    case 17:
+        return ngx_http_ai_gateway_ukey_is(k, "completion_tokens", 1);
+    case 20:
+        return ngx_http_ai_gateway_ukey_is(k, "input_tokens_details", 9);
+    case 21:
+        return (k[0] == 'p')
+               ? ngx_http_ai_gateway_ukey_is(k, "prompt_tokens_details", 7)
+               : ngx_http_ai_gateway_ukey_is(k, "output_tokens_details", 10);
+    case 23:
+        return ngx_http_ai_gateway_ukey_is(k, "cache_read_input_tokens", 5);
+    case 25:
+        return ngx_http_ai_gateway_ukey_is(k, "completion_tokens_details", 8);
+    case 27:
+        return ngx_http_ai_gateway_ukey_is(k, "cache_creation_input_tokens",
+                                           6);
+    default:
+        return -1;
     }
-
-    return memcmp(ngx_http_ai_gateway_ukeys[i].key, k, klen) == 0 ? i : -1;
 }
+
+#undef ngx_http_ai_gateway_ukey_is
 
 
 static void
@@ -2525,7 +2547,7 @@ ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s, int field,
  * usage object itself) or 2 (in the details object of field sub).
  */
 
-static void
+static ngx_http_ai_gateway_walk_inline void
 ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
     const unsigned char *k, size_t klen, unsigned depth, int sub, int *field,
     int *nsub)
@@ -2685,7 +2707,7 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
 
             if (depth == 1) {
                 s->p = p;
-                return (p == end) ? 0 : 1;
+                return (p == end || s->prefix) ? 0 : 1;
             }
 
             depth = 1;
@@ -2699,6 +2721,16 @@ int
 ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len)
 {
+    return ngx_http_ai_gateway_usage_read(u, json, len, NULL);
+}
+
+
+/* with used, the object may be followed by more text: *used is its length */
+
+static int
+ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *json, size_t len, size_t *used)
+{
     int                          has_input, has_read, has_write, anthropic;
     int64_t                      raw;
     ngx_http_ai_gateway_uscan_t  s;
@@ -2706,6 +2738,7 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     memset(&s, 0, sizeof(s));
     s.p = json;
     s.end = json + len;
+    s.prefix = (used != NULL);
 
     if (ngx_http_ai_gateway_uscan_fast(&s) != 0) {
 
@@ -2723,11 +2756,17 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
             return -1;
         }
 
-        ngx_http_ai_gateway_uscan_ws(&s);
+        if (used == NULL) {
+            ngx_http_ai_gateway_uscan_ws(&s);
 
-        if (s.p != s.end) {
-            return -1;
+            if (s.p != s.end) {
+                return -1;
+            }
         }
+    }
+
+    if (used != NULL) {
+        *used = s.p - json;
     }
 
 #define ngx_http_ai_gateway_utake(f, dst)                                     \
@@ -2798,6 +2837,294 @@ ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     } else if (u->input >= 0 && u->output >= 0) {
         u->total = u->input + u->output;
     }
+
+    return 0;
+}
+
+
+
+/*
+ * The top-level usage of a whole JSON answer, read from its end.
+ *
+ * The last "usage" key is found by a search from the end.  Its opening
+ * quote is a string's (an even number of backslashes precedes it), and a
+ * string holds no unescaped quote, so it is a key named usage.  It is the
+ * top-level one when what follows its object is a list of members that
+ * ends the document: a key one level down would leave a bracket more to
+ * close.  So for valid JSON this reads what jansson reads (the last key
+ * wins), looking at the usage and the members after it only; anything it
+ * does not expect returns -1, and the caller walks the answer.
+ */
+
+static const unsigned char *
+ngx_http_ai_gateway_tail_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* after a string's opening quote: the byte after its closing one, or NULL */
+
+static const unsigned char *
+ngx_http_ai_gateway_tail_string(const unsigned char *p,
+    const unsigned char *end)
+{
+    for ( ;; ) {
+        p = ngx_http_ai_gateway_json_skip_plain(p, end);
+
+        if (p >= end) {
+            return NULL;
+        }
+
+        if (*p == '"') {
+            return p + 1;
+        }
+
+        if (*p == '\\') {
+            if (end - p < 2) {
+                return NULL;
+            }
+
+            p += 2;
+            continue;
+        }
+
+        /* a control character or a byte of UTF-8: not judged here */
+        p++;
+    }
+}
+
+
+/* the byte after the value at p, or NULL */
+
+static const unsigned char *
+ngx_http_ai_gateway_tail_value(const unsigned char *p,
+    const unsigned char *end)
+{
+    unsigned              c;
+    size_t                depth;
+    const unsigned char  *q;
+
+    c = *p;
+
+    if (c == '"') {
+        return ngx_http_ai_gateway_tail_string(p + 1, end);
+    }
+
+    if (c != '{' && c != '[') {
+        /* a number, true, false or null */
+        for (q = p; q < end; q++) {
+            c = *q;
+
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+                  || c == '.' || c == '+' || c == '-' || c == 'E'))
+            {
+                break;
+            }
+        }
+
+        return (q > p) ? q : NULL;
+    }
+
+    depth = 0;
+
+    while (p < end) {
+        c = *p++;
+
+        if (c == '"') {
+            p = ngx_http_ai_gateway_tail_string(p, end);
+
+            if (p == NULL) {
+                return NULL;
+            }
+
+        } else if (c == '{' || c == '[') {
+            depth++;
+
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the members after the usage, and the end of the document */
+
+static int
+ngx_http_ai_gateway_tail_rest(const unsigned char *p, const unsigned char *end)
+{
+    for ( ;; ) {
+        p = ngx_http_ai_gateway_tail_ws(p, end);
+
+        if (p == end) {
+            return 0;
+        }
+
+        if (*p == '}') {
+            return ngx_http_ai_gateway_tail_ws(p + 1, end) == end;
+        }
+
+        if (*p != ',') {
+            return 0;
+        }
+
+        p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+
+        if (p == end || *p != '"') {
+            return 0;
+        }
+
+        p = ngx_http_ai_gateway_tail_string(p + 1, end);
+
+        if (p == NULL) {
+            return 0;
+        }
+
+        p = ngx_http_ai_gateway_tail_ws(p, end);
+
+        if (p == end || *p != ':') {
+            return 0;
+        }
+
+        p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+
+        if (p == end) {
+            return 0;
+        }
+
+        p = ngx_http_ai_gateway_tail_value(p, end);
+
+        if (p == NULL) {
+            return 0;
+        }
+    }
+}
+
+
+/* the start of the last "usage" (with its quotes) within [doc, doc + n),
+ * or -1 */
+
+static ptrdiff_t
+ngx_http_ai_gateway_tail_key(const unsigned char *doc, size_t n)
+{
+    size_t   j, starts;
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+    int      mask;
+    __m128i  quote, m;
+#endif
+
+    if (n < 7) {
+        return -1;
+    }
+
+    /* where it may start: its closing quote is within the n bytes */
+    starts = n - 6;
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+
+    quote = _mm_set1_epi8('"');
+
+    /* 16 starts at a time: a quote there and one six bytes on */
+
+    while (starts >= 16) {
+        starts -= 16;
+
+        m = _mm_and_si128(
+                _mm_cmpeq_epi8(
+                    _mm_loadu_si128((const __m128i *) (doc + starts)),
+                    quote),
+                _mm_cmpeq_epi8(
+                    _mm_loadu_si128((const __m128i *) (doc + starts + 6)),
+                    quote));
+
+        mask = _mm_movemask_epi8(m);
+
+        while (mask) {
+            j = starts + 31 - __builtin_clz((unsigned) mask);
+
+            if (memcmp(doc + j + 1, "usage", 5) == 0) {
+                return (ptrdiff_t) j;
+            }
+
+            mask &= ~(1 << (j - starts));
+        }
+    }
+
+#endif
+
+    for (j = starts; j-- > 0; /* void */) {
+        if (doc[j] == '"' && doc[j + 6] == '"'
+            && memcmp(doc + j + 1, "usage", 5) == 0)
+        {
+            return (ptrdiff_t) j;
+        }
+    }
+
+    return -1;
+}
+
+
+int
+ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *doc, size_t len)
+{
+    size_t                        k, used;
+    ptrdiff_t                     j;
+    const unsigned char          *p, *end;
+    ngx_http_ai_gateway_usage_t   t;
+
+    end = doc + len;
+    p = NULL;
+
+    for (j = ngx_http_ai_gateway_tail_key(doc, len);
+         j >= 0;
+         j = ngx_http_ai_gateway_tail_key(doc, (size_t) j + 6))
+    {
+        /* an even number of backslashes before the opening quote */
+        for (k = (size_t) j; k > 0 && doc[k - 1] == '\\'; k--) {
+            /* void */
+        }
+
+        if (((size_t) j - k) % 2) {
+            continue;
+        }
+
+        p = ngx_http_ai_gateway_tail_ws(doc + j + 7, end);
+
+        /* the string "usage" as a value, not a key */
+        if (p == end || *p != ':') {
+            p = NULL;
+            continue;
+        }
+
+        break;
+    }
+
+    if (p == NULL) {
+        return -1;
+    }
+
+    p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+
+    if (p == end || *p != '{') {
+        return -1;
+    }
+
+    t = *u;
+
+    if (ngx_http_ai_gateway_usage_read(&t, p, end - p, &used) != 0
+        || !ngx_http_ai_gateway_tail_rest(p + used, end))
+    {
+        return -1;
+    }
+
+    *u = t;
 
     return 0;
 }

@@ -247,5 +247,17 @@ void ngx_http_ai_gateway_usage_init(ngx_http_ai_gateway_usage_t *u);
 int ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len);
 
+/*
+ * Merges the top-level "usage" object of a whole JSON answer into u, as
+ * usage_parse() does, reading it from the answer's end (OpenAI and
+ * Anthropic write it last or next to last) rather than walking the whole
+ * answer.  With duplicate keys the last one counts, as in jansson.  Returns
+ * 0, or -1 when it finds none, or anything it did not expect (then u is
+ * untouched, and the caller walks the answer).  Valid JSON is assumed,
+ * never trusted: it reads only within [doc, doc + len).
+ */
+int ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
+    const unsigned char *doc, size_t len);
+
 
 #endif /* _NGX_HTTP_AI_GATEWAY_USAGE_H_INCLUDED_ */

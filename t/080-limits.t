@@ -6,6 +6,10 @@ use MockProvider;
 
 our $body = '{"model":"m","max_tokens":20,"messages":[{"role":"user","content":"Hello there"}]}';
 
+# an answer of 70,000 bytes and two words (the mock's text)
+our $big = '{"model":"m","max_tokens":20,"mock":{"text":"' . ('x' x 70000)
+           . ' two"},"messages":[{"role":"user","content":"Hello there"}]}';
+
 no_shuffle();
 run_tests();
 
@@ -401,3 +405,87 @@ X-User: judy
 [200, 200]
 --- raw_response_headers_like eval
 [qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 63\r\n/]
+
+
+
+=== TEST 23: a budget settles from a JSON answer read from its end: the usage, then members with brackets in strings
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$server_port/answer;
+    }
+    location = /answer {
+        default_type application/json;
+        return 200 '{"id":"x","usage": {"prompt_tokens":10, "completion_tokens":7,"total_tokens":17}, "choices":[{"message":{"content":"a } ] { [ \\" usage"}}],"meta":{"k":[1,2.5e3,{"z":null}]}}
+';
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-User: kate
+--- error_code eval
+[200, 200]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 60\r\n/]
+
+
+
+=== TEST 24: the last "usage" key one level down: the answer is walked, and its top-level usage settles the budget
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$server_port/answer;
+    }
+    location = /answer {
+        default_type application/json;
+        return 200 '{"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15},"choices":[{"message":{"content":"hi"},"usage":{"total_tokens":99}}]}';
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-User: liam
+--- error_code eval
+[200, 200]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 62\r\n/]
+
+
+
+=== TEST 25: an answer without usage settles from the text it showed
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_set_header X-Mock-No-Usage 1;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-User: mona
+--- error_code eval
+[200, 200]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 59\r\n/]
+
+
+
+=== TEST 26: an answer larger than the gateway keeps (64 KiB) is walked as it comes, and settles exactly
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n$::big", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-User: nora
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"x{60000}x* two"/, qr/mock response/]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 72\r\n/]

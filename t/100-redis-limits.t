@@ -9,6 +9,10 @@ use RedisServer;
 
 our $body = '{"model":"m","max_tokens":20,"messages":[{"role":"user","content":"Hello there"}]}';
 
+# as in t/080-limits.t: an answer of 70,000 bytes and two words
+our $big = '{"model":"m","max_tokens":20,"mock":{"text":"' . ('x' x 70000)
+           . ' two"},"messages":[{"role":"user","content":"Hello there"}]}';
+
 spec_file('t/080-limits.t');
 
 add_block_preprocessor(sub {

@@ -10,6 +10,8 @@
  */
 
 
+#define _GNU_SOURCE  /* memmem() */
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2059,6 +2061,260 @@ test_walk_stream(void)
 }
 
 
+/*
+ * usage_find_tail() against jansson: whenever it reads a usage in a text
+ * jansson takes as valid JSON, it is that of the top-level "usage" member
+ * jansson keeps (the last one), as usage_parse() reads it; and in a whole
+ * valid text with one "usage" and no backslash, it finds it.
+ */
+
+static int
+usage_eq(const ngx_http_ai_gateway_usage_t *a,
+    const ngx_http_ai_gateway_usage_t *b)
+{
+    return a->input == b->input && a->output == b->output
+           && a->total == b->total && a->cached_input == b->cached_input
+           && a->cache_creation == b->cache_creation
+           && a->reasoning == b->reasoning;
+}
+
+
+static int
+tail_check(const char *doc, size_t len, int complete, const char *what)
+{
+    int                           rc;
+    char                         *text;
+    json_t                       *j, *u;
+    json_error_t                  err;
+    const char                   *q;
+    ngx_http_ai_gateway_usage_t   got, want, none;
+
+    ngx_http_ai_gateway_usage_init(&got);
+    ngx_http_ai_gateway_usage_init(&none);
+
+    rc = ngx_http_ai_gateway_usage_find_tail(&got,
+                                             (const unsigned char *) doc, len);
+
+    j = json_loadb(doc, len, JSON_ALLOW_NUL, &err);
+    u = (j && json_is_object(j)) ? json_object_get(j, "usage") : NULL;
+
+    if (rc == 0) {
+        if (j != NULL) {
+            ngx_http_ai_gateway_usage_init(&want);
+            text = json_is_object(u) ? json_dumps(u, JSON_COMPACT) : NULL;
+
+            CHECK(text != NULL
+                  && ngx_http_ai_gateway_usage_parse(&want,
+                         (const unsigned char *) text, strlen(text)) == 0
+                  && usage_eq(&got, &want),
+                  "%s: find_tail read another usage than jansson's", what);
+
+            free(text);
+        }
+
+    } else {
+        CHECK(usage_eq(&got, &none), "%s: find_tail failed, u changed", what);
+
+        q = len ? memmem(doc, len, "\"usage\"", 7) : NULL;
+
+        if (complete && j != NULL && json_is_object(u)
+            && memchr(doc, '\\', len) == NULL
+            && q != NULL && memmem(q + 1, len - (q + 1 - doc), "\"usage\"", 7)
+                            == NULL)
+        {
+            CHECK(0, "%s: find_tail missed the usage of valid JSON", what);
+        }
+    }
+
+    json_decref(j);
+
+    return rc;
+}
+
+
+/* a random JSON value: strings with escapes and backslashes at their ends,
+ * brackets in strings, "usage" keys and strings at any depth */
+
+static void
+tail_value(buf_t *b, int depth)
+{
+    static const char  *strs[] = {
+        "\"\"", "\"a\"", "\"}\"", "\"{\\\"usage\\\":{}}\"", "\"\\\\\"",
+        "\"x\\\\\\\"y\"", "\"usage\"", "\"\\u0041]\"", "\"caf\xc3\xa9\""
+    };
+    static const char  *lits[] = {
+        "0", "-12.5e+3", "true", "false", "null", "42"
+    };
+    static const char  *keys[] = {
+        "\"usage\"", "\"id\"", "\"u\\\"sage\"", "\"usage\\\\\"", "\"x}\""
+    };
+    static const char  *ws[] = { "", "", " ", "\n  ", "\t" };
+    int                 i, n, k;
+
+    k = (depth > 3) ? (int) (rng() % 2) : (int) (rng() % 5);
+
+    switch (k) {
+
+    case 0:
+        n = rng() % (sizeof(strs) / sizeof(strs[0]));
+        buf_add(b, strs[n], strlen(strs[n]));
+        return;
+
+    case 1:
+        n = rng() % (sizeof(lits) / sizeof(lits[0]));
+        buf_add(b, lits[n], strlen(lits[n]));
+        return;
+
+    case 2:
+        buf_add(b, "[", 1);
+        n = rng() % 4;
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                buf_add(b, ",", 1);
+            }
+
+            tail_value(b, depth + 1);
+        }
+
+        buf_add(b, "]", 1);
+        return;
+
+    default:
+        buf_add(b, "{", 1);
+        n = rng() % 5;
+
+        for (i = 0; i < n; i++) {
+            if (i) {
+                buf_add(b, ",", 1);
+            }
+
+            k = rng() % (sizeof(ws) / sizeof(ws[0]));
+            buf_add(b, ws[k], strlen(ws[k]));
+            k = rng() % (sizeof(keys) / sizeof(keys[0]));
+            buf_add(b, keys[k], strlen(keys[k]));
+            k = rng() % (sizeof(ws) / sizeof(ws[0]));
+            buf_add(b, ws[k], strlen(ws[k]));
+            buf_add(b, ":", 1);
+
+            if (rng() % 3 == 0) {
+                buf_add(b, "{\"prompt_tokens\":7,\"completion_tokens\":3}",
+                        41);
+
+            } else {
+                tail_value(b, depth + 1);
+            }
+
+            k = rng() % (sizeof(ws) / sizeof(ws[0]));
+            buf_add(b, ws[k], strlen(ws[k]));
+        }
+
+        buf_add(b, "}", 1);
+        return;
+    }
+}
+
+
+static void
+test_find_tail(void)
+{
+    int                           k, m, found;
+    size_t                        c, d, len, pos;
+    buf_t                         b;
+    const char                   *doc;
+    ngx_http_ai_gateway_usage_t   u;
+
+    /* the JSON answers of every provider shape, whole and cut short */
+
+    for (c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        if (cases[c].mode != JSON) {
+            continue;
+        }
+
+        for (d = 0; cases[c].docs[d]; d++) {
+            len = strlen(cases[c].docs[d]);
+
+            for (pos = 0; pos <= len; pos++) {
+                (void) tail_check(cases[c].docs[d], pos, pos == len,
+                                  cases[c].name);
+            }
+        }
+    }
+
+#define TAIL(s)                                                               \
+    (ngx_http_ai_gateway_usage_init(&u),                                      \
+     ngx_http_ai_gateway_usage_find_tail(&u, (const unsigned char *) (s),     \
+                                         strlen(s)))
+
+    /* an OpenAI answer: the usage, then system_fingerprint */
+
+    doc = "{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":"
+          "\"say \\\"usage\\\":{} }\"}}],\"usage\":{\"prompt_tokens\":5,"
+          "\"completion_tokens\":2,\"total_tokens\":7},"
+          "\"system_fingerprint\":\"fp_1\"}\n";
+
+    CHECK(TAIL(doc) == 0 && u.input == 5 && u.output == 2 && u.total == 7,
+          "find_tail: OpenAI's usage before system_fingerprint");
+
+    doc = "{\n  \"usage\" : {\"input_tokens\": 9, \"output_tokens\": 4},\n"
+          "  \"type\": \"message\", \"x\": [1, {\"a\": \"]}\"}], "
+          "\"t\": true\n}\n";
+
+    CHECK(TAIL(doc) == 0 && u.input == 9 && u.output == 4,
+          "find_tail: white space, members after the usage");
+
+    /* a usage object one level down is not the answer's */
+
+    CHECK(TAIL("{\"choices\":[{\"usage\":{\"prompt_tokens\":1}}]}") == -1
+          && u.input == -1, "find_tail: a nested usage");
+
+    CHECK(TAIL("{\"usage\":{\"prompt_tokens\":1},\"a\":{\"usage\":{}}}") == -1,
+          "find_tail: the last usage key nested");
+
+    CHECK(TAIL("{\"usage\":{\"prompt_tokens\":1},"
+               "\"usage\":{\"prompt_tokens\":2}}") == 0 && u.input == 2,
+          "find_tail: the last of two usage keys, as jansson");
+
+    CHECK(TAIL("{\"usage\":null}") == -1, "find_tail: usage not an object");
+
+    CHECK(TAIL("{\"x\\\"usage\":{\"prompt_tokens\":1}}") == -1,
+          "find_tail: a key that ends in an escaped quote and usage");
+
+    CHECK(TAIL("{\"usage\":{\"prompt_tokens\":1}} x") == -1,
+          "find_tail: text after the document");
+
+    CHECK(TAIL("[{\"usage\":{\"prompt_tokens\":1}}]") == -1,
+          "find_tail: not an object");
+
+#undef TAIL
+
+    /* random documents, and mutated ones */
+
+    found = 0;
+    memset(&b, 0, sizeof(b));
+
+    for (k = 0; k < 40000; k++) {
+        b.len = 0;
+        tail_value(&b, 0);
+
+        if (k % 2) {
+            for (m = 1 + rng() % 3; m > 0 && b.len; m--) {
+                pos = rng() % b.len;
+                b.p[pos] = "\"\\{}[],: u"[rng() % 10];
+            }
+        }
+
+        if (tail_check(b.p, b.len, 1, "random document") == 0) {
+            found++;
+        }
+    }
+
+    CHECK(found > 1000, "find_tail: random documents with a usage: %d",
+          found);
+
+    buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -2074,6 +2330,7 @@ main(void)
     test_suffix();
     test_usage_parse();
     test_usage_fast();
+    test_find_tail();
     test_walk_stream();
     test_stream();
     test_mutations();
