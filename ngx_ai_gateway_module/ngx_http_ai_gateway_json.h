@@ -109,8 +109,12 @@ size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
  * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: 16 bytes a step
  * with SSE2, 8 with plain 64-bit words elsewhere.  Prompts, answers and
  * streams are mostly such runs, and the parsers call this for every
- * string: inline, so that a short key costs no call.
+ * string: inline (always: with -flto the compiler would otherwise make it
+ * one shared function), so that a short key costs no call.
  */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
 static inline const unsigned char *
 ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
     const unsigned char *end)
