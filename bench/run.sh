@@ -441,6 +441,7 @@ while (<$fh>) {
     push @{ $x->{cpu} }, $cpu;
     push @{ $x->{util} }, $util;
     push @{ $x->{lb} }, $lb;
+    $x->{round}{$r} = $rps;
 }
 sub median { my @s = sort { $a <=> $b } @_; my $n = @s;
              return $n % 2 ? $s[$n / 2] : ($s[$n / 2 - 1] + $s[$n / 2]) / 2; }
@@ -481,6 +482,15 @@ for my $row (@rows) {
     my ($pc, $gc) = (median(@{ $p->{cpu} }), median(@{ $g->{cpu} }));
     printf "%s gateway/plain req/s: %.3f (medians), %.3f (bests)\n",
         label($row), $ratio, $best;
+    # each round's two measurements are adjacent in time: their ratios show
+    # how much the machine moved within the run
+    my @pairs = sort { $a <=> $b }
+                map { $g->{round}{$_} / $p->{round}{$_} }
+                grep { exists $g->{round}{$_} } keys %{ $p->{round} };
+    printf "%s per round (adjacent pairs): median %.3f, middle half %.3f..%.3f, all %.3f..%.3f (%d rounds)\n",
+        $pad, median(@pairs), $pairs[int($#pairs / 4)], $pairs[int(3 * $#pairs / 4 + 0.5)],
+        $pairs[0], $pairs[-1], scalar @pairs
+        if @pairs > 1;
     printf "%s by worker CPU/request: %.3f (plain %.1f us, gateway %.1f us: %+.1f us, %+.1f%%)\n",
         $pad, $pc / $gc, $pc, $gc, $gc - $pc, 100 * ($gc - $pc) / $pc;
     my $n = grep { $_ < 90 } @{ $p->{util} }, @{ $g->{util} };
@@ -516,6 +526,7 @@ EOF
     echo "load CPU: busy share of the CPU shared by wrk and the mock upstream (/proc/stat)."
     echo "All columns are medians over the rounds; req/s min..max is the spread."
     echo "CPU ratio: plain CPU/req / gateway CPU/req = the req/s ratio if the worker were the only bottleneck."
+    echo "per round: gateway/plain req/s of each round's two adjacent measurements; their spread is the machine's noise."
     echo
     echo "raw rounds:"
     column -t -s $'\t' "$RAW" 2>/dev/null || cat "$RAW"

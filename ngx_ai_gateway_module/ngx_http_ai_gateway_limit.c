@@ -30,7 +30,7 @@ static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t i);
 static void ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
-    ngx_str_t *name, int64_t n, ngx_uint_t duration);
+    ngx_str_t *name, ngx_str_t *value);
 static char *ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_t *limit, ngx_str_t *period, ngx_str_t *key);
 
@@ -260,6 +260,16 @@ ngx_http_ai_gateway_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             limit->limit = n;
+
+            /* the x-ratelimit-limit-* value, written once */
+            limit->limit_text.data = ngx_pnalloc(cf->pool, NGX_INT64_LEN);
+            if (limit->limit_text.data == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            limit->limit_text.len = ngx_http_ai_gateway_write_uint(
+                                        limit->limit_text.data, (uint64_t) n)
+                                    - limit->limit_text.data;
             continue;
         }
 
@@ -679,8 +689,10 @@ ngx_int_t
 ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx)
 {
+    u_char                         *p;
     int64_t                         remaining, best[2];
     ngx_int_t                       k, pick[2];
+    ngx_str_t                       remaining_text, reset_text;
     ngx_uint_t                      i;
     ngx_http_ai_gateway_counter_t  *c;
 
@@ -716,6 +728,12 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
         }
     }
 
+    /* the remaining and reset values of both kinds, in one allocation */
+    p = ngx_pnalloc(r->pool, 4 * (NGX_INT64_LEN + 2));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
     for (k = 0; k < 2; k++) {
         if (pick[k] == -1) {
             continue;
@@ -723,12 +741,34 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
 
         c = &ctx->counters[pick[k]];
 
-        if (ngx_http_ai_gateway_limit_header(r, &names[k][0], c->limit, 0)
+        remaining_text.data = p;
+        p = ngx_http_ai_gateway_write_uint(p, (uint64_t) best[k]);
+        remaining_text.len = p - remaining_text.data;
+
+        /* durations as OpenAI writes them: "12s", or "250ms" under a
+         * second */
+
+        reset_text.data = p;
+
+        if (c->reset < 1000) {
+            p = ngx_http_ai_gateway_write_uint(p, c->reset);
+            *p++ = 'm';
+            *p++ = 's';
+
+        } else {
+            p = ngx_http_ai_gateway_write_uint(p, (c->reset + 999) / 1000);
+            *p++ = 's';
+        }
+
+        reset_text.len = p - reset_text.data;
+
+        if (ngx_http_ai_gateway_limit_header(r, &names[k][0],
+                                    &ctx->limits[pick[k]].limit_text)
             != NGX_OK
-            || ngx_http_ai_gateway_limit_header(r, &names[k][1], best[k], 0)
+            || ngx_http_ai_gateway_limit_header(r, &names[k][1],
+                                                &remaining_text)
                != NGX_OK
-            || ngx_http_ai_gateway_limit_header(r, &names[k][2],
-                                                (int64_t) c->reset, 1)
+            || ngx_http_ai_gateway_limit_header(r, &names[k][2], &reset_text)
                != NGX_OK)
         {
             return NGX_ERROR;
@@ -763,9 +803,8 @@ ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_str_t *name,
-    int64_t n, ngx_uint_t duration)
+    ngx_str_t *value)
 {
-    u_char           *p;
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
@@ -775,31 +814,7 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_str_t *name,
 
     h->hash = 1;
     h->key = *name;
-
-    h->value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
-    if (h->value.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* durations as OpenAI writes them: "12s", or "250ms" under a second */
-
-    n = ngx_max(n, 0);
-
-    if (!duration) {
-        p = ngx_http_ai_gateway_write_uint(h->value.data, (uint64_t) n);
-
-    } else if (n < 1000) {
-        p = ngx_http_ai_gateway_write_uint(h->value.data, (uint64_t) n);
-        *p++ = 'm';
-        *p++ = 's';
-
-    } else {
-        p = ngx_http_ai_gateway_write_uint(h->value.data,
-                                           (uint64_t) (n + 999) / 1000);
-        *p++ = 's';
-    }
-
-    h->value.len = p - h->value.data;
+    h->value = *value;
 
     return NGX_OK;
 }

@@ -119,6 +119,7 @@ typedef struct {
     ngx_msec_t                       period;
     ngx_uint_t                       tokens;     /* 0: calls */
     int64_t                          limit;
+    ngx_str_t                        limit_text; /* its header value */
     ngx_uint_t                       dry_run;
     ngx_str_t                        type;       /* requests_per_user_... */
     ngx_str_t                        scope;      /* user, endpoint, key */
