@@ -287,16 +287,19 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
     ngx_http_ai_gateway_json_role_e role, uint64_t *chars, int top)
 {
     int                               k;
+    uint32_t                          seen;
     uint64_t                          slot[NGX_HTTP_AI_GATEWAY_KEY_LAST];
-    uint64_t                          n;
+    uint64_t                          n, total;
     ngx_http_ai_gateway_json_role_e   vrole;
     ngx_http_ai_gateway_json_value_t  key, val;
 
     /*
-     * Text counts are kept per key and summed at the end, so that a
-     * duplicate key replaces the earlier count, as it replaces the value.
+     * Text counts are kept per key, so that a duplicate key replaces the
+     * earlier count, as it replaces the value; "seen" tells which slots
+     * hold one (no clearing of all of them per object).
      */
-    memset(slot, 0, sizeof(slot));
+    seen = 0;
+    total = 0;
 
     s->p++;   /* '{' */
 
@@ -362,7 +365,13 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
         }
 
         if (k >= 0) {
+            if (seen & ((uint32_t) 1 << k)) {
+                total -= slot[k];
+            }
+
+            seen |= (uint32_t) 1 << k;
             slot[k] = n;
+            total += n;
 
             if (top) {
                 s->facts->field[k] = val;
@@ -389,17 +398,11 @@ ngx_http_ai_gateway_json_object(ngx_http_ai_gateway_json_scanner_t *s,
         }
     }
 
-    n = 0;
-
-    for (k = 0; k < NGX_HTTP_AI_GATEWAY_KEY_LAST; k++) {
-        n += slot[k];
-    }
-
     if (top) {
-        s->facts->input_chars = n;
+        s->facts->input_chars = total;
 
     } else {
-        *chars += n;
+        *chars += total;
     }
 
     return 0;
