@@ -34,6 +34,7 @@ set -euo pipefail
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
+TOGETHER=${TOGETHER:-0}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 KEEP=${KEEP:-0}
@@ -95,7 +96,12 @@ mapfile -t ROWS < <(case_rows)
 NROWS=${#ROWS[@]}
 {
     describe
-    echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds (order alternates), median reported; $NROWS case/size rows"
+    if [ "$TOGETHER" = 1 ]; then
+        order="plain and gateway together, one wrk each (TOGETHER=1)"
+    else
+        order="order alternates"
+    fi
+    echo "wrk:      -t$THREADS -c$CONNS -d${DURATION}s --latency -s bench/post.lua, warm-up ${WARMUP}s, $ROUNDS rounds ($order), median reported; $NROWS case/size rows"
     echo "ports:    upstream 127.0.0.1:$UP_PORT, plain :$PLAIN_PORT, gateway :$GW_PORT"
     echo "records:  $(if [ -n "${RECORDS_SHM:-}" ]; then echo "on tmpfs ($RECORDS_SHM; RECORDS_TMPFS=0: on disk)"; else echo "on disk ($RUN_DIR/gateway/logs)"; fi); $(if [ "${ROTATE_RECORDS:-1}" = 1 ]; then echo "rotated (USR1) and counted after each measurement (ROTATE_RECORDS=0: kept to the end)"; else echo "kept to the end"; fi)"
 } | tee "$RUN_DIR/header.txt"
@@ -305,14 +311,21 @@ rotate_check() {
 }
 rotate_check
 
-# run_wrk CASE TARGET SIZE SECONDS OUT: wrk pinned to the load CPU; fails
-# loudly on any non-2xx/3xx answer or socket error
-run_wrk() {
-    local c=$1 target=$2 size=$3 secs=$4 out=$5 line
+# start_wrk CASE TARGET SIZE SECONDS OUT: wrk pinned to the load CPU, in the
+# background (its pid in WRK_PID); check_wrk then reads its output
+start_wrk() {
+    local c=$1 target=$2 size=$3 secs=$4 out=$5
     "${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency \
         -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$(port_of "$target")$(case_uri "$c")" \
-        -- "$(body_file "$RUN_DIR" "$c" "$size")" "$BENCH_USER" < /dev/null > "$out" 2>&1 \
-        || { cat "$out" >&2; die "wrk failed ($target, $c $(size_label "$size"))"; }
+        -- "$(body_file "$RUN_DIR" "$c" "$size")" "$BENCH_USER" < /dev/null > "$out" 2>&1 &
+    WRK_PID=$!
+}
+
+# check_wrk CASE TARGET SIZE OUT RC: fails loudly on a failed wrk, any
+# non-2xx/3xx answer or socket error; sets BENCH_LINE
+check_wrk() {
+    local c=$1 target=$2 size=$3 out=$4 rc=$5 line
+    [ "$rc" = 0 ] || { cat "$out" >&2; die "wrk failed ($target, $c $(size_label "$size"))"; }
     line=$(grep '^BENCH ' "$out" || true)
     [ -n "$line" ] || { cat "$out" >&2; die "no BENCH line in the wrk output"; }
     if grep -q 'Non-2xx or 3xx responses' "$out" \
@@ -327,36 +340,82 @@ run_wrk() {
     fi
 }
 
+# run_wrk CASE TARGET SIZE SECONDS OUT: one target alone
+run_wrk() {
+    local rc=0
+    start_wrk "$@"
+    wait "$WRK_PID" || rc=$?
+    check_wrk "$1" "$2" "$3" "$5" "$rc"
+}
+
+# run_together CASE SIZE SECONDS OUT_PLAIN OUT_GATEWAY: both targets at once
+# (TOGETHER=1), so that whatever the machine does meanwhile slows both alike
+run_together() {
+    local c=$1 size=$2 secs=$3 pp gp rp=0 rg=0
+    start_wrk "$c" plain "$size" "$secs" "$4"; pp=$WRK_PID
+    start_wrk "$c" gateway "$size" "$secs" "$5"; gp=$WRK_PID
+    wait "$pp" || rp=$?
+    wait "$gp" || rg=$?
+    check_wrk "$c" plain "$size" "$4" "$rp"
+    check_wrk "$c" gateway "$size" "$5" "$rg"
+}
+
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< " $BENCH_LINE"; }
+
+# record TARGET ROUND CPU0 CPU1 SNAP0 SNAP1 OUT: one measurement's row in
+# RAW, and its line on the console
+record() {
+    local t=$1 r=$2 c0=$3 c1=$4 s0=$5 s1=$6 out=$7 tbusy lbusy reqs dur cpu util other
+    BENCH_LINE=$(grep '^BENCH ' "$out")
+    read -r tbusy lbusy <<< "$(cpu_busy "$s0" "$s1")"
+    reqs=$(kv requests) dur=$(kv duration_us)
+    cpu=$(awk -v c="$((c1 - c0))" -v n="$reqs" 'BEGIN { printf "%.2f", c / 1000 / n }')
+    util=$(awk -v c="$((c1 - c0))" -v d="$dur" 'BEGIN { printf "%.0f", 100 * c / 1000 / d }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$t" "$r" "$(kv rps)" \
+           "$(kv p50_us)" "$(kv p99_us)" "$cpu" "$util" "$tbusy" "$lbusy" "$reqs" >> "$RAW"
+    other=$((tbusy - util)); ((other < 0)) && other=0
+    printf 'round %d %s %-7s %6.0f req/s  p50 %5.2fms  p99 %5.2fms  worker %5.1f us/req %3s%% busy | CPU%s other %2s%% | CPU%s %3s%%\n' \
+           "$r" "$(row_label "$c" "$s")" "$t" "$(kv rps)" \
+           "$(awk -v u="$(kv p50_us)" 'BEGIN { print u / 1000 }')" \
+           "$(awk -v u="$(kv p99_us)" 'BEGIN { print u / 1000 }')" "$cpu" "$util" \
+           "$TEST_CPU" "$other" "$LOAD_CPU" "$lbusy"
+}
 
 for row in "${ROWS[@]}"; do
     read -r c s <<< "$row"
     if [ "$WARMUP" -gt 0 ]; then
-        for t in plain gateway; do
-            echo "warm-up: $(row_label "$c" "$s") $t ${WARMUP}s"
-            run_wrk "$c" "$t" "$s" "$WARMUP" "$RUN_DIR/wrk-$c-$s-$t-warmup.txt"
-            if [ "$t" = gateway ]; then rotate_records; fi
-        done
+        if [ "$TOGETHER" = 1 ]; then
+            echo "warm-up: $(row_label "$c" "$s") plain and gateway together ${WARMUP}s"
+            run_together "$c" "$s" "$WARMUP" "$RUN_DIR/wrk-$c-$s-plain-warmup.txt" \
+                         "$RUN_DIR/wrk-$c-$s-gateway-warmup.txt"
+            rotate_records
+        else
+            for t in plain gateway; do
+                echo "warm-up: $(row_label "$c" "$s") $t ${WARMUP}s"
+                run_wrk "$c" "$t" "$s" "$WARMUP" "$RUN_DIR/wrk-$c-$s-$t-warmup.txt"
+                if [ "$t" = gateway ]; then rotate_records; fi
+            done
+        fi
     fi
     for ((r = 1; r <= ROUNDS; r++)); do
+        if [ "$TOGETHER" = 1 ]; then
+            pw=$(worker_of plain) gw=$(worker_of gateway)
+            p0=$(cpu_ns "$pw") g0=$(cpu_ns "$gw") s0=$(cpu_snap)
+            run_together "$c" "$s" "$DURATION" "$RUN_DIR/wrk-$c-$s-plain-$r.txt" \
+                         "$RUN_DIR/wrk-$c-$s-gateway-$r.txt"
+            p1=$(cpu_ns "$pw") g1=$(cpu_ns "$gw") s1=$(cpu_snap)
+            record plain "$r" "$p0" "$p1" "$s0" "$s1" "$RUN_DIR/wrk-$c-$s-plain-$r.txt"
+            record gateway "$r" "$g0" "$g1" "$s0" "$s1" "$RUN_DIR/wrk-$c-$s-gateway-$r.txt"
+            rotate_records
+            continue
+        fi
         if ((r % 2)); then order="plain gateway"; else order="gateway plain"; fi
         for t in $order; do
             w=$(worker_of "$t")
             c0=$(cpu_ns "$w") s0=$(cpu_snap)
             run_wrk "$c" "$t" "$s" "$DURATION" "$RUN_DIR/wrk-$c-$s-$t-$r.txt"
             c1=$(cpu_ns "$w") s1=$(cpu_snap)
-            read -r tbusy lbusy <<< "$(cpu_busy "$s0" "$s1")"
-            reqs=$(kv requests) dur=$(kv duration_us)
-            cpu=$(awk -v c="$((c1 - c0))" -v n="$reqs" 'BEGIN { printf "%.2f", c / 1000 / n }')
-            util=$(awk -v c="$((c1 - c0))" -v d="$dur" 'BEGIN { printf "%.0f", 100 * c / 1000 / d }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$s" "$t" "$r" "$(kv rps)" \
-                   "$(kv p50_us)" "$(kv p99_us)" "$cpu" "$util" "$tbusy" "$lbusy" "$reqs" >> "$RAW"
-            other=$((tbusy - util)); ((other < 0)) && other=0
-            printf 'round %d %s %-7s %6.0f req/s  p50 %5.2fms  p99 %5.2fms  worker %5.1f us/req %3s%% busy | CPU%s other %2s%% | CPU%s %3s%%\n' \
-                   "$r" "$(row_label "$c" "$s")" "$t" "$(kv rps)" \
-                   "$(awk -v u="$(kv p50_us)" 'BEGIN { print u / 1000 }')" \
-                   "$(awk -v u="$(kv p99_us)" 'BEGIN { print u / 1000 }')" "$cpu" "$util" \
-                   "$TEST_CPU" "$other" "$LOAD_CPU" "$lbusy"
+            record "$t" "$r" "$c0" "$c1" "$s0" "$s1" "$RUN_DIR/wrk-$c-$s-$t-$r.txt"
             if [ "$t" = gateway ]; then rotate_records; fi
         done
     done
