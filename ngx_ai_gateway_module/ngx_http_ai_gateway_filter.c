@@ -40,6 +40,8 @@ static ngx_int_t ngx_http_ai_gateway_feed(ngx_http_request_t *r,
 static void ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 static void ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
@@ -94,10 +96,9 @@ ngx_http_ai_gateway_filter_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_table_elt_t             *h;
-    ngx_http_ai_gateway_ctx_t   *ctx;
-    ngx_http_ai_gateway_walk_t  *walk;
+    ngx_int_t                   rc;
+    ngx_table_elt_t            *h;
+    ngx_http_ai_gateway_ctx_t  *ctx;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -139,13 +140,6 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    /* ctx->walk is set once initialized: the log handler reads it even
-     * after a failure below */
-    walk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_walk_t));
-    if (walk == NULL) {
-        return NGX_ERROR;
-    }
-
     if (r->headers_out.content_type.len >= sizeof("text/event-stream") - 1
         && ngx_strncasecmp(r->headers_out.content_type.data,
                            (u_char *) "text/event-stream",
@@ -176,14 +170,6 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         }
     }
 
-    ngx_http_ai_gateway_walk_init(walk,
-                                  ctx->resp_sse ? NGX_HTTP_AI_GATEWAY_WALK_SSE
-                                                : NGX_HTTP_AI_GATEWAY_WALK_JSON,
-                                  ctx->infer && ctx->resp_sse
-                                  ? ngx_http_ai_gateway_text : NULL,
-                                  r);
-    ctx->walk = walk;
-
     ctx->resp_active = 1;
 
     /* a buffered answer may sit in a temporary file: we read memory */
@@ -207,9 +193,14 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
                     && !ctx->translate;
 
     /* a JSON answer read for its usage alone (a token budget, metrics),
-     * not for records: kept and read from its end (resp_results()) */
+     * not for records: kept and read from its end (resp_results()), and
+     * walked only if that fails: the walker (5.6 KB) is made then */
     ctx->resp_tail = !ctx->resp_sse && ctx->read_usage && !ctx->track
                      && !ctx->infer && ctx->gout == NULL && !ctx->translate;
+
+    if (!ctx->resp_tail && ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ctx->gout && ctx->translate && ctx->resp_sse) {
         ctx->gsse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
@@ -389,6 +380,11 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     int                               rc;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
+    if (ctx->walk == NULL && !ctx->resp_tail) {
+        /* the header filter failed before it made the walker */
+        return NGX_OK;
+    }
+
     if (ctx->resp_sse) {
         /* with sse_fast, sse_event() pauses the parser after each event
          * (NGX_HTTP_AI_GATEWAY_WALK_PAUSE): only walk_stream() feeds it */
@@ -413,10 +409,13 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (ctx->read_usage && !ctx->walk->malformed
-        && (!ctx->resp_tail
-            || ngx_http_ai_gateway_keep_tail(r, ctx, p, len) != NGX_OK))
+    if (ctx->resp_tail
+        && ngx_http_ai_gateway_keep_tail(r, ctx, p, len) == NGX_ERROR)
     {
+        return NGX_ERROR;
+    }
+
+    if (ctx->read_usage && !ctx->resp_tail && !ctx->walk->malformed) {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
         ngx_http_ai_gateway_take_usage(ctx);
     }
@@ -502,6 +501,10 @@ ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
 
     ctx->resp_tail = 0;
 
+    if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx->tail != NULL) {
         b = ctx->tail;
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
@@ -513,6 +516,31 @@ ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_walk_t  *walk;
+
+    walk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_walk_t));
+    if (walk == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ai_gateway_walk_init(walk,
+                                  ctx->resp_sse ? NGX_HTTP_AI_GATEWAY_WALK_SSE
+                                                : NGX_HTTP_AI_GATEWAY_WALK_JSON,
+                                  ctx->infer && ctx->resp_sse
+                                  ? ngx_http_ai_gateway_text : NULL,
+                                  r);
+
+    /* set once initialized: the log handler reads it */
+    ctx->walk = walk;
+
+    return NGX_OK;
+}
+
+
 /*
  * The walker's results, whole: called wherever they are read (the
  * variables, the records, settlement).  A kept answer's usage is taken
@@ -521,20 +549,19 @@ ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
  */
 
 void
-ngx_http_ai_gateway_resp_results(ngx_http_ai_gateway_ctx_t *ctx)
+ngx_http_ai_gateway_resp_results(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
 {
     ngx_buf_t                    *b;
     ngx_http_ai_gateway_usage_t   u;
 
-    if (ctx->walk == NULL) {
-        return;
-    }
-
     if (ctx->resp_tail) {
+        /* whatever comes after this is walked */
         ctx->resp_tail = 0;
         b = ctx->tail;
 
         if (b == NULL) {
+            (void) ngx_http_ai_gateway_walk_create(r, ctx);
             return;
         }
 
@@ -553,9 +580,17 @@ ngx_http_ai_gateway_resp_results(ngx_http_ai_gateway_ctx_t *ctx)
             ctx->usage = u;
         }
 
+        if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+            return;
+        }
+
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
                                              b->last - b->pos);
         ngx_http_ai_gateway_take_usage(ctx);
+        return;
+    }
+
+    if (ctx->walk == NULL) {
         return;
     }
 

@@ -415,7 +415,8 @@ void ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t **out);
 ngx_uint_t ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_next_header(ngx_http_request_t *r);
-void ngx_http_ai_gateway_resp_results(ngx_http_ai_gateway_ctx_t *ctx);
+void ngx_http_ai_gateway_resp_results(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_out_chain(ngx_http_request_t *r,
     ngx_chain_t **free, ngx_http_ai_gateway_translate_buf_t *o,
     ngx_uint_t last, ngx_uint_t flush, ngx_buf_tag_t tag, ngx_chain_t **out);

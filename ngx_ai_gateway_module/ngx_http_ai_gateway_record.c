@@ -125,7 +125,7 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
-    ngx_http_ai_gateway_resp_results(ctx);
+    ngx_http_ai_gateway_resp_results(r, ctx);
 
     ngx_http_ai_gateway_limit_settle(r, ctx);
 
@@ -166,7 +166,7 @@ ngx_http_ai_gateway_tokens(ngx_http_request_t *r,
     u = &ctx->usage;
 
     /* the results whole, whenever they are read (variables too) */
-    ngx_http_ai_gateway_resp_results(ctx);
+    ngx_http_ai_gateway_resp_results(r, ctx);
 
     out_chars = ctx->walk ? ctx->walk->text_chars : 0;
     complete = ctx->resp_done && (!ctx->resp_sse || ctx->resp_end_event);
