@@ -198,7 +198,11 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     ctx->resp_tail = !ctx->resp_sse && ctx->read_usage && !ctx->track
                      && !ctx->infer && ctx->gout == NULL && !ctx->translate;
 
-    if (!ctx->resp_tail && ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+    /* a stream's events go through the walker's reset and results even
+     * when no usage is read; a JSON answer needs it only for its usage */
+    if (!ctx->resp_tail && (ctx->read_usage || ctx->resp_sse)
+        && ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -380,12 +384,12 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     int                               rc;
     ngx_http_ai_gateway_main_conf_t  *mcf;
 
-    if (ctx->walk == NULL && !ctx->resp_tail) {
-        /* the header filter failed before it made the walker */
-        return NGX_OK;
-    }
-
     if (ctx->resp_sse) {
+        if (ctx->walk == NULL) {
+            /* the header filter failed before it made the walker */
+            return NGX_OK;
+        }
+
         /* with sse_fast, sse_event() pauses the parser after each event
          * (NGX_HTTP_AI_GATEWAY_WALK_PAUSE): only walk_stream() feeds it */
         rc = ctx->sse_fast
@@ -415,7 +419,9 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (ctx->read_usage && !ctx->resp_tail && !ctx->walk->malformed) {
+    if (ctx->read_usage && !ctx->resp_tail && ctx->walk != NULL
+        && !ctx->walk->malformed)
+    {
         (void) ngx_http_ai_gateway_walk_feed(ctx->walk, p, len);
         ngx_http_ai_gateway_take_usage(ctx);
     }
