@@ -177,6 +177,20 @@ ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n)
 }
 
 
+/* a signed number, as write_uint() writes an unsigned one */
+
+u_char *
+ngx_http_ai_gateway_write_int(u_char *p, int64_t n)
+{
+    if (n < 0) {
+        *p++ = '-';
+        return ngx_http_ai_gateway_write_uint(p, (uint64_t) 0 - (uint64_t) n);
+    }
+
+    return ngx_http_ai_gateway_write_uint(p, (uint64_t) n);
+}
+
+
 /*
  * A hash of a key, eight bytes a step, for the metrics' series and the
  * limits' counters, which are looked up several times per request

@@ -514,7 +514,7 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 
     p = buf;
     argv[0] = (char *) p;
-    p = ngx_sprintf(p, "%ui", ns + nd);
+    p = ngx_http_ai_gateway_write_uint(p, ns + nd);
     len[0] = p - (u_char *) argv[0];
 
     for (k = 0; k < nd; k++) {
@@ -759,7 +759,7 @@ ngx_http_ai_gateway_limit_redis_int(u_char *p, const char **arg, size_t *len,
     int64_t v)
 {
     *arg = (char *) p;
-    p = ngx_sprintf(p, "%L", v);
+    p = ngx_http_ai_gateway_write_int(p, v);
     *len = p - (u_char *) *arg;
 
     return p;
@@ -878,7 +878,10 @@ ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
     double                          d;
     int64_t                         v[1 + 4 * NGX_HTTP_AI_GATEWAY_MAX_LIMITS];
     uint64_t                        u;
-    ngx_uint_t                      i, j, n;
+    ngx_uint_t                      i, n;
+#if !(NGX_HAVE_LITTLE_ENDIAN)
+    ngx_uint_t                      j;
+#endif
     ngx_http_ai_gateway_counter_t  *c;
 
     if (nkeys > NGX_HTTP_AI_GATEWAY_MAX_LIMITS) {
@@ -893,9 +896,13 @@ ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
 
     for (i = 0; i < n; i++) {
         /* little-endian, whatever the host's order */
+#if (NGX_HAVE_LITTLE_ENDIAN)
+        ngx_memcpy(&u, p, sizeof(uint64_t));
+#else
         for (u = 0, j = 8; j > 0; j--) {
             u = (u << 8) | p[j - 1];
         }
+#endif
 
         ngx_memcpy(&d, &u, sizeof(double));
         p += 8;
@@ -1062,7 +1069,12 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
         p = q->buf + q->len;
         p += ngx_http_ai_gateway_limit_redis_key(p, mcf->redis, &c[i].key);
         *p++ = '\0';
-        p = ngx_sprintf(p, "%M%Z%uL%Z%L%Z", c[i].period, c[i].bucket, delta);
+        p = ngx_http_ai_gateway_write_uint(p, c[i].period);
+        *p++ = '\0';
+        p = ngx_http_ai_gateway_write_uint(p, c[i].bucket);
+        *p++ = '\0';
+        p = ngx_http_ai_gateway_write_int(p, delta);
+        *p++ = '\0';
 
         q->len = p - q->buf;
         q->n++;
@@ -1146,7 +1158,7 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
     len = (size_t *) (argv + 3 + 4 * n);
 
     argv[0] = (char *) nkeys;
-    len[0] = ngx_sprintf(nkeys, "%ui", n) - nkeys;
+    len[0] = ngx_http_ai_gateway_write_uint(nkeys, n) - nkeys;
 
     /* the keys first, then "s", the time and the numbers of each */
 
@@ -1156,7 +1168,8 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
     argv[1 + n] = "s";
     len[1 + n] = 1;
     argv[2 + n] = (char *) now;
-    len[2 + n] = ngx_sprintf(now, "%uL", ngx_http_ai_gateway_limit_redis_now())
+    len[2 + n] = ngx_http_ai_gateway_write_uint(now,
+                                     ngx_http_ai_gateway_limit_redis_now())
                  - now;
 
     if (ngx_http_ai_gateway_redis_send(q->script, (int) (3 + 4 * n), argv,

@@ -337,6 +337,7 @@ ngx_uint_t ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
         == 0)
 
 u_char *ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n);
+u_char *ngx_http_ai_gateway_write_int(u_char *p, int64_t n);
 uint32_t ngx_http_ai_gateway_hash(const u_char *p, size_t len);
 
 ngx_int_t ngx_http_ai_gateway_handler(ngx_http_request_t *r);
