@@ -127,14 +127,13 @@ ngx_http_ai_gateway_header_next(ngx_list_t *list,
 }
 
 
-/* a header's name, case-insensitively; name given in lower case */
+/* a request header's name (header_in_is()), name given in lower case */
 
 ngx_uint_t
 ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
     size_t len)
 {
-    return h->key.len == len
-           && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0;
+    return h->key.len == len && ngx_memcmp(h->lowcase_key, name, len) == 0;
 }
 
 

@@ -42,6 +42,8 @@ static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_append_answer(ngx_http_request_t *r,
+    ngx_buf_t **bp, const u_char *p, size_t len, size_t max);
 static void ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static int ngx_http_ai_gateway_sse_data(void *data, const u_char *p,
@@ -427,8 +429,8 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     }
 
     if (ctx->translate && !ctx->translate_failed
-        && ngx_http_ai_gateway_append(r, &ctx->tjson, p, len,
-                                      NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX)
+        && ngx_http_ai_gateway_append_answer(r, &ctx->tjson, p, len,
+                                        NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX)
            != NGX_OK)
     {
         ctx->translate_failed = 1;
@@ -437,8 +439,8 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     if (ctx->infer && !ctx->capture_overflow) {
         mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
-        if (ngx_http_ai_gateway_append(r, &ctx->capture, p, len,
-                                       mcf->max_payload)
+        if (ngx_http_ai_gateway_append_answer(r, &ctx->capture, p, len,
+                                              mcf->max_payload)
             == NGX_DECLINED)
         {
             ctx->capture_overflow = 1;
@@ -474,33 +476,11 @@ static ngx_int_t
 ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
 {
-    size_t      size;
     ngx_buf_t  *b;
-    off_t       n;
 
-    b = ctx->tail;
-
-    if (b == NULL) {
-        /* the answer's length when it is known: one allocation */
-        n = r->headers_out.content_length_n;
-        size = (n > 0 && n <= NGX_HTTP_AI_GATEWAY_TAIL_MAX)
-               ? (size_t) n : ngx_max(len, 1024);
-        size = ngx_min(size, NGX_HTTP_AI_GATEWAY_TAIL_MAX);
-
-        if (len <= size) {
-            b = ngx_create_temp_buf(r->pool, size);
-            if (b == NULL) {
-                return NGX_ERROR;
-            }
-
-            ctx->tail = b;
-        }
-    }
-
-    if (b != NULL
-        && ngx_http_ai_gateway_append(r, &ctx->tail, p, len,
-                                      NGX_HTTP_AI_GATEWAY_TAIL_MAX)
-           == NGX_OK)
+    if (ngx_http_ai_gateway_append_answer(r, &ctx->tail, p, len,
+                                          NGX_HTTP_AI_GATEWAY_TAIL_MAX)
+        == NGX_OK)
     {
         return NGX_OK;
     }
@@ -519,6 +499,38 @@ ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * append() for an answer kept whole: its first buffer has the upstream's
+ * Content-Length, when it gave one that fits, else room for what came and
+ * some more.  A usual answer then takes one allocation of its size from
+ * the pool, where append()'s first 4 KiB is a malloc() (larger than what
+ * the pool hands out itself) and, for a translation, a copy more.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_append_answer(ngx_http_request_t *r, ngx_buf_t **bp,
+    const u_char *p, size_t len, size_t max)
+{
+    off_t   n;
+    size_t  size;
+
+    if (*bp == NULL && len <= max) {
+        n = r->upstream ? r->upstream->headers_in.content_length_n
+                        : r->headers_out.content_length_n;
+
+        size = (n >= (off_t) len && (uint64_t) n <= max)
+               ? (size_t) n : ngx_min(ngx_max(len, 1024), max);
+
+        *bp = ngx_create_temp_buf(r->pool, size);
+        if (*bp == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ai_gateway_append(r, bp, p, len, max);
 }
 
 

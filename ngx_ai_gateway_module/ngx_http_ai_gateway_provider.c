@@ -265,9 +265,9 @@ ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r)
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
 
-        if (ngx_http_ai_gateway_header_is_literal(h, "authorization")
-            || ngx_http_ai_gateway_header_is_literal(h, "x-api-key")
-            || ngx_http_ai_gateway_header_is_literal(h, "api-key"))
+        if (ngx_http_ai_gateway_header_in_is(h, "authorization")
+            || ngx_http_ai_gateway_header_in_is(h, "x-api-key")
+            || ngx_http_ai_gateway_header_in_is(h, "api-key"))
         {
             ngx_str_set(&h->key, "Keep-Alive");
             h->lowcase_key = (u_char *) "keep-alive";
@@ -606,8 +606,8 @@ ngx_http_ai_gateway_client_key(ngx_http_request_t *r, ngx_str_t *key)
     it.part = NULL;
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
-        if ((ngx_http_ai_gateway_header_is_literal(h, "x-api-key")
-             || ngx_http_ai_gateway_header_is_literal(h, "api-key"))
+        if ((ngx_http_ai_gateway_header_in_is(h, "x-api-key")
+             || ngx_http_ai_gateway_header_in_is(h, "api-key"))
             && h->value.len)
         {
             *key = h->value;

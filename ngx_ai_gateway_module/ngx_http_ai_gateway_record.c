@@ -505,9 +505,9 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
 
-        if (!ngx_http_ai_gateway_header_is_literal(h, "authorization")
-            && !ngx_http_ai_gateway_header_is_literal(h, "x-api-key")
-            && !ngx_http_ai_gateway_header_is_literal(h, "api-key"))
+        if (!ngx_http_ai_gateway_header_in_is(h, "authorization")
+            && !ngx_http_ai_gateway_header_in_is(h, "x-api-key")
+            && !ngx_http_ai_gateway_header_in_is(h, "api-key"))
         {
             continue;
         }
@@ -793,7 +793,7 @@ ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r)
     it.part = NULL;
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
-        if (ngx_http_ai_gateway_header_is_literal(h, "x-client-request-id")) {
+        if (ngx_http_ai_gateway_header_in_is(h, "x-client-request-id")) {
             return &h->value;
         }
     }

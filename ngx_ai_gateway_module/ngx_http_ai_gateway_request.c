@@ -1138,7 +1138,7 @@ ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r)
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
 
-        if (!ngx_http_ai_gateway_header_is_literal(h, "accept-encoding")) {
+        if (!ngx_http_ai_gateway_header_in_is(h, "accept-encoding")) {
             continue;
         }
 
