@@ -150,6 +150,13 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     {
         ctx->resp_sse = 1;
 
+        /* a stream's events go through the walker's reset and results even
+         * when no usage is read; made first: the log handler reads it even
+         * after a failure below */
+        if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         ctx->sse = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_sse_t));
         if (ctx->sse == NULL) {
             return NGX_ERROR;
@@ -200,9 +207,8 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     ctx->resp_tail = !ctx->resp_sse && ctx->read_usage && !ctx->track
                      && !ctx->infer && ctx->gout == NULL && !ctx->translate;
 
-    /* a stream's events go through the walker's reset and results even
-     * when no usage is read; a JSON answer needs it only for its usage */
-    if (!ctx->resp_tail && (ctx->read_usage || ctx->resp_sse)
+    /* a JSON answer needs the walker only for its usage */
+    if (!ctx->resp_sse && !ctx->resp_tail && ctx->read_usage
         && ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;

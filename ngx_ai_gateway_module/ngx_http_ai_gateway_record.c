@@ -440,10 +440,11 @@ ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
         args.len = ctx->capture_args->last - ctx->capture_args->pos;
     }
 
-    model.data = ctx->walk->model;
-    model.len = ctx->walk->model_len;
-    finish.data = ctx->walk->finish;
-    finish.len = ctx->walk->finish_len;
+    /* no walker: the header filter failed before it made one */
+    model.data = ctx->walk ? ctx->walk->model : NULL;
+    model.len = ctx->walk ? ctx->walk->model_len : 0;
+    finish.data = ctx->walk ? ctx->walk->finish : NULL;
+    finish.len = ctx->walk ? ctx->walk->finish_len : 0;
 
     ngx_http_ai_gateway_tokens(r, ctx, &t);
 

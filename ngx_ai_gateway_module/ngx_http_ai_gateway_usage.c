@@ -2852,8 +2852,11 @@ ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
  * top-level one when what follows its object is a list of members that
  * ends the document: a key one level down would leave a bracket more to
  * close.  So for valid JSON this reads what jansson reads (the last key
- * wins), looking at the usage and the members after it only; anything it
- * does not expect returns -1, and the caller walks the answer.
+ * wins), looking at the usage and the members after it only, with keys
+ * compared as written: a later duplicate spelled with escapes ("\u0075sage")
+ * is not seen (nor by the walker), and what comes before the usage is not
+ * judged.  Anything it does not expect returns -1, and the caller walks the
+ * answer.
  */
 
 static const unsigned char *

@@ -31,6 +31,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
   echo "$want" > "$stamp"
 fi
 
+# nginx's Makefile does not know the linker script: a newer one relinks
+map="$repo/ngx_ai_gateway_module/ngx_http_ai_gateway_module.map"
+if [ "$map" -nt "$work/objs/ngx_http_ai_gateway_module.so" ]; then
+  rm -f "$work/objs/ngx_http_ai_gateway_module.so"
+fi
+
 make -s -C "$work" -f objs/Makefile modules
 # a new file, renamed over the old: an nginx that has the old one mapped
 # (a test run) keeps it intact
