@@ -474,7 +474,8 @@ ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx)
 /*
  * A JSON answer whose usage alone is wanted is kept, not walked: its usage
  * is read from its end (usage_find_tail()): the usage and what follows it,
- * where the walker reads every byte.  An answer larger than TAIL_MAX is walked: what
+ * where the walker reads every byte.  An answer whole in its first buffer
+ * (its Content-Length) is read there at once, without a copy.  An answer larger than TAIL_MAX is walked: what
  * was kept, then (NGX_DECLINED) the rest as it comes.
  */
 
@@ -482,7 +483,34 @@ static ngx_int_t
 ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
 {
-    ngx_buf_t  *b;
+    ngx_buf_t                    *b;
+    ngx_http_ai_gateway_usage_t   u;
+
+    if (ctx->tail == NULL && r->upstream
+        && r->upstream->headers_in.content_length_n == (off_t) len)
+    {
+        /*
+         * The whole answer in its first buffer, as usual: read now, in
+         * place, rather than copied and read at settlement.  What is not
+         * found this way is walked now, as resp_results() would.
+         */
+        ctx->resp_tail = 0;
+        u = ctx->usage;
+
+        if (ngx_http_ai_gateway_usage_find_tail(&ctx->usage, p, len) == 0
+            && ctx->usage.output >= 0)
+        {
+            return NGX_OK;
+        }
+
+        ctx->usage = u;
+
+        if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return NGX_DECLINED;
+    }
 
     if (ngx_http_ai_gateway_append_answer(r, &ctx->tail, p, len,
                                           NGX_HTTP_AI_GATEWAY_TAIL_MAX)

@@ -489,3 +489,33 @@ X-User: nora
 [qr/"x{60000}x* two"/, qr/mock response/]
 --- raw_response_headers_like eval
 [qr/x-ratelimit-remaining-tokens: 77\r\n/, qr/x-ratelimit-remaining-tokens: 72\r\n/]
+
+
+
+=== TEST 27: an answer without Content-Length (chunked) is kept and read from its end
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=user renewal_period=minute tokens=100;
+        proxy_pass http://127.0.0.1:$server_port/answer;
+    }
+    location = /answer {
+        proxy_pass http://127.0.0.1:$server_port/fixed;
+        proxy_http_version 1.1;
+        # a filter that never matches drops the length: the answer is chunked
+        sub_filter_types application/json;
+        sub_filter 'never-in-the-answer' '';
+    }
+    location = /fixed {
+        default_type application/json;
+        return 200 '{"id":"x","usage":{"prompt_tokens":10,"completion_tokens":9,"total_tokens":19},"choices":[]}';
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-User: olga
+--- error_code eval
+[200, 200]
+--- raw_response_headers_like eval
+[qr/Transfer-Encoding: chunked\r\n(?s:.*)x-ratelimit-remaining-tokens: 77\r\n/i,
+ qr/x-ratelimit-remaining-tokens: 58\r\n/]
