@@ -29,6 +29,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_verdict(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t i);
 static void ngx_http_ai_gateway_limit_clear_headers(ngx_http_request_t *r);
+static ngx_msec_t ngx_http_ai_gateway_limit_reset(
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_counter_t *c);
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
 static char *ngx_http_ai_gateway_limit_type(ngx_conf_t *cf,
@@ -694,6 +696,7 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
     ngx_int_t                       k, pick[2];
     ngx_str_t                       remaining_text, reset_text;
     ngx_uint_t                      i;
+    ngx_msec_t                      reset;
     ngx_http_ai_gateway_counter_t  *c;
 
     static ngx_str_t  names[2][3] = {
@@ -749,14 +752,15 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
          * second */
 
         reset_text.data = p;
+        reset = ngx_http_ai_gateway_limit_reset(ctx, c);
 
-        if (c->reset < 1000) {
-            p = ngx_http_ai_gateway_write_uint(p, c->reset);
+        if (reset < 1000) {
+            p = ngx_http_ai_gateway_write_uint(p, reset);
             *p++ = 'm';
             *p++ = 's';
 
         } else {
-            p = ngx_http_ai_gateway_write_uint(p, (c->reset + 999) / 1000);
+            p = ngx_http_ai_gateway_write_uint(p, (reset + 999) / 1000);
             *p++ = 's';
         }
 
@@ -776,6 +780,37 @@ ngx_http_ai_gateway_limit_headers(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * When the oldest use in the counter's window leaves it.  Admission tells
+ * it as of before the request; in a window that held no use, the request
+ * admitted is that oldest use itself (not "0ms": the window is not whole
+ * again until it leaves).
+ */
+
+static ngx_msec_t
+ngx_http_ai_gateway_limit_reset(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_http_ai_gateway_counter_t *c)
+{
+    uint64_t     w, end, now;
+    ngx_time_t  *tp;
+
+    if (c->reset || c->cost <= 0 || !c->found
+        || ctx->limit_status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED)
+    {
+        return c->reset;
+    }
+
+    /* the charged bucket leaves after the window's BUCKETS + 1 slots */
+    w = ngx_max(c->period / NGX_HTTP_AI_GATEWAY_BUCKETS, 1);
+    end = (c->bucket + NGX_HTTP_AI_GATEWAY_BUCKETS + 1) * w;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    return (end > now) ? (ngx_msec_t) (end - now) : 0;
 }
 
 
