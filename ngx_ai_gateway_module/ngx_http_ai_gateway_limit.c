@@ -794,8 +794,7 @@ static ngx_msec_t
 ngx_http_ai_gateway_limit_reset(ngx_http_ai_gateway_ctx_t *ctx,
     ngx_http_ai_gateway_counter_t *c)
 {
-    uint64_t     w, end, now;
-    ngx_time_t  *tp;
+    uint64_t  end, now;
 
     if (c->reset || c->cost <= 0 || !c->found
         || ctx->limit_status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED)
@@ -803,12 +802,10 @@ ngx_http_ai_gateway_limit_reset(ngx_http_ai_gateway_ctx_t *ctx,
         return c->reset;
     }
 
-    /* the charged bucket leaves after the window's BUCKETS + 1 slots */
-    w = ngx_max(c->period / NGX_HTTP_AI_GATEWAY_BUCKETS, 1);
-    end = (c->bucket + NGX_HTTP_AI_GATEWAY_BUCKETS + 1) * w;
-
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    /* the charged bucket leaves after the window's slots */
+    end = (c->bucket + NGX_HTTP_AI_GATEWAY_SLOTS)
+          * ngx_http_ai_gateway_bucket_ms(c->period);
+    now = ngx_http_ai_gateway_now_ms();
 
     return (end > now) ? (ngx_msec_t) (end - now) : 0;
 }

@@ -109,7 +109,6 @@ static void ngx_http_ai_gateway_limit_redis_answer(
 static ngx_int_t ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size);
 static void ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev);
-static uint64_t ngx_http_ai_gateway_limit_redis_now(void);
 static u_char *ngx_http_ai_gateway_limit_redis_parse(
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t nkeys, u_char *p, u_char *end);
 static void ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev);
@@ -530,7 +529,7 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     len[k++] = 1;
 
     p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                               (int64_t) ngx_http_ai_gateway_limit_redis_now());
+                               (int64_t) ngx_http_ai_gateway_now_ms());
     k++;
     p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
                                             (int64_t) ns);
@@ -1169,7 +1168,7 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
     len[1 + n] = 1;
     argv[2 + n] = (char *) now;
     len[2 + n] = ngx_http_ai_gateway_write_uint(now,
-                                     ngx_http_ai_gateway_limit_redis_now())
+                                     ngx_http_ai_gateway_now_ms())
                  - now;
 
     if (ngx_http_ai_gateway_redis_send(q->script, (int) (3 + 4 * n), argv,
@@ -1223,15 +1222,4 @@ ngx_http_ai_gateway_limit_redis_exit(void)
 
     ngx_free(q->buf);
     ngx_memzero(q, sizeof(ngx_http_ai_gateway_limit_settle_q_t));
-}
-
-
-static uint64_t
-ngx_http_ai_gateway_limit_redis_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (uint64_t) tp->sec * 1000 + tp->msec;
 }

@@ -13,7 +13,6 @@
 void *ngx_http_ai_gateway_metrics_init_zone(ngx_slab_pool_t *pool);
 
 
-#define NGX_HTTP_AI_GATEWAY_SLOTS  (NGX_HTTP_AI_GATEWAY_BUCKETS + 1)
 
 /* the most counters one request may hold: the force mask is 64 bits */
 #define NGX_HTTP_AI_GATEWAY_MAX_COUNTERS  64
@@ -41,7 +40,6 @@ static void ngx_http_ai_gateway_shm_expire(ngx_http_ai_gateway_shm_t *shm,
     uint64_t now, ngx_uint_t force);
 static void ngx_http_ai_gateway_shm_roll(ngx_http_ai_gateway_shm_node_t *lr,
     uint64_t j);
-static uint64_t ngx_http_ai_gateway_shm_now(void);
 
 
 ngx_int_t
@@ -153,7 +151,7 @@ ngx_http_ai_gateway_shm_admit(ngx_http_ai_gateway_shm_t *shm,
     ngx_http_ai_gateway_shm_node_t  *lr[NGX_HTTP_AI_GATEWAY_MAX_COUNTERS];
 
     n = ngx_min(n, NGX_HTTP_AI_GATEWAY_MAX_COUNTERS);
-    now = ngx_http_ai_gateway_shm_now();
+    now = ngx_http_ai_gateway_now_ms();
     rc = NGX_OK;
 
     ngx_shmtx_lock(&shm->shpool->mutex);
@@ -173,7 +171,7 @@ ngx_http_ai_gateway_shm_admit(ngx_http_ai_gateway_shm_t *shm,
             continue;
         }
 
-        w = ngx_max(c[i].period / NGX_HTTP_AI_GATEWAY_BUCKETS, 1);
+        w = ngx_http_ai_gateway_bucket_ms(c[i].period);
         j = now / w;
 
         ngx_http_ai_gateway_shm_roll(lr[i], j);
@@ -246,8 +244,8 @@ ngx_http_ai_gateway_shm_settle(ngx_http_ai_gateway_shm_t *shm,
         return;
     }
 
-    now = ngx_http_ai_gateway_shm_now();
-    w = ngx_max(c->period / NGX_HTTP_AI_GATEWAY_BUCKETS, 1);
+    now = ngx_http_ai_gateway_now_ms();
+    w = ngx_http_ai_gateway_bucket_ms(c->period);
 
     ngx_shmtx_lock(&shm->shpool->mutex);
 
@@ -428,17 +426,4 @@ ngx_http_ai_gateway_shm_roll(ngx_http_ai_gateway_shm_node_t *lr, uint64_t j)
     }
 
     lr->last = j;
-}
-
-
-/* wall clock, so that buckets line up across reloads and machines */
-
-static uint64_t
-ngx_http_ai_gateway_shm_now(void)
-{
-    ngx_time_t  *tp;
-
-    tp = ngx_timeofday();
-
-    return (uint64_t) tp->sec * 1000 + tp->msec;
 }

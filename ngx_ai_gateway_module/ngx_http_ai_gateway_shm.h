@@ -25,6 +25,27 @@
 
 #define NGX_HTTP_AI_GATEWAY_BUCKETS  10
 
+/* a window's slots: its buckets and the current one */
+#define NGX_HTTP_AI_GATEWAY_SLOTS    (NGX_HTTP_AI_GATEWAY_BUCKETS + 1)
+
+/* the length of a bucket of a window of period ms */
+#define ngx_http_ai_gateway_bucket_ms(period)                                 \
+    ngx_max((period) / NGX_HTTP_AI_GATEWAY_BUCKETS, 1)
+
+
+/* wall-clock milliseconds: buckets are aligned to them, in shared memory
+ * and in Redis alike, so that they line up across reloads and machines */
+
+static ngx_inline uint64_t
+ngx_http_ai_gateway_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
 
 typedef struct {
     ngx_rbtree_t       rbtree;
