@@ -127,16 +127,6 @@ ngx_http_ai_gateway_header_next(ngx_list_t *list,
 }
 
 
-/* a request header's name (header_in_is()), name given in lower case */
-
-ngx_uint_t
-ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
-    size_t len)
-{
-    return h->key.len == len && ngx_memcmp(h->lowcase_key, name, len) == 0;
-}
-
-
 /*
  * Decimal digits of n at p, returning the end: ngx_sprintf() parses its
  * format on each call, and the records and limit headers write a dozen

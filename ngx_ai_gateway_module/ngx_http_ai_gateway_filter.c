@@ -42,6 +42,8 @@ static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_tail_read(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_append_answer(ngx_http_request_t *r,
     ngx_buf_t **bp, const u_char *p, size_t len, size_t max);
 static void ngx_http_ai_gateway_set_ttft(ngx_http_request_t *r,
@@ -473,43 +475,25 @@ ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx)
 
 /*
  * A JSON answer whose usage alone is wanted is kept, not walked: its usage
- * is read from its end (usage_find_tail()): the usage and what follows it,
- * where the walker reads every byte.  An answer whole in its first buffer
- * (its Content-Length) is read there at once, without a copy.  An answer larger than TAIL_MAX is walked: what
- * was kept, then (NGX_DECLINED) the rest as it comes.
+ * is read from its end (tail_read()).  An answer whole in its first buffer
+ * (its Content-Length) is read there at once, without a copy.  An answer
+ * larger than TAIL_MAX is walked: what was kept, then (NGX_DECLINED) the
+ * rest as it comes.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
 {
-    ngx_buf_t                    *b;
-    ngx_http_ai_gateway_usage_t   u;
+    ngx_buf_t  *b;
 
     if (ctx->tail == NULL && r->upstream
         && r->upstream->headers_in.content_length_n == (off_t) len)
     {
-        /*
-         * The whole answer in its first buffer, as usual: read now, in
-         * place, rather than copied and read at settlement.  What is not
-         * found this way is walked now, as resp_results() would.
-         */
+        /* the whole answer in its first buffer, as usual: read now, in
+         * place, rather than copied and read at settlement */
         ctx->resp_tail = 0;
-        u = ctx->usage;
-
-        if (ngx_http_ai_gateway_usage_find_tail(&ctx->usage, p, len) == 0
-            && ctx->usage.output >= 0)
-        {
-            return NGX_OK;
-        }
-
-        ctx->usage = u;
-
-        if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        return NGX_DECLINED;
+        return ngx_http_ai_gateway_tail_read(r, ctx, p, len);
     }
 
     if (ngx_http_ai_gateway_append_answer(r, &ctx->tail, p, len,
@@ -594,18 +578,46 @@ ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
 
 
 /*
+ * The usage of a whole answer, read from its end (usage_find_tail()): the
+ * usage and what follows it, where the walker reads every byte.  What is
+ * not found this way (no usage, an embedding's without an output count)
+ * gets a walker, and NGX_DECLINED: the caller walks the answer.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_tail_read(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len)
+{
+    ngx_http_ai_gateway_usage_t  u;
+
+    u = ctx->usage;
+
+    if (ngx_http_ai_gateway_usage_find_tail(&ctx->usage, p, len) == 0) {
+        if (ctx->usage.output >= 0) {
+            return NGX_OK;
+        }
+
+        ctx->usage = u;
+    }
+
+    return (ngx_http_ai_gateway_walk_create(r, ctx) == NGX_OK)
+           ? NGX_DECLINED : NGX_ERROR;
+}
+
+
+/*
  * The walker's results, whole: called wherever they are read (the
- * variables, the records, settlement).  A kept answer's usage is taken
- * from its end when the answer is whole and it has the output count;
- * otherwise the answer is walked, as it would have been.
+ * variables, the records, settlement).  A kept answer's usage is read
+ * from its end when the answer is whole; otherwise the answer is walked,
+ * as it would have been.
  */
 
 void
 ngx_http_ai_gateway_resp_results(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx)
 {
-    ngx_buf_t                    *b;
-    ngx_http_ai_gateway_usage_t   u;
+    ngx_int_t   rc;
+    ngx_buf_t  *b;
 
     if (ctx->resp_tail) {
         /* whatever comes after this is walked */
@@ -617,28 +629,21 @@ ngx_http_ai_gateway_resp_results(ngx_http_request_t *r,
             return;
         }
 
-        u = ctx->usage;
+        if (ctx->resp_done) {
+            rc = ngx_http_ai_gateway_tail_read(r, ctx, b->pos,
+                                               b->last - b->pos);
 
-        if (ctx->resp_done
-            && ngx_http_ai_gateway_usage_find_tail(&ctx->usage, b->pos,
-                                                   b->last - b->pos)
-               == 0)
-        {
-            if (ctx->usage.output >= 0) {
-                return;
-            }
-
-            /* embeddings (no output count) and the rest: walked */
-            ctx->usage = u;
+        } else {
+            rc = (ngx_http_ai_gateway_walk_create(r, ctx) == NGX_OK)
+                 ? NGX_DECLINED : NGX_ERROR;
         }
 
-        if (ngx_http_ai_gateway_walk_create(r, ctx) != NGX_OK) {
-            return;
+        if (rc == NGX_DECLINED) {
+            (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
+                                                 b->last - b->pos);
+            ngx_http_ai_gateway_take_usage(ctx);
         }
 
-        (void) ngx_http_ai_gateway_walk_feed(ctx->walk, b->pos,
-                                             b->last - b->pos);
-        ngx_http_ai_gateway_take_usage(ctx);
         return;
     }
 

@@ -327,18 +327,21 @@ typedef struct {
 
 ngx_table_elt_t *ngx_http_ai_gateway_header_next(ngx_list_t *list,
     ngx_http_ai_gateway_header_iter_t *it);
-ngx_uint_t ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
-    size_t len);
-
 /*
  * A request header's name, given in lower case: the length first, inline
  * (most headers differ in it), then the lower-case key that nginx's parser
  * (and set_header()) give each one, with one memcmp(), where
  * ngx_strncasecmp() costs some 15 instructions a byte.
  */
+static ngx_inline ngx_uint_t
+ngx_http_ai_gateway_header_is(ngx_table_elt_t *h, const char *name,
+    size_t len)
+{
+    return h->key.len == len && ngx_memcmp(h->lowcase_key, name, len) == 0;
+}
+
 #define ngx_http_ai_gateway_header_in_is(h, name)                             \
-    ((h)->key.len == sizeof(name) - 1                                         \
-     && ngx_memcmp((h)->lowcase_key, name, sizeof(name) - 1) == 0)
+    ngx_http_ai_gateway_header_is(h, name, sizeof(name) - 1)
 
 u_char *ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n);
 u_char *ngx_http_ai_gateway_write_int(u_char *p, int64_t n);

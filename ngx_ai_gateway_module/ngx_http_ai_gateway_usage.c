@@ -2287,14 +2287,23 @@ ngx_http_ai_gateway_uscan_key(const unsigned char *k, size_t klen)
 #undef ngx_http_ai_gateway_ukey_is
 
 
+/* past white space: the usage scanner's and the tail reader's */
+
+static const unsigned char *
+ngx_http_ai_gateway_usage_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+        p++;
+    }
+
+    return p;
+}
+
+
 static void
 ngx_http_ai_gateway_uscan_ws(ngx_http_ai_gateway_uscan_t *s)
 {
-    while (s->p < s->end
-           && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-    {
-        s->p++;
-    }
+    s->p = ngx_http_ai_gateway_usage_ws(s->p, s->end);
 }
 
 
@@ -2859,17 +2868,6 @@ ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
  * answer.
  */
 
-static const unsigned char *
-ngx_http_ai_gateway_tail_ws(const unsigned char *p, const unsigned char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
-        p++;
-    }
-
-    return p;
-}
-
-
 /* after a string's opening quote: the byte after its closing one, or NULL */
 
 static const unsigned char *
@@ -2963,21 +2961,21 @@ static int
 ngx_http_ai_gateway_tail_rest(const unsigned char *p, const unsigned char *end)
 {
     for ( ;; ) {
-        p = ngx_http_ai_gateway_tail_ws(p, end);
+        p = ngx_http_ai_gateway_usage_ws(p, end);
 
         if (p == end) {
             return 0;
         }
 
         if (*p == '}') {
-            return ngx_http_ai_gateway_tail_ws(p + 1, end) == end;
+            return ngx_http_ai_gateway_usage_ws(p + 1, end) == end;
         }
 
         if (*p != ',') {
             return 0;
         }
 
-        p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+        p = ngx_http_ai_gateway_usage_ws(p + 1, end);
 
         if (p == end || *p != '"') {
             return 0;
@@ -2989,13 +2987,13 @@ ngx_http_ai_gateway_tail_rest(const unsigned char *p, const unsigned char *end)
             return 0;
         }
 
-        p = ngx_http_ai_gateway_tail_ws(p, end);
+        p = ngx_http_ai_gateway_usage_ws(p, end);
 
         if (p == end || *p != ':') {
             return 0;
         }
 
-        p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+        p = ngx_http_ai_gateway_usage_ws(p + 1, end);
 
         if (p == end) {
             return 0;
@@ -3098,7 +3096,7 @@ ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
             continue;
         }
 
-        p = ngx_http_ai_gateway_tail_ws(doc + j + 7, end);
+        p = ngx_http_ai_gateway_usage_ws(doc + j + 7, end);
 
         /* the string "usage" as a value, not a key */
         if (p == end || *p != ':') {
@@ -3113,7 +3111,7 @@ ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
         return -1;
     }
 
-    p = ngx_http_ai_gateway_tail_ws(p + 1, end);
+    p = ngx_http_ai_gateway_usage_ws(p + 1, end);
 
     if (p == end || *p != '{') {
         return -1;
