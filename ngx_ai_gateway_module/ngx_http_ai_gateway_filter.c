@@ -232,6 +232,13 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    if (ctx->translate && !ctx->resp_sse && ctx->gout == NULL) {
+        /* a JSON answer is translated whole: its header waits for its
+         * length (translated_out()) */
+        ctx->translate_held = 1;
+        return NGX_OK;
+    }
+
     return ngx_http_next_header_filter(r);
 }
 
@@ -436,12 +443,21 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         ngx_http_ai_gateway_take_usage(ctx);
     }
 
-    if (ctx->translate && !ctx->translate_failed
-        && ngx_http_ai_gateway_append_answer(r, &ctx->tjson, p, len,
+    if (ctx->translate && !ctx->translate_failed && !ctx->translate_done) {
+
+        if (ctx->tjson == NULL && r->upstream
+            && r->upstream->headers_in.content_length_n == (off_t) len)
+        {
+            /* the whole answer in its first buffer, as usual: translated
+             * there, rather than copied and translated at its end */
+            ngx_http_ai_gateway_translate_json(r, ctx, p, len);
+
+        } else if (ngx_http_ai_gateway_append_answer(r, &ctx->tjson, p, len,
                                         NGX_HTTP_AI_GATEWAY_TRANSLATE_JSON_MAX)
-           != NGX_OK)
-    {
-        ctx->translate_failed = 1;
+                   != NGX_OK)
+        {
+            ctx->translate_failed = 1;
+        }
     }
 
     if (ctx->infer && !ctx->capture_overflow) {

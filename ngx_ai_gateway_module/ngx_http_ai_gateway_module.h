@@ -313,6 +313,8 @@ typedef struct {
     unsigned                     translate_usage:1; /* client asked */
     unsigned                     translate_failed:1;
     unsigned                     translate_last:1;
+    unsigned                     translate_done:1;  /* JSON: in tout */
+    unsigned                     translate_held:1;  /* JSON: header waits */
 } ngx_http_ai_gateway_ctx_t;
 
 
@@ -382,6 +384,8 @@ ngx_int_t ngx_http_ai_gateway_translate_header(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out);
+void ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len);
 ngx_int_t ngx_http_ai_gateway_translate_event(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t len);
 ngx_int_t ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,

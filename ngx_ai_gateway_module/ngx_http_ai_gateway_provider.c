@@ -71,6 +71,8 @@ static ngx_int_t ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_translated_out(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t last, ngx_chain_t **out);
 
 
 static ngx_str_t  ngx_http_ai_gateway_secret_prefix = ngx_string("ai_secret_");
@@ -1089,12 +1091,11 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
     ngx_str_t                                *to, msg;
     ngx_http_ai_gateway_translate_buf_t       out;
     ngx_http_ai_gateway_translate_conf_t      conf;
-    ngx_http_ai_gateway_translate_request_t  *req;
+    ngx_http_ai_gateway_translate_request_t  *req, req_mem;
 
-    req = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_translate_request_t));
-    if (req == NULL) {
-        return NGX_ERROR;
-    }
+    /* on the stack: what it learns (about 540 bytes, mostly room for an
+     * error message) is read here and not kept */
+    req = &req_mem;
 
     ngx_memzero(&conf, sizeof(ngx_http_ai_gateway_translate_conf_t));
 
@@ -1398,7 +1399,6 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out)
 {
     ngx_buf_t     *json;
-    ngx_str_t     *model;
     ngx_uint_t     last;
     ngx_chain_t   *cl;
 
@@ -1425,36 +1425,130 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
                                &ctx->tout);
             }
 
-        } else {
+        } else if (!ctx->translate_done) {
             json = ctx->tjson;
-            model = ctx->upstream_model.len ? &ctx->upstream_model
-                                            : &ctx->model;
 
-            if (ctx->translate_failed || json == NULL
-                || ctx->resp_status >= NGX_HTTP_BAD_REQUEST
-                || ngx_http_ai_gateway_translate_response(json->pos,
-                                       json->last - json->pos, ngx_time(),
-                                       model->data, model->len, NULL,
-                                       &ctx->tout)
-                   != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
-            {
-                ctx->tout.len = 0;
-
-                (void) ngx_http_ai_gateway_translate_error(
-                                       json ? json->pos : (u_char *) "",
-                                       json ? (size_t) (json->last - json->pos)
-                                            : 0,
-                                       ngx_max(ctx->resp_status, 500),
-                                       &ctx->tout);
-            }
+            ngx_http_ai_gateway_translate_json(r, ctx,
+                                     json ? json->pos : NULL,
+                                     json ? (size_t) (json->last - json->pos)
+                                          : 0);
         }
     }
 
-    return ngx_http_ai_gateway_out_chain(r, &ctx->tfree, &ctx->tout, last,
-                                         ctx->resp_sse,
-                                         (ngx_buf_tag_t)
-                                             &ngx_http_ai_gateway_module,
-                                         out);
+    if (ctx->tstream) {
+        return ngx_http_ai_gateway_out_chain(r, &ctx->tfree, &ctx->tout, last,
+                                             1, (ngx_buf_tag_t)
+                                                 &ngx_http_ai_gateway_module,
+                                             out);
+    }
+
+    return ngx_http_ai_gateway_translated_out(r, ctx, last, out);
+}
+
+
+/*
+ * A JSON answer, translated whole (p is NULL when there is none to
+ * translate: an answer too large, or none at all): a chat.completion, or
+ * an error in the OpenAI shape.
+ */
+
+void
+ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len)
+{
+    ngx_str_t  *model;
+
+    ctx->translate_done = 1;
+
+    model = ctx->upstream_model.len ? &ctx->upstream_model : &ctx->model;
+
+    /* a chat.completion is a little longer than the Messages answer: one
+     * allocation, where growing from 256 bytes took three */
+    ngx_http_ai_gateway_translate_buf_reserve(&ctx->tout, len + 512);
+
+    if (p != NULL && !ctx->translate_failed
+        && ctx->resp_status < NGX_HTTP_BAD_REQUEST
+        && ngx_http_ai_gateway_translate_response(p, len, ngx_time(),
+                                                  model->data, model->len,
+                                                  NULL, &ctx->tout)
+           == NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+    {
+        return;
+    }
+
+    ctx->tout.len = 0;
+
+    (void) ngx_http_ai_gateway_translate_error(p ? p : (u_char *) "",
+                                               p ? len : 0,
+                                               ngx_max(ctx->resp_status, 500),
+                                               &ctx->tout);
+}
+
+
+/*
+ * A translated JSON answer goes on once, in the buffer it was written to,
+ * with its header, which waited for its length (translate_held): the
+ * client gets a Content-Length, as from the provider, not a chunked body.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_translated_out(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t last, ngx_chain_t **out)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    *out = NULL;
+
+    if (ctx->translate_held && ctx->translate_done) {
+        ctx->translate_held = 0;
+        r->headers_out.content_length_n = ctx->tout.len;
+
+        rc = ngx_http_ai_gateway_next_header(r);
+
+        if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+            ctx->tout.len = 0;
+            return (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+        }
+    }
+
+    if (ctx->tout.len == 0 && !last) {
+        return NGX_OK;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->tout.len) {
+        b->start = ctx->tout.p;
+        b->pos = b->start;
+        b->last = b->start + ctx->tout.len;
+        b->end = b->last;
+        b->temporary = 1;
+
+        /* the buffer is the client's now: nothing writes to it again */
+        ctx->tout.p = NULL;
+        ctx->tout.len = 0;
+        ctx->tout.cap = 0;
+    }
+
+    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+    b->last_buf = last && r == r->main;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+    *out = cl;
+
+    return NGX_OK;
 }
 
 

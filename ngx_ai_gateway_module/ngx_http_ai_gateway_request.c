@@ -710,6 +710,7 @@ static ngx_int_t
 ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts)
 {
+    size_t                              size;
     u_char                             *first;
     ngx_http_ai_gateway_tree_t         *t;
     ngx_http_ai_gateway_jtree_t        *root;
@@ -727,22 +728,33 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    t = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_tree_t)
-                            + NGX_HTTP_AI_GATEWAY_TREE_FIRST);
+    /*
+     * The first block is sized by the body (a chat body's tree takes
+     * about twice its length): a small body does not take 3 KiB of the
+     * pool, whose next 4 KiB block costs more than the tree itself.
+     */
+    size = ngx_min(NGX_HTTP_AI_GATEWAY_TREE_FIRST, 2 * ctx->body_len + 512);
+
+    t = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_tree_t) + size);
     if (t == NULL) {
         return NGX_DECLINED;
     }
 
     first = (u_char *) (t + 1);
 
-    ngx_http_ai_gateway_jtree_arena_init(&t->arena, first,
-                                         NGX_HTTP_AI_GATEWAY_TREE_FIRST,
+    ngx_http_ai_gateway_jtree_arena_init(&t->arena, first, size,
                                          ngx_http_ai_gateway_pool_alloc, NULL,
                                          r->pool);
     t->arena.no_nul = 1;
 
     root = ngx_http_ai_gateway_jtree_parse(ctx->body, ctx->body_len,
                                            &t->arena, &err);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway: body tree of %uz bytes: %uz of the first "
+                   "%uz, %s", ctx->body_len,
+                   (size_t) (t->arena.pos - first), size,
+                   t->arena.blocks ? "and more blocks" : "no more");
 
     if (root == NULL || root->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
         return NGX_DECLINED;

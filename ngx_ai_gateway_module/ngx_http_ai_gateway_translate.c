@@ -371,10 +371,17 @@ ngx_http_ai_gateway_translate_reserve(ngx_http_ai_gateway_translate_buf_t *b,
         return NULL;
     }
 
-    cap = b->cap ? b->cap : 256;
+    if (b->cap == 0) {
+        /* the first size as asked (_buf_reserve()), not rounded up to a
+         * power of two: pool memory is not given back */
+        cap = (n < 256) ? 256 : n + 1;
 
-    while (cap - b->len <= n || cap <= b->len) {
-        cap *= 2;
+    } else {
+        cap = b->cap;
+
+        while (cap - b->len <= n || cap <= b->len) {
+            cap *= 2;
+        }
     }
 
     if (b->resize) {

@@ -386,6 +386,8 @@ connect() failed (111: Connection refused)
 --- error_code: 200
 --- response_headers
 Content-Type: application/json
+!Transfer-Encoding
+--- raw_response_headers_like: Content-Length: \d+\r\n
 --- response_body_like eval
 qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion","created":\d+,"model":"claude-sonnet-4","choices":\[\{"index":0,"message":\{"role":"assistant","content":"This is a mock response from the AI gateway test provider\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/
 
@@ -677,3 +679,66 @@ my $b = '{"messages":[{"role":"user","content":"Hello there"}]}';
 --- response_body_like eval
 [qr/"code":"missing_model"/, qr/"code":"missing_model"/,
  qr/\A\{[^\n]*"endpoint":"\/v1\/"[^\n]*"status_code":400,[^\n]*"input_character_count":0,[^\n]*\n\{[^\n]*"endpoint":"\/openai\/"[^\n]*"status_code":400,[^\n]*"input_character_count":0,[^\n]*\n\z/]
+
+
+
+=== TEST 33: a translated JSON answer, and a translated error, go with their Content-Length, not chunked: two on one connection parse
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_set_header x-mock-status $http_x_status;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /ok/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- pipelined_requests eval
+["POST /ok/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers
+X-Status: 529
+--- error_code eval
+[200, 503]
+--- raw_response_headers_like eval
+[qr/\r\nContent-Length: \d+\r\n/, qr/\r\nContent-Length: \d+\r\n/]
+--- raw_response_headers_unlike eval
+[qr/Transfer-Encoding/i, qr/Transfer-Encoding/i]
+--- response_body_like eval
+[qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":11,"total_tokens":16,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/,
+ qr/^\{"error":\{"message":"[^"]+","type":"server_error","code":"overloaded_error"\}\}$/]
+
+
+
+=== TEST 34: an Anthropic answer that comes chunked, or in small buffers, is translated whole, with its Content-Length
+--- config
+    location /chunked/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$server_port;
+    }
+    location /small/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_buffer_size 256;
+        proxy_buffers 8 64;
+        proxy_busy_buffers_size 256;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /chunked/messages {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_http_version 1.1;
+        # a filter that never matches drops the length: the answer is chunked
+        sub_filter_types application/json;
+        sub_filter 'never-in-the-answer' '';
+    }
+--- pipelined_requests eval
+["POST /chunked/chat/completions\n$::body", "POST /small/chat/completions\n$::body"]
+--- more_headers
+x-mock-text: A longer answer, so that it spans several of the small buffers: one, two, three, four, five, six, seven, eight, nine, ten.
+--- error_code eval
+[200, 200]
+--- raw_response_headers_like eval
+[qr/\r\nContent-Length: \d+\r\n/, qr/\r\nContent-Length: \d+\r\n/]
+--- raw_response_headers_unlike eval
+[qr/Transfer-Encoding/i, qr/Transfer-Encoding/i]
+--- response_body_like eval
+[qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"A longer answer, so that it spans several of the small buffers: one, two, three, four, five, six, seven, eight, nine, ten\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":\d+,"total_tokens":\d+,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/,
+ qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"A longer answer, so that it spans several of the small buffers: one, two, three, four, five, six, seven, eight, nine, ten\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":\d+,"total_tokens":\d+,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/]
