@@ -77,7 +77,7 @@ for row in "${ROWS[@]}"; do
             valgrind --tool=callgrind --callgrind-out-file="$out" \
                      --collect-atstart=no \
                      --toggle-collect=ngx_process_events_and_timers \
-                     --dump-instr=no
+                     --dump-instr="${DUMP_INSTR:-no}"
         pid=$LAST_PID
         wait_listen "$port" "$pid" "$prefix" 120
 

@@ -139,28 +139,7 @@ ngx_http_ai_gateway_write_uint(u_char *p, uint64_t n)
     u_char   buf[NGX_INT64_LEN];
     u_char  *q;
 
-    /* two digits a division: limits run to ten digits and more */
-    static const char  pairs[] =
-        "00010203040506070809101112131415161718192021222324"
-        "25262728293031323334353637383940414243444546474849"
-        "50515253545556575859606162636465666768697071727374"
-        "75767778798081828384858687888990919293949596979899";
-
-    q = buf + NGX_INT64_LEN;
-
-    while (n >= 100) {
-        q -= 2;
-        ngx_memcpy(q, &pairs[(n % 100) * 2], 2);
-        n /= 100;
-    }
-
-    if (n >= 10) {
-        q -= 2;
-        ngx_memcpy(q, &pairs[n * 2], 2);
-
-    } else {
-        *--q = (u_char) ('0' + n);
-    }
+    q = ngx_http_ai_gateway_json_digits(buf + NGX_INT64_LEN, n);
 
     return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
 }

@@ -105,6 +105,39 @@ size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
     const unsigned char *src, size_t len);
 
 /*
+ * The decimal digits of n, written backwards to end at end; returns where
+ * they start (at most 20 bytes before end).  Two digits a division: the
+ * records, the limit headers, the translations and the Redis commands
+ * write many numbers a request.
+ */
+static inline unsigned char *
+ngx_http_ai_gateway_json_digits(unsigned char *end, uint64_t n)
+{
+    static const char  pairs[] =
+        "00010203040506070809101112131415161718192021222324"
+        "25262728293031323334353637383940414243444546474849"
+        "50515253545556575859606162636465666768697071727374"
+        "75767778798081828384858687888990919293949596979899";
+
+    while (n >= 100) {
+        end -= 2;
+        memcpy(end, &pairs[(n % 100) * 2], 2);
+        n /= 100;
+    }
+
+    if (n >= 10) {
+        end -= 2;
+        memcpy(end, &pairs[n * 2], 2);
+
+    } else {
+        *--end = (unsigned char) ('0' + n);
+    }
+
+    return end;
+}
+
+
+/*
  * The first byte at or after p that JSON strings must escape or that is not
  * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: 16 bytes a step
  * with SSE2, 8 with plain 64-bit words elsewhere.  Prompts, answers and

@@ -34,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "ngx_http_ai_gateway_redis.h"
+#include "ngx_http_ai_gateway_json.h"
 
 
 /* ngx_http_ai_gateway_provider.c: a file read whole at start-up */
@@ -856,15 +857,10 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
 static u_char *
 ngx_http_ai_gateway_redis_number(u_char *p, size_t n)
 {
-    u_char   buf[NGX_SIZE_T_LEN];
+    u_char   buf[NGX_INT64_LEN];
     u_char  *q;
 
-    q = buf + sizeof(buf);
-
-    do {
-        *--q = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
+    q = ngx_http_ai_gateway_json_digits(buf + sizeof(buf), n);
 
     return ngx_cpymem(p, q, buf + sizeof(buf) - q);
 }

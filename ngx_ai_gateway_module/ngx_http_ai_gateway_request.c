@@ -1127,7 +1127,7 @@ ngx_http_ai_gateway_replace_body(ngx_http_request_t *r, u_char *body,
             return NGX_ERROR;
         }
 
-        h->value.len = ngx_sprintf(h->value.data, "%O", (off_t) len)
+        h->value.len = ngx_http_ai_gateway_write_uint(h->value.data, len)
                        - h->value.data;
     }
 

@@ -95,9 +95,11 @@ typedef struct {
 } ngx_http_ai_gateway_translate_errmap_t;
 
 
-static unsigned char *ngx_http_ai_gateway_translate_reserve(
+static inline unsigned char *ngx_http_ai_gateway_translate_reserve(
     ngx_http_ai_gateway_translate_buf_t *b, size_t n);
-static void ngx_http_ai_gateway_translate_add(
+static unsigned char *ngx_http_ai_gateway_translate_grow(
+    ngx_http_ai_gateway_translate_buf_t *b, size_t n);
+static inline void ngx_http_ai_gateway_translate_add(
     ngx_http_ai_gateway_translate_buf_t *b, const unsigned char *p,
     size_t n);
 static void ngx_http_ai_gateway_translate_esc(
@@ -349,10 +351,26 @@ ngx_http_ai_gateway_translate_buf_room(ngx_http_ai_gateway_translate_buf_t *b,
 }
 
 
-/* room for n more bytes and the closing NUL, or NULL (b->failed is set) */
+/*
+ * Room for n more bytes and the closing NUL, or NULL (b->failed is set).
+ * Inline: a translation writes in small pieces, a hundred and more for a
+ * chat request, and nearly all of them fit.
+ */
+
+static inline __attribute__((always_inline)) unsigned char *
+ngx_http_ai_gateway_translate_reserve(ngx_http_ai_gateway_translate_buf_t *b,
+    size_t n)
+{
+    if (b->cap > b->len && b->cap - b->len > n && !b->failed) {
+        return b->p + b->len;
+    }
+
+    return ngx_http_ai_gateway_translate_grow(b, n);
+}
+
 
 static unsigned char *
-ngx_http_ai_gateway_translate_reserve(ngx_http_ai_gateway_translate_buf_t *b,
+ngx_http_ai_gateway_translate_grow(ngx_http_ai_gateway_translate_buf_t *b,
     size_t n)
 {
     size_t   cap;
@@ -360,10 +378,6 @@ ngx_http_ai_gateway_translate_reserve(ngx_http_ai_gateway_translate_buf_t *b,
 
     if (b->failed) {
         return NULL;
-    }
-
-    if (b->cap > b->len && b->cap - b->len > n) {
-        return b->p + b->len;
     }
 
     if (n > ((size_t) -1) / 4 - b->len) {
@@ -403,7 +417,9 @@ ngx_http_ai_gateway_translate_reserve(ngx_http_ai_gateway_translate_buf_t *b,
 }
 
 
-static void
+/* inline: most pieces are literals of a few bytes, copied in place */
+
+static inline __attribute__((always_inline)) void
 ngx_http_ai_gateway_translate_add(ngx_http_ai_gateway_translate_buf_t *b,
     const unsigned char *p, size_t n)
 {
@@ -609,12 +625,7 @@ ngx_http_ai_gateway_translate_uint(ngx_http_ai_gateway_translate_buf_t *b,
 {
     unsigned char   s[24], *p;
 
-    p = s + sizeof(s);
-
-    do {
-        *--p = (unsigned char) ('0' + v % 10);
-        v /= 10;
-    } while (v);
+    p = ngx_http_ai_gateway_json_digits(s + sizeof(s), v);
 
     ngx_http_ai_gateway_translate_add(b, p, s + sizeof(s) - p);
 }
