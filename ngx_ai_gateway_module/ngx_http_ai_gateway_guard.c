@@ -32,7 +32,11 @@ static char *ngx_http_ai_gateway_guard_file(ngx_conf_t *cf,
 static char *ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
     ngx_http_ai_gateway_guard_t *g, ngx_str_t *path, ngx_str_t *text);
 static char *ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf,
-    ngx_array_t **list, ngx_str_t *name, ngx_str_t *path, ngx_str_t *text);
+    ngx_http_ai_gateway_guard_list_t **list, ngx_str_t *name,
+    ngx_str_t *path, ngx_str_t *text);
+static void ngx_http_ai_gateway_guard_literals(
+    ngx_http_ai_gateway_guard_list_t *list,
+    ngx_http_ai_gateway_guard_pattern_t *pat);
 static void ngx_http_ai_gateway_guard_cleanup(void *data);
 static int ngx_http_ai_gateway_guard_pii_first(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
@@ -338,8 +342,9 @@ ngx_http_ai_gateway_guard_keywords(ngx_conf_t *cf,
  */
 
 static char *
-ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
-    ngx_str_t *name, ngx_str_t *path, ngx_str_t *text)
+ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf,
+    ngx_http_ai_gateway_guard_list_t **list, ngx_str_t *name,
+    ngx_str_t *path, ngx_str_t *text)
 {
     int                                   err;
     u_char                               *p, *eol, *last, *s, *e;
@@ -349,9 +354,12 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
     ngx_http_ai_gateway_guard_pattern_t  *pat;
 
     if (*list == NULL) {
-        *list = ngx_array_create(cf->pool, 8,
-                                 sizeof(ngx_http_ai_gateway_guard_pattern_t));
-        if (*list == NULL) {
+        *list = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_guard_list_t));
+        if (*list == NULL
+            || ngx_array_init(&(*list)->patterns, cf->pool, 8,
+                              sizeof(ngx_http_ai_gateway_guard_pattern_t))
+               != NGX_OK)
+        {
             return NGX_CONF_ERROR;
         }
     }
@@ -372,7 +380,7 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
             continue;
         }
 
-        pat = ngx_array_push(*list);
+        pat = ngx_array_push(&(*list)->patterns);
         if (pat == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -388,7 +396,7 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "%V \"%V\", line %ui: %s at offset %uz",
                                name, path, line, msg, (size_t) off);
-            (*list)->nelts--;
+            (*list)->patterns.nelts--;
             return NGX_CONF_ERROR;
         }
 
@@ -396,6 +404,7 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
         (void) pcre2_jit_compile(pat->code, PCRE2_JIT_COMPLETE);
 
         ngx_http_ai_gateway_prefilter_init(&pat->pf, s, e - s);
+        ngx_http_ai_gateway_guard_literals(*list, pat);
 
         pat->match = pcre2_match_data_create_from_pattern(pat->code, NULL);
         pat->mctx = pcre2_match_context_create(NULL);
@@ -416,13 +425,59 @@ ngx_http_ai_gateway_guard_patterns(ngx_conf_t *cf, ngx_array_t **list,
 }
 
 
+/*
+ * A pattern's literals join those of its list, looked for in one pass
+ * (_prefilter.h); a pattern whose literals do not all find room is
+ * prefiltered on its own, as before.
+ */
+
+static void
+ngx_http_ai_gateway_guard_literals(ngx_http_ai_gateway_guard_list_t *list,
+    ngx_http_ai_gateway_guard_pattern_t *pat)
+{
+    int                                    k;
+    unsigned                               i, j, n;
+    uint64_t                               sets[NGX_HTTP_AI_GATEWAY_PREFILTER_AND];
+    ngx_http_ai_gateway_prefilter_multi_t  lits;
+
+    if (pat->pf.n == 0) {
+        return;
+    }
+
+    /* on a copy: a pattern that does not fit leaves no literal behind */
+    lits = list->lits;
+
+    for (i = 0; i < pat->pf.n; i++) {
+        sets[i] = 0;
+        n = pat->pf.set[i].n;
+
+        for (j = 0; j < n; j++) {
+            k = ngx_http_ai_gateway_prefilter_multi_add(&lits,
+                                                  pat->pf.set[i].lit[j],
+                                                  pat->pf.set[i].len[j]);
+            if (k < 0) {
+                return;
+            }
+
+            sets[i] |= (uint64_t) 1 << k;
+        }
+    }
+
+    ngx_http_ai_gateway_prefilter_multi_compile(&lits);
+
+    list->lits = lits;
+    ngx_memcpy(pat->sets, sets, sizeof(sets));
+    pat->multi = 1;
+}
+
+
 static void
 ngx_http_ai_gateway_guard_cleanup(void *data)
 {
     ngx_http_ai_gateway_guard_t *g = data;
 
     ngx_uint_t                            i, k;
-    ngx_array_t                          *lists[2];
+    ngx_http_ai_gateway_guard_list_t     *lists[2];
     ngx_http_ai_gateway_guard_pattern_t  *pat;
 
     lists[0] = g->deny;
@@ -433,9 +488,9 @@ ngx_http_ai_gateway_guard_cleanup(void *data)
             continue;
         }
 
-        pat = lists[k]->elts;
+        pat = lists[k]->patterns.elts;
 
-        for (i = 0; i < lists[k]->nelts; i++) {
+        for (i = 0; i < lists[k]->patterns.nelts; i++) {
             pcre2_match_data_free(pat[i].match);
             pcre2_match_context_free(pat[i].mctx);
             pcre2_code_free(pat[i].code);
@@ -450,13 +505,14 @@ ngx_http_ai_gateway_guard_cleanup(void *data)
  */
 
 ngx_int_t
-ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
-    size_t len, ngx_uint_t *line)
+ngx_http_ai_gateway_guard_match(ngx_http_ai_gateway_guard_list_t *list,
+    const u_char *p, size_t len, ngx_uint_t *line)
 {
     int                                   rc;
     size_t                                size;
     u_char                               *subject, *lower;
-    ngx_uint_t                            i, lowered;
+    uint64_t                              found;
+    ngx_uint_t                            i, k, lowered, scanned;
     ngx_http_ai_gateway_guard_pattern_t  *pat;
 
     if (list == NULL) {
@@ -489,10 +545,12 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
     lower = ngx_http_ai_gateway_guard_scratch + len
             + NGX_HTTP_AI_GATEWAY_GUARD_PAD;
     lowered = 0;
+    scanned = 0;
+    found = 0;
 
-    pat = list->elts;
+    pat = list->patterns.elts;
 
-    for (i = 0; i < list->nelts; i++) {
+    for (i = 0; i < list->patterns.nelts; i++) {
 
         if (pat[i].pf.n) {
             if (!lowered) {
@@ -500,7 +558,28 @@ ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
                 lowered = 1;
             }
 
-            if (!ngx_http_ai_gateway_prefilter_test(&pat[i].pf, lower, len)) {
+            if (pat[i].multi) {
+                if (!scanned) {
+                    /* all the list's literals, in one pass */
+                    found = ngx_http_ai_gateway_prefilter_multi_scan(
+                                                  &list->lits, lower, len);
+                    scanned = 1;
+                }
+
+                for (k = 0; k < pat[i].pf.n; k++) {
+                    if ((found & pat[i].sets[k]) == 0) {
+                        break;
+                    }
+                }
+
+                if (k < pat[i].pf.n) {
+                    /* none of the literals of a set a match needs */
+                    continue;
+                }
+
+            } else if (!ngx_http_ai_gateway_prefilter_test(&pat[i].pf, lower,
+                                                           len))
+            {
                 /* none of the literals a match needs: no match */
                 continue;
             }

@@ -45,15 +45,27 @@ typedef struct {
     /* the literals a match needs (_prefilter.h): texts lacking them are
      * passed over without running the pattern */
     ngx_http_ai_gateway_prefilter_t  pf;
+    /* each set of pf as literals of the list's scan (multi): when the
+     * pattern's literals all found room there */
+    uint64_t                     sets[NGX_HTTP_AI_GATEWAY_PREFILTER_AND];
+    unsigned                     multi:1;
 } ngx_http_ai_gateway_guard_pattern_t;
+
+
+/* the patterns of a file (deny or allow), and their literals, looked for
+ * in one pass over a text before any pattern runs */
+typedef struct {
+    ngx_array_t                             patterns;
+    ngx_http_ai_gateway_prefilter_multi_t   lits;
+} ngx_http_ai_gateway_guard_list_t;
 
 
 struct ngx_http_ai_gateway_guard_s {
     ngx_uint_t                   pii;          /* NONE, BLOCK, MASK */
     unsigned                     pii_types;
     ngx_http_ai_gateway_kw_t    *keywords;
-    ngx_array_t                 *deny;         /* of guard_pattern_t */
-    ngx_array_t                 *allow;
+    ngx_http_ai_gateway_guard_list_t  *deny;
+    ngx_http_ai_gateway_guard_list_t  *allow;
     ngx_str_t                    safety;       /* a location's URI */
     ngx_uint_t                   on_error;
     unsigned                     output:1;
@@ -80,8 +92,9 @@ ngx_int_t ngx_http_ai_gateway_guard_text(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len);
 ngx_int_t ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len);
-ngx_int_t ngx_http_ai_gateway_guard_match(ngx_array_t *list, const u_char *p,
-    size_t len, ngx_uint_t *line);
+ngx_int_t ngx_http_ai_gateway_guard_match(
+    ngx_http_ai_gateway_guard_list_t *list, const u_char *p, size_t len,
+    ngx_uint_t *line);
 unsigned ngx_http_ai_gateway_guard_mask_types(const u_char *p, size_t len,
     unsigned types);
 const char *ngx_http_ai_gateway_guard_pii_category(int type);

@@ -20,6 +20,14 @@
 #include <emmintrin.h>
 #endif
 
+/* SSSE3's byte shuffle, in functions compiled for it and called only when
+ * the CPU has it */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))         \
+    && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
+#define NGX_HTTP_AI_GATEWAY_PF_TEDDY  1
+#include <tmmintrin.h>
+#endif
+
 #include "ngx_http_ai_gateway_prefilter.h"
 
 
@@ -55,6 +63,11 @@ static void ngx_http_ai_gateway_pf_better(ngx_http_ai_gateway_pf_t *best,
     const ngx_http_ai_gateway_pf_t *s, ngx_http_ai_gateway_prefilter_t *all);
 static int ngx_http_ai_gateway_pf_find(const unsigned char *text, size_t len,
     const unsigned char *lit, size_t n);
+#if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
+static uint64_t ngx_http_ai_gateway_pf_teddy(
+    const ngx_http_ai_gateway_prefilter_multi_t *m, const unsigned char *text,
+    size_t len, uint64_t all);
+#endif
 
 
 #define ngx_http_ai_gateway_pf_alpha(c)                                       \
@@ -879,3 +892,337 @@ ngx_http_ai_gateway_prefilter_find(const unsigned char *text, size_t len,
 
     return NULL;
 }
+
+
+int
+ngx_http_ai_gateway_prefilter_multi_add(
+    ngx_http_ai_gateway_prefilter_multi_t *m, const unsigned char *lit,
+    size_t len)
+{
+    unsigned  i;
+
+    if (len < NGX_HTTP_AI_GATEWAY_PREFILTER_MIN
+        || len > NGX_HTTP_AI_GATEWAY_PREFILTER_LEN)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < m->n; i++) {
+        if (m->len[i] == len && memcmp(m->lit[i], lit, len) == 0) {
+            return (int) i;
+        }
+    }
+
+    if (m->n == NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI) {
+        return -1;
+    }
+
+    memcpy(m->lit[m->n], lit, len);
+    memset(m->lit[m->n] + len, 0, NGX_HTTP_AI_GATEWAY_PREFILTER_LEN - len);
+    m->len[m->n] = (unsigned char) len;
+
+    return (int) m->n++;
+}
+
+
+/* the order of literals into buckets: three-byte ones first (they share
+ * the buckets that take any fourth byte), then by their first bytes */
+
+static int
+ngx_http_ai_gateway_pf_after(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    unsigned a, unsigned b)
+{
+    if ((m->len[a] > 3) != (m->len[b] > 3)) {
+        return m->len[a] > 3;
+    }
+
+    return memcmp(m->lit[a], m->lit[b], 3) > 0;
+}
+
+
+void
+ngx_http_ai_gateway_prefilter_multi_compile(
+    ngx_http_ai_gateway_prefilter_multi_t *m)
+{
+    unsigned       i, j, k, b, c;
+    unsigned char  order[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
+
+    memset(m->bucket, 0, sizeof(m->bucket));
+    memset(m->lo, 0, sizeof(m->lo));
+    memset(m->hi, 0, sizeof(m->hi));
+
+    /* lowercase letters share their high nibbles (6 and 7): each byte more
+     * looked up divides the places that pass by about five; a bucket of
+     * three-byte literals takes any fourth byte */
+    m->width = 3;
+
+    for (i = 0; i < m->n; i++) {
+        if (m->len[i] >= 4) {
+            m->width = 4;
+        }
+    }
+
+    /*
+     * Literals alike share a bucket: in their order by their first bytes,
+     * cut into eight runs.  A bucket's tables then pass fewer bytes that
+     * none of its literals starts with.
+     */
+    for (i = 0; i < m->n; i++) {
+        order[i] = (unsigned char) i;
+    }
+
+    for (i = 1; i < m->n; i++) {
+        for (j = i;
+             j > 0 && ngx_http_ai_gateway_pf_after(m, order[j - 1], order[j]);
+             j--)
+        {
+            c = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = (unsigned char) c;
+        }
+    }
+
+    for (j = 0; j < m->n; j++) {
+        i = order[j];
+        b = (m->n <= 8) ? j : j * 8 / m->n;
+        m->bucket[b] |= (uint64_t) 1 << i;
+
+        /* literals are three bytes long at least */
+        for (k = 0; k < m->width; k++) {
+            if (k == 3 && m->len[i] == 3) {
+                for (c = 0; c < 16; c++) {
+                    m->lo[3][c] |= (unsigned char) (1 << b);
+                    m->hi[3][c] |= (unsigned char) (1 << b);
+                }
+
+                break;
+            }
+
+            c = m->lit[i][k];
+            m->lo[k][c & 0x0f] |= (unsigned char) (1 << b);
+            m->hi[k][c >> 4] |= (unsigned char) (1 << b);
+        }
+
+        /* lit[] is zeroed past the literal (_add()) */
+        memcpy(&m->head[i], m->lit[i], 4);
+        m->head_mask[i] = 0;
+        memset(&m->head_mask[i], 0xff, m->len[i] >= 4 ? 4 : 3);
+    }
+
+    m->simd = 0;
+
+#if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
+    __builtin_cpu_init();
+    m->simd = __builtin_cpu_supports("ssse3") ? 1 : 0;
+#endif
+}
+
+
+uint64_t
+ngx_http_ai_gateway_prefilter_multi_scan(
+    const ngx_http_ai_gateway_prefilter_multi_t *m,
+    const unsigned char *lower, size_t len)
+{
+    unsigned  i;
+    uint64_t  found;
+
+    if (m->n == 0 || len < NGX_HTTP_AI_GATEWAY_PREFILTER_MIN) {
+        return 0;
+    }
+
+#if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
+    if (m->simd) {
+        return ngx_http_ai_gateway_pf_teddy(m, lower, len,
+                                  (m->n == 64) ? ~(uint64_t) 0
+                                               : ((uint64_t) 1 << m->n) - 1);
+    }
+#endif
+
+    found = 0;
+
+    for (i = 0; i < m->n; i++) {
+        if (ngx_http_ai_gateway_pf_find(lower, len, m->lit[i], m->len[i])) {
+            found |= (uint64_t) 1 << i;
+        }
+    }
+
+    return found;
+}
+
+
+#if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
+
+/* the buckets whose literals may start at each of 16 places of p (p[0] ..
+ * p[18] are read) */
+
+
+#define ngx_http_ai_gateway_pf_nibbles(lo, hi, v)                              \
+    _mm_and_si128(_mm_shuffle_epi8(lo, _mm_and_si128(v, nib)),                \
+                  _mm_shuffle_epi8(hi,                                        \
+                                   _mm_and_si128(_mm_srli_epi16(v, 4), nib)))
+
+__attribute__((target("ssse3")))
+static inline __m128i
+ngx_http_ai_gateway_pf_block(const __m128i *t, const unsigned char *p,
+    unsigned width)
+{
+    __m128i  nib, r;
+
+    nib = _mm_set1_epi8(0x0f);
+
+    r = ngx_http_ai_gateway_pf_nibbles(t[0], t[4],
+                              _mm_loadu_si128((const __m128i *) p));
+    r = _mm_and_si128(r, ngx_http_ai_gateway_pf_nibbles(t[1], t[5],
+                              _mm_loadu_si128((const __m128i *) (p + 1))));
+    r = _mm_and_si128(r, ngx_http_ai_gateway_pf_nibbles(t[2], t[6],
+                              _mm_loadu_si128((const __m128i *) (p + 2))));
+
+    if (width == 4) {
+        r = _mm_and_si128(r, ngx_http_ai_gateway_pf_nibbles(t[3], t[7],
+                              _mm_loadu_si128((const __m128i *) (p + 3))));
+    }
+
+    return r;
+}
+
+
+/* the literals of the buckets that passed at each place, compared in full
+ * in the text itself */
+
+static inline __attribute__((always_inline)) uint64_t
+ngx_http_ai_gateway_pf_verify(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    const unsigned char *text, size_t len, size_t at,
+    const unsigned char *buckets, unsigned mask, uint64_t found)
+{
+    size_t    p;
+    unsigned  pos, b, bits, k;
+    uint32_t  head;
+    uint64_t  lits;
+
+    while (mask) {
+        pos = (unsigned) __builtin_ctz(mask);
+        mask &= mask - 1;
+        p = at + pos;
+
+        /* the text's next four bytes, zeros past its end */
+        if (len - p >= 4) {
+            memcpy(&head, text + p, 4);
+
+        } else {
+            head = 0;
+            memcpy(&head, text + p, len - p);
+        }
+
+        for (bits = buckets[pos]; bits; bits &= bits - 1) {
+            b = (unsigned) __builtin_ctz(bits);
+
+            for (lits = m->bucket[b] & ~found; lits; lits &= lits - 1) {
+                k = (unsigned) __builtin_ctzll(lits);
+
+                if ((head & m->head_mask[k]) == m->head[k]
+                    && p + m->len[k] <= len
+                    && (m->len[k] <= 4
+                        || memcmp(text + p + 4, m->lit[k] + 4,
+                                  m->len[k] - 4) == 0))
+                {
+                    found |= (uint64_t) 1 << k;
+                }
+            }
+        }
+    }
+
+    return found;
+}
+
+
+static unsigned
+ngx_http_ai_gateway_pf_live(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    uint64_t found)
+{
+    unsigned  b, live;
+
+    live = 0;
+
+    for (b = 0; b < 8; b++) {
+        if (m->bucket[b] & ~found) {
+            live |= 1u << b;
+        }
+    }
+
+    return live;
+}
+
+
+__attribute__((target("ssse3")))
+static uint64_t
+ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    const unsigned char *text, size_t len, uint64_t all)
+{
+    size_t         i;
+    __m128i        t[8], r, live;
+    unsigned       mask, w;
+    uint64_t       found, more;
+    unsigned char  buckets[16];
+    unsigned char  tail[16 + 3];
+
+    for (w = 0; w < 4; w++) {
+        t[w] = _mm_loadu_si128((const __m128i *) m->lo[w]);
+        t[4 + w] = _mm_loadu_si128((const __m128i *) m->hi[w]);
+    }
+
+    w = m->width;
+    found = 0;
+
+    /* the buckets with a literal not found yet: a common literal (" in")
+     * costs comparisons only until it is found */
+    live = _mm_set1_epi8((char) 0xff);
+
+    for (i = 0; i + 19 <= len; i += 16) {
+        r = _mm_and_si128(ngx_http_ai_gateway_pf_block(t, text + i, w), live);
+        mask = 0xffff ^ (unsigned) _mm_movemask_epi8(
+                                 _mm_cmpeq_epi8(r, _mm_setzero_si128()));
+
+        if (mask) {
+            _mm_storeu_si128((__m128i *) buckets, r);
+            more = ngx_http_ai_gateway_pf_verify(m, text, len, i, buckets,
+                                                 mask, found);
+            if (more != found) {
+                found = more;
+
+                if (found == all) {
+                    return found;
+                }
+
+                live = _mm_set1_epi8((char)
+                                  ngx_http_ai_gateway_pf_live(m, found));
+            }
+        }
+    }
+
+    /* the last places, from a copy padded with zeros: a literal that
+     * seems to run into them fails the comparison with the text (16 + 3
+     * bytes are read from a step's start) */
+
+    if (i + NGX_HTTP_AI_GATEWAY_PREFILTER_MIN <= len) {
+        memset(tail, 0, sizeof(tail));
+        memcpy(tail, text + i, len - i);
+
+        r = _mm_and_si128(ngx_http_ai_gateway_pf_block(t, tail, w), live);
+        mask = 0xffff ^ (unsigned) _mm_movemask_epi8(
+                                 _mm_cmpeq_epi8(r, _mm_setzero_si128()));
+
+        /* places where a literal would not fit are not looked at */
+        mask &= (1u << (len - i - NGX_HTTP_AI_GATEWAY_PREFILTER_MIN + 1)) - 1;
+
+        if (mask) {
+            _mm_storeu_si128((__m128i *) buckets, r);
+            found = ngx_http_ai_gateway_pf_verify(m, text, len, i, buckets,
+                                                  mask, found);
+        }
+    }
+
+    return found;
+}
+
+#endif
+

@@ -24,6 +24,7 @@
 
 
 #include <stddef.h>
+#include <stdint.h>
 
 
 /* literals in a set (the alternatives of a group), bytes kept of each */
@@ -54,6 +55,39 @@ typedef struct {
 } ngx_http_ai_gateway_prefilter_t;
 
 
+/*
+ * The literals of many patterns (a guardrail's deny list) looked for in
+ * one pass: which of them a text holds.  With SSSE3 (asked of the CPU at
+ * run time) sixteen places a step: the first bytes (three or four) of
+ * every literal are looked up by their nibbles in tables of eight buckets
+ * (the "Teddy" scheme of Hyperscan), and only the places that pass for a
+ * bucket are compared with its literals.  Elsewhere, one search per
+ * literal.
+ */
+#define NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI  64
+
+typedef struct {
+    unsigned char  lit[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI]
+                      [NGX_HTTP_AI_GATEWAY_PREFILTER_LEN];
+    unsigned char  len[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
+    unsigned       n;
+    /* the literals of each bucket, and the nibbles of their first three
+     * bytes: bit b of lo[j][x] says a literal of bucket b has a byte j
+     * whose low nibble is x */
+    uint64_t       bucket[8];
+    unsigned char  lo[4][16];
+    unsigned char  hi[4][16];
+    /* each literal's first four bytes (three, and a zero, when it has no
+     * more) and the mask of those that count: most places that pass the
+     * tables are told apart with one compare */
+    uint32_t       head[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
+    uint32_t       head_mask[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
+    /* the bytes looked up: four when every literal has four */
+    unsigned       width;
+    unsigned       simd:1;
+} ngx_http_ai_gateway_prefilter_multi_t;
+
+
 void ngx_http_ai_gateway_prefilter_init(ngx_http_ai_gateway_prefilter_t *pf,
     const unsigned char *pattern, size_t len);
 
@@ -66,6 +100,19 @@ void ngx_http_ai_gateway_prefilter_lower(unsigned char *dst,
 int ngx_http_ai_gateway_prefilter_test(
     const ngx_http_ai_gateway_prefilter_t *pf, const unsigned char *lower,
     size_t len);
+
+/* m zeroed: empty.  _add() returns the literal's index (the same for the
+ * same literal), -1 when it does not fit; _compile() after the last */
+int ngx_http_ai_gateway_prefilter_multi_add(
+    ngx_http_ai_gateway_prefilter_multi_t *m, const unsigned char *lit,
+    size_t len);
+void ngx_http_ai_gateway_prefilter_multi_compile(
+    ngx_http_ai_gateway_prefilter_multi_t *m);
+
+/* bit i set: literal i occurs in the text (lowercased) */
+uint64_t ngx_http_ai_gateway_prefilter_multi_scan(
+    const ngx_http_ai_gateway_prefilter_multi_t *m,
+    const unsigned char *lower, size_t len);
 
 /* the first occurrence of lit (n bytes) in text, exactly, or NULL */
 const unsigned char *ngx_http_ai_gateway_prefilter_find(

@@ -422,9 +422,117 @@ find_vs_memmem(void)
     }
 }
 
+/*
+ * The one-pass scan of many literals against a search for each: random
+ * literal sets (small alphabets, so that literals share prefixes and
+ * texts hold many near misses; bytes >= 0x80 and NUL too), random texts
+ * of every length around the 16-byte steps, literals planted at the ends.
+ * With SSSE3 this checks the nibble tables and the padded last step; the
+ * portable build checks the fallback.
+ */
+
+static void
+multi_vs_memmem(void)
+{
+    int                                    i, same, idx;
+    size_t                                 len, n, k, j, at, na;
+    uint64_t                               got, want;
+    unsigned                               nl, l;
+    unsigned char                          text[300], lit[40];
+    const unsigned char                   *alpha;
+    ngx_http_ai_gateway_prefilter_multi_t  m;
+
+    /* the last one with bytes >= 0x80 and NUL */
+    static const unsigned char  alphabets[3][6] = {
+        { 'a', 'b' }, { 'a', 'b', 'c', '-' }, { 'a', 'b', 0x80, 0xff, 0, 'k' }
+    };
+    static const size_t  sizes[3] = { 2, 4, 6 };
+
+    same = 1;
+
+    for (i = 0; i < 20000 && same; i++) {
+        memset(&m, 0, sizeof(m));
+
+        alpha = alphabets[i % 3];
+        na = sizes[i % 3];
+        nl = 1 + rng() % ((i % 5 == 0) ? 70 : 12);
+
+        for (l = 0; l < nl; l++) {
+            n = 3 + ((i % 4 == 0) ? rng() % 30 : rng() % 4);
+
+            for (k = 0; k < n; k++) {
+                lit[k] = alpha[rng() % na];
+            }
+
+            idx = ngx_http_ai_gateway_prefilter_multi_add(&m, lit, n);
+
+            CHECK(idx < 0 ? m.n == NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI
+                          : (unsigned) idx < m.n,
+                  "multi: add gave %d with %u literals", idx, m.n);
+        }
+
+        CHECK(ngx_http_ai_gateway_prefilter_multi_add(&m,
+                                        (const unsigned char *) "ab", 2) < 0,
+              "multi: a literal shorter than the minimum was taken");
+
+        ngx_http_ai_gateway_prefilter_multi_compile(&m);
+
+        len = (i % 3 == 0) ? rng() % 40 : rng() % 300;
+
+        for (k = 0; k < len; k++) {
+            text[k] = alpha[rng() % na];
+        }
+
+        /* plant literals: anywhere, at the start, at the very end */
+        for (j = 0; m.n && j < 3; j++) {
+            l = rng() % m.n;
+            n = m.len[l];
+
+            if (len >= n && rng() % 2) {
+                at = (j == 0) ? rng() % (len - n + 1)
+                              : (j == 1) ? 0 : len - n;
+                memcpy(text + at, m.lit[l], n);
+            }
+        }
+
+        got = ngx_http_ai_gateway_prefilter_multi_scan(&m, text, len);
+        want = 0;
+
+        for (l = 0; l < m.n; l++) {
+            if (memmem(text, len, m.lit[l], m.len[l]) != NULL) {
+                want |= (uint64_t) 1 << l;
+            }
+        }
+
+        same = (got == want);
+
+        CHECK(same, "multi: %u literals in %zu bytes (simd %u): found "
+              "%016llx, memmem %016llx", m.n, len, (unsigned) m.simd,
+              (unsigned long long) got, (unsigned long long) want);
+    }
+
+    /* the bench's literals in a text that holds two of them */
+    memset(&m, 0, sizeof(m));
+    (void) ngx_http_ai_gateway_prefilter_multi_add(&m,
+                                     (const unsigned char *) "truction", 8);
+    (void) ngx_http_ai_gateway_prefilter_multi_add(&m,
+                                     (const unsigned char *) "drop", 4);
+    (void) ngx_http_ai_gateway_prefilter_multi_add(&m,
+                                     (const unsigned char *) "<script", 7);
+    ngx_http_ai_gateway_prefilter_multi_compile(&m);
+
+    got = ngx_http_ai_gateway_prefilter_multi_scan(&m,
+               (const unsigned char *) "please drop the instructions now",
+               32);
+
+    CHECK(got == 3, "multi: found %llx, expected 3", (unsigned long long) got);
+}
+
+
 int
 main(void)
 {
+    multi_vs_memmem();
     find_vs_memmem();
     known_patterns();
     known_matches();
