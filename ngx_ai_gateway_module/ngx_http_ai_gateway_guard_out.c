@@ -81,7 +81,9 @@ typedef struct {
     ngx_http_ai_gateway_translate_buf_t  out;
     ngx_chain_t                  *free;
     ngx_chain_t                  *busy;
-    ngx_http_ai_gateway_guard_text_t     texts[NGX_HTTP_AI_GATEWAY_GUARD_TEXTS];
+    /* streams only: NGX_HTTP_AI_GATEWAY_GUARD_TEXTS of them, 2.4 KB that
+     * a JSON answer does without */
+    ngx_http_ai_gateway_guard_text_t    *texts;
     ngx_uint_t                    ntexts;
     unsigned                      sse:1;
     unsigned                      anthropic:1;
@@ -181,6 +183,12 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
     ngx_http_weak_etag(r);
 
     if (go->sse) {
+        go->texts = ngx_pcalloc(r->pool, NGX_HTTP_AI_GATEWAY_GUARD_TEXTS
+                                    * sizeof(ngx_http_ai_gateway_guard_text_t));
+        if (go->texts == NULL) {
+            return NGX_ERROR;
+        }
+
         return NGX_OK;
     }
 
@@ -952,6 +960,10 @@ ngx_http_ai_gateway_gout_text(ngx_http_ai_gateway_gout_t *go, const char *key)
     size_t                             len;
     ngx_uint_t                         i;
     ngx_http_ai_gateway_guard_text_t  *t;
+
+    if (go->texts == NULL) {
+        return NULL;
+    }
 
     len = ngx_strlen(key);
 
