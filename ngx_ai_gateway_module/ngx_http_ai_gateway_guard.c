@@ -1059,9 +1059,10 @@ static ngx_int_t
 ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
     const u_char *end, ngx_str_t *out)
 {
-    u_char     *d;
-    uint32_t    c, lo;
-    ngx_int_t   n;
+    u_char        *d;
+    uint32_t       c, lo;
+    ngx_int_t      n;
+    const u_char  *q;
 
     d = ngx_pnalloc(pool, end - p);
     if (d == NULL) {
@@ -1072,7 +1073,11 @@ ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
 
     while (p < end) {
         if (*p != '\\') {
-            *d++ = *p++;
+            /* the run up to the next escape, copied whole */
+            q = memchr(p, '\\', end - p);
+            n = (q ? q : end) - p;
+            d = ngx_cpymem(d, p, n);
+            p += n;
             continue;
         }
 
