@@ -1135,21 +1135,62 @@ ngx_http_ai_gateway_pf_verify(const ngx_http_ai_gateway_prefilter_multi_t *m,
 }
 
 
-static unsigned
-ngx_http_ai_gateway_pf_live(const ngx_http_ai_gateway_prefilter_multi_t *m,
+/*
+ * The tables without the literals found: a common literal (" in") stops
+ * passing places once it is found, where a live-bucket mask would keep
+ * its bucket passing for the others'.  A bucket is built again from the
+ * literals it has left.
+ */
+
+static void
+ngx_http_ai_gateway_pf_drop(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    unsigned char lo[4][16], unsigned char hi[4][16], uint64_t gone,
     uint64_t found)
 {
-    unsigned  b, live;
+    unsigned  b, j, k, c, bit;
+    uint64_t  left, buckets;
 
-    live = 0;
+    buckets = 0;
 
     for (b = 0; b < 8; b++) {
-        if (m->bucket[b] & ~found) {
-            live |= 1u << b;
+        if (m->bucket[b] & gone) {
+            buckets |= 1u << b;
         }
     }
 
-    return live;
+    for (b = 0; b < 8; b++) {
+        if (!(buckets & (1u << b))) {
+            continue;
+        }
+
+        bit = 1u << b;
+
+        for (j = 0; j < 4; j++) {
+            for (c = 0; c < 16; c++) {
+                lo[j][c] &= (unsigned char) ~bit;
+                hi[j][c] &= (unsigned char) ~bit;
+            }
+        }
+
+        for (left = m->bucket[b] & ~found; left; left &= left - 1) {
+            k = (unsigned) __builtin_ctzll(left);
+
+            for (j = 0; j < m->width; j++) {
+                if (j == 3 && m->len[k] == 3) {
+                    for (c = 0; c < 16; c++) {
+                        lo[3][c] |= (unsigned char) bit;
+                        hi[3][c] |= (unsigned char) bit;
+                    }
+
+                    break;
+                }
+
+                c = m->lit[k][j];
+                lo[j][c & 0x0f] |= (unsigned char) bit;
+                hi[j][c >> 4] |= (unsigned char) bit;
+            }
+        }
+    }
 }
 
 
@@ -1159,26 +1200,26 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
     const unsigned char *text, size_t len, uint64_t all)
 {
     size_t         i;
-    __m128i        t[8], r, live;
+    __m128i        t[8], r;
     unsigned       mask, w;
     uint64_t       found, more;
     unsigned char  buckets[16];
     unsigned char  tail[16 + 3];
+    unsigned char  lo[4][16], hi[4][16];
+
+    memcpy(lo, m->lo, sizeof(lo));
+    memcpy(hi, m->hi, sizeof(hi));
 
     for (w = 0; w < 4; w++) {
-        t[w] = _mm_loadu_si128((const __m128i *) m->lo[w]);
-        t[4 + w] = _mm_loadu_si128((const __m128i *) m->hi[w]);
+        t[w] = _mm_loadu_si128((const __m128i *) lo[w]);
+        t[4 + w] = _mm_loadu_si128((const __m128i *) hi[w]);
     }
 
     w = m->width;
     found = 0;
 
-    /* the buckets with a literal not found yet: a common literal (" in")
-     * costs comparisons only until it is found */
-    live = _mm_set1_epi8((char) 0xff);
-
     for (i = 0; i + 19 <= len; i += 16) {
-        r = _mm_and_si128(ngx_http_ai_gateway_pf_block(t, text + i, w), live);
+        r = ngx_http_ai_gateway_pf_block(t, text + i, w);
         mask = 0xffff ^ (unsigned) _mm_movemask_epi8(
                                  _mm_cmpeq_epi8(r, _mm_setzero_si128()));
 
@@ -1187,14 +1228,19 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
             more = ngx_http_ai_gateway_pf_verify(m, text, len, i, buckets,
                                                  mask, found);
             if (more != found) {
-                found = more;
-
-                if (found == all) {
-                    return found;
+                if (more == all) {
+                    return more;
                 }
 
-                live = _mm_set1_epi8((char)
-                                  ngx_http_ai_gateway_pf_live(m, found));
+                ngx_http_ai_gateway_pf_drop(m, lo, hi, more & ~found, more);
+                found = more;
+
+                for (w = 0; w < 4; w++) {
+                    t[w] = _mm_loadu_si128((const __m128i *) lo[w]);
+                    t[4 + w] = _mm_loadu_si128((const __m128i *) hi[w]);
+                }
+
+                w = m->width;
             }
         }
     }
@@ -1207,7 +1253,7 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
         memset(tail, 0, sizeof(tail));
         memcpy(tail, text + i, len - i);
 
-        r = _mm_and_si128(ngx_http_ai_gateway_pf_block(t, tail, w), live);
+        r = ngx_http_ai_gateway_pf_block(t, tail, w);
         mask = 0xffff ^ (unsigned) _mm_movemask_epi8(
                                  _mm_cmpeq_epi8(r, _mm_setzero_si128()));
 
