@@ -391,6 +391,11 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->user = prev->user;
     }
 
+    if (conf->user != NULL) {
+        ngx_http_ai_gateway_user_header(&conf->user->value,
+                                        &conf->user_header);
+    }
+
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_ptr_value(conf->models, prev->models, NULL);
     ngx_conf_merge_ptr_value(conf->model_map, prev->model_map, NULL);

@@ -172,6 +172,8 @@ typedef struct {
     ngx_flag_t                  enable;
     size_t                      max_body;
     ngx_http_complex_value_t   *user;
+    /* user is "$http_NAME" alone: NAME, looked up directly (user.c) */
+    ngx_str_t                   user_header;
     ngx_str_t                   endpoint;
     ngx_flag_t                  usage_tracking;
     ngx_flag_t                  inference_table;
@@ -354,6 +356,7 @@ ngx_int_t ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *message);
+void ngx_http_ai_gateway_user_header(ngx_str_t *value, ngx_str_t *name);
 ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 uint64_t ngx_http_ai_gateway_input_chars(ngx_http_ai_gateway_ctx_t *ctx);

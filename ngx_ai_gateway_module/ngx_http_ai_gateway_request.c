@@ -36,6 +36,8 @@ static void ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
+static ngx_int_t ngx_http_ai_gateway_user_lookup(ngx_http_request_t *r,
+    ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_check_types(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
 static ngx_int_t ngx_http_ai_gateway_type_error(ngx_http_request_t *r,
@@ -1277,6 +1279,14 @@ ngx_http_ai_gateway_user(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
         return NULL;
     }
 
+    if (lcf->user_header.len
+        && ngx_http_ai_gateway_user_lookup(r, &lcf->user_header, &ctx->user)
+           == NGX_OK)
+    {
+        ctx->user_evaluated = 1;
+        return &ctx->user;
+    }
+
     if (lcf->user != NULL
         && ngx_http_complex_value(r, lcf->user, &ctx->user) != NGX_OK)
     {
@@ -1287,6 +1297,97 @@ ngx_http_ai_gateway_user(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
     ctx->user_evaluated = 1;
 
     return &ctx->user;
+}
+
+
+/*
+ * "ai_gateway_user $http_x_user;", as usual: the header is looked up
+ * here, where nginx's variable would compare every header's name with
+ * strncasecmp() (its NAME in lowercase, '_' for '-').
+ */
+
+void
+ngx_http_ai_gateway_user_header(ngx_str_t *value, ngx_str_t *name)
+{
+    u_char  c;
+    size_t  i;
+
+    ngx_str_null(name);
+
+    if (value->len <= sizeof("$http_") - 1
+        || ngx_strncasecmp(value->data, (u_char *) "$http_",
+                           sizeof("$http_") - 1)
+           != 0)
+    {
+        return;
+    }
+
+    for (i = sizeof("$http_") - 1; i < value->len; i++) {
+        c = ngx_tolower(value->data[i]);
+
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) {
+            /* more than the variable: nginx's script evaluates it */
+            return;
+        }
+    }
+
+    name->data = value->data + sizeof("$http_") - 1;
+    name->len = value->len - (sizeof("$http_") - 1);
+}
+
+
+/*
+ * The header NAME names, as $http_NAME gives it: nothing when there is
+ * none.  A name that comes twice is left to nginx (NGX_DECLINED): 1.23
+ * and later join the values, 1.22 takes the first.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_user_lookup(ngx_http_request_t *r, ngx_str_t *name,
+    ngx_str_t *value)
+{
+    u_char                             c;
+    size_t                             i;
+    ngx_table_elt_t                   *h, *found;
+    ngx_http_ai_gateway_header_iter_t  it;
+
+    found = NULL;
+    it.part = NULL;
+
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers,
+                                                &it)))
+    {
+        if (h->key.len != name->len || h->hash == 0) {
+            continue;
+        }
+
+        for (i = 0; i < name->len; i++) {
+            c = h->lowcase_key[i];
+
+            if ((c == '-' ? '_' : c) != ngx_tolower(name->data[i])) {
+                break;
+            }
+        }
+
+        if (i < name->len) {
+            continue;
+        }
+
+        if (found) {
+            return NGX_DECLINED;
+        }
+
+        found = h;
+    }
+
+    if (found) {
+        *value = found->value;
+
+    } else {
+        ngx_str_set(value, "");
+    }
+
+    return NGX_OK;
 }
 
 

@@ -259,3 +259,67 @@ X-AI-Model: [gpt-4o]
 X-AI-Stream: [true]
 X-AI-Max-Tokens: [12]
 X-AI-Input-Chars: [5]
+
+
+
+=== TEST 17: ai_gateway_user $http_NAME finds the header in any case, its dashes as underscores, and not a name of the same length
+--- config
+    location = /ok {
+        return 200 "ok\n";
+    }
+    location / {
+        ai_gateway_user $HTTP_X_API_USER;
+        add_header X-AI-User "[$ai_user]" always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}
+--- more_headers
+X-Api-Usex: mallory
+x-API-user: carol
+--- error_code: 200
+--- response_headers
+X-AI-User: [carol]
+
+
+
+=== TEST 18: a user header sent twice is read as nginx reads $http_NAME (the first on 1.22, both joined on 1.23 and later); none is the empty user
+--- config
+    location = /ok {
+        return 200 "ok\n";
+    }
+    location / {
+        ai_gateway_user $http_x_user;
+        add_header X-Same "$ai_user|$http_x_user" always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"messages\":[]}", "POST /v1/chat/completions\n{\"model\":\"gpt-4o\",\"messages\":[]}"]
+--- more_headers eval
+["X-User: alice\nX-User: bob", ""]
+--- error_code eval
+[200, 200]
+--- response_headers_like eval
+["X-Same: (alice(?:, bob)?)\\|\\1", "X-Same: \\|"]
+
+
+
+=== TEST 19: a value with more than the variable is nginx's to evaluate
+--- config
+    location = /ok {
+        return 200 "ok\n";
+    }
+    location / {
+        ai_gateway_user team-$http_x_user;
+        add_header X-AI-User "[$ai_user]" always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}
+--- more_headers
+X-User: dave
+--- error_code: 200
+--- response_headers
+X-AI-User: [team-dave]
