@@ -2168,10 +2168,608 @@ ngx_http_ai_gateway_translate_tools(ngx_http_ai_gateway_jtree_t *tools,
 /* the JSON answer */
 
 
+/*
+ * The usual Anthropic message, translated in one pass without a tree: an
+ * object whose keys and strings hold no escapes, text blocks only, usage
+ * counts as plain integers, other members plain values (or objects of
+ * them).  Anything else, or a known key twice, is the tree's (DECLINED).
+ * What it writes is what the tree path writes for the same answer: the
+ * unit test compares the two on every answer it has and on mutations.
+ */
+
+#define NGX_HTTP_AI_GATEWAY_TF_TEXTS     8
+
+typedef struct {
+    const unsigned char  *p;
+    const unsigned char  *end;
+} ngx_http_ai_gateway_tf_t;
+
+
+static void
+ngx_http_ai_gateway_tf_ws(ngx_http_ai_gateway_tf_t *f)
+{
+    while (f->p < f->end
+           && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n'
+               || *f->p == '\r'))
+    {
+        f->p++;
+    }
+}
+
+
+/* a string without escapes: its bytes (valid UTF-8, no control) */
+
+static int
+ngx_http_ai_gateway_tf_str(ngx_http_ai_gateway_tf_t *f,
+    const unsigned char **s, size_t *n)
+{
+    size_t                need;
+    const unsigned char  *p;
+
+    if (f->p == f->end || *f->p != '"') {
+        return -1;
+    }
+
+    p = f->p + 1;
+    *s = p;
+
+    for ( ;; ) {
+        p = ngx_http_ai_gateway_json_skip_plain(p, f->end);
+
+        if (p == f->end || *p == '\\' || *p < 0x20) {
+            return -1;
+        }
+
+        if (*p == '"') {
+            break;
+        }
+
+        need = ngx_http_ai_gateway_json_utf8_char(p, f->end);
+
+        if (need == 0) {
+            return -1;
+        }
+
+        p += need;
+    }
+
+    *n = p - *s;
+    f->p = p + 1;
+
+    return 0;
+}
+
+
+/* a count: digits, no sign, fraction or exponent, at most 17 of them */
+
+static int
+ngx_http_ai_gateway_tf_uint(ngx_http_ai_gateway_tf_t *f, uint64_t *v)
+{
+    size_t  n;
+
+    if (f->p == f->end || *f->p < '0' || *f->p > '9'
+        || (*f->p == '0' && f->end - f->p > 1 && f->p[1] >= '0'
+            && f->p[1] <= '9'))
+    {
+        return -1;
+    }
+
+    *v = 0;
+
+    for (n = 0; f->p < f->end && *f->p >= '0' && *f->p <= '9'; n++) {
+        if (n == 17) {
+            return -1;
+        }
+
+        *v = *v * 10 + (*f->p++ - '0');
+    }
+
+    if (f->p < f->end && (*f->p == '.' || *f->p == 'e' || *f->p == 'E')) {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* past a plain value: a string, a count, null, true, false, or (nest) an
+ * object of those */
+
+static int
+ngx_http_ai_gateway_tf_skip(ngx_http_ai_gateway_tf_t *f, int nest)
+{
+    size_t                n;
+    uint64_t              v;
+    const unsigned char  *s;
+
+    if (f->p == f->end) {
+        return -1;
+    }
+
+    switch (*f->p) {
+
+    case '"':
+        return ngx_http_ai_gateway_tf_str(f, &s, &n);
+
+    case 'n':
+    case 't':
+        if (f->end - f->p >= 4
+            && (memcmp(f->p, "null", 4) == 0 || memcmp(f->p, "true", 4) == 0))
+        {
+            f->p += 4;
+            return 0;
+        }
+
+        return -1;
+
+    case 'f':
+        if (f->end - f->p >= 5 && memcmp(f->p, "false", 5) == 0) {
+            f->p += 5;
+            return 0;
+        }
+
+        return -1;
+
+    case '{':
+        if (!nest) {
+            return -1;
+        }
+
+        f->p++;
+        ngx_http_ai_gateway_tf_ws(f);
+
+        if (f->p < f->end && *f->p == '}') {
+            f->p++;
+            return 0;
+        }
+
+        for ( ;; ) {
+            if (ngx_http_ai_gateway_tf_str(f, &s, &n) != 0) {
+                return -1;
+            }
+
+            ngx_http_ai_gateway_tf_ws(f);
+
+            if (f->p == f->end || *f->p++ != ':') {
+                return -1;
+            }
+
+            ngx_http_ai_gateway_tf_ws(f);
+
+            if (ngx_http_ai_gateway_tf_skip(f, 0) != 0) {
+                return -1;
+            }
+
+            ngx_http_ai_gateway_tf_ws(f);
+
+            if (f->p == f->end) {
+                return -1;
+            }
+
+            if (*f->p == '}') {
+                f->p++;
+                return 0;
+            }
+
+            if (*f->p++ != ',') {
+                return -1;
+            }
+
+            ngx_http_ai_gateway_tf_ws(f);
+        }
+
+    default:
+        return ngx_http_ai_gateway_tf_uint(f, &v);
+    }
+}
+
+
+/* after a member: 1 another follows (its quote is next), 0 the object
+ * ended, -1 neither */
+
+static int
+ngx_http_ai_gateway_tf_next(ngx_http_ai_gateway_tf_t *f)
+{
+    ngx_http_ai_gateway_tf_ws(f);
+
+    if (f->p == f->end) {
+        return -1;
+    }
+
+    if (*f->p == '}') {
+        f->p++;
+        return 0;
+    }
+
+    if (*f->p++ != ',') {
+        return -1;
+    }
+
+    ngx_http_ai_gateway_tf_ws(f);
+
+    return 1;
+}
+
+
+/* a member's key and the colon after it */
+
+static int
+ngx_http_ai_gateway_tf_key(ngx_http_ai_gateway_tf_t *f,
+    const unsigned char **k, size_t *n)
+{
+    if (ngx_http_ai_gateway_tf_str(f, k, n) != 0) {
+        return -1;
+    }
+
+    ngx_http_ai_gateway_tf_ws(f);
+
+    if (f->p == f->end || *f->p++ != ':') {
+        return -1;
+    }
+
+    ngx_http_ai_gateway_tf_ws(f);
+
+    return 0;
+}
+
+
+#define ngx_http_ai_gateway_tf_is(k, n, s)                                    \
+    ((n) == sizeof(s) - 1 && memcmp(k, s, sizeof(s) - 1) == 0)
+
+
+/* one content block: {"type":"text","text":"..."} and plain members */
+
+static int
+ngx_http_ai_gateway_tf_block(ngx_http_ai_gateway_tf_t *f,
+    const unsigned char **text, size_t *text_len)
+{
+    int                   rc, seen;
+    size_t                n, tn;
+    const unsigned char  *k, *t;
+
+    if (f->p == f->end || *f->p++ != '{') {
+        return -1;
+    }
+
+    ngx_http_ai_gateway_tf_ws(f);
+    seen = 0;
+
+    do {
+        if (ngx_http_ai_gateway_tf_key(f, &k, &n) != 0) {
+            return -1;
+        }
+
+        if (ngx_http_ai_gateway_tf_is(k, n, "type")) {
+            if ((seen & 1)
+                || ngx_http_ai_gateway_tf_str(f, &t, &tn) != 0
+                || !ngx_http_ai_gateway_tf_is(t, tn, "text"))
+            {
+                return -1;
+            }
+
+            seen |= 1;
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "text")) {
+            if ((seen & 2)
+                || ngx_http_ai_gateway_tf_str(f, text, text_len) != 0)
+            {
+                return -1;
+            }
+
+            seen |= 2;
+
+        } else if (ngx_http_ai_gateway_tf_skip(f, 0) != 0) {
+            return -1;
+        }
+
+        rc = ngx_http_ai_gateway_tf_next(f);
+
+    } while (rc == 1);
+
+    return (rc == 0 && seen == 3) ? 0 : -1;
+}
+
+
+/* the usage object: the four counts, plain members beside them */
+
+static int
+ngx_http_ai_gateway_tf_usage(ngx_http_ai_gateway_tf_t *f, uint64_t *counts)
+{
+    int                   rc, i, seen;
+    size_t                n;
+    const unsigned char  *k;
+
+    static const char  *names[4] = {
+        "input_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens", "output_tokens"
+    };
+
+    if (f->p == f->end || *f->p++ != '{') {
+        return -1;
+    }
+
+    ngx_http_ai_gateway_tf_ws(f);
+
+    if (f->p < f->end && *f->p == '}') {
+        f->p++;
+        return 0;
+    }
+
+    seen = 0;
+
+    do {
+        if (ngx_http_ai_gateway_tf_key(f, &k, &n) != 0) {
+            return -1;
+        }
+
+        for (i = 0; i < 4; i++) {
+            if (n == strlen(names[i]) && memcmp(k, names[i], n) == 0) {
+                break;
+            }
+        }
+
+        if (i < 4) {
+            if ((seen & (1 << i))
+                || ngx_http_ai_gateway_tf_uint(f, &counts[i]) != 0)
+            {
+                return -1;
+            }
+
+            seen |= 1 << i;
+
+        } else if (ngx_http_ai_gateway_tf_skip(f, 1) != 0) {
+            return -1;
+        }
+
+        rc = ngx_http_ai_gateway_tf_next(f);
+
+    } while (rc == 1);
+
+    return rc;
+}
+
+
+int
+ngx_http_ai_gateway_translate_response_fast(const unsigned char *body,
+    size_t len, int64_t created, const unsigned char *model,
+    size_t model_len, ngx_http_ai_gateway_translate_usage_t *u,
+    ngx_http_ai_gateway_translate_buf_t *out)
+{
+    int                        rc, seen, usage;
+    size_t                     n, i, ntexts, id_len, model_str_len,
+                               stop_len, len0;
+    size_t                     text_len[NGX_HTTP_AI_GATEWAY_TF_TEXTS];
+    uint64_t                   counts[4];
+    const char                *finish;
+    const unsigned char       *k, *t, *id, *model_str, *stop;
+    const unsigned char       *text[NGX_HTTP_AI_GATEWAY_TF_TEXTS];
+    ngx_http_ai_gateway_tf_t   f;
+
+    enum { ID = 1, TYPE = 2, MODEL = 4, CONTENT = 8, STOP = 16, USAGE = 32 };
+
+    f.p = body;
+    f.end = body + len;
+
+    ngx_http_ai_gateway_tf_ws(&f);
+
+    if (f.p == f.end || *f.p++ != '{') {
+        return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+    }
+
+    ngx_http_ai_gateway_tf_ws(&f);
+
+    seen = 0;
+    usage = 0;
+    ntexts = 0;
+    id = NULL;
+    id_len = 0;
+    model_str = NULL;
+    model_str_len = 0;
+    stop = NULL;
+    stop_len = 0;
+    memset(counts, 0, sizeof(counts));
+
+    do {
+        if (ngx_http_ai_gateway_tf_key(&f, &k, &n) != 0) {
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+        }
+
+#define ngx_http_ai_gateway_tf_once(bit)                                      \
+        if (seen & (bit)) {                                                   \
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;                           \
+        }                                                                     \
+        seen |= (bit)
+
+        if (ngx_http_ai_gateway_tf_is(k, n, "id")) {
+            ngx_http_ai_gateway_tf_once(ID);
+            rc = ngx_http_ai_gateway_tf_str(&f, &id, &id_len);
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "type")) {
+            ngx_http_ai_gateway_tf_once(TYPE);
+            rc = ngx_http_ai_gateway_tf_str(&f, &t, &i);
+
+            if (rc == 0 && !ngx_http_ai_gateway_tf_is(t, i, "message")) {
+                rc = -1;
+            }
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "model")) {
+            ngx_http_ai_gateway_tf_once(MODEL);
+            rc = ngx_http_ai_gateway_tf_str(&f, &model_str, &model_str_len);
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "content")) {
+            ngx_http_ai_gateway_tf_once(CONTENT);
+
+            if (f.p == f.end || *f.p++ != '[') {
+                return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+            }
+
+            ngx_http_ai_gateway_tf_ws(&f);
+            rc = 0;
+
+            if (f.p < f.end && *f.p == ']') {
+                f.p++;
+
+            } else {
+                for ( ;; ) {
+                    if (ntexts == NGX_HTTP_AI_GATEWAY_TF_TEXTS
+                        || ngx_http_ai_gateway_tf_block(&f, &text[ntexts],
+                                                        &text_len[ntexts])
+                           != 0)
+                    {
+                        return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+                    }
+
+                    ntexts++;
+                    ngx_http_ai_gateway_tf_ws(&f);
+
+                    if (f.p == f.end) {
+                        return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+                    }
+
+                    if (*f.p == ']') {
+                        f.p++;
+                        break;
+                    }
+
+                    if (*f.p++ != ',') {
+                        return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+                    }
+
+                    ngx_http_ai_gateway_tf_ws(&f);
+                }
+            }
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "stop_reason")) {
+            ngx_http_ai_gateway_tf_once(STOP);
+
+            if (f.end - f.p >= 4 && memcmp(f.p, "null", 4) == 0) {
+                f.p += 4;
+                rc = 0;
+
+            } else {
+                rc = ngx_http_ai_gateway_tf_str(&f, &stop, &stop_len);
+            }
+
+        } else if (ngx_http_ai_gateway_tf_is(k, n, "usage")) {
+            ngx_http_ai_gateway_tf_once(USAGE);
+            rc = ngx_http_ai_gateway_tf_usage(&f, counts);
+            usage = 1;
+
+        } else {
+            rc = ngx_http_ai_gateway_tf_skip(&f, 1);
+        }
+
+#undef ngx_http_ai_gateway_tf_once
+
+        if (rc != 0) {
+            return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+        }
+
+        rc = ngx_http_ai_gateway_tf_next(&f);
+
+    } while (rc == 1);
+
+    ngx_http_ai_gateway_tf_ws(&f);
+
+    if (rc != 0 || f.p != f.end || !(seen & CONTENT)) {
+        return NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED;
+    }
+
+    /* as translate_response_tree() writes it */
+
+    len0 = out->len;
+    out->failed = 0;
+
+    if (u != NULL) {
+        u->input_tokens = counts[0] + counts[1] + counts[2];
+        u->output_tokens = counts[3];
+        u->cached_tokens = counts[1];
+        u->found = usage;
+    }
+
+    ngx_http_ai_gateway_translate_lit(out, "{\"id\":\"chatcmpl-");
+
+    if (id != NULL) {
+        i = (id_len >= 4 && memcmp(id, "msg_", 4) == 0) ? 4 : 0;
+        ngx_http_ai_gateway_translate_add(out, id + i, id_len - i);
+    }
+
+    ngx_http_ai_gateway_translate_lit(out,
+                          "\",\"object\":\"chat.completion\",\"created\":");
+    ngx_http_ai_gateway_translate_int(out, created);
+    ngx_http_ai_gateway_translate_lit(out, ",\"model\":");
+
+    if (model_str != NULL) {
+        ngx_http_ai_gateway_translate_lit(out, "\"");
+        ngx_http_ai_gateway_translate_add(out, model_str, model_str_len);
+        ngx_http_ai_gateway_translate_lit(out, "\"");
+
+    } else {
+        ngx_http_ai_gateway_translate_str(out, model, model ? model_len : 0);
+    }
+
+    ngx_http_ai_gateway_translate_lit(out,
+        ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+        "\"content\":\"");
+
+    for (i = 0; i < ntexts; i++) {
+        ngx_http_ai_gateway_translate_add(out, text[i], text_len[i]);
+    }
+
+    ngx_http_ai_gateway_translate_lit(out,
+                                "\"},\"logprobs\":null,\"finish_reason\":");
+
+    finish = ngx_http_ai_gateway_translate_finish_reason(stop, stop_len);
+
+    if (finish != NULL) {
+        ngx_http_ai_gateway_translate_cstr(out, finish);
+
+    } else {
+        ngx_http_ai_gateway_translate_lit(out, "null");
+    }
+
+    ngx_http_ai_gateway_translate_lit(out, "}],\"usage\":");
+    ngx_http_ai_gateway_translate_prompt_usage(out,
+                                         counts[0] + counts[1] + counts[2],
+                                         counts[3], counts[1]);
+    ngx_http_ai_gateway_translate_lit(out, "}");
+
+    return ngx_http_ai_gateway_translate_end(out, len0,
+                                             NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
+}
+
+#undef ngx_http_ai_gateway_tf_is
+
+
 int
 ngx_http_ai_gateway_translate_response(const unsigned char *body, size_t len,
     int64_t created, const unsigned char *model, size_t model_len,
     ngx_http_ai_gateway_translate_usage_t *u,
+    ngx_http_ai_gateway_translate_buf_t *out)
+{
+    int  rc;
+
+    /* an answer about as long as the one translated: one allocation */
+    (void) ngx_http_ai_gateway_translate_reserve(out, len + 256);
+
+    rc = ngx_http_ai_gateway_translate_response_fast(body, len, created,
+                                                     model, model_len, u,
+                                                     out);
+
+    if (rc != NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_translate_response_tree(body, len, created,
+                                                       model, model_len, u,
+                                                       out);
+}
+
+
+int
+ngx_http_ai_gateway_translate_response_tree(const unsigned char *body,
+    size_t len, int64_t created, const unsigned char *model,
+    size_t model_len, ngx_http_ai_gateway_translate_usage_t *u,
     ngx_http_ai_gateway_translate_buf_t *out)
 {
     int                                   rc, text, tools;

@@ -188,6 +188,26 @@ int ngx_http_ai_gateway_translate_response(const unsigned char *body,
     ngx_http_ai_gateway_translate_buf_t *out);
 
 /*
+ * The same through the tree alone.  _response() first tries the usual
+ * answer in one pass without a tree (plain strings, text blocks, integer
+ * counts), and gives the rest to this; the unit test holds them to the
+ * same output.
+ */
+int ngx_http_ai_gateway_translate_response_tree(const unsigned char *body,
+    size_t len, int64_t created, const unsigned char *model,
+    size_t model_len, ngx_http_ai_gateway_translate_usage_t *u,
+    ngx_http_ai_gateway_translate_buf_t *out);
+
+/* the one-pass reader alone: _OK, or _DECLINED with out as it was (and u
+ * untouched) for the tree to read */
+#define NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED   1
+
+int ngx_http_ai_gateway_translate_response_fast(const unsigned char *body,
+    size_t len, int64_t created, const unsigned char *model,
+    size_t model_len, ngx_http_ai_gateway_translate_usage_t *u,
+    ngx_http_ai_gateway_translate_buf_t *out);
+
+/*
  * An Anthropic error answer -> {"error":{"message","type","code"}}.  Any
  * body will do: without Anthropic's error object, status says what it
  * was.  Types: invalid_request_error, request_too_large ->

@@ -2354,6 +2354,153 @@ test_buffers(void)
 }
 
 
+/*
+ * The one-pass reader of answers against the tree: wherever it takes an
+ * answer, the same bytes and usage as the tree's; and it takes the usual
+ * ones.  Answers of every shape, then thousands of mutations of them (a
+ * byte changed, inserted or cut, the end cut off).
+ */
+
+static const char  *fast_answers[] = {
+    /* the bench's */
+    "{'id':'msg_01Bench000000000000000001','type':'message','role':'assistant','model':'claude-sonnet-4-5-20250929','content':[{'type':'text','text':'Here is a short summary: revenue grew 12 percent.'}],'stop_reason':'end_turn','stop_sequence':null,'usage':{'input_tokens':231,'cache_creation_input_tokens':0,'cache_read_input_tokens':0,'output_tokens':48}}",
+    /* today's API: nested usage objects, a service tier, a container */
+    "{'model':'claude-opus-4','id':'msg_x','type':'message','role':'assistant','content':[{'type':'text','text':'caf\xc3\xa9 \xf0\x9f\x98\x80'},{'type':'text','text':'','citations':null}],'stop_reason':'max_tokens','stop_sequence':null,'usage':{'input_tokens':10,'cache_creation_input_tokens':5,'cache_read_input_tokens':7,'cache_creation':{'ephemeral_5m_input_tokens':5,'ephemeral_1h_input_tokens':0},'output_tokens':3,'service_tier':'standard'},'container':null}",
+    " {\n  'id' : 'abc' ,\n  'content' : [ ] ,\n  'stop_reason' : null\n} \n",
+    "{'id':'msg_','content':[{'text':'a','type':'text'}],'stop_reason':'stop_sequence','stop_sequence':'END','usage':{}}",
+    "{'content':[{'type':'text','text':'x'}],'stop_reason':'refusal','usage':{'output_tokens':0}}",
+    "{'content':[{'type':'text','text':'x'}],'stop_reason':'pause_turn'}",
+    "{'content':[{'type':'text','text':'x'}],'stop_reason':'something_new','extra':true,'more':false,'n':0}",
+    /* the tree's: escapes, tools, odd values, duplicates */
+    "{'id':'msg_1','content':[{'type':'text','text':'a\\nb \\u00e9'}],'stop_reason':'end_turn'}",
+    "{'id':'msg_1','content':[{'type':'tool_use','id':'toolu_1','name':'f','input':{'a':1}}],'stop_reason':'tool_use'}",
+    "{'id':'msg_1','model':null,'content':[],'stop_reason':'end_turn'}",
+    "{'id':'msg_1','content':[],'usage':{'input_tokens':1.5,'output_tokens':-1}}",
+    "{'id':'msg_1','id':'msg_2','content':[]}",
+    "{'id':'msg_1','content':[],'usage':{'output_tokens':1,'output_tokens':2}}",
+    "{'id':'msg_1','type':'error','content':[]}",
+    "{'id':'msg_1','content':{}}",
+    "{'id':'msg_1'}",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}],'meta':{'a':{'b':1}}}",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}],'list':[1,2]}",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}],'n':-3,'r':2.5}",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}]} x",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}],'usage':{'input_tokens':123456789012345678}}",
+    "{'id':'msg_1','content':[{'type':'text','text':'x'}],'usage':{'input_tokens':0123}}",
+    "{'\\u0069d':'msg_1','content':[]}",
+};
+
+
+static int
+fast_vs_tree(const unsigned char *d, size_t n, int *taken)
+{
+    int       rf, rt, same;
+    tbuf_t    a, b;
+    tusage_t  ua, ub;
+
+    ngx_http_ai_gateway_translate_buf_init(&a, NULL, NULL);
+    ngx_http_ai_gateway_translate_buf_init(&b, NULL, NULL);
+    memset(&ua, 0x5a, sizeof(ua));
+    memset(&ub, 0x5a, sizeof(ub));
+
+    rf = ngx_http_ai_gateway_translate_response_fast(d, n, CREATED,
+                                     (unsigned char *) "fallback", 8, &ua, &a);
+    rt = ngx_http_ai_gateway_translate_response_tree(d, n, CREATED,
+                                     (unsigned char *) "fallback", 8, &ub, &b);
+
+    *taken = (rf == OK);
+
+    if (rf == NGX_HTTP_AI_GATEWAY_TRANSLATE_DECLINED) {
+        /* nothing written, nothing told */
+        same = (a.len == 0);
+
+        memset(&ub, 0x5a, sizeof(ub));
+        same = same && memcmp(&ua, &ub, sizeof(ua)) == 0;
+
+    } else {
+        same = (rf == rt && a.len == b.len
+                && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0)
+                && memcmp(&ua, &ub, sizeof(ua)) == 0);
+    }
+
+    CHECK(same, "fast %d, tree %d on \"%.*s\": \"%.*s\" / \"%.*s\"", rf, rt,
+          (int) n, d, (int) a.len, a.p ? (char *) a.p : "", (int) b.len,
+          b.p ? (char *) b.p : "");
+
+    ngx_http_ai_gateway_translate_buf_free(&a);
+    ngx_http_ai_gateway_translate_buf_free(&b);
+
+    return same;
+}
+
+
+static void
+test_response_fast(void)
+{
+    int        taken, ok;
+    char      *d, *m;
+    size_t     i, k, n, at, fast;
+
+    static const char  alphabet[] = "{}[]\":,\\ 0a-_.eE9\x80\xc3\xff";
+
+    fast = 0;
+    ok = 1;
+
+    for (i = 0; i < NELTS(fast_answers) && ok; i++) {
+        d = q(fast_answers[i]);
+        ok = fast_vs_tree((unsigned char *) d, strlen(d), &taken);
+
+        /* the first seven are the usual shapes: the fast path's */
+        CHECK(taken == (i < 7), "answer %zu: fast path %s", i,
+              taken ? "taken" : "declined");
+
+        free(d);
+    }
+
+    for (k = 0; k < 60000 && ok; k++) {
+        d = q(fast_answers[k % 7]);
+        n = strlen(d);
+
+        m = malloc(n + 2);
+        if (m == NULL) {
+            abort();
+        }
+
+        memcpy(m, d, n + 1);
+        at = rng() % n;
+
+        switch (rng() % 4) {
+        case 0:
+            m[at] = alphabet[rng() % (sizeof(alphabet) - 1)];
+            break;
+
+        case 1:
+            memmove(m + at + 1, m + at, n - at + 1);
+            m[at] = alphabet[rng() % (sizeof(alphabet) - 1)];
+            n++;
+            break;
+
+        case 2:
+            memmove(m + at, m + at + 1, n - at);
+            n--;
+            break;
+
+        default:
+            n = at;
+        }
+
+        ok = fast_vs_tree((unsigned char *) m, n, &taken);
+        fast += taken;
+
+        free(m);
+        free(d);
+    }
+
+    /* many mutations are still answers the fast path reads */
+    CHECK(fast > 1000, "fast path took %zu of the mutations", fast);
+}
+
+
 int
 main(void)
 {
@@ -2369,6 +2516,7 @@ main(void)
     test_request_invalid();
 
     test_response();
+    test_response_fast();
     test_error();
 
     test_stream_text();
