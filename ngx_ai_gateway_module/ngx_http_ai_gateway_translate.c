@@ -2168,6 +2168,27 @@ ngx_http_ai_gateway_translate_tools(ngx_http_ai_gateway_jtree_t *tools,
 /* the JSON answer */
 
 
+/* a chat.completion's end, after its message: the finish reason and the
+ * usage (both readers of Anthropic answers end so) */
+
+static void
+ngx_http_ai_gateway_translate_completion_end(
+    ngx_http_ai_gateway_translate_buf_t *out, const char *finish,
+    uint64_t input, uint64_t output, uint64_t cached)
+{
+    if (finish != NULL) {
+        ngx_http_ai_gateway_translate_cstr(out, finish);
+
+    } else {
+        ngx_http_ai_gateway_translate_lit(out, "null");
+    }
+
+    ngx_http_ai_gateway_translate_lit(out, "}],\"usage\":");
+    ngx_http_ai_gateway_translate_prompt_usage(out, input, output, cached);
+    ngx_http_ai_gateway_translate_lit(out, "}");
+}
+
+
 /*
  * The usual Anthropic message, translated in one pass without a tree: an
  * object whose keys and strings hold no escapes, text blocks only, usage
@@ -2272,98 +2293,6 @@ ngx_http_ai_gateway_tf_uint(ngx_http_ai_gateway_tf_t *f, uint64_t *v)
 }
 
 
-/* past a plain value: a string, a count, null, true, false, or (nest) an
- * object of those */
-
-static int
-ngx_http_ai_gateway_tf_skip(ngx_http_ai_gateway_tf_t *f, int nest)
-{
-    size_t                n;
-    uint64_t              v;
-    const unsigned char  *s;
-
-    if (f->p == f->end) {
-        return -1;
-    }
-
-    switch (*f->p) {
-
-    case '"':
-        return ngx_http_ai_gateway_tf_str(f, &s, &n);
-
-    case 'n':
-    case 't':
-        if (f->end - f->p >= 4
-            && (memcmp(f->p, "null", 4) == 0 || memcmp(f->p, "true", 4) == 0))
-        {
-            f->p += 4;
-            return 0;
-        }
-
-        return -1;
-
-    case 'f':
-        if (f->end - f->p >= 5 && memcmp(f->p, "false", 5) == 0) {
-            f->p += 5;
-            return 0;
-        }
-
-        return -1;
-
-    case '{':
-        if (!nest) {
-            return -1;
-        }
-
-        f->p++;
-        ngx_http_ai_gateway_tf_ws(f);
-
-        if (f->p < f->end && *f->p == '}') {
-            f->p++;
-            return 0;
-        }
-
-        for ( ;; ) {
-            if (ngx_http_ai_gateway_tf_str(f, &s, &n) != 0) {
-                return -1;
-            }
-
-            ngx_http_ai_gateway_tf_ws(f);
-
-            if (f->p == f->end || *f->p++ != ':') {
-                return -1;
-            }
-
-            ngx_http_ai_gateway_tf_ws(f);
-
-            if (ngx_http_ai_gateway_tf_skip(f, 0) != 0) {
-                return -1;
-            }
-
-            ngx_http_ai_gateway_tf_ws(f);
-
-            if (f->p == f->end) {
-                return -1;
-            }
-
-            if (*f->p == '}') {
-                f->p++;
-                return 0;
-            }
-
-            if (*f->p++ != ',') {
-                return -1;
-            }
-
-            ngx_http_ai_gateway_tf_ws(f);
-        }
-
-    default:
-        return ngx_http_ai_gateway_tf_uint(f, &v);
-    }
-}
-
-
 /* after a member: 1 another follows (its quote is next), 0 the object
  * ended, -1 neither */
 
@@ -2410,6 +2339,77 @@ ngx_http_ai_gateway_tf_key(ngx_http_ai_gateway_tf_t *f,
     ngx_http_ai_gateway_tf_ws(f);
 
     return 0;
+}
+
+
+/* past a plain value: a string, a count, null, true, false, or (nest) an
+ * object of those */
+
+static int
+ngx_http_ai_gateway_tf_skip(ngx_http_ai_gateway_tf_t *f, int nest)
+{
+    int                   rc;
+    size_t                n;
+    uint64_t              v;
+    const unsigned char  *s;
+
+    if (f->p == f->end) {
+        return -1;
+    }
+
+    switch (*f->p) {
+
+    case '"':
+        return ngx_http_ai_gateway_tf_str(f, &s, &n);
+
+    case 'n':
+    case 't':
+        if (f->end - f->p >= 4
+            && (memcmp(f->p, "null", 4) == 0 || memcmp(f->p, "true", 4) == 0))
+        {
+            f->p += 4;
+            return 0;
+        }
+
+        return -1;
+
+    case 'f':
+        if (f->end - f->p >= 5 && memcmp(f->p, "false", 5) == 0) {
+            f->p += 5;
+            return 0;
+        }
+
+        return -1;
+
+    case '{':
+        if (!nest) {
+            return -1;
+        }
+
+        f->p++;
+        ngx_http_ai_gateway_tf_ws(f);
+
+        if (f->p < f->end && *f->p == '}') {
+            f->p++;
+            return 0;
+        }
+
+        do {
+            if (ngx_http_ai_gateway_tf_key(f, &s, &n) != 0
+                || ngx_http_ai_gateway_tf_skip(f, 0) != 0)
+            {
+                return -1;
+            }
+
+            rc = ngx_http_ai_gateway_tf_next(f);
+
+        } while (rc == 1);
+
+        return rc;
+
+    default:
+        return ngx_http_ai_gateway_tf_uint(f, &v);
+    }
 }
 
 
@@ -2540,7 +2540,6 @@ ngx_http_ai_gateway_translate_response_fast(const unsigned char *body,
                                stop_len, len0;
     size_t                     text_len[NGX_HTTP_AI_GATEWAY_TF_TEXTS];
     uint64_t                   counts[4];
-    const char                *finish;
     const unsigned char       *k, *t, *id, *model_str, *stop;
     const unsigned char       *text[NGX_HTTP_AI_GATEWAY_TF_TEXTS];
     ngx_http_ai_gateway_tf_t   f;
@@ -2719,20 +2718,9 @@ ngx_http_ai_gateway_translate_response_fast(const unsigned char *body,
     ngx_http_ai_gateway_translate_lit(out,
                                 "\"},\"logprobs\":null,\"finish_reason\":");
 
-    finish = ngx_http_ai_gateway_translate_finish_reason(stop, stop_len);
-
-    if (finish != NULL) {
-        ngx_http_ai_gateway_translate_cstr(out, finish);
-
-    } else {
-        ngx_http_ai_gateway_translate_lit(out, "null");
-    }
-
-    ngx_http_ai_gateway_translate_lit(out, "}],\"usage\":");
-    ngx_http_ai_gateway_translate_prompt_usage(out,
-                                         counts[0] + counts[1] + counts[2],
-                                         counts[3], counts[1]);
-    ngx_http_ai_gateway_translate_lit(out, "}");
+    ngx_http_ai_gateway_translate_completion_end(out,
+                    ngx_http_ai_gateway_translate_finish_reason(stop, stop_len),
+                    counts[0] + counts[1] + counts[2], counts[3], counts[1]);
 
     return ngx_http_ai_gateway_translate_end(out, len0,
                                              NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
@@ -2968,18 +2956,9 @@ ngx_http_ai_gateway_translate_response_tree(const unsigned char *body,
         finish = ngx_http_ai_gateway_translate_finish_reason(s, n);
     }
 
-    if (finish != NULL) {
-        ngx_http_ai_gateway_translate_cstr(out, finish);
-
-    } else {
-        ngx_http_ai_gateway_translate_lit(out, "null");
-    }
-
-    ngx_http_ai_gateway_translate_lit(out, "}],\"usage\":");
-    ngx_http_ai_gateway_translate_prompt_usage(out,
+    ngx_http_ai_gateway_translate_completion_end(out, finish,
                                          input + cache_read + cache_creation,
                                          output, cache_read);
-    ngx_http_ai_gateway_translate_lit(out, "}");
 
     ngx_http_ai_gateway_jtree_arena_free(&a);
 
