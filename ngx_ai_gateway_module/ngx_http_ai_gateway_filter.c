@@ -887,6 +887,20 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
         == NGX_DECLINED)
     {
         ctx->capture_overflow = 1;
+
+        if (ctx->walk) {
+            ctx->walk->sink_last = NULL;
+        }
+
+        return 0;
+    }
+
+    if (kind == NGX_HTTP_AI_GATEWAY_TEXT_CONTENT && ctx->walk && *bp) {
+        /* the walker writes the next tokens itself, up to the room the
+         * buffer has and max_payload */
+        b = *bp;
+        ctx->walk->sink_last = &b->last;
+        ctx->walk->sink_end = ngx_min(b->end, b->pos + mcf->max_payload);
     }
 
     return 0;

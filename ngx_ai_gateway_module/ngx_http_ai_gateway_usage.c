@@ -1615,6 +1615,15 @@ ngx_http_ai_gateway_walk_emit(ngx_http_ai_gateway_walk_t *w,
         return 0;
     }
 
+    if (w->sink_last != NULL
+        && w->text_kind == NGX_HTTP_AI_GATEWAY_TEXT_CONTENT
+        && (size_t) (w->sink_end - *w->sink_last) >= len)
+    {
+        memcpy(*w->sink_last, p, len);
+        *w->sink_last += len;
+        return 0;
+    }
+
     rc = w->on_text(w->data, (ngx_http_ai_gateway_text_e) w->text_kind, p,
                     len);
 

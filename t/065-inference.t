@@ -40,6 +40,10 @@ add_block_preprocessor(sub {
 
 our $text = 'This is a mock response from the AI gateway test provider.';
 
+# a long streamed answer (TEST 8): 1,500 words, some with an e-acute
+our $long = join ' ', map { "word$_" . ($_ % 7 ? '' : "\x{e9}") } 1 .. 1500;
+utf8::encode($long);
+
 no_shuffle();
 run_tests();
 
@@ -187,3 +191,17 @@ X-Mock-Echo: 1
 --- response_body_like eval
 [qr/end/,
  qr/"response":"\{\\"text\\":\\"caf\xc3\xa9 \xe2\x82\xac tab\\there \\u0001 bad\\ufffd end \\\\\\"q\\\\\\" back\\\\\\\\slash (?:plain ){40}\\"\}","logging_error_codes":\[\]\}\n\z/]
+
+
+
+=== TEST 8: a long stream (12 KB of text, a token an event) is assembled whole, across the capture's growth
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"mock\":{\"text\":\"$::long\"}}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/data: \[DONE\]/,
+ qr/"response":"\{\\"model\\":\\"gpt-4o-mini\\",\\"content\\":\\"\Q$::long\E\\",\\"tool_arguments\\":null,\\"finish_reason\\":\\"stop\\",/]
