@@ -583,27 +583,38 @@ ngx_http_ai_gateway_request_time(ngx_http_request_t *r, u_char *time,
     u_char    *p;
     ngx_tm_t   tm;
 
-    ngx_gmtime(r->start_sec, &tm);
-
-    /* "2026-11-26T17:45:58.766Z", digit by digit: ngx_sprintf() costs
-     * ten times as much, twice per request */
+    /* the second's part, kept: requests of one second share it (both
+     * records of a request, and those of its neighbours) */
+    static time_t  sec = -1;
+    static u_char  second[sizeof("2026-11-26T17:45:58") - 1];
 
 #define ngx_http_ai_gateway_put2(p, n)                                        \
     *p++ = (u_char) ('0' + (n) / 10 % 10); *p++ = (u_char) ('0' + (n) % 10)
 
-    p = time;
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_year / 100);
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_year);
-    *p++ = '-';
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_mon);
-    *p++ = '-';
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_mday);
-    *p++ = 'T';
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_hour);
-    *p++ = ':';
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_min);
-    *p++ = ':';
-    ngx_http_ai_gateway_put2(p, tm.ngx_tm_sec);
+    if (r->start_sec != sec) {
+        ngx_gmtime(r->start_sec, &tm);
+
+        /* "2026-11-26T17:45:58", digit by digit: ngx_sprintf() costs ten
+         * times as much */
+
+        p = second;
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_year / 100);
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_year);
+        *p++ = '-';
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_mon);
+        *p++ = '-';
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_mday);
+        *p++ = 'T';
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_hour);
+        *p++ = ':';
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_min);
+        *p++ = ':';
+        ngx_http_ai_gateway_put2(p, tm.ngx_tm_sec);
+
+        sec = r->start_sec;
+    }
+
+    p = ngx_cpymem(time, second, sizeof(second));
     *p++ = '.';
     *p++ = (u_char) ('0' + r->start_msec / 100 % 10);
     ngx_http_ai_gateway_put2(p, r->start_msec);
