@@ -660,6 +660,7 @@ ngx_http_ai_gateway_exit_process(ngx_cycle_t *cycle)
     ngx_http_ai_gateway_redis_exit_process();
     ngx_http_ai_gateway_guard_exit();
     ngx_http_ai_gateway_metrics_exit();
+    ngx_http_ai_gateway_tree_exit();
 }
 
 
