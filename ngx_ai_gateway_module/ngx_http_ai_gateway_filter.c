@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_ai_gateway_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_feed(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static void ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_uint_t ngx_http_ai_gateway_whole_answer(ngx_http_request_t *r,
+    size_t len);
 static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
@@ -445,9 +447,7 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
 
     if (ctx->translate && !ctx->translate_failed && !ctx->translate_done) {
 
-        if (ctx->tjson == NULL && r->upstream
-            && r->upstream->headers_in.content_length_n == (off_t) len)
-        {
+        if (ctx->tjson == NULL && ngx_http_ai_gateway_whole_answer(r, len)) {
             /* the whole answer in its first buffer, as usual: translated
              * there, rather than copied and translated at its end */
             ngx_http_ai_gateway_translate_json(r, ctx, p, len);
@@ -490,6 +490,19 @@ ngx_http_ai_gateway_take_usage(ngx_http_ai_gateway_ctx_t *ctx)
 
 
 /*
+ * The first buffer of an answer holds all of it (its Content-Length), as
+ * usual: it can be read in place, with no copy kept for later.
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_whole_answer(ngx_http_request_t *r, size_t len)
+{
+    return r->upstream != NULL
+           && r->upstream->headers_in.content_length_n == (off_t) len;
+}
+
+
+/*
  * A JSON answer whose usage alone is wanted is kept, not walked: its usage
  * is read from its end (tail_read()).  An answer whole in its first buffer
  * (its Content-Length) is read there at once, without a copy.  An answer
@@ -503,9 +516,7 @@ ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
 {
     ngx_buf_t  *b;
 
-    if (ctx->tail == NULL && r->upstream
-        && r->upstream->headers_in.content_length_n == (off_t) len)
-    {
+    if (ctx->tail == NULL && ngx_http_ai_gateway_whole_answer(r, len)) {
         /* the whole answer in its first buffer, as usual: read now, in
          * place, rather than copied and read at settlement */
         ctx->resp_tail = 0;
@@ -851,8 +862,6 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
     const u_char *p, size_t len)
 {
     ngx_http_request_t               *r = data;
-    u_char                           *d;
-    const u_char                     *end;
     ngx_buf_t                        *b, **bp;
     ngx_http_ai_gateway_ctx_t        *ctx;
     ngx_http_ai_gateway_main_conf_t  *mcf;
@@ -868,20 +877,7 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
     bp = (kind == NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS) ? &ctx->capture_args
                                                      : &ctx->capture;
 
-    b = *bp;
-
-    if (b && len <= 16 && (size_t) (b->end - b->last) >= len
-        && (size_t) (b->last - b->pos) + len <= mcf->max_payload)
-    {
-        /* a streamed token, mostly: a few bytes, no calls */
-        for (d = b->last, end = p + len; p < end; /* void */) {
-            *d++ = *p++;
-        }
-
-        b->last = d;
-
-        return 0;
-    }
+    /* the walker writes what fits itself (sink_last): here is the rest */
 
     if (ngx_http_ai_gateway_append(r, bp, p, len, mcf->max_payload)
         == NGX_DECLINED)
@@ -889,18 +885,20 @@ ngx_http_ai_gateway_text(void *data, ngx_http_ai_gateway_text_e kind,
         ctx->capture_overflow = 1;
 
         if (ctx->walk) {
-            ctx->walk->sink_last = NULL;
+            ctx->walk->sink_last[NGX_HTTP_AI_GATEWAY_TEXT_CONTENT] = NULL;
+            ctx->walk->sink_last[NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS] = NULL;
         }
 
         return 0;
     }
 
-    if (kind == NGX_HTTP_AI_GATEWAY_TEXT_CONTENT && ctx->walk && *bp) {
-        /* the walker writes the next tokens itself, up to the room the
-         * buffer has and max_payload */
+    if (ctx->walk && *bp) {
+        /* the next pieces go straight to the buffer, up to the room it
+         * has and max_payload */
         b = *bp;
-        ctx->walk->sink_last = &b->last;
-        ctx->walk->sink_end = ngx_min(b->end, b->pos + mcf->max_payload);
+        ctx->walk->sink_last[kind] = &b->last;
+        ctx->walk->sink_end[kind] = ngx_min(b->end,
+                                            b->pos + mcf->max_payload);
     }
 
     return 0;

@@ -109,10 +109,6 @@ static const struct {
 #define NGX_HTTP_AI_GATEWAY_JSON_TEXT_SLOTS  3
 
 
-#define ngx_http_ai_gateway_json_ws(c)                                        \
-    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
-
-
 int
 ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
     ngx_http_ai_gateway_json_facts_t *facts)
@@ -129,9 +125,7 @@ ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
     s.facts = facts;
     s.depth = 0;
 
-    while (s.p < s.end && ngx_http_ai_gateway_json_ws(*s.p)) {
-        s.p++;
-    }
+    s.p = ngx_http_ai_gateway_json_skip_ws(s.p, s.end);
 
     if (s.p == s.end) {
         return ngx_http_ai_gateway_json_fail(&s, "empty document");
@@ -164,9 +158,7 @@ ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
         return ngx_http_ai_gateway_json_fail(&s, "'[' or '{' expected");
     }
 
-    while (s.p < s.end && ngx_http_ai_gateway_json_ws(*s.p)) {
-        s.p++;
-    }
+    s.p = ngx_http_ai_gateway_json_skip_ws(s.p, s.end);
 
     if (s.p != s.end) {
         return ngx_http_ai_gateway_json_fail(&s, "end of file expected");
@@ -190,9 +182,7 @@ ngx_http_ai_gateway_json_token(ngx_http_ai_gateway_json_scanner_t *s)
         return 0;
     }
 
-    while (s->p < s->end && ngx_http_ai_gateway_json_ws(*s->p)) {
-        s->p++;
-    }
+    s->p = ngx_http_ai_gateway_json_skip_ws(s->p, s->end);
 
     if (s->p == s->end) {
         return ngx_http_ai_gateway_json_fail(s, "unexpected end of input");

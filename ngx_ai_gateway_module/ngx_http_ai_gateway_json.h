@@ -104,6 +104,23 @@ int ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
 size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
     const unsigned char *src, size_t len);
 
+/* JSON's white space, and the first byte past a run of it (or end): the
+ * scanner, the tree parser, the response walker and the answer readers */
+#define ngx_http_ai_gateway_json_ws(c)                                        \
+    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
+
+static inline const unsigned char *
+ngx_http_ai_gateway_json_skip_ws(const unsigned char *p,
+    const unsigned char *end)
+{
+    while (p < end && ngx_http_ai_gateway_json_ws(*p)) {
+        p++;
+    }
+
+    return p;
+}
+
+
 /*
  * The decimal digits of n, written backwards to end at end; returns where
  * they start (at most 20 bytes before end).  Two digits a division: the

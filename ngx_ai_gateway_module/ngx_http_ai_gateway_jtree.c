@@ -83,9 +83,6 @@ static int ngx_http_ai_gateway_jtree_nomem(
     ngx_http_ai_gateway_jtree_parser_t *s);
 
 
-#define ngx_http_ai_gateway_jtree_ws(c)                                       \
-    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
-
 #define ngx_http_ai_gateway_jtree_align(n)  (((n) + 7) & ~((size_t) 7))
 
 
@@ -218,9 +215,7 @@ ngx_http_ai_gateway_jtree_parse(const unsigned char *p, size_t len,
     s.cap = 0;
     s.depth = 1;
 
-    while (s.p < s.end && ngx_http_ai_gateway_jtree_ws(*s.p)) {
-        s.p++;
-    }
+    s.p = ngx_http_ai_gateway_json_skip_ws(s.p, s.end);
 
     if (s.p == s.end || (*s.p != '{' && *s.p != '[')) {
         (void) ngx_http_ai_gateway_jtree_fail(&s, "'[' or '{' expected");
@@ -250,9 +245,7 @@ ngx_http_ai_gateway_jtree_parse(const unsigned char *p, size_t len,
         return NULL;
     }
 
-    while (s.p < s.end && ngx_http_ai_gateway_jtree_ws(*s.p)) {
-        s.p++;
-    }
+    s.p = ngx_http_ai_gateway_json_skip_ws(s.p, s.end);
 
     if (s.p != s.end) {
         (void) ngx_http_ai_gateway_jtree_fail(&s, "end of file expected");
@@ -284,9 +277,7 @@ ngx_http_ai_gateway_jtree_token(ngx_http_ai_gateway_jtree_parser_t *s)
 static int
 ngx_http_ai_gateway_jtree_space(ngx_http_ai_gateway_jtree_parser_t *s)
 {
-    while (s->p < s->end && ngx_http_ai_gateway_jtree_ws(*s->p)) {
-        s->p++;
-    }
+    s->p = ngx_http_ai_gateway_json_skip_ws(s->p, s->end);
 
     if (s->p == s->end) {
         return ngx_http_ai_gateway_jtree_fail(s, "unexpected end of input");

@@ -391,9 +391,12 @@ ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->user = prev->user;
     }
 
-    if (conf->user != NULL) {
-        ngx_http_ai_gateway_user_header(&conf->user->value,
-                                        &conf->user_header);
+    if (conf->user != NULL
+        && ngx_http_ai_gateway_user_header(cf, &conf->user->value,
+                                           &conf->user_header)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);

@@ -356,7 +356,8 @@ ngx_int_t ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *message);
-void ngx_http_ai_gateway_user_header(ngx_str_t *value, ngx_str_t *name);
+ngx_int_t ngx_http_ai_gateway_user_header(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *name);
 void ngx_http_ai_gateway_tree_exit(void);
 ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);

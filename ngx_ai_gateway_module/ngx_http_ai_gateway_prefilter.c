@@ -925,6 +925,33 @@ ngx_http_ai_gateway_prefilter_multi_add(
 }
 
 
+/* literal i's first bytes in the nibble tables of bucket b; a literal of
+ * three bytes takes any fourth */
+
+static void
+ngx_http_ai_gateway_pf_nibbles_of(
+    const ngx_http_ai_gateway_prefilter_multi_t *m, unsigned char lo[4][16],
+    unsigned char hi[4][16], unsigned i, unsigned b)
+{
+    unsigned  k, c;
+
+    for (k = 0; k < m->width; k++) {
+        if (k == 3 && m->len[i] == 3) {
+            for (c = 0; c < 16; c++) {
+                lo[3][c] |= (unsigned char) (1 << b);
+                hi[3][c] |= (unsigned char) (1 << b);
+            }
+
+            return;
+        }
+
+        c = m->lit[i][k];
+        lo[k][c & 0x0f] |= (unsigned char) (1 << b);
+        hi[k][c >> 4] |= (unsigned char) (1 << b);
+    }
+}
+
+
 /* the order of literals into buckets: three-byte ones first (they share
  * the buckets that take any fourth byte), then by their first bytes */
 
@@ -944,7 +971,7 @@ void
 ngx_http_ai_gateway_prefilter_multi_compile(
     ngx_http_ai_gateway_prefilter_multi_t *m)
 {
-    unsigned       i, j, k, b, c;
+    unsigned       i, j, b, c;
     unsigned char  order[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
 
     memset(m->bucket, 0, sizeof(m->bucket));
@@ -987,21 +1014,7 @@ ngx_http_ai_gateway_prefilter_multi_compile(
         b = (m->n <= 8) ? j : j * 8 / m->n;
         m->bucket[b] |= (uint64_t) 1 << i;
 
-        /* literals are three bytes long at least */
-        for (k = 0; k < m->width; k++) {
-            if (k == 3 && m->len[i] == 3) {
-                for (c = 0; c < 16; c++) {
-                    m->lo[3][c] |= (unsigned char) (1 << b);
-                    m->hi[3][c] |= (unsigned char) (1 << b);
-                }
-
-                break;
-            }
-
-            c = m->lit[i][k];
-            m->lo[k][c & 0x0f] |= (unsigned char) (1 << b);
-            m->hi[k][c >> 4] |= (unsigned char) (1 << b);
-        }
+        ngx_http_ai_gateway_pf_nibbles_of(m, m->lo, m->hi, i, b);
 
         /* lit[] is zeroed past the literal (_add()) */
         memcpy(&m->head[i], m->lit[i], 4);
@@ -1147,19 +1160,11 @@ ngx_http_ai_gateway_pf_drop(const ngx_http_ai_gateway_prefilter_multi_t *m,
     unsigned char lo[4][16], unsigned char hi[4][16], uint64_t gone,
     uint64_t found)
 {
-    unsigned  b, j, k, c, bit;
-    uint64_t  left, buckets;
-
-    buckets = 0;
+    unsigned  b, j, c, bit;
+    uint64_t  left;
 
     for (b = 0; b < 8; b++) {
-        if (m->bucket[b] & gone) {
-            buckets |= 1u << b;
-        }
-    }
-
-    for (b = 0; b < 8; b++) {
-        if (!(buckets & (1u << b))) {
+        if (!(m->bucket[b] & gone)) {
             continue;
         }
 
@@ -1173,22 +1178,8 @@ ngx_http_ai_gateway_pf_drop(const ngx_http_ai_gateway_prefilter_multi_t *m,
         }
 
         for (left = m->bucket[b] & ~found; left; left &= left - 1) {
-            k = (unsigned) __builtin_ctzll(left);
-
-            for (j = 0; j < m->width; j++) {
-                if (j == 3 && m->len[k] == 3) {
-                    for (c = 0; c < 16; c++) {
-                        lo[3][c] |= (unsigned char) bit;
-                        hi[3][c] |= (unsigned char) bit;
-                    }
-
-                    break;
-                }
-
-                c = m->lit[k][j];
-                lo[j][c & 0x0f] |= (unsigned char) bit;
-                hi[j][c >> 4] |= (unsigned char) bit;
-            }
+            ngx_http_ai_gateway_pf_nibbles_of(m, lo, hi,
+                                       (unsigned) __builtin_ctzll(left), b);
         }
     }
 }

@@ -701,22 +701,11 @@ ngx_http_ai_gateway_inspect(ngx_http_request_t *r,
 
 
 /*
- * Where the location translates the body, it is parsed into its tree now,
- * and the facts are read from the tree rather than scanned: the body is
- * read once, not twice.  NGX_DECLINED: the scanner gives the facts (an
- * invalid body, for the scanner's error message; an array; a stream, for
- * the spans stream_options needs; guardrails on the input, which may
- * replace the body); the tree, when there is one, still serves the
- * translation.  Bodies over NGX_HTTP_AI_GATEWAY_TREE_MAX are scanned, and
- * parsed for the translation into memory freed at once, as before.
- */
-
-/*
  * The first block of a body's tree (the tree and TREE_FIRST bytes): one of
  * the worker's spare blocks, given back when the request's pool goes (its
- * log handlers have run by then).  It comes back warm, and the request's
- * pool does not grow by a 4 KiB block for it: a translated request took
- * four blocks where proxy_pass takes three.  At most TREE_SPARE are kept.
+ * log handlers have run by then).  It comes back warm, and the tree takes
+ * none of the request's pool (3 KiB of a 4 KiB block).  At most
+ * TREE_SPARE are kept.
  */
 
 #define NGX_HTTP_AI_GATEWAY_TREE_SPARE  32
@@ -800,11 +789,21 @@ ngx_http_ai_gateway_tree_exit(void)
 }
 
 
+/*
+ * Where the location translates the body, it is parsed into its tree now,
+ * and the facts are read from the tree rather than scanned: the body is
+ * read once, not twice.  NGX_DECLINED: the scanner gives the facts (an
+ * invalid body, for the scanner's error message; an array; a stream, for
+ * the spans stream_options needs; guardrails on the input, which may
+ * replace the body); the tree, when there is one, still serves the
+ * translation.  Bodies over NGX_HTTP_AI_GATEWAY_TREE_MAX are scanned, and
+ * parsed for the translation into memory freed at once, as before.
+ */
+
 static ngx_int_t
 ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts)
 {
-    size_t                              size;
     u_char                             *first;
     ngx_http_ai_gateway_tree_t         *t;
     ngx_http_ai_gateway_jtree_t        *root;
@@ -813,8 +812,8 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    /* the tree stays in the request's pool for the request's life: for
-     * bodies of ordinary size only */
+    /* the tree is kept for the request's life: for bodies of ordinary size
+     * only */
     if (lcf->upstream_api != NGX_HTTP_AI_GATEWAY_UPSTREAM_ANTHROPIC
         || lcf->guard_in != NULL
         || ctx->body_len > NGX_HTTP_AI_GATEWAY_TREE_MAX)
@@ -827,11 +826,10 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    size = NGX_HTTP_AI_GATEWAY_TREE_FIRST;
-
     first = (u_char *) (t + 1);
 
-    ngx_http_ai_gateway_jtree_arena_init(&t->arena, first, size,
+    ngx_http_ai_gateway_jtree_arena_init(&t->arena, first,
+                                         NGX_HTTP_AI_GATEWAY_TREE_FIRST,
                                          ngx_http_ai_gateway_pool_alloc, NULL,
                                          r->pool);
     t->arena.no_nul = 1;
@@ -842,7 +840,8 @@ ngx_http_ai_gateway_inspect_tree(ngx_http_request_t *r,
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway: body tree of %uz bytes: %uz of the first "
                    "%uz, %s", ctx->body_len,
-                   (size_t) (t->arena.pos - first), size,
+                   (size_t) (t->arena.pos - first),
+                   (size_t) NGX_HTTP_AI_GATEWAY_TREE_FIRST,
                    t->arena.blocks ? "and more blocks" : "no more");
 
     if (root == NULL || root->type != NGX_HTTP_AI_GATEWAY_JTREE_OBJECT) {
@@ -1393,11 +1392,12 @@ ngx_http_ai_gateway_user(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx)
  * strncasecmp() (its NAME in lowercase, '_' for '-').
  */
 
-void
-ngx_http_ai_gateway_user_header(ngx_str_t *value, ngx_str_t *name)
+ngx_int_t
+ngx_http_ai_gateway_user_header(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *name)
 {
     u_char  c;
-    size_t  i;
+    size_t  i, n;
 
     ngx_str_null(name);
 
@@ -1406,20 +1406,30 @@ ngx_http_ai_gateway_user_header(ngx_str_t *value, ngx_str_t *name)
                            sizeof("$http_") - 1)
            != 0)
     {
-        return;
+        return NGX_OK;
     }
 
-    for (i = sizeof("$http_") - 1; i < value->len; i++) {
-        c = ngx_tolower(value->data[i]);
+    n = value->len - (sizeof("$http_") - 1);
+
+    for (i = 0; i < n; i++) {
+        c = ngx_tolower(value->data[sizeof("$http_") - 1 + i]);
 
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) {
             /* more than the variable: nginx's script evaluates it */
-            return;
+            return NGX_OK;
         }
     }
 
-    name->data = value->data + sizeof("$http_") - 1;
-    name->len = value->len - (sizeof("$http_") - 1);
+    /* in lowercase, as nginx compares variable names */
+    name->data = ngx_pnalloc(cf->pool, n);
+    if (name->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_strlow(name->data, value->data + sizeof("$http_") - 1, n);
+    name->len = n;
+
+    return NGX_OK;
 }
 
 
@@ -1451,7 +1461,7 @@ ngx_http_ai_gateway_user_lookup(ngx_http_request_t *r, ngx_str_t *name,
         for (i = 0; i < name->len; i++) {
             c = h->lowcase_key[i];
 
-            if ((c == '-' ? '_' : c) != ngx_tolower(name->data[i])) {
+            if ((c == '-' ? '_' : c) != name->data[i]) {
                 break;
             }
         }

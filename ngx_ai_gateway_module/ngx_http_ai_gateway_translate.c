@@ -2209,12 +2209,7 @@ typedef struct {
 static void
 ngx_http_ai_gateway_tf_ws(ngx_http_ai_gateway_tf_t *f)
 {
-    while (f->p < f->end
-           && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n'
-               || *f->p == '\r'))
-    {
-        f->p++;
-    }
+    f->p = ngx_http_ai_gateway_json_skip_ws(f->p, f->end);
 }
 
 

@@ -107,9 +107,6 @@ static const struct {
 #define NGX_HTTP_AI_GATEWAY_WALK_NEST                                         \
     (sizeof(((ngx_http_ai_gateway_walk_t *) 0)->nest) * 8)
 
-#define ngx_http_ai_gateway_walk_ws(c)                                        \
-    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
-
 #define ngx_http_ai_gateway_walk_object(w, d)                                 \
     (((w)->nest[((d) - 1) >> 3] >> (((d) - 1) & 7)) & 1)
 
@@ -407,7 +404,7 @@ value_or_close:
         goto close;
     }
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
+    if (ngx_http_ai_gateway_json_ws(c)) {
         p++;
         goto value_or_close;
     }
@@ -630,7 +627,7 @@ key_or_close:
         goto close;
     }
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
+    if (ngx_http_ai_gateway_json_ws(c)) {
         p++;
         goto key_or_close;
     }
@@ -643,7 +640,7 @@ key:
     c = *p;
 
     if (c != '"') {
-        if (ngx_http_ai_gateway_walk_ws(c)) {
+        if (ngx_http_ai_gateway_json_ws(c)) {
             p++;
             goto key;
         }
@@ -686,7 +683,7 @@ colon:
         goto value;
     }
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
+    if (ngx_http_ai_gateway_json_ws(c)) {
         p++;
         goto colon;
     }
@@ -801,7 +798,7 @@ after:
         goto close;
     }
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
+    if (ngx_http_ai_gateway_json_ws(c)) {
         p++;
         goto after;
     }
@@ -815,7 +812,7 @@ top_done:
     ngx_http_ai_gateway_walk_need(DONE);
     c = *p;
 
-    if (ngx_http_ai_gateway_walk_ws(c)) {
+    if (ngx_http_ai_gateway_json_ws(c)) {
         p++;
         goto top_done;
     }
@@ -1609,18 +1606,20 @@ static int
 ngx_http_ai_gateway_walk_emit(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len)
 {
-    int  rc;
+    int       rc;
+    unsigned  k;
 
     if (len == 0 || w->on_text == NULL) {
         return 0;
     }
 
-    if (w->sink_last != NULL
-        && w->text_kind == NGX_HTTP_AI_GATEWAY_TEXT_CONTENT
-        && (size_t) (w->sink_end - *w->sink_last) >= len)
+    k = w->text_kind;
+
+    if (w->sink_last[k] != NULL
+        && (size_t) (w->sink_end[k] - *w->sink_last[k]) >= len)
     {
-        memcpy(*w->sink_last, p, len);
-        *w->sink_last += len;
+        memcpy(*w->sink_last[k], p, len);
+        *w->sink_last[k] += len;
         return 0;
     }
 
@@ -2296,23 +2295,10 @@ ngx_http_ai_gateway_uscan_key(const unsigned char *k, size_t klen)
 #undef ngx_http_ai_gateway_ukey_is
 
 
-/* past white space: the usage scanner's and the tail reader's */
-
-static const unsigned char *
-ngx_http_ai_gateway_usage_ws(const unsigned char *p, const unsigned char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
-        p++;
-    }
-
-    return p;
-}
-
-
 static void
 ngx_http_ai_gateway_uscan_ws(ngx_http_ai_gateway_uscan_t *s)
 {
-    s->p = ngx_http_ai_gateway_usage_ws(s->p, s->end);
+    s->p = ngx_http_ai_gateway_json_skip_ws(s->p, s->end);
 }
 
 
@@ -2970,21 +2956,21 @@ static int
 ngx_http_ai_gateway_tail_rest(const unsigned char *p, const unsigned char *end)
 {
     for ( ;; ) {
-        p = ngx_http_ai_gateway_usage_ws(p, end);
+        p = ngx_http_ai_gateway_json_skip_ws(p, end);
 
         if (p == end) {
             return 0;
         }
 
         if (*p == '}') {
-            return ngx_http_ai_gateway_usage_ws(p + 1, end) == end;
+            return ngx_http_ai_gateway_json_skip_ws(p + 1, end) == end;
         }
 
         if (*p != ',') {
             return 0;
         }
 
-        p = ngx_http_ai_gateway_usage_ws(p + 1, end);
+        p = ngx_http_ai_gateway_json_skip_ws(p + 1, end);
 
         if (p == end || *p != '"') {
             return 0;
@@ -2996,13 +2982,13 @@ ngx_http_ai_gateway_tail_rest(const unsigned char *p, const unsigned char *end)
             return 0;
         }
 
-        p = ngx_http_ai_gateway_usage_ws(p, end);
+        p = ngx_http_ai_gateway_json_skip_ws(p, end);
 
         if (p == end || *p != ':') {
             return 0;
         }
 
-        p = ngx_http_ai_gateway_usage_ws(p + 1, end);
+        p = ngx_http_ai_gateway_json_skip_ws(p + 1, end);
 
         if (p == end) {
             return 0;
@@ -3105,7 +3091,7 @@ ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
             continue;
         }
 
-        p = ngx_http_ai_gateway_usage_ws(doc + j + 7, end);
+        p = ngx_http_ai_gateway_json_skip_ws(doc + j + 7, end);
 
         /* the string "usage" as a value, not a key */
         if (p == end || *p != ':') {
@@ -3120,7 +3106,7 @@ ngx_http_ai_gateway_usage_find_tail(ngx_http_ai_gateway_usage_t *u,
         return -1;
     }
 
-    p = ngx_http_ai_gateway_usage_ws(p + 1, end);
+    p = ngx_http_ai_gateway_json_skip_ws(p + 1, end);
 
     if (p == end || *p != '{') {
         return -1;

@@ -81,11 +81,12 @@ typedef struct {
     void                         *data;
     unsigned                      no_wait:1;     /* cut prefixes walked at
                                                     once (tests compare) */
-    /* the caller's too: message text is written at *sink_last (which it
-     * moves) while it fits before sink_end, and on_text is called only
-     * when it does not: a streamed token costs no call.  NULL: none. */
-    unsigned char               **sink_last;
-    unsigned char                *sink_end;
+    /* the caller's too: text of each kind (text_e) is written at
+     * *sink_last[kind] (which it moves) while it fits before
+     * sink_end[kind], and on_text is called only when it does not: a
+     * streamed token costs no call.  NULL: none. */
+    unsigned char               **sink_last[2];
+    unsigned char                *sink_end[2];
 
     /* results, kept over ngx_http_ai_gateway_walk_reset() */
     uint64_t                      text_chars;    /* code points of text */
