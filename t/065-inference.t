@@ -205,3 +205,17 @@ X-Mock-Echo: 1
 --- response_body_like eval
 [qr/data: \[DONE\]/,
  qr/"response":"\{\\"model\\":\\"gpt-4o-mini\\",\\"content\\":\\"\Q$::long\E\\",\\"tool_arguments\\":null,\\"finish_reason\\":\\"stop\\",/]
+
+
+
+=== TEST 9: a streamed tool call's arguments are assembled whole
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}],\"mock\":{\"tool_call\":\"get_weather\",\"tool_args\":{\"city\":\"Paris\",\"days\":3,\"units\":\"metric\"}}}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/data: \[DONE\]/,
+ do { my $want = q'"response":"{\\"model\\":\\"gpt-4o-mini\\",\\"content\\":null,\\"tool_arguments\\":\\"{\\\\\\"city\\\\\\":\\\\\\"Paris\\\\\\",\\\\\\"days\\\\\\":3,\\\\\\"units\\\\\\":\\\\\\"metric\\\\\\"}\\",\\"finish_reason\\":\\"tool_calls\\",'; qr/\Q$want\E/ }]
