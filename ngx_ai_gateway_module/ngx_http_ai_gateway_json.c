@@ -1014,3 +1014,246 @@ ngx_http_ai_gateway_json_utf8_count(const unsigned char *p,
 
     return n - cont;
 }
+
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+
+/*
+ * 16 bytes of src whose only bytes to escape are quotes and backslashes
+ * (their bits in mask), as in JSON text, where they come every few bytes:
+ * each run between them is written with one 16-byte store, rather than
+ * the whole block being looked at again after each of them.  The caller
+ * makes sure that 32 bytes of src are left, so every load stays within
+ * src, and every store within what is left to write (at least one byte
+ * of output for each of 16 or more bytes of input).
+ */
+
+static inline unsigned char *
+ngx_http_ai_gateway_json_escape_quotes(unsigned char *dst,
+    const unsigned char *src, unsigned mask)
+{
+    unsigned  n, pos;
+
+    pos = 0;
+
+    do {
+        n = __builtin_ctz(mask);
+
+        _mm_storeu_si128((__m128i *) dst,
+                         _mm_loadu_si128((const __m128i *) (src + pos)));
+        dst += n - pos;
+
+        *dst++ = '\\';
+        *dst++ = src[n];
+
+        pos = n + 1;
+        mask &= mask - 1;
+
+    } while (mask);
+
+    _mm_storeu_si128((__m128i *) dst,
+                     _mm_loadu_si128((const __m128i *) (src + pos)));
+
+    return dst + 16 - pos;
+}
+
+
+
+/* 3 to 15 bytes, and zeros after them */
+
+static inline __m128i
+ngx_http_ai_gateway_json_load_short(const unsigned char *src, size_t n)
+{
+    unsigned char  buf[16];
+
+    _mm_storeu_si128((__m128i *) buf, _mm_setzero_si128());
+
+    /* two overlapping copies of a fixed size, no call */
+    if (n >= 8) {
+        memcpy(buf, src, 8);
+        memcpy(buf + n - 8, src + n - 8, 8);
+
+    } else if (n >= 4) {
+        memcpy(buf, src, 4);
+        memcpy(buf + n - 4, src + n - 4, 4);
+
+    } else {
+        buf[0] = src[0];
+        buf[1] = src[1];
+        buf[2] = src[2];
+    }
+
+    return _mm_loadu_si128((const __m128i *) buf);
+}
+
+#endif
+
+
+/*
+ * JSON string escaping that also keeps the line valid UTF-8: a header or
+ * an upstream may hand us any bytes, and every record must parse.
+ */
+
+unsigned char *
+ngx_http_ai_gateway_json_escape(unsigned char *dst, const unsigned char *src,
+    size_t len)
+{
+    unsigned char         c;
+    const unsigned char  *p, *end;
+    size_t      n, i;
+    uint32_t    code;
+
+    static unsigned char  hex[] = "0123456789abcdef";
+
+    end = src + len;
+
+    while (src < end) {
+
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+        if (end - src >= 16) {
+            /*
+             * 16 bytes stored at once, whatever they are, and dst moved
+             * past those that need no escaping.  The store stays within
+             * what this call writes anyway: 16 or more bytes of src are
+             * left, each at least one byte of output.
+             */
+            unsigned  mask, qmask;
+            __m128i   v, q;
+
+            v = _mm_loadu_si128((const __m128i *) src);
+            _mm_storeu_si128((__m128i *) dst, v);
+
+            q = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+
+            /* a signed compare: bytes >= 0x80 are negative, so below 0x20
+             * too */
+            mask = (unsigned) _mm_movemask_epi8(
+                       _mm_or_si128(q, _mm_cmplt_epi8(v,
+                                                      _mm_set1_epi8(0x20))));
+
+            if (mask == 0) {
+                src += 16;
+                dst += 16;
+                continue;
+            }
+
+            qmask = (unsigned) _mm_movemask_epi8(q);
+
+            if (qmask == mask && end - src >= 32) {
+                dst = ngx_http_ai_gateway_json_escape_quotes(dst, src, mask);
+                src += 16;
+                continue;
+            }
+
+            n = __builtin_ctz(mask);
+            src += n;
+            dst += n;
+
+        } else if (end - src >= 3) {
+            /*
+             * The last 3 to 15 bytes (or a short string) at once too,
+             * from a copy: reading past src's end could fault.  The store
+             * stays within what is left to write: 3 or more bytes of
+             * input may take up to 6 bytes each.
+             */
+            unsigned  mask;
+            __m128i   v;
+
+            v = ngx_http_ai_gateway_json_load_short(src, end - src);
+            _mm_storeu_si128((__m128i *) dst, v);
+
+            mask = (unsigned) _mm_movemask_epi8(
+                       _mm_or_si128(
+                           _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                        _mm_cmpeq_epi8(v,
+                                                       _mm_set1_epi8('\\'))),
+                           _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))))
+                   & ((1u << (end - src)) - 1);
+
+            if (mask == 0) {
+                dst += end - src;
+                break;
+            }
+
+            n = __builtin_ctz(mask);
+            src += n;
+            dst += n;
+
+        } else
+#endif
+        {
+            /* runs that need no escaping are copied whole */
+            p = ngx_http_ai_gateway_json_skip_plain(src, end);
+
+            if (p != src) {
+                memcpy(dst, src, p - src);
+                dst += p - src;
+                src = p;
+
+                if (src == end) {
+                    break;
+                }
+            }
+        }
+
+        c = *src;
+
+        if (c == '"' || c == '\\') {
+            *dst++ = '\\';
+            *dst++ = c;
+            src++;
+            continue;
+        }
+
+        if (c < 0x20) {
+            *dst++ = '\\';
+
+            switch (c) {
+            case '\n': *dst++ = 'n'; break;
+            case '\r': *dst++ = 'r'; break;
+            case '\t': *dst++ = 't'; break;
+            default:
+                *dst++ = 'u'; *dst++ = '0'; *dst++ = '0';
+                *dst++ = hex[c >> 4];
+                *dst++ = hex[c & 0xf];
+            }
+
+            src++;
+            continue;
+        }
+
+        /* a UTF-8 sequence: copied when valid, else U+FFFD */
+
+        n = (c >= 0xc2 && c <= 0xdf) ? 1
+            : (c >= 0xe0 && c <= 0xef) ? 2
+            : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+
+        code = c & (0x3f >> n);
+
+        for (i = 1; n && i <= n; i++) {
+            if (src + i >= end || (src[i] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+
+            code = (code << 6) | (src[i] & 0x3f);
+        }
+
+        if (n == 0
+            || (n == 2 && (code < 0x800 || (code >= 0xd800 && code <= 0xdfff)))
+            || (n == 3 && (code < 0x10000 || code > 0x10ffff)))
+        {
+            memcpy(dst, "\\ufffd", 6);
+            dst += 6;
+            src++;
+            continue;
+        }
+
+        memcpy(dst, src, n + 1);
+        dst += n + 1;
+        src += n + 1;
+    }
+
+    return dst;
+}

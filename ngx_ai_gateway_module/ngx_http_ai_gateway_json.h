@@ -104,6 +104,15 @@ int ngx_http_ai_gateway_json_scan(const unsigned char *data, size_t len,
 size_t ngx_http_ai_gateway_json_unescape(unsigned char *dst,
     const unsigned char *src, size_t len);
 
+/*
+ * Writes src as the inside of a JSON string (no quotes), valid UTF-8
+ * whatever src holds: invalid bytes become U+FFFD.  dst needs 6 * len
+ * bytes: the function may store up to 16 bytes at once within them.
+ * Returns the end of what it wrote.
+ */
+unsigned char *ngx_http_ai_gateway_json_escape(unsigned char *dst,
+    const unsigned char *src, size_t len);
+
 /* JSON's white space, and the first byte past a run of it (or end): the
  * scanner, the tree parser, the response walker and the answer readers */
 #define ngx_http_ai_gateway_json_ws(c)                                        \

@@ -14,10 +14,6 @@
 
 #include <openssl/rand.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_prefilter.h"
 #include "ngx_http_ai_gateway_json.h"
@@ -89,8 +85,6 @@ static void ngx_http_ai_gateway_put_usd_value(ngx_http_ai_gateway_out_t *o,
     ngx_http_ai_gateway_put_field(o, key, bool, b)
 #define ngx_http_ai_gateway_put_usd(o, key, pico)                             \
     ngx_http_ai_gateway_put_field(o, key, usd, pico)
-static u_char *ngx_http_ai_gateway_escape(u_char *dst, u_char *src,
-    size_t len);
 
 
 /* fixed text of a record, keys and numbers, beside its strings */
@@ -859,7 +853,7 @@ ngx_http_ai_gateway_put_str_value(ngx_http_ai_gateway_out_t *o, ngx_str_t *s)
     }
 
     *o->pos++ = '"';
-    o->pos = ngx_http_ai_gateway_escape(o->pos, s->data, s->len);
+    o->pos = ngx_http_ai_gateway_json_escape(o->pos, s->data, s->len);
     *o->pos++ = '"';
     *o->pos++ = ',';
 }
@@ -914,131 +908,4 @@ ngx_http_ai_gateway_format_usd(u_char *p, int64_t pico)
     }
 
     return p;
-}
-
-
-/*
- * JSON string escaping that also keeps the line valid UTF-8: a header or
- * an upstream may hand us any bytes, and every record must parse.
- */
-
-static u_char *
-ngx_http_ai_gateway_escape(u_char *dst, u_char *src, size_t len)
-{
-    u_char      c, *p, *end;
-    size_t      n, i;
-    uint32_t    code;
-
-    static u_char  hex[] = "0123456789abcdef";
-
-    end = src + len;
-
-    while (src < end) {
-
-#if defined(__SSE2__)
-        if (end - src >= 16) {
-            /*
-             * 16 bytes stored at once, whatever they are, and dst moved
-             * past those that need no escaping.  The store stays within
-             * what this call writes anyway: 16 or more bytes of src are
-             * left, each at least one byte of output.
-             */
-            unsigned  mask;
-            __m128i   v;
-
-            v = _mm_loadu_si128((const __m128i *) src);
-            _mm_storeu_si128((__m128i *) dst, v);
-
-            /* a signed compare: bytes >= 0x80 are negative, so below 0x20
-             * too */
-            mask = (unsigned) _mm_movemask_epi8(
-                       _mm_or_si128(
-                           _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                        _mm_cmpeq_epi8(v,
-                                                       _mm_set1_epi8('\\'))),
-                           _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
-
-            if (mask == 0) {
-                src += 16;
-                dst += 16;
-                continue;
-            }
-
-            n = __builtin_ctz(mask);
-            src += n;
-            dst += n;
-
-        } else
-#endif
-        {
-            /* runs that need no escaping are copied whole */
-            p = (u_char *) ngx_http_ai_gateway_json_skip_plain(src, end);
-
-            if (p != src) {
-                dst = ngx_cpymem(dst, src, p - src);
-                src = p;
-
-                if (src == end) {
-                    break;
-                }
-            }
-        }
-
-        c = *src;
-
-        if (c == '"' || c == '\\') {
-            *dst++ = '\\';
-            *dst++ = c;
-            src++;
-            continue;
-        }
-
-        if (c < 0x20) {
-            *dst++ = '\\';
-
-            switch (c) {
-            case '\n': *dst++ = 'n'; break;
-            case '\r': *dst++ = 'r'; break;
-            case '\t': *dst++ = 't'; break;
-            default:
-                *dst++ = 'u'; *dst++ = '0'; *dst++ = '0';
-                *dst++ = hex[c >> 4];
-                *dst++ = hex[c & 0xf];
-            }
-
-            src++;
-            continue;
-        }
-
-        /* a UTF-8 sequence: copied when valid, else U+FFFD */
-
-        n = (c >= 0xc2 && c <= 0xdf) ? 1
-            : (c >= 0xe0 && c <= 0xef) ? 2
-            : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
-
-        code = c & (0x3f >> n);
-
-        for (i = 1; n && i <= n; i++) {
-            if (src + i >= end || (src[i] & 0xc0) != 0x80) {
-                n = 0;
-                break;
-            }
-
-            code = (code << 6) | (src[i] & 0x3f);
-        }
-
-        if (n == 0
-            || (n == 2 && (code < 0x800 || (code >= 0xd800 && code <= 0xdfff)))
-            || (n == 3 && (code < 0x10000 || code > 0x10ffff)))
-        {
-            dst = ngx_cpymem(dst, "\\ufffd", 6);
-            src++;
-            continue;
-        }
-
-        dst = ngx_cpymem(dst, src, n + 1);
-        src += n + 1;
-    }
-
-    return dst;
 }

@@ -445,6 +445,149 @@ test_unescape(void)
 }
 
 
+/* the escape's reference: the same rules, a byte at a time */
+
+static size_t
+ref_escape(unsigned char *dst, const unsigned char *src, size_t len)
+{
+    size_t          i, j, n, k;
+    uint32_t        code;
+    unsigned char   c;
+
+    static const char  hex[] = "0123456789abcdef";
+
+    j = 0;
+
+    for (i = 0; i < len; /* void */) {
+        c = src[i];
+
+        if (c == '"' || c == '\\') {
+            dst[j++] = '\\';
+            dst[j++] = c;
+            i++;
+            continue;
+        }
+
+        if (c < 0x20) {
+            dst[j++] = '\\';
+
+            if (c == '\n' || c == '\r' || c == '\t') {
+                dst[j++] = (c == '\n') ? 'n' : (c == '\r') ? 'r' : 't';
+
+            } else {
+                dst[j++] = 'u';
+                dst[j++] = '0';
+                dst[j++] = '0';
+                dst[j++] = hex[c >> 4];
+                dst[j++] = hex[c & 0xf];
+            }
+
+            i++;
+            continue;
+        }
+
+        if (c < 0x80) {
+            dst[j++] = c;
+            i++;
+            continue;
+        }
+
+        n = (c >= 0xc2 && c <= 0xdf) ? 1 : (c >= 0xe0 && c <= 0xef) ? 2
+            : (c >= 0xf0 && c <= 0xf4) ? 3 : 0;
+        code = c & (0x3f >> n);
+
+        for (k = 1; n && k <= n; k++) {
+            if (i + k >= len || (src[i + k] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+
+            code = (code << 6) | (src[i + k] & 0x3f);
+        }
+
+        if (n == 0
+            || (n == 2 && (code < 0x800 || (code >= 0xd800 && code <= 0xdfff)))
+            || (n == 3 && (code < 0x10000 || code > 0x10ffff)))
+        {
+            memcpy(dst + j, "\\ufffd", 6);
+            j += 6;
+            i++;
+            continue;
+        }
+
+        memcpy(dst + j, src + i, n + 1);
+        j += n + 1;
+        i += n + 1;
+    }
+
+    return j;
+}
+
+
+/*
+ * The escape against its reference: random texts of every length around
+ * its 16- and 32-byte steps, dense with what needs escaping; the input and
+ * the output (6 bytes an input byte, as the header asks) are allocated
+ * exactly, so that a read or a store past them shows under valgrind, and
+ * the output's last bytes are checked untouched past what was written.
+ */
+
+static void
+test_escape(void)
+{
+    size_t          len, n, r, i, round;
+    unsigned char  *src, *dst, *ref;
+
+    static const unsigned char  alphabet[] = {
+        'a', 'b', ' ', '"', '"', '\\', '\n', '\t', 0x01, 0x1f, 0x7f, '/',
+        0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80, 0xed, 0xa0,
+        0xff, 0xc0, 0xf4, 0x90
+    };
+
+    srand(7);
+
+    for (round = 0; round < 4000; round++) {
+        len = round % 100;
+
+        if (round >= 2000) {
+            len += 100 * (round % 7);
+        }
+
+        src = malloc(len ? len : 1);
+        dst = malloc(6 * len + 1);
+        ref = malloc(6 * len + 1);
+
+        if (src == NULL || dst == NULL || ref == NULL) {
+            CHECK(0, "escape: out of memory");
+            return;
+        }
+
+        for (i = 0; i < len; i++) {
+            /* mostly letters, or mostly what needs escaping */
+            src[i] = (round % 3 == 0 && rand() % 8)
+                     ? (unsigned char) ('a' + rand() % 26)
+                     : alphabet[rand() % sizeof(alphabet)];
+        }
+
+        memset(dst, 0xee, 6 * len + 1);
+
+        n = (size_t) (ngx_http_ai_gateway_json_escape(dst, src, len) - dst);
+        r = ref_escape(ref, src, len);
+
+        CHECK(n == r && memcmp(dst, ref, r) == 0,
+              "escape: round %zu, length %zu: %zu bytes, reference %zu",
+              round, len, n, r);
+
+        /* the byte past the 6 * len allowed is never written */
+        CHECK(dst[6 * len] == 0xee, "escape: wrote past 6 * len");
+
+        free(src);
+        free(dst);
+        free(ref);
+    }
+}
+
+
 int
 main(void)
 {
@@ -453,6 +596,7 @@ main(void)
     test_depth();
     test_embedded_nul();
     test_unescape();
+    test_escape();
     test_long_strings();
     test_mutations();
 
