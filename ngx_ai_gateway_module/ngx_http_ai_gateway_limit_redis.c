@@ -6,8 +6,8 @@
  * (ngx_http_ai_gateway_shm.h), kept by one Lua script that checks every
  * counter of a request and charges all or none in one round trip.  The
  * request waits for the answer suspended, resumed by a posted event or by
- * its timer; settlement after the response is one command nobody waits
- * for.
+ * the timer of the command it went in; settlement after the response is
+ * one command nobody waits for.
  *
  * A counter is one string of thirteen little-endian doubles (exact
  * integers): the last bucket, the sum of the ring, and the ring of eleven
@@ -52,16 +52,18 @@ typedef struct {
     ngx_uint_t                          slot;
     uint64_t                            force;
     unsigned                            queued:1;
-    ngx_event_t                         timer;
     ngx_event_t                         resume;
 } ngx_http_ai_gateway_limit_wait_t;
 
 
 /*
  * One admission command on its way: it outlives the requests it carries,
- * whose slots a timeout or a client that leaves empties.
+ * whose slots its timeout or a client that leaves empties.  One timer a
+ * command, not a request: its requests were sent together, and under
+ * load a command carries several of them.
  */
 struct ngx_http_ai_gateway_limit_batch_s {
+    ngx_event_t                         timer;
     ngx_uint_t                          n;
     ngx_uint_t                          nkeys[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
     ngx_http_ai_gateway_limit_wait_t   *waits[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
@@ -355,18 +357,12 @@ ngx_http_ai_gateway_limit_redis_admit(ngx_http_request_t *r,
     w->slot = q->n;
     q->waits[q->n++] = w;
 
-    w->timer.handler = ngx_http_ai_gateway_limit_redis_timeout;
-    w->timer.data = w;
-    w->timer.log = r->connection->log;
-
     w->resume.handler = ngx_http_ai_gateway_limit_redis_resume;
     w->resume.data = w;
     w->resume.log = r->connection->log;
 
     cln->handler = ngx_http_ai_gateway_limit_redis_cleanup;
     cln->data = w;
-
-    ngx_add_timer(&w->timer, mcf->redis->timeout);
 
     /* a client that leaves while we wait ends the request (499) */
     r->read_event_handler = ngx_http_test_reading;
@@ -553,6 +549,14 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     {
         goto failed;
     }
+
+    /* hiredis calls the reply handler later, never from within the send */
+    ngx_memzero(&b->timer, sizeof(ngx_event_t));
+    b->timer.handler = ngx_http_ai_gateway_limit_redis_timeout;
+    b->timer.data = b;
+    b->timer.log = ngx_cycle->log;
+
+    ngx_add_timer(&b->timer, rcf->timeout);
 
     ngx_free(argv);
     ngx_free(buf);
@@ -781,6 +785,10 @@ ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
     ngx_http_ai_gateway_ctx_t         *ctx;
     ngx_http_ai_gateway_limit_wait_t  *w;
 
+    if (b->timer.timer_set) {
+        ngx_del_timer(&b->timer);
+    }
+
     if (reply && ngx_http_ai_gateway_limit_redis_slow) {
         ngx_http_ai_gateway_limit_redis_slow = 0;
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
@@ -853,10 +861,6 @@ static void
 ngx_http_ai_gateway_limit_redis_answer(ngx_http_ai_gateway_limit_wait_t *w,
     ngx_int_t rc)
 {
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
-    }
-
     w->ctx->limit_rc = rc;
 
     ngx_post_event(&w->resume, &ngx_posted_events);
@@ -941,27 +945,40 @@ ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
 static void
 ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev)
 {
-    ngx_http_ai_gateway_limit_wait_t *w = ev->data;
+    ngx_http_ai_gateway_limit_batch_t *b = ev->data;
 
-    ngx_http_ai_gateway_main_conf_t  *mcf;
+    ngx_uint_t                         i;
+    ngx_http_ai_gateway_limit_wait_t  *w;
+    ngx_http_ai_gateway_main_conf_t   *mcf;
 
-    mcf = ngx_http_get_module_main_conf(w->request,
-                                        ngx_http_ai_gateway_module);
+    /* the command stays on its way: its answer, if it comes, finds the
+     * slots empty and frees it */
 
-    ngx_http_ai_gateway_limit_redis_detach(w);
+    for (i = 0; i < b->n; i++) {
+        w = b->waits[i];
 
-    if (!ngx_http_ai_gateway_limit_redis_slow) {
-        ngx_http_ai_gateway_limit_redis_slow = 1;
-        ngx_log_error(NGX_LOG_WARN, w->request->connection->log, 0,
-                      "ai_gateway: redis %V did not answer within %M ms: "
-                      "on_error applies to the requests that wait longer "
-                      "(logged once until it answers in time)",
-                      &mcf->redis->name, mcf->redis->timeout);
+        if (w == NULL) {
+            continue;
+        }
+
+        ngx_http_ai_gateway_limit_redis_detach(w);
+
+        if (!ngx_http_ai_gateway_limit_redis_slow) {
+            ngx_http_ai_gateway_limit_redis_slow = 1;
+
+            mcf = ngx_http_get_module_main_conf(w->request,
+                                                ngx_http_ai_gateway_module);
+
+            ngx_log_error(NGX_LOG_WARN, w->request->connection->log, 0,
+                          "ai_gateway: redis %V did not answer within %M ms: "
+                          "on_error applies to the requests that wait longer "
+                          "(logged once until it answers in time)",
+                          &mcf->redis->name, mcf->redis->timeout);
+        }
+
+        /* resumed from a posted event, as by an answer */
+        ngx_http_ai_gateway_limit_redis_answer(w, NGX_ERROR);
     }
-
-    w->ctx->limit_rc = NGX_ERROR;
-
-    ngx_http_ai_gateway_limit_redis_resume(&w->resume);
 }
 
 
@@ -996,10 +1013,6 @@ ngx_http_ai_gateway_limit_redis_cleanup(void *data)
     ngx_http_ai_gateway_limit_wait_t *w = data;
 
     ngx_http_ai_gateway_limit_redis_detach(w);
-
-    if (w->timer.timer_set) {
-        ngx_del_timer(&w->timer);
-    }
 
     if (w->resume.posted) {
         ngx_delete_posted_event(&w->resume);

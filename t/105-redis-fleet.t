@@ -251,6 +251,29 @@ ok(eventually(sub {
 }), 'slow Redis: once it answers again, counting is back in Redis');
 is(scalar $slow->alerts, 0, 'late answers (one for a client that left) broke nothing');
 
+# several requests in one command wait at once: the command's timer is
+# theirs, and each gets on_error's answer after the timeout.  The worker
+# is stopped while five clients connect and send, and accepts them all at
+# once (multi_accept), so that one turn of its loop reads the five.
+my $many = gateway('timeout=1s on_error=local', $one, workers => 1,
+                   events => 'multi_accept on;');
+ok(eventually(sub {
+    (($many->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'one command: Redis answers at first');
+RedisServer::cli('CLIENT', 'PAUSE', 2500);
+my ($serving) = ($many->workers, $many->master_pid);
+kill 'STOP', $serving;
+my @waiting = map { open_request($many, '/v1/chat/completions') } 1 .. 5;
+kill 'CONT', $serving;
+my @late = map { my $s = $_; do { local $/; <$s> } // '' } @waiting;
+# the local zone judges them (its own count of this hour: 200 or 429)
+is(scalar(grep { m{^HTTP/1\.1 (?:200|429) (?s:.*)X-Backend: local} } @late), 5,
+   'one command: its five waiting requests each get on_error=local after the timeout');
+ok(eventually(sub {
+    (($many->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'one command: counting is back in Redis once it answers');
+is(scalar $many->alerts, 0, 'one command: its late answer broke nothing');
+
 # ---- database selection, and usage records in a stream
 
 my $db = gateway('db=4 on_error=deny', <<"_EOL_",

@@ -8,6 +8,7 @@ package GatewayNginx;
 #   my $gw = GatewayNginx->new or plan skip_all => ...;
 #   $gw->start($http_block);       # "listen 127.0.0.1:$gw->{port}" inside
 #   $gw->start($http_block, workers => 1);
+#   $gw->start($http_block, events => 'multi_accept on;');
 #   $gw->signal('HUP'); $gw->workers; $gw->stop; $gw->alerts;
 #
 # Each instance has its own prefix (a new temporary directory, never the
@@ -97,7 +98,7 @@ daemon $mode;
 master_process $mode;
 pid logs/nginx.pid;
 error_log logs/error.log info;
-events { worker_connections 1024; }
+events { worker_connections 1024; @{[ $opt{events} // '' ]} }
 http {
 $http
 }
