@@ -68,6 +68,8 @@ struct ngx_http_ai_gateway_redis_op_s {
 typedef struct {
     ngx_http_ai_gateway_redis_conf_t      *conf;
     redisAsyncContext                     *ac;
+    /* the context exit_process() is writing out, until hiredis frees it */
+    redisAsyncContext                     *exit_ac;
     ngx_log_t                             *log;
     ngx_event_t                            reconnect;
     ngx_event_t                            connect_timer;
@@ -433,14 +435,21 @@ ngx_http_ai_gateway_redis_exit_process(void)
     link->ac = NULL;
 
     if (ac) {
+        link->exit_ac = ac;
+
         if (ac->c.flags & REDIS_CONNECTED) {
-            /* what the socket takes now: the last settlements */
+            /* what the socket takes now: the last settlements; a write
+             * that fails makes hiredis free the context itself (and call
+             * on_disconnect(), which forgets exit_ac) */
             link->in_write = 1;
             redisAsyncHandleWrite(ac);
             link->in_write = 0;
         }
 
-        redisAsyncFree(ac);
+        if (link->exit_ac) {
+            link->exit_ac = NULL;
+            redisAsyncFree(ac);
+        }
     }
 }
 
@@ -750,6 +759,12 @@ ngx_http_ai_gateway_redis_on_disconnect(const redisAsyncContext *ac,
     ngx_http_ai_gateway_redis_link_t  *link;
 
     link = &ngx_http_ai_gateway_redis_link;
+
+    if (ac == link->exit_ac) {
+        /* freed by hiredis while the worker exits: not to be freed again */
+        link->exit_ac = NULL;
+        return;
+    }
 
     if (ac != link->ac) {
         /* one we dropped ourselves */
