@@ -979,6 +979,9 @@ ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev)
         /* resumed from a posted event, as by an answer */
         ngx_http_ai_gateway_limit_redis_answer(w, NGX_ERROR);
     }
+
+    /* last: it may free b, through this command's reply handler */
+    ngx_http_ai_gateway_redis_timed_out();
 }
 
 

@@ -74,6 +74,8 @@ typedef struct {
     ngx_event_t                            reconnect;
     ngx_event_t                            connect_timer;
     ngx_msec_t                             backoff;
+    /* when the link last answered, or last owed nothing (see timed_out()) */
+    ngx_msec_t                             alive;
     ngx_uint_t                             setup_pending;
     unsigned                               ready:1;
     unsigned                               down_logged:1;
@@ -469,6 +471,39 @@ ngx_http_ai_gateway_redis_linked(void)
 }
 
 
+/*
+ * A command went unanswered for its timeout.  A Redis that is slow still
+ * answers now and then; one behind a partition, or one that drops packets,
+ * answers nothing, and hiredis would keep every command sent to it (and
+ * the requests would each wait out the timeout) until TCP gives up, many
+ * minutes later.  So the link is given up, as if Redis had closed it, once
+ * it has owed an answer without giving any for three timeouts (at least
+ * a second): on_error applies at once, and it is opened again with the
+ * usual backoff.  May free the commands on their way: the caller touches
+ * none after it.
+ */
+
+void
+ngx_http_ai_gateway_redis_timed_out(void)
+{
+    ngx_msec_t                         silent;
+    ngx_http_ai_gateway_redis_link_t  *link;
+
+    link = &ngx_http_ai_gateway_redis_link;
+
+    if (link->ac == NULL || link->exiting) {
+        return;
+    }
+
+    silent = ngx_current_msec - link->alive;
+
+    if (silent >= ngx_max(3 * link->conf->timeout, 1000)) {
+        ngx_http_ai_gateway_redis_drop(link, "no answer to its commands for "
+                                             "three timeouts");
+    }
+}
+
+
 static void
 ngx_http_ai_gateway_redis_connect(ngx_http_ai_gateway_redis_link_t *link)
 {
@@ -545,6 +580,7 @@ ngx_http_ai_gateway_redis_setup(ngx_http_ai_gateway_redis_link_t *link)
 
     rcf = link->conf;
     link->setup_pending = 0;
+    link->alive = ngx_current_msec;
 
     if (rcf->password.len) {
         argv[0] = "AUTH";
@@ -626,6 +662,8 @@ ngx_http_ai_gateway_redis_setup_reply(redisAsyncContext *ac, void *r,
         /* the link went: its loss was (or will be) told */
         return;
     }
+
+    link->alive = ngx_current_msec;
 
     if (reply->type == REDIS_REPLY_ERROR) {
 
@@ -857,6 +895,11 @@ ngx_http_ai_gateway_redis_send(ngx_http_ai_gateway_redis_script_t *script,
 
     op->len = p - op->cmd;
 
+    if (link->ac->replies.head == NULL) {
+        /* nothing was owed: the wait for an answer starts now */
+        link->alive = ngx_current_msec;
+    }
+
     if (redisAsyncFormattedCommand(link->ac, ngx_http_ai_gateway_redis_reply,
                                    op, (char *) op->cmd, op->len)
         != REDIS_OK)
@@ -930,6 +973,10 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     ngx_http_ai_gateway_redis_link_t  *link;
 
     link = &ngx_http_ai_gateway_redis_link;
+
+    if (reply && ac == link->ac) {
+        link->alive = ngx_current_msec;
+    }
 
     if (reply && reply->type == REDIS_REPLY_ERROR && op->script
         && !op->retried && reply->len >= 8

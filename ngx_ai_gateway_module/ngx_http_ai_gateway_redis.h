@@ -73,6 +73,10 @@ ngx_uint_t ngx_http_ai_gateway_redis_ready(void);
 /* 1 when a link is open or opening: a command sent now is queued on it */
 ngx_uint_t ngx_http_ai_gateway_redis_linked(void);
 
+/* a command's timeout passed: gives the link up when it has answered
+ * nothing for long (see _redis.c); may free the commands on their way */
+void ngx_http_ai_gateway_redis_timed_out(void);
+
 /*
  * Sends EVALSHA (EVAL again after NOSCRIPT) or, with script NULL, the
  * command itself.  argv holds what follows the script (numkeys, keys,

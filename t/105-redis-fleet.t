@@ -274,6 +274,28 @@ ok(eventually(sub {
 }), 'one command: counting is back in Redis once it answers');
 is(scalar $many->alerts, 0, 'one command: its late answer broke nothing');
 
+# a Redis that answers nothing at all (a partition, dropped packets) is
+# given up once it has owed an answer for three timeouts (at least 1 s):
+# the link is dropped as if Redis had closed it, the requests go on by
+# on_error at once, and the link comes back when Redis answers again
+my $mute = gateway('timeout=200ms on_error=local', $one, workers => 1);
+ok(eventually(sub {
+    (($mute->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'mute Redis: it answers at first');
+RedisServer::cli('CLIENT', 'PAUSE', GatewayNginx::valgrind() ? 8000 : 4000);
+my @mute;
+ok(eventually(sub {
+    push @mute, ($mute->request('POST', '/v1/chat/completions', $body))[1] // '';
+    scalar $mute->log_lines(qr/redis 127\.0\.0\.1:\d+ is unavailable \(no answer to its commands for three timeouts\)/)
+}, 3), 'mute Redis: the link is given up after three timeouts without an answer');
+is(scalar(grep { /X-Backend: local/ } @mute), scalar(@mute),
+   'mute Redis: meanwhile every request went on by on_error=local');
+ok(eventually(sub {
+    (($mute->request('POST', '/v1/chat/completions', $body))[1] // '') =~ /X-Backend: redis/
+}), 'mute Redis: once it answers, the link is opened again and counts in Redis');
+ok(scalar $mute->log_lines(qr/answers again/), 'mute Redis: the return is logged');
+is(scalar $mute->alerts, 0, 'mute Redis: nothing alerted');
+
 # ---- database selection, and usage records in a stream
 
 my $db = gateway('db=4 on_error=deny', <<"_EOL_",
