@@ -1021,11 +1021,12 @@ ngx_http_ai_gateway_json_utf8_count(const unsigned char *p,
 /*
  * 16 bytes of src whose only bytes to escape are quotes and backslashes
  * (their bits in mask), as in JSON text, where they come every few bytes:
- * each run between them is written with one 16-byte store, rather than
- * the whole block being looked at again after each of them.  The caller
- * makes sure that 32 bytes of src are left, so every load stays within
- * src, and every store within what is left to write (at least one byte
- * of output for each of 16 or more bytes of input).
+ * each run after one of them is written with one 16-byte store (the run
+ * before the first is in dst already, from the caller's store), rather
+ * than the whole block being looked at again after each of them.  The
+ * caller makes sure that 32 bytes of src are left, so every load stays
+ * within src, and every store within what is left to write (at least one
+ * byte of output for each of 16 or more bytes of input).
  */
 
 static inline unsigned char *
@@ -1035,12 +1036,9 @@ ngx_http_ai_gateway_json_escape_quotes(unsigned char *dst,
     unsigned  n, pos;
 
     pos = 0;
+    n = __builtin_ctz(mask);
 
-    do {
-        n = __builtin_ctz(mask);
-
-        _mm_storeu_si128((__m128i *) dst,
-                         _mm_loadu_si128((const __m128i *) (src + pos)));
+    for ( ;; ) {
         dst += n - pos;
 
         *dst++ = '\\';
@@ -1049,14 +1047,37 @@ ngx_http_ai_gateway_json_escape_quotes(unsigned char *dst,
         pos = n + 1;
         mask &= mask - 1;
 
-    } while (mask);
+        _mm_storeu_si128((__m128i *) dst,
+                         _mm_loadu_si128((const __m128i *) (src + pos)));
 
-    _mm_storeu_si128((__m128i *) dst,
-                     _mm_loadu_si128((const __m128i *) (src + pos)));
+        if (mask == 0) {
+            return dst + 16 - pos;
+        }
 
-    return dst + 16 - pos;
+        n = __builtin_ctz(mask);
+    }
 }
 
+
+/* the quotes and backslashes among 16 bytes */
+
+static inline __m128i
+ngx_http_ai_gateway_json_quotes(__m128i v)
+{
+    return _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+}
+
+
+/* the bytes to escape among 16, given their quotes and backslashes: a
+ * signed compare, so bytes >= 0x80 (negative) are below 0x20 too */
+
+static inline unsigned
+ngx_http_ai_gateway_json_stops16(__m128i v, __m128i quotes)
+{
+    return (unsigned) _mm_movemask_epi8(
+               _mm_or_si128(quotes, _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+}
 
 
 /* 3 to 15 bytes, and zeros after them */
@@ -1098,10 +1119,10 @@ unsigned char *
 ngx_http_ai_gateway_json_escape(unsigned char *dst, const unsigned char *src,
     size_t len)
 {
+    size_t                n, i;
+    uint32_t              code;
     unsigned char         c;
     const unsigned char  *p, *end;
-    size_t      n, i;
-    uint32_t    code;
 
     static unsigned char  hex[] = "0123456789abcdef";
 
@@ -1123,14 +1144,8 @@ ngx_http_ai_gateway_json_escape(unsigned char *dst, const unsigned char *src,
             v = _mm_loadu_si128((const __m128i *) src);
             _mm_storeu_si128((__m128i *) dst, v);
 
-            q = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
-
-            /* a signed compare: bytes >= 0x80 are negative, so below 0x20
-             * too */
-            mask = (unsigned) _mm_movemask_epi8(
-                       _mm_or_si128(q, _mm_cmplt_epi8(v,
-                                                      _mm_set1_epi8(0x20))));
+            q = ngx_http_ai_gateway_json_quotes(v);
+            mask = ngx_http_ai_gateway_json_stops16(v, q);
 
             if (mask == 0) {
                 src += 16;
@@ -1163,12 +1178,9 @@ ngx_http_ai_gateway_json_escape(unsigned char *dst, const unsigned char *src,
             v = ngx_http_ai_gateway_json_load_short(src, end - src);
             _mm_storeu_si128((__m128i *) dst, v);
 
-            mask = (unsigned) _mm_movemask_epi8(
-                       _mm_or_si128(
-                           _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                        _mm_cmpeq_epi8(v,
-                                                       _mm_set1_epi8('\\'))),
-                           _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))))
+            /* not the zeros after the bytes */
+            mask = ngx_http_ai_gateway_json_stops16(v,
+                                         ngx_http_ai_gateway_json_quotes(v))
                    & ((1u << (end - src)) - 1);
 
             if (mask == 0) {
