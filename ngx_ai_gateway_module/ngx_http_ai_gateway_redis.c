@@ -74,7 +74,8 @@ typedef struct {
     ngx_event_t                            reconnect;
     ngx_event_t                            connect_timer;
     ngx_msec_t                             backoff;
-    /* when the link last answered, or last owed nothing (see timed_out()) */
+    /* when Redis last sent bytes, or the link last owed nothing (see
+     * timed_out()) */
     ngx_msec_t                             alive;
     ngx_uint_t                             setup_pending;
     unsigned                               ready:1;
@@ -663,8 +664,6 @@ ngx_http_ai_gateway_redis_setup_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    link->alive = ngx_current_msec;
-
     if (reply->type == REDIS_REPLY_ERROR) {
 
         if (!link->auth_logged || ngx_strcmp(what, "AUTH") != 0) {
@@ -974,10 +973,6 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
 
     link = &ngx_http_ai_gateway_redis_link;
 
-    if (reply && ac == link->ac) {
-        link->alive = ngx_current_msec;
-    }
-
     if (reply && reply->type == REDIS_REPLY_ERROR && op->script
         && !op->retried && reply->len >= 8
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
@@ -1023,6 +1018,9 @@ static void
 ngx_http_ai_gateway_redis_read_handler(ngx_event_t *ev)
 {
     ngx_connection_t  *c = ev->data;
+
+    /* Redis answers (or closes): the link is alive, for timed_out() */
+    ngx_http_ai_gateway_redis_link.alive = ngx_current_msec;
 
     /* may free the context and the connection: nothing after it */
     redisAsyncHandleRead(c->data);
