@@ -67,6 +67,17 @@ struct ngx_http_ai_gateway_limit_batch_s {
     ngx_uint_t                          n;
     ngx_uint_t                          nkeys[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
     ngx_http_ai_gateway_limit_wait_t   *waits[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH];
+
+    /*
+     * What the answer is read with, even for requests that left: the time
+     * sent, the bucket width of each distinct key, and per counter of
+     * each request (in order) its distinct key and its cost.
+     */
+    uint64_t                            now;
+    ngx_uint_t                          nd;
+    ngx_msec_t    width[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    u_short       key[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    int64_t       cost[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
 };
 
 
@@ -83,10 +94,13 @@ typedef struct {
 /* settlements waiting for the end of the turn of the event loop */
 typedef struct {
     ngx_event_t                          flush;
+    /* the keys, each NUL-ended */
     u_char                              *buf;
     size_t                               len;
     size_t                               cap;
     ngx_uint_t                           n;
+    /* per settlement period, bucket and delta, as doubles */
+    u_char                              *nums;
     ngx_http_ai_gateway_redis_conf_t    *conf;
     ngx_http_ai_gateway_redis_script_t  *script;
 } ngx_http_ai_gateway_limit_settle_q_t;
@@ -99,11 +113,10 @@ static ngx_uint_t ngx_http_ai_gateway_limit_redis_distinct(
     ngx_http_ai_gateway_limit_batch_t *b, ngx_http_ai_gateway_counter_t **list,
     ngx_uint_t *idx);
 static u_char *ngx_http_ai_gateway_limit_redis_args(u_char *p,
-    const char **argv, size_t *len, ngx_http_ai_gateway_limit_batch_t *b,
-    ngx_uint_t first, ngx_uint_t *idx, ngx_uint_t arg);
+    ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t *idx);
 static void ngx_http_ai_gateway_limit_redis_settled(
     ngx_http_ai_gateway_limit_settle_q_t *q, ngx_uint_t n, const char **keys,
-    size_t *keys_len, const char **args, size_t *args_len);
+    size_t *keys_len);
 static void ngx_http_ai_gateway_limit_redis_reply(void *data,
     redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_answer(
@@ -111,8 +124,11 @@ static void ngx_http_ai_gateway_limit_redis_answer(
 static ngx_int_t ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size);
 static void ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev);
-static u_char *ngx_http_ai_gateway_limit_redis_parse(
-    ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t nkeys, u_char *p, u_char *end);
+static ngx_int_t ngx_http_ai_gateway_limit_redis_apply(
+    ngx_http_ai_gateway_limit_batch_t *b, u_char *p, u_char *end,
+    ngx_uint_t store);
+static ngx_int_t ngx_http_ai_gateway_limit_redis_number(u_char **pos,
+    u_char *end, int64_t *v);
 static void ngx_http_ai_gateway_limit_redis_timeout(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_redis_resume(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_redis_cleanup(void *data);
@@ -134,25 +150,33 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
 
 
 /*
- * ARGV[1] "a" (admit) or "s" (settle), ARGV[2] the time in ms.
+ * KEYS: the settlements' keys (a key may come several times), then, when
+ * admitting, the command's distinct keys.  ARGV[1] "a" (admit) or "s"
+ * (settle only), ARGV[2] the time in ms, ARGV[3] the number of
+ * settlements, ARGV[4] per settlement period, bucket and delta.  All the
+ * numbers go as strings of little-endian doubles (exact integers): a
+ * fifth of the strings Lua would make of them as text, and no tonumber().
  *
- * Admit: ARGV[3] the number of settlements first applied, then per
- * settlement period, bucket and delta (their keys come first); then the
- * number of requests, then per request one string of little-endian
- * doubles, per key its index in KEYS, period, limit, cost and force (a
- * fifth of the strings Lua would make of them as text, and no
- * tonumber()).  A key comes once in KEYS, however many requests name it.
- * The requests are judged one after the other, each seeing what those
- * before it charged, so a command of many requests admits exactly what as
- * many commands would.  Returns one string of little-endian doubles
- * (exact integers; hiredis makes one object of it, not one per number, and
- * nothing is formatted as text, which cost Redis more than the checks):
- * per request the rejected index or -1, then per key used, reset, retry
- * and bucket.  A key's reset is worked out once a
- * command, and kept up to date as the command's requests charge it.
+ * Admit: ARGV[5] per distinct key its period, ARGV[6] how many doubles
+ * ARGV[7] holds: per request the number of its keys, then per key its
+ * index among the distinct keys (from 1), limit, cost and force.  The
+ * requests are judged one after the other, each seeing what those before
+ * it charged, so a command of many requests admits exactly what as many
+ * commands would.
  *
- * Settle: per key (a key may come several times), period, bucket and
- * delta.
+ * Returns one string of doubles: per distinct key as the settlements left
+ * it, before the requests, its use, reset and bucket; then per request
+ * the rejected index or -1, and for a rejected request, per key, when its
+ * cost would fit.  What each admitted request charged, the gateway adds
+ * up itself (ngx_http_ai_gateway_limit_redis_apply()): Redis does the
+ * least per request, the checks and the charges, which under load is most
+ * of its work (a request cost it four times as much when the script
+ * answered use, reset, retry and bucket for every key of every request).
+ *
+ * A key is written once a command, with its time to live when its bucket
+ * moved on (or it is new), else keeping it (SET cost Redis a third more
+ * with PX): the time to live set when a bucket began outlasts what that
+ * bucket holds.
  *
  * The time is the gateway's: Redis's TIME costs a quarter of a call, and
  * nodes whose clocks agree to a few milliseconds (NTP) agree on buckets
@@ -161,10 +185,10 @@ static ngx_uint_t  ngx_http_ai_gateway_limit_redis_slow;
 
 static const char  ngx_http_ai_gateway_limit_lua[] =
 "local now = tonumber(ARGV[2])\n"
-"local floor, tonumber = math.floor, tonumber\n"
+"local floor, rep, unpack = math.floor, string.rep, unpack\n"
 "local FMT = '<ddddddddddddd'\n"
 "local V = redis.call('MGET', unpack(KEYS))\n"
-"local B, P, W, R = {}, {}, {}, {}\n"
+"local B, P, W, O = {}, {}, {}, {}\n"
 "local function load(i, period)\n"
 "  local key = KEYS[i]\n"
 "  local b = B[key]\n"
@@ -175,6 +199,7 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "  local v = V[i]\n"
 "  if v and #v == 104 then\n"
 "    b = {struct.unpack(FMT, v)}\n"
+"    O[key] = b[1]\n"
 "  else\n"
 "    b = {j, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}\n"
 "  end\n"
@@ -194,23 +219,29 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "end\n"
 "local function add(b, slot, n)\n"
 "  local s = slot % 11 + 3\n"
-"  local v = math.max(b[s] + n, 0)\n"
+"  local v = b[s] + n\n"
+"  if v < 0 then v = 0 end\n"
 "  b[2] = b[2] + v - b[s]\n"
 "  b[s] = v\n"
 "end\n"
 "local function save()\n"
 "  for key, b in pairs(B) do\n"
-"    redis.call('SET', key, struct.pack(FMT, b[1], b[2], b[3], b[4], b[5],\n"
-"               b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13]),\n"
-"               'PX', P[key] + W[key] + 1000)\n"
+"    local s = struct.pack(FMT, b[1], b[2], b[3], b[4], b[5], b[6], b[7],\n"
+"                          b[8], b[9], b[10], b[11], b[12], b[13])\n"
+"    if O[key] == b[1] then\n"
+"      redis.call('SET', key, s, 'KEEPTTL')\n"
+"    else\n"
+"      redis.call('SET', key, s, 'PX', P[key] + W[key] + 1000)\n"
+"    end\n"
 "  end\n"
 "end\n"
-"local function settle(n, base)\n"
-"  for i = 1, n do\n"
-"    local a = base + 3 * i\n"
-"    local bucket = tonumber(ARGV[a + 1])\n"
-"    local delta = tonumber(ARGV[a + 2])\n"
-"    local b = load(i, tonumber(ARGV[a]))\n"
+"local ns = tonumber(ARGV[3])\n"
+"if ns > 0 then\n"
+"  local s = {struct.unpack('<' .. rep('d', 3 * ns), ARGV[4])}\n"
+"  for i = 1, ns do\n"
+"    local a = 3 * i - 2\n"
+"    local bucket, delta = s[a + 1], s[a + 2]\n"
+"    local b = load(i, s[a])\n"
 "    if bucket <= b[1] and bucket + 10 >= b[1] then\n"
 "      add(b, bucket, delta)\n"
 "    elseif delta > 0 then\n"
@@ -219,68 +250,70 @@ static const char  ngx_http_ai_gateway_limit_lua[] =
 "  end\n"
 "end\n"
 "if ARGV[1] == 's' then\n"
-"  settle(#KEYS, 0)\n"
 "  save()\n"
 "  return 1\n"
 "end\n"
-"local ns = tonumber(ARGV[3])\n"
-"settle(ns, 1)\n"
-"local res, F, U, dirty = {}, {}, {}, ns > 0\n"
-"for r = 1, tonumber(ARGV[4 + 3 * ns]) do\n"
-"  local s = ARGV[4 + 3 * ns + r]\n"
-"  local m = #s / 40\n"
-"  local u = U[m]\n"
-"  if not u then u = '<' .. string.rep('d', 5 * m); U[m] = u end\n"
-"  local v = {struct.unpack(u, s)}\n"
-"  local out = {-1}\n"
-"  for i = 1, m do\n"
-"    local a = 5 * i - 3\n"
-"    local limit, cost = v[a + 1], v[a + 2]\n"
-"    local ki = v[a - 1]\n"
-"    local key = KEYS[ki]\n"
-"    local b, w = load(ki, v[a])\n"
-"    local last, used = b[1], b[2]\n"
-"    local reset, retry = R[key], 0\n"
-"    if not reset then\n"
-"      reset = 0\n"
-"      if used > 0 then\n"
-"        for j = last - 10, last do\n"
-"          if b[j % 11 + 3] > 0 then reset = (j + 11) * w - now; break end\n"
-"        end\n"
-"      end\n"
-"      R[key] = reset\n"
+"local nd = #KEYS - ns\n"
+"local per = {struct.unpack('<' .. rep('d', nd), ARGV[5])}\n"
+"local out, U, X = {}, {}, {}\n"
+"for i = 1, nd do\n"
+"  local b, w = load(ns + i, per[i])\n"
+"  local last, used, reset = b[1], b[2], 0\n"
+"  if used > 0 then\n"
+"    for j = last - 10, last do\n"
+"      if b[j % 11 + 3] > 0 then reset = (j + 11) * w - now; break end\n"
 "    end\n"
-"    if used + cost > limit then\n"
-"      retry = (last + 11) * w - now\n"
-"      local freed = 0\n"
-"      for j = last - 10, last do\n"
-"        freed = freed + b[j % 11 + 3]\n"
-"        if used - freed + cost <= limit then\n"
-"          retry = (j + 11) * w - now; break\n"
-"        end\n"
-"      end\n"
-"      if out[1] < 0 and v[a + 3] == 0 then out[1] = i - 1 end\n"
-"    end\n"
-"    out[4 * i - 2] = used; out[4 * i - 1] = reset\n"
-"    out[4 * i] = retry; out[4 * i + 1] = last\n"
 "  end\n"
-"  if out[1] < 0 then\n"
-"    for i = 1, m do\n"
-"      local key = KEYS[v[5 * i - 4]]\n"
-"      local b = B[key]\n"
-"      add(b, b[1], v[5 * i - 1])\n"
-"      if R[key] == 0 and b[2] > 0 then\n"
-"        R[key] = (b[1] + 11) * W[key] - now\n"
-"      end\n"
+"  out[3 * i - 2] = used; out[3 * i - 1] = reset; out[3 * i] = last\n"
+"  U[i] = b; X[i] = w\n"
+"end\n"
+"local no, dirty = 3 * nd, ns > 0\n"
+"local n = tonumber(ARGV[6])\n"
+"local v = {struct.unpack('<' .. rep('d', n), ARGV[7])}\n"
+"local p = 1\n"
+"while p <= n do\n"
+"  local m = v[p]\n"
+"  local rej = -1\n"
+"  for a = p + 1, p + 4 * m, 4 do\n"
+"    local b = U[v[a]]\n"
+"    if b[2] + v[a + 2] > v[a + 1] and v[a + 3] == 0 then\n"
+"      rej = (a - p - 1) / 4; break\n"
+"    end\n"
+"  end\n"
+"  no = no + 1\n"
+"  out[no] = rej\n"
+"  if rej < 0 then\n"
+"    for a = p + 1, p + 4 * m, 4 do\n"
+"      local b = U[v[a]]\n"
+"      local s = b[1] % 11 + 3\n"
+"      local x = b[s] + v[a + 2]\n"
+"      if x < 0 then x = 0 end\n"
+"      b[2] = b[2] + x - b[s]\n"
+"      b[s] = x\n"
 "    end\n"
 "    dirty = true\n"
+"  else\n"
+"    for a = p + 1, p + 4 * m, 4 do\n"
+"      local b, w, limit, cost = U[v[a]], X[v[a]], v[a + 1], v[a + 2]\n"
+"      local last, used, retry = b[1], b[2], 0\n"
+"      if used + cost > limit then\n"
+"        retry = (last + 11) * w - now\n"
+"        local freed = 0\n"
+"        for j = last - 10, last do\n"
+"          freed = freed + b[j % 11 + 3]\n"
+"          if used - freed + cost <= limit then\n"
+"            retry = (j + 11) * w - now; break\n"
+"          end\n"
+"        end\n"
+"      end\n"
+"      no = no + 1\n"
+"      out[no] = retry\n"
+"    end\n"
 "  end\n"
-"  local f = F[m]\n"
-"  if not f then f = '<' .. string.rep('d', 1 + 4 * m); F[m] = f end\n"
-"  res[r] = struct.pack(f, unpack(out))\n"
+"  p = p + 1 + 4 * m\n"
 "end\n"
 "if dirty then save() end\n"
-"return table.concat(res)\n";
+"return struct.pack('<' .. rep('d', no), unpack(out, 1, no))\n";
 
 
 ngx_int_t
@@ -408,7 +441,7 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
 {
     u_char                                *buf, *p;
     size_t                                 size, *len;
-    ngx_uint_t                             i, k, n, nkeys, nd, ns, argc;
+    ngx_uint_t                             i, k, d, n, nkeys, nd, ns, argc;
     const char                           **argv;
     ngx_http_ai_gateway_ctx_t             *ctx;
     ngx_http_ai_gateway_redis_conf_t      *rcf;
@@ -456,10 +489,13 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
         }
 
         /* per key: its name (counted for every key, named once or not)
-         * and five doubles */
+         * and five doubles (its period, as a distinct key, and four in
+         * the request's string); per request one more */
         for (k = 0; k < ctx->nlimits; k++) {
             size += rcf->prefix.len + 4 + ctx->counters[k].key.len + 5 * 8;
         }
+
+        size += 8;
 
         nkeys += ctx->nlimits;
 
@@ -485,6 +521,7 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     }
 
     b->n = n;
+    b->now = ngx_http_ai_gateway_now_ms();
 
     /* the turn's settlements go with its first admissions, unless they
      * are many (Lua's unpack() of the keys has a limit) */
@@ -494,9 +531,10 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     nd = ngx_http_ai_gateway_limit_redis_distinct(b, list, idx);
 
     /* numkeys, the settlements' keys, the requests' distinct keys, "a",
-     * the time, the number of settlements and three numbers each, the
-     * number of requests, then per request a string of doubles */
-    argc = 1 + ns + nd + 3 + 3 * ns + 1 + n;
+     * the time, the number of settlements and their numbers, the
+     * distinct keys' periods, the number of doubles of the requests and
+     * their string */
+    argc = 1 + ns + nd + 7;
 
     argv = ngx_alloc(argc * (sizeof(char *) + sizeof(size_t)), ngx_cycle->log);
     buf = ngx_alloc(size, ngx_cycle->log);
@@ -512,6 +550,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     p = ngx_http_ai_gateway_write_uint(p, ns + nd);
     len[0] = p - (u_char *) argv[0];
 
+    ngx_http_ai_gateway_limit_redis_settled(sq, ns, argv + 1, len + 1);
+
     for (k = 0; k < nd; k++) {
         argv[1 + ns + k] = (char *) p;
         len[1 + ns + k] = ngx_http_ai_gateway_limit_redis_key(p, rcf,
@@ -525,22 +565,32 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     len[k++] = 1;
 
     p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                               (int64_t) ngx_http_ai_gateway_now_ms());
+                                            (int64_t) b->now);
     k++;
     p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
                                             (int64_t) ns);
     k++;
 
-    ngx_http_ai_gateway_limit_redis_settled(sq, ns, argv + 1, len + 1,
-                                            argv + k, len + k);
-    k += 3 * ns;
+    argv[k] = (char *) sq->nums;
+    len[k++] = ns * 3 * 8;
+
+    /* the distinct keys' periods, and their bucket widths for the answer */
+    argv[k] = (char *) p;
+    len[k++] = nd * 8;
+    b->nd = nd;
+
+    for (d = 0; d < nd; d++) {
+        p = ngx_http_ai_gateway_limit_redis_double(p,
+                                                  (double) list[d]->period);
+        b->width[d] = ngx_http_ai_gateway_bucket_ms(list[d]->period);
+    }
 
     p = ngx_http_ai_gateway_limit_redis_int(p, &argv[k], &len[k],
-                                            (int64_t) n);
+                                            (int64_t) (n + 4 * nkeys));
     k++;
 
-    (void) ngx_http_ai_gateway_limit_redis_args(p, argv, len, b, 1 + ns, idx,
-                                                k);
+    argv[k] = (char *) p;
+    len[k] = ngx_http_ai_gateway_limit_redis_args(p, b, idx) - p;
 
     if (ngx_http_ai_gateway_redis_send(q->script, (int) argc, argv, len,
                                        ngx_http_ai_gateway_limit_redis_reply,
@@ -657,15 +707,16 @@ ngx_http_ai_gateway_limit_redis_distinct(ngx_http_ai_gateway_limit_batch_t *b,
 
 
 /*
- * The numbers of a command's requests, from argv[arg] on: per request one
- * string of five doubles a key, the first the key's index in KEYS (the
- * distinct keys are KEYS[first] on, idx as above).
+ * The numbers of a command's requests, as one string of doubles: per
+ * request the number of its keys, then per key its index among the
+ * distinct keys (from 1; idx as above), limit, cost and force.  The batch
+ * keeps each counter's distinct key and cost, for the answer.  Returns
+ * the string's end.
  */
 
 static u_char *
-ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
-    size_t *len, ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t first,
-    ngx_uint_t *idx, ngx_uint_t arg)
+ngx_http_ai_gateway_limit_redis_args(u_char *p,
+    ngx_http_ai_gateway_limit_batch_t *b, ngx_uint_t *idx)
 {
     ngx_uint_t                      i, k, m;
     ngx_http_ai_gateway_ctx_t      *ctx;
@@ -677,13 +728,14 @@ ngx_http_ai_gateway_limit_redis_args(u_char *p, const char **argv,
         ctx = b->waits[i]->ctx;
         c = ctx->counters;
 
-        argv[arg] = (char *) p;
-        len[arg++] = 5 * 8 * ctx->nlimits;
+        p = ngx_http_ai_gateway_limit_redis_double(p, (double) ctx->nlimits);
 
         for (k = 0; k < ctx->nlimits; k++) {
+            b->key[m] = (u_short) idx[m];
+            b->cost[m] = c[k].cost;
+
             p = ngx_http_ai_gateway_limit_redis_double(p,
-                                                  (double) (first + idx[m++]));
-            p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].period);
+                                                  (double) (idx[m++] + 1));
             p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].limit);
             p = ngx_http_ai_gateway_limit_redis_double(p, (double) c[k].cost);
             p = ngx_http_ai_gateway_limit_redis_double(p,
@@ -714,29 +766,23 @@ ngx_http_ai_gateway_limit_redis_double(u_char *p, double d)
 }
 
 
-/* the first n queued settlements: their keys, and three numbers each */
+/* the keys of the first n queued settlements */
 
 static void
 ngx_http_ai_gateway_limit_redis_settled(ngx_http_ai_gateway_limit_settle_q_t *q,
-    ngx_uint_t n, const char **keys, size_t *keys_len, const char **args,
-    size_t *args_len)
+    ngx_uint_t n, const char **keys, size_t *keys_len)
 {
     u_char      *p;
-    ngx_uint_t   i, j;
+    ngx_uint_t   i;
 
     p = q->buf;
 
+    /* the keys, each NUL-ended; their numbers are q->nums */
+
     for (i = 0; i < n; i++) {
-        /* the key, then period, bucket and delta, each NUL-ended */
         keys[i] = (char *) p;
         keys_len[i] = ngx_strlen(p);
         p += keys_len[i] + 1;
-
-        for (j = 3 * i; j < 3 * i + 3; j++) {
-            args[j] = (char *) p;
-            args_len[j] = ngx_strlen(p);
-            p += args_len[j] + 1;
-        }
     }
 }
 
@@ -782,7 +828,6 @@ ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
     u_char                            *p, *end;
     ngx_int_t                          rc;
     ngx_uint_t                         i;
-    ngx_http_ai_gateway_ctx_t         *ctx;
     ngx_http_ai_gateway_limit_wait_t  *w;
 
     if (b->timer.timer_set) {
@@ -801,12 +846,9 @@ ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
         p = (u_char *) reply->str;
         end = p + reply->len;
 
-        for (i = 0; i < b->n && p; i++) {
-            p = ngx_http_ai_gateway_limit_redis_parse(NULL, b->nkeys[i],
-                                                      p, end);
-        }
-
-        if (p == end) {
+        /* the whole answer is checked before any request gets its part */
+        if (ngx_http_ai_gateway_limit_redis_apply(b, p, end, 0) == NGX_OK) {
+            (void) ngx_http_ai_gateway_limit_redis_apply(b, p, end, 1);
             rc = NGX_OK;
         }
     }
@@ -817,22 +859,8 @@ ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
                       "script (type %d)", reply->type);
     }
 
-    p = NULL;
-    end = NULL;
-
-    if (rc == NGX_OK) {
-        p = (u_char *) reply->str;
-        end = p + reply->len;
-    }
-
     for (i = 0; i < b->n; i++) {
         w = b->waits[i];
-        ctx = w ? w->ctx : NULL;
-
-        if (p) {
-            p = ngx_http_ai_gateway_limit_redis_parse(ctx, b->nkeys[i],
-                                                      p, end);
-        }
 
         if (w == NULL) {
             /* gone, or timed out */
@@ -843,7 +871,7 @@ ngx_http_ai_gateway_limit_redis_reply(void *data, redisReply *reply)
 
         if (rc == NGX_OK) {
             ngx_http_ai_gateway_limit_redis_answer(w,
-                            (ctx->limit_rejected == (ngx_uint_t) -1)
+                            (w->ctx->limit_rejected == (ngx_uint_t) -1)
                             ? NGX_OK : NGX_DECLINED);
 
         } else {
@@ -868,77 +896,138 @@ ngx_http_ai_gateway_limit_redis_answer(ngx_http_ai_gateway_limit_wait_t *w,
 
 
 /*
- * One request's part of the answer, from p: 1 + 4 * nkeys doubles, the
- * rejected counter (or -1), then per key used, reset, retry and bucket.
- * Stored in ctx unless ctx is NULL; returns where the part ends, NULL when
- * the answer is too short or holds what no counter can.
+ * The answer, checked (store 0) or given to the requests still waiting
+ * (store 1): per distinct key its use, reset and bucket before the
+ * command, then per request the rejected index or -1, and for a rejected
+ * request per key when its cost would fit.  What an admitted request
+ * charged is added up here as the script added it, so that each request
+ * sees the use left by those before it, whether they are still here or
+ * not.
  */
 
-static u_char *
-ngx_http_ai_gateway_limit_redis_parse(ngx_http_ai_gateway_ctx_t *ctx,
-    ngx_uint_t nkeys, u_char *p, u_char *end)
+static ngx_int_t
+ngx_http_ai_gateway_limit_redis_apply(ngx_http_ai_gateway_limit_batch_t *b,
+    u_char *p, u_char *end, ngx_uint_t store)
 {
-    double                          d;
-    int64_t                         v[1 + 4 * NGX_HTTP_AI_GATEWAY_MAX_LIMITS];
-    uint64_t                        u;
-    ngx_uint_t                      i, n;
-#if !(NGX_HAVE_LITTLE_ENDIAN)
-    ngx_uint_t                      j;
-#endif
+    int64_t                         v;
+    ngx_uint_t                      i, k, m, d, nk;
+    ngx_http_ai_gateway_ctx_t      *ctx;
     ngx_http_ai_gateway_counter_t  *c;
 
-    if (nkeys > NGX_HTTP_AI_GATEWAY_MAX_LIMITS) {
-        return NULL;
-    }
+    /* per distinct key, as the command's requests go */
+    int64_t  used[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    int64_t  reset[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    int64_t  last[NGX_HTTP_AI_GATEWAY_LIMIT_BATCH_KEYS];
+    int64_t  retry[NGX_HTTP_AI_GATEWAY_MAX_LIMITS];
 
-    n = 1 + 4 * nkeys;
-
-    if ((size_t) (end - p) < n * 8) {
-        return NULL;
-    }
-
-    for (i = 0; i < n; i++) {
-        /* little-endian, whatever the host's order */
-#if (NGX_HAVE_LITTLE_ENDIAN)
-        ngx_memcpy(&u, p, sizeof(uint64_t));
-#else
-        for (u = 0, j = 8; j > 0; j--) {
-            u = (u << 8) | p[j - 1];
+    for (d = 0; d < b->nd; d++) {
+        if (ngx_http_ai_gateway_limit_redis_number(&p, end, &used[d])
+            != NGX_OK
+            || ngx_http_ai_gateway_limit_redis_number(&p, end, &reset[d])
+               != NGX_OK
+            || ngx_http_ai_gateway_limit_redis_number(&p, end, &last[d])
+               != NGX_OK)
+        {
+            return NGX_ERROR;
         }
+    }
+
+    m = 0;
+
+    for (i = 0; i < b->n; i++) {
+        nk = b->nkeys[i];
+
+        if (nk > NGX_HTTP_AI_GATEWAY_MAX_LIMITS
+            || ngx_http_ai_gateway_limit_redis_number(&p, end, &v) != NGX_OK
+            || v < -1 || v >= (int64_t) nk)
+        {
+            return NGX_ERROR;
+        }
+
+        for (k = 0; v >= 0 && k < nk; k++) {
+            if (ngx_http_ai_gateway_limit_redis_number(&p, end, &retry[k])
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        ctx = (store && b->waits[i]) ? b->waits[i]->ctx : NULL;
+
+        if (ctx) {
+            c = ctx->counters;
+
+            for (k = 0; k < nk; k++) {
+                d = b->key[m + k];
+
+                c[k].used = used[d];
+                c[k].reset = (ngx_msec_t) ngx_max(reset[d], 0);
+                c[k].retry = (v >= 0) ? (ngx_msec_t) ngx_max(retry[k], 0) : 0;
+                c[k].bucket = (uint64_t) last[d];
+                c[k].found = 1;
+            }
+
+            ctx->limit_rejected = (v < 0) ? (ngx_uint_t) -1 : (ngx_uint_t) v;
+        }
+
+        for (k = 0; v < 0 && k < nk; k++) {
+            /* admitted: charged, and a window that held nothing now
+             * resets when this charge leaves it */
+            d = b->key[m + k];
+            used[d] += b->cost[m + k];
+
+            if (reset[d] == 0 && used[d] > 0) {
+                reset[d] = (last[d] + NGX_HTTP_AI_GATEWAY_SLOTS)
+                           * (int64_t) b->width[d] - (int64_t) b->now;
+            }
+        }
+
+        m += nk;
+    }
+
+    return (p == end) ? NGX_OK : NGX_ERROR;
+}
+
+
+/* the next double of an answer, an exact integer within 2^62 */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_redis_number(u_char **pos, u_char *end,
+    int64_t *v)
+{
+    u_char    *p;
+    double     d;
+    uint64_t   u;
+#if !(NGX_HAVE_LITTLE_ENDIAN)
+    ngx_uint_t j;
 #endif
 
-        ngx_memcpy(&d, &u, sizeof(double));
-        p += 8;
+    p = *pos;
 
-        /* 2^62: the counters are doubles holding integers */
-        if (!(d >= -4611686018427387904.0 && d <= 4611686018427387904.0)) {
-            return NULL;
-        }
-
-        v[i] = (int64_t) d;
+    if (end - p < 8) {
+        return NGX_ERROR;
     }
 
-    if (v[0] < -1 || v[0] >= (int64_t) nkeys) {
-        return NULL;
+    /* little-endian, whatever the host's order */
+#if (NGX_HAVE_LITTLE_ENDIAN)
+    ngx_memcpy(&u, p, sizeof(uint64_t));
+#else
+    for (u = 0, j = 8; j > 0; j--) {
+        u = (u << 8) | p[j - 1];
+    }
+#endif
+
+    ngx_memcpy(&d, &u, sizeof(double));
+
+    /* 2^62: the counters are doubles holding integers */
+    if (!(d >= -4611686018427387904.0 && d <= 4611686018427387904.0)) {
+        return NGX_ERROR;
     }
 
-    if (ctx == NULL) {
-        return p;
-    }
+    *v = (int64_t) d;
+    *pos = p + 8;
 
-    c = ctx->counters;
-
-    for (i = 0; i < nkeys; i++) {
-        c[i].used = v[1 + 4 * i];
-        c[i].reset = (ngx_msec_t) ngx_max(v[2 + 4 * i], 0);
-        c[i].retry = (ngx_msec_t) ngx_max(v[3 + 4 * i], 0);
-        c[i].bucket = (uint64_t) v[4 + 4 * i];
-        c[i].found = 1;
-    }
-
-    ctx->limit_rejected = (v[0] < 0) ? (ngx_uint_t) -1 : (ngx_uint_t) v[0];
-
-    return p;
+    return NGX_OK;
 }
 
 
@@ -1049,7 +1138,7 @@ void
 ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, int64_t delta)
 {
-    u_char                                 *p;
+    u_char                                 *p, *n;
     size_t                                  size;
     ngx_uint_t                              i;
     ngx_http_ai_gateway_counter_t          *c;
@@ -1064,14 +1153,21 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     q = &ngx_http_ai_gateway_limit_settle_q;
     c = ctx->counters;
 
+    q->conf = mcf->redis;
+    q->script = mcf->redis_script;
+
     for (i = 0; i < ctx->nlimits; i++) {
         if (!ctx->limits[i].tokens) {
             continue;
         }
 
-        /* the key and three numbers, each NUL-ended */
-        size = mcf->redis->prefix.len + 4 + c[i].key.len + 1
-               + 3 * (NGX_INT64_LEN + 1);
+        if (q->n == NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX) {
+            /* a command of bounded size: these go now */
+            ngx_http_ai_gateway_limit_redis_flush(NULL);
+        }
+
+        /* the key, NUL-ended; its three numbers go to q->nums */
+        size = mcf->redis->prefix.len + 4 + c[i].key.len + 1;
 
         if (ngx_http_ai_gateway_limit_settle_room(q, size) != NGX_OK) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -1080,16 +1176,14 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
             return;
         }
 
-        /* the key, then period, bucket and delta, each NUL-ended */
         p = q->buf + q->len;
         p += ngx_http_ai_gateway_limit_redis_key(p, mcf->redis, &c[i].key);
         *p++ = '\0';
-        p = ngx_http_ai_gateway_write_uint(p, c[i].period);
-        *p++ = '\0';
-        p = ngx_http_ai_gateway_write_uint(p, c[i].bucket);
-        *p++ = '\0';
-        p = ngx_http_ai_gateway_write_int(p, delta);
-        *p++ = '\0';
+
+        n = q->nums + q->n * 3 * 8;
+        n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].period);
+        n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].bucket);
+        (void) ngx_http_ai_gateway_limit_redis_double(n, (double) delta);
 
         q->len = p - q->buf;
         q->n++;
@@ -1098,8 +1192,6 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     if (!q->flush.posted) {
         q->flush.handler = ngx_http_ai_gateway_limit_redis_flush;
         q->flush.log = ngx_cycle->log;
-        q->conf = mcf->redis;
-        q->script = mcf->redis_script;
         ngx_post_event(&q->flush, &ngx_posted_events);
     }
 
@@ -1116,6 +1208,15 @@ ngx_http_ai_gateway_limit_settle_room(
 {
     u_char  *buf;
     size_t   cap;
+
+    if (q->nums == NULL) {
+        /* the queue never holds more: at that many it goes */
+        q->nums = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX * 3 * 8,
+                            ngx_cycle->log);
+        if (q->nums == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
     if (q->len + size <= q->cap) {
         return NGX_OK;
@@ -1147,6 +1248,7 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
 {
     u_char                                 now[NGX_INT64_LEN];
     u_char                                 nkeys[NGX_INT_T_LEN];
+    u_char                                 count[NGX_INT_T_LEN];
     size_t                                *len;
     ngx_uint_t                             n;
     const char                           **argv;
@@ -1164,21 +1266,20 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
         return;
     }
 
-    argv = ngx_alloc((3 + 4 * n) * (sizeof(char *) + sizeof(size_t)),
+    argv = ngx_alloc((5 + n) * (sizeof(char *) + sizeof(size_t)),
                      ngx_cycle->log);
     if (argv == NULL) {
         goto done;
     }
 
-    len = (size_t *) (argv + 3 + 4 * n);
+    len = (size_t *) (argv + 5 + n);
 
     argv[0] = (char *) nkeys;
     len[0] = ngx_http_ai_gateway_write_uint(nkeys, n) - nkeys;
 
-    /* the keys first, then "s", the time and the numbers of each */
+    /* the keys, then "s", the time, their number and their numbers */
 
-    ngx_http_ai_gateway_limit_redis_settled(q, n, argv + 1, len + 1,
-                                            argv + 3 + n, len + 3 + n);
+    ngx_http_ai_gateway_limit_redis_settled(q, n, argv + 1, len + 1);
 
     argv[1 + n] = "s";
     len[1 + n] = 1;
@@ -1186,8 +1287,12 @@ ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev)
     len[2 + n] = ngx_http_ai_gateway_write_uint(now,
                                      ngx_http_ai_gateway_now_ms())
                  - now;
+    argv[3 + n] = (char *) count;
+    len[3 + n] = ngx_http_ai_gateway_write_uint(count, n) - count;
+    argv[4 + n] = (char *) q->nums;
+    len[4 + n] = n * 3 * 8;
 
-    if (ngx_http_ai_gateway_redis_send(q->script, (int) (3 + 4 * n), argv,
+    if (ngx_http_ai_gateway_redis_send(q->script, (int) (5 + n), argv,
                                        len, NULL, NULL)
         == NULL)
     {
@@ -1237,5 +1342,6 @@ ngx_http_ai_gateway_limit_redis_exit(void)
     ngx_http_ai_gateway_limit_redis_flush(&q->flush);
 
     ngx_free(q->buf);
+    ngx_free(q->nums);
     ngx_memzero(q, sizeof(ngx_http_ai_gateway_limit_settle_q_t));
 }

@@ -15,38 +15,58 @@ use RedisServer;
 my $script = limit_script();
 ok(length $script > 100, 'the limit script is read from the module source');
 
-my $now = 1_764_000_000_000;
+our $now = 1_764_000_000_000;
 my $minute = 60_000;
 
 # a request: [ [key, period, limit, cost, force], ... ]
-sub admit {
-    my (@requests) = @_;
-    my (@keys, @args, %index);
+sub admit { return command([], @_) }
+
+# one admission command, as the gateway sends it: the settlements first
+# ([key, period, bucket, delta] each), then the requests.  The answer is
+# read as ngx_http_ai_gateway_limit_redis_apply() reads it: per distinct
+# key its use, reset and bucket before the command, then per request the
+# rejected index or -1 (and for a rejected request per key its retry);
+# what an admitted request charged, the reader adds up itself.
+sub command {
+    my ($settle, @requests) = @_;
+    my (@keys, @periods, %index, @n);
     for my $req (@requests) {
-        # per request one string of little-endian doubles, five a key: its
-        # index in KEYS (each key once, as the gateway sends them), period,
-        # limit, cost, force
-        my @n;
         for my $c (@$req) {
-            $index{$c->[0]} //= do { push @keys, $c->[0]; scalar @keys };
-            push @n, $index{$c->[0]}, @$c[1 .. 4];
+            $index{$c->[0]} //= do {
+                push @keys, $c->[0];
+                push @periods, $c->[1];
+                scalar @keys;
+            };
         }
-        push @args, pack 'd<*', @n;
     }
-    my $reply = RedisServer::cli('EVAL', $script, scalar @keys, @keys,
-                                 'a', $now, 0, scalar @requests, @args);
-    # little-endian doubles: per request the rejected index or -1, then
-    # per key used, reset, retry and bucket
+    for my $req (@requests) {
+        # the number of its keys, then per key its index among the
+        # distinct keys (from 1), limit, cost, force
+        push @n, scalar @$req;
+        push @n, $index{$_->[0]}, @$_[2 .. 4] for @$req;
+    }
+    my $reply = RedisServer::cli('EVAL', $script, @$settle + @keys,
+                                 (map { $_->[0] } @$settle), @keys,
+                                 'a', $now, scalar @$settle,
+                                 pack('d<*', map { @$_[1 .. 3] } @$settle),
+                                 pack('d<*', @periods), scalar @n,
+                                 pack('d<*', @n));
     die "the reply is no string of doubles: $reply\n" if length($reply) % 8;
-    my @n = unpack 'd<*', $reply;
+    my @d = unpack 'd<*', $reply;
+    my (@used, @reset, @last);
+    ($used[$_], $reset[$_], $last[$_]) = splice @d, 0, 3 for 0 .. $#keys;
     my @parts;
     for my $req (@requests) {
-        my @part = splice @n, 0, 1 + 4 * @$req;
-        push @parts, { rejected => $part[0],
-                       used => [ map { $part[1 + 4 * $_] } 0 .. $#$req ],
-                       retry => [ map { $part[3 + 4 * $_] } 0 .. $#$req ] };
+        die "the reply is short: $reply\n" unless @d;
+        my $rejected = shift @d;
+        my @retry = $rejected >= 0 ? splice(@d, 0, scalar @$req) : (0) x @$req;
+        push @parts, { rejected => $rejected, retry => \@retry,
+                       used => [ map { $used[$index{$_->[0]} - 1] } @$req ],
+                       bucket => [ map { $last[$index{$_->[0]} - 1] } @$req ] };
+        next if $rejected >= 0;
+        $used[$index{$_->[0]} - 1] += $_->[3] for @$req;
     }
-    die "the reply has more than the requests' parts: $reply\n" if @n;
+    die "the reply has more than the requests' parts: $reply\n" if @d;
     return @parts;
 }
 
@@ -109,21 +129,45 @@ RedisServer::cli('FLUSHALL');
     is($r[0]{rejected}, -1, 'a reservation of 80 tokens out of 100');
     my $bucket = int($now / ($day / 10));
 
-    # numkeys, the settlement's key, the request's key, "a", the time, one
-    # settlement (period, bucket, delta), one request of one key (its index
-    # in KEYS, period, limit, cost, force as doubles)
-    my $reply = RedisServer::cli('EVAL', $script, 2, '{l}:tok', '{l}:tok',
-                                 'a', $now, 1, $day, $bucket, -50,
-                                 1, pack('d<*', 2, $day, 100, 60, 0));
-    my @n = unpack 'd<*', $reply;
-    is_deeply([ @n[0, 1] ], [ -1, 30 ],
+    # the settlement (80 reserved, 30 used: -50) goes with a request of 60
+    @r = command([[ '{l}:tok', $day, $bucket, -50 ]],
+                 [[ '{l}:tok', $day, 100, 60, 0 ]]);
+    is_deeply([ $r[0]{rejected}, $r[0]{used}[0] ], [ -1, 30 ],
               'the settlement (80 -> 30 used) is applied before the request of 60 is judged');
     is(counted('{l}:tok'), 90, 'the counter holds 30 settled and 60 reserved');
 
-    $reply = RedisServer::cli('EVAL', $script, 1, '{l}:tok', 'a', $now, 0,
-                              1, pack('d<*', 1, $day, 100, 20, 0));
-    @n = unpack 'd<*', $reply;
-    is($n[0], 0, 'without a settlement the next 20 do not fit');
+    @r = admit([[ '{l}:tok', $day, 100, 20, 0 ]]);
+    is($r[0]{rejected}, 0, 'without a settlement the next 20 do not fit');
+
+    # settlements on their own ("s"): their keys, the time, their number
+    # and their numbers
+    is(RedisServer::cli('EVAL', $script, 2, '{l}:tok', '{l}:tok', 's', $now, 2,
+                        pack('d<*', $day, $bucket, -30, $day, $bucket, -10)),
+       1, 'a settlement command answers 1');
+    is(counted('{l}:tok'), 50, 'and gives back what each settlement says (90 - 30 - 10)');
+}
+
+# the time to live: set when a key's bucket begins, kept while it lasts
+{
+    my $w = $minute / 10;
+    local $now = $now - $now % $w;
+    admit([[ '{l}:ttl', $minute, 100, 1, 0 ]]);
+    my $ttl = RedisServer::cli('PTTL', '{l}:ttl');
+    ok($ttl > $minute + $w && $ttl <= $minute + $w + 1000,
+       "a new key lives for the period, a bucket and a second ($ttl ms)");
+
+    RedisServer::cli('PEXPIRE', '{l}:ttl', 5000);
+    $now += $w - 1;
+    admit([[ '{l}:ttl', $minute, 100, 1, 0 ]]);
+    $ttl = RedisServer::cli('PTTL', '{l}:ttl');
+    ok($ttl > 0 && $ttl <= 5000, "a charge in the same bucket keeps it ($ttl ms)");
+
+    $now += 1;
+    my @r = admit([[ '{l}:ttl', $minute, 100, 1, 0 ]]);
+    $ttl = RedisServer::cli('PTTL', '{l}:ttl');
+    ok($ttl > $minute + $w, "a charge in the next bucket renews it ($ttl ms)");
+    is($r[0]{used}[0], 2, 'and the count goes on');
+    is(counted('{l}:ttl'), 3, 'three calls counted');
 }
 
 # many requests in one command decide what they decide one command each
@@ -150,8 +194,8 @@ RedisServer::cli('FLUSHALL');
     my @single = map { admit($_) } @requests;
     my %single = map { $_ => counted($_) } @keys;
 
-    is_deeply([ map { [ $_->{rejected}, @{ $_->{used} } ] } @batched ],
-              [ map { [ $_->{rejected}, @{ $_->{used} } ] } @single ],
+    is_deeply([ map { [ $_->{rejected}, @{ $_->{used} }, @{ $_->{retry} } ] } @batched ],
+              [ map { [ $_->{rejected}, @{ $_->{used} }, @{ $_->{retry} } ] } @single ],
               '40 requests in one command: the same verdicts and counts as one command each');
     is_deeply(\%batched, \%single, 'and the same counters in Redis');
     ok((grep { $_->{rejected} >= 0 } @batched) > 0

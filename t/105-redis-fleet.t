@@ -101,7 +101,9 @@ for my $c (1 .. 50) {
                      && $h =~ /\r\nRetry-After: \d+\r\n/
                      && $h =~ /\r\nx-ratelimit-remaining-requests: 0\r\n/
                      && $h =~ /\r\nX-Backend: redis$/m;
-            $out .= $st == 200 && $h =~ /X-Backend: redis/ ? "A" : $ok ? "R" : "?$st";
+            my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
+            $out .= $st == 200 && $h =~ /X-Backend: redis/ ? "A" . ($left // '?') . ","
+                    : $ok ? "R" : "?$st";
         }
         syswrite $res_w, "$out\n";
         POSIX::_exit(0);
@@ -117,6 +119,10 @@ my $all = do { local $/; <$res_r> };
 is(($all =~ tr/A//), 50, 'two nodes, 200 concurrent requests: exactly 50 admitted');
 is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and the headers')
     or diag($all);
+# each admitted request saw the charges of those before it, in its own
+# command or an earlier one: the remaining calls told are 49 down to 0
+is(join(' ', sort { $a <=> $b } $all =~ /A(\d+),/g), join(' ', 0 .. 49),
+   'the 50 admitted were told 49 .. 0 calls remaining, each once');
 is(counted('aigw:{l}:c:3600000:1:*'), 50, 'Redis holds 50 calls in the window');
 
 # ---- a token budget reserved on one node, settled, seen from the other
