@@ -461,7 +461,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
     ns = 0;
 
     nkeys = 0;
-    /* numkeys, the number of settlements and of requests, the time */
+    /* numkeys, the number of settlements, the time and the number of the
+     * requests' doubles */
     size = 3 * NGX_INT_T_LEN + NGX_INT64_LEN;
     rcf = NULL;
 
@@ -571,7 +572,8 @@ ngx_http_ai_gateway_limit_redis_batch(ngx_http_ai_gateway_limit_admit_q_t *q,
                                             (int64_t) ns);
     k++;
 
-    argv[k] = (char *) sq->nums;
+    /* no settlement queued yet: no buffer either */
+    argv[k] = ns ? (char *) sq->nums : "";
     len[k++] = ns * 3 * 8;
 
     /* the distinct keys' periods, and their bucket widths for the answer */
@@ -926,7 +928,12 @@ ngx_http_ai_gateway_limit_redis_apply(ngx_http_ai_gateway_limit_batch_t *b,
             || ngx_http_ai_gateway_limit_redis_number(&p, end, &reset[d])
                != NGX_OK
             || ngx_http_ai_gateway_limit_redis_number(&p, end, &last[d])
-               != NGX_OK)
+               != NGX_OK
+            /* a bucket is the time over its width: the reset below
+             * cannot overflow */
+            || last[d] < 0
+            || last[d] > (int64_t) (INT64_MAX / b->width[d])
+                         - NGX_HTTP_AI_GATEWAY_SLOTS)
         {
             return NGX_ERROR;
         }
@@ -974,7 +981,10 @@ ngx_http_ai_gateway_limit_redis_apply(ngx_http_ai_gateway_limit_batch_t *b,
             /* admitted: charged, and a window that held nothing now
              * resets when this charge leaves it */
             d = b->key[m + k];
-            used[d] += b->cost[m + k];
+
+            /* a dry run admits any cost, max_tokens up to 2^63 */
+            used[d] = (b->cost[m + k] > INT64_MAX - used[d])
+                      ? INT64_MAX : used[d] + b->cost[m + k];
 
             if (reset[d] == 0 && used[d] > 0) {
                 reset[d] = (last[d] + NGX_HTTP_AI_GATEWAY_SLOTS)
@@ -992,14 +1002,13 @@ ngx_http_ai_gateway_limit_redis_apply(ngx_http_ai_gateway_limit_batch_t *b,
 /* the next double of an answer, an exact integer within 2^62 */
 
 static ngx_int_t
-ngx_http_ai_gateway_limit_redis_number(u_char **pos, u_char *end,
-    int64_t *v)
+ngx_http_ai_gateway_limit_redis_number(u_char **pos, u_char *end, int64_t *v)
 {
-    u_char    *p;
-    double     d;
-    uint64_t   u;
+    u_char      *p;
+    double       d;
+    uint64_t     u;
 #if !(NGX_HAVE_LITTLE_ENDIAN)
-    ngx_uint_t j;
+    ngx_uint_t   j;
 #endif
 
     p = *pos;
