@@ -76,6 +76,13 @@ my $calls = <<'_EOL_';
             ai_gateway_rate_limit key=user renewal_period=hour tokens=1000;
             proxy_pass http://127.0.0.1:MOCK/v1/;
         }
+        location /m/ {
+            ai_gateway_endpoint multi;
+            ai_gateway_user $http_x_user;
+            ai_gateway_rate_limit key=endpoint renewal_period=hour calls=1000;
+            ai_gateway_rate_limit key=user renewal_period=hour calls=30;
+            proxy_pass http://127.0.0.1:MOCK/v1/;
+        }
 _EOL_
 $calls =~ s/MOCK/$mock/g;
 
@@ -124,6 +131,61 @@ is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and the header
 is(join(' ', sort { $a <=> $b } $all =~ /A(\d+),/g), join(' ', 0 .. 49),
    'the 50 admitted were told 49 .. 0 calls remaining, each once');
 is(counted('aigw:{l}:c:3600000:1:*'), 50, 'Redis holds 50 calls in the window');
+
+# ---- two counters a request: 100 concurrent requests of two users over
+# two nodes, 30 calls a user; the endpoint's counter (first) never
+# rejects, the user's (second) rejects 20 of each user's 50
+
+pipe $go_r, $go_w or die $!;
+pipe $res_r, $res_w or die $!;
+@pids = ();
+for my $c (1 .. 50) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $go_w;
+        close $res_r;
+        sysread $go_r, my $x, 1;
+        my $out = '';
+        for my $i (1 .. 2) {
+            my $user = 'u' . ($i % 2);
+            my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
+            my ($st, $h) = $gw->request('POST', '/m/chat/completions', $body,
+                                        "X-User: $user");
+            my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
+            my ($limit) = $h =~ /\r\nx-ratelimit-limit-requests: (\d+)\r\n/;
+            $out .= "$user:$st:" . ($left // '-') . ':' . ($limit // '-') . "\n";
+        }
+        syswrite $res_w, $out;
+        POSIX::_exit(0);
+    }
+    push @pids, $pid;
+}
+close $go_r;
+close $res_w;
+close $go_w;
+waitpid $_, 0 for @pids;
+my (%admitted, %rejected, %left, @odd);
+for (split /\n/, do { local $/; <$res_r> }) {
+    my ($user, $st, $left, $limit) = split /:/;
+    if ($st == 200 && $limit eq '30') {
+        $admitted{$user}++;
+        push @{ $left{$user} }, $left;
+    } elsif ($st == 429 && $left eq '0' && $limit eq '30') {
+        $rejected{$user}++;
+    } else {
+        push @odd, $_;
+    }
+}
+is(join(',', map { ($admitted{"u$_"} // 0) . '/' . ($rejected{"u$_"} // 0) } 0 .. 1),
+   join(',', ('30/20') x 2),
+   'two counters: each user 30 admitted and 20 rejected, told the user\'s limit')
+    or diag(join(' ', @odd));
+is(join(' ', map { join(',', sort { $a <=> $b } @{ $left{"u$_"} // [] }) } 0 .. 1),
+   join(' ', (join(',', 0 .. 29)) x 2),
+   'each user\'s admitted requests were told 29 .. 0 calls remaining, each once');
+is(counted("aigw:{l}:c:3600000:1:*multi"), 60,
+   'the endpoint counted the 60 admitted only: a request rejected by its second counter charges neither');
+is(counted("aigw:{l}:c:3600000:0:multi*"), 60, 'the users\' counters hold 30 each');
 
 # ---- a token budget reserved on one node, settled, seen from the other
 
