@@ -91,6 +91,16 @@ typedef struct {
 } ngx_http_ai_gateway_limit_admit_q_t;
 
 
+/* a queued settlement, for merging the next ones of its counter */
+typedef struct {
+    uint32_t                             hash;
+    uint32_t                             off;     /* of its key in buf */
+    uint64_t                             bucket;
+    int64_t                              delta;
+    ngx_msec_t                           period;
+} ngx_http_ai_gateway_limit_settled_t;
+
+
 /* settlements waiting for the end of the turn of the event loop */
 typedef struct {
     ngx_event_t                          flush;
@@ -101,6 +111,7 @@ typedef struct {
     ngx_uint_t                           n;
     /* per settlement period, bucket and delta, as doubles */
     u_char                              *nums;
+    ngx_http_ai_gateway_limit_settled_t *settled;
     ngx_http_ai_gateway_redis_conf_t    *conf;
     ngx_http_ai_gateway_redis_script_t  *script;
 } ngx_http_ai_gateway_limit_settle_q_t;
@@ -121,6 +132,9 @@ static void ngx_http_ai_gateway_limit_redis_reply(void *data,
     redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_answer(
     ngx_http_ai_gateway_limit_wait_t *w, ngx_int_t rc);
+static ngx_int_t ngx_http_ai_gateway_limit_redis_merge(
+    ngx_http_ai_gateway_limit_settle_q_t *q, ngx_http_ai_gateway_counter_t *c,
+    int64_t delta, u_char *end);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size);
 static void ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev);
@@ -1150,6 +1164,7 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     u_char                                 *p, *n;
     size_t                                  size;
     ngx_uint_t                              i;
+    ngx_http_ai_gateway_limit_settled_t    *e;
     ngx_http_ai_gateway_counter_t          *c;
     ngx_http_ai_gateway_main_conf_t        *mcf;
     ngx_http_ai_gateway_limit_settle_q_t   *q;
@@ -1189,6 +1204,19 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
         p += ngx_http_ai_gateway_limit_redis_key(p, mcf->redis, &c[i].key);
         *p++ = '\0';
 
+        if (ngx_http_ai_gateway_limit_redis_merge(q, &c[i], delta, p)
+            == NGX_OK)
+        {
+            continue;
+        }
+
+        e = &q->settled[q->n];
+        e->hash = c[i].hash;
+        e->off = (uint32_t) q->len;
+        e->period = c[i].period;
+        e->bucket = c[i].bucket;
+        e->delta = delta;
+
         n = q->nums + q->n * 3 * 8;
         n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].period);
         n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].bucket);
@@ -1211,6 +1239,53 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
 }
 
 
+/*
+ * A settlement of a counter and bucket already queued takes this one's
+ * delta too, when both have the same sign: the script then applies one
+ * where it would apply several (under load, a turn's settlements are
+ * often one user's), with the same result: a bucket is kept at zero or
+ * more after each delta, which for deltas of one sign is the same as
+ * after their sum, and a delta for a bucket gone is dropped (negative)
+ * or charged now (positive) alike.  Only the last 16 queued are looked
+ * at.  The counter's Redis key, NUL-ended, is at q->buf + q->len, up to
+ * end.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_redis_merge(ngx_http_ai_gateway_limit_settle_q_t *q,
+    ngx_http_ai_gateway_counter_t *c, int64_t delta, u_char *end)
+{
+    u_char                               *key;
+    size_t                                len;
+    ngx_uint_t                            j;
+    ngx_http_ai_gateway_limit_settled_t  *e;
+
+    key = q->buf + q->len;
+    len = end - key;
+
+    for (j = q->n; j > 0 && q->n - j < 16; j--) {
+        e = &q->settled[j - 1];
+
+        if (e->hash != c->hash || e->period != c->period
+            || e->bucket != c->bucket || (e->delta < 0) != (delta < 0)
+            || ngx_memcmp(q->buf + e->off, key, len) != 0)
+        {
+            continue;
+        }
+
+        /* far from 2^53: deltas are token counts */
+        e->delta += delta;
+
+        (void) ngx_http_ai_gateway_limit_redis_double(
+                                   q->nums + (j - 1) * 3 * 8 + 16,
+                                   (double) e->delta);
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size)
@@ -1220,11 +1295,16 @@ ngx_http_ai_gateway_limit_settle_room(
 
     if (q->nums == NULL) {
         /* the queue never holds more: at that many it goes */
-        q->nums = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX * 3 * 8,
+        q->nums = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX
+                            * (3 * 8
+                               + sizeof(ngx_http_ai_gateway_limit_settled_t)),
                             ngx_cycle->log);
         if (q->nums == NULL) {
             return NGX_ERROR;
         }
+
+        q->settled = (ngx_http_ai_gateway_limit_settled_t *)
+                     (q->nums + NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX * 3 * 8);
     }
 
     if (q->len + size <= q->cap) {

@@ -76,6 +76,13 @@ my $calls = <<'_EOL_';
             ai_gateway_rate_limit key=user renewal_period=hour tokens=1000;
             proxy_pass http://127.0.0.1:MOCK/v1/;
         }
+        location /d/ {
+            ai_gateway_endpoint double;
+            ai_gateway_user $http_x_user;
+            ai_gateway_rate_limit key=user renewal_period=hour tokens=1000;
+            ai_gateway_rate_limit key=user renewal_period=hour tokens=2000;
+            proxy_pass http://127.0.0.1:MOCK/v1/;
+        }
         location /m/ {
             ai_gateway_endpoint multi;
             ai_gateway_user $http_x_user;
@@ -200,6 +207,16 @@ like($h, qr/\r\nx-ratelimit-remaining-tokens: 963\r\n/,
      'budget: node 2 sees node 1\'s 14 tokens, and reserves 23');
 ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1ftok") == 28 }),
    'budget: both requests settled, 28 tokens in Redis');
+
+# ---- two budgets on one counter: one request's two settlements of it
+# are queued together, and merged into one
+
+($st, $h) = $gw1->request('POST', '/d/chat/completions', $body, 'X-User: two');
+like($h, qr/\r\nx-ratelimit-remaining-tokens: 977\r\n/,
+     'two budgets, one counter: the tightest tells 1000 - 23');
+ok(eventually(sub { counted("aigw:{l}:t:3600000:0:double\x1ftwo") == 28 }),
+   'two budgets, one counter: reserved twice (46), both settled to 14 each (28)')
+    or diag(counted("aigw:{l}:t:3600000:0:double\x1ftwo"));
 
 # ---- settlements of many concurrent requests of one user: batched
 # commands name the same key several times, and every request counts
