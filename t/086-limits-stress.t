@@ -10,7 +10,6 @@ use lib 't/lib';
 use Test::More;
 use MockProvider;
 use GatewayNginx;
-use POSIX ();
 
 my $mock = $ENV{TEST_NGINX_MOCK_PORT};
 my $body = '{"model":"m","messages":[{"role":"user","content":"Hi"}]}';
@@ -35,30 +34,14 @@ for my $round (1 .. 8) {
     }
 _EOC_
 
-    pipe my $go_r, my $go_w or die $!;
-    pipe my $res_r, my $res_w or die $!;
-    my @pids;
-    for my $c (1 .. 50) {
-        my $pid = fork // die "fork: $!";
-        if ($pid == 0) {
-            close $go_w;
-            close $res_r;
-            sysread $go_r, my $x, 1;
-            my $out = '';
-            for (1 .. 4) {
-                my ($st) = $gw->request('POST', '/v1/chat/completions', $body);
-                $out .= $st == 200 ? 'A' : $st == 429 ? 'R' : '?';
-            }
-            syswrite $res_w, $out;
-            POSIX::_exit(0);
+    my $all = GatewayNginx::concurrently(50, sub {
+        my $out = '';
+        for (1 .. 4) {
+            my ($st) = $gw->request('POST', '/v1/chat/completions', $body);
+            $out .= $st == 200 ? 'A' : $st == 429 ? 'R' : '?';
         }
-        push @pids, $pid;
-    }
-    close $go_r;
-    close $res_w;
-    close $go_w;
-    waitpid $_, 0 for @pids;
-    my $all = do { local $/; <$res_r> };
+        return $out;
+    });
     is(($all =~ tr/A//) . '/' . ($all =~ tr/R//), '50/150',
        "round $round: 50 of 200 concurrent requests admitted, 150 refused");
     is(scalar $gw->alerts, 0, "round $round: nothing alerted");

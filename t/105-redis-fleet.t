@@ -13,7 +13,6 @@ use RedisServer;
 use GatewayNginx;
 use IO::Select;
 use IO::Socket::INET;
-use POSIX ();
 use Time::HiRes qw(sleep time);
 
 my $mock = $ENV{TEST_NGINX_MOCK_PORT};
@@ -98,37 +97,22 @@ my $gw2 = gateway('timeout=2s on_error=deny', $calls);
 
 # ---- 200 concurrent requests over two nodes against calls=50
 
-my @pids;
-pipe my $go_r, my $go_w or die $!;
-pipe my $res_r, my $res_w or die $!;
-for my $c (1 .. 50) {
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        close $go_w;
-        close $res_r;
-        sysread $go_r, my $x, 1;
-        my $out = '';
-        for my $i (1 .. 4) {
-            my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
-            my ($st, $h) = $gw->request('POST', '/v1/chat/completions', $body);
-            my $ok = $st == 429
-                     && $h =~ /\r\nRetry-After: \d+\r\n/
-                     && $h =~ /\r\nx-ratelimit-remaining-requests: 0\r\n/
-                     && $h =~ /\r\nX-Backend: redis$/m;
-            my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
-            $out .= $st == 200 && $h =~ /X-Backend: redis/ ? "A" . ($left // '?') . ","
-                    : $ok ? "R" : "?$st";
-        }
-        syswrite $res_w, "$out\n";
-        POSIX::_exit(0);
+my $all = GatewayNginx::concurrently(50, sub {
+    my ($c) = @_;
+    my $out = '';
+    for my $i (1 .. 4) {
+        my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
+        my ($st, $h) = $gw->request('POST', '/v1/chat/completions', $body);
+        my $ok = $st == 429
+                 && $h =~ /\r\nRetry-After: \d+\r\n/
+                 && $h =~ /\r\nx-ratelimit-remaining-requests: 0\r\n/
+                 && $h =~ /\r\nX-Backend: redis$/m;
+        my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
+        $out .= $st == 200 && $h =~ /X-Backend: redis/ ? "A" . ($left // '?') . ","
+                : $ok ? "R" : "?$st";
     }
-    push @pids, $pid;
-}
-close $go_r;
-close $res_w;
-close $go_w;
-waitpid $_, 0 for @pids;
-my $all = do { local $/; <$res_r> };
+    return "$out\n";
+});
 
 is(($all =~ tr/A//), 50, 'two nodes, 200 concurrent requests: exactly 50 admitted');
 is(($all =~ tr/R//), 150, 'the other 150 got 429 with Retry-After and the headers')
@@ -143,36 +127,22 @@ is(counted('aigw:{l}:c:3600000:1:*'), 50, 'Redis holds 50 calls in the window');
 # two nodes, 30 calls a user; the endpoint's counter (first) never
 # rejects, the user's (second) rejects 20 of each user's 50
 
-pipe $go_r, $go_w or die $!;
-pipe $res_r, $res_w or die $!;
-@pids = ();
-for my $c (1 .. 50) {
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        close $go_w;
-        close $res_r;
-        sysread $go_r, my $x, 1;
-        my $out = '';
-        for my $i (1 .. 2) {
-            my $user = 'u' . ($i % 2);
-            my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
-            my ($st, $h) = $gw->request('POST', '/m/chat/completions', $body,
-                                        "X-User: $user");
-            my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
-            my ($limit) = $h =~ /\r\nx-ratelimit-limit-requests: (\d+)\r\n/;
-            $out .= "$user:$st:" . ($left // '-') . ':' . ($limit // '-') . "\n";
-        }
-        syswrite $res_w, $out;
-        POSIX::_exit(0);
+my $two = GatewayNginx::concurrently(50, sub {
+    my ($c) = @_;
+    my $out = '';
+    for my $i (1 .. 2) {
+        my $user = 'u' . ($i % 2);
+        my $gw = ($c + $i) % 2 ? $gw1 : $gw2;
+        my ($st, $h) = $gw->request('POST', '/m/chat/completions', $body,
+                                    "X-User: $user");
+        my ($left) = $h =~ /\r\nx-ratelimit-remaining-requests: (\d+)\r\n/;
+        my ($limit) = $h =~ /\r\nx-ratelimit-limit-requests: (\d+)\r\n/;
+        $out .= "$user:$st:" . ($left // '-') . ':' . ($limit // '-') . "\n";
     }
-    push @pids, $pid;
-}
-close $go_r;
-close $res_w;
-close $go_w;
-waitpid $_, 0 for @pids;
+    return $out;
+});
 my (%admitted, %rejected, %left, @odd);
-for (split /\n/, do { local $/; <$res_r> }) {
+for (split /\n/, $two) {
     my ($user, $st, $left, $limit) = split /:/;
     if ($st == 200 && $limit eq '30') {
         $admitted{$user}++;
@@ -221,19 +191,14 @@ ok(eventually(sub { counted("aigw:{l}:t:3600000:0:double\x1ftwo") == 28 }),
 # ---- settlements of many concurrent requests of one user: batched
 # commands name the same key several times, and every request counts
 
-my @kids;
-for my $c (1 .. 20) {
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        for my $i (1 .. 2) {
-            (($c + $i) % 2 ? $gw1 : $gw2)->request('POST', '/t/chat/completions',
-                                                  $body, 'X-User: many');
-        }
-        POSIX::_exit(0);
+GatewayNginx::concurrently(20, sub {
+    my ($c) = @_;
+    for my $i (1 .. 2) {
+        (($c + $i) % 2 ? $gw1 : $gw2)->request('POST', '/t/chat/completions',
+                                              $body, 'X-User: many');
     }
-    push @kids, $pid;
-}
-waitpid $_, 0 for @kids;
+    return '';
+});
 ok(eventually(sub { counted("aigw:{l}:t:3600000:0:budget\x1fmany") == 40 * 14 }),
    '40 concurrent requests over two nodes settle to exactly 40 x 14 tokens')
     or diag(counted("aigw:{l}:t:3600000:0:budget\x1fmany"));

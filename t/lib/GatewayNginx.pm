@@ -10,6 +10,7 @@ package GatewayNginx;
 #   $gw->start($http_block, workers => 1);
 #   $gw->start($http_block, events => 'multi_accept on;');
 #   $gw->signal('HUP'); $gw->workers; $gw->stop; $gw->alerts;
+#   my $out = GatewayNginx::concurrently(50, sub { my ($c) = @_; ... });
 #
 # Each instance has its own prefix (a new temporary directory, never the
 # servroot) and a port the kernel picked as free (from the ephemeral range,
@@ -285,6 +286,32 @@ sub alerts {
 
 END {
     $_->stop for @started;
+}
+
+
+# Runs $code->($c) for $c = 1 .. $n in as many children at once (each
+# waits until all are forked), and returns what they returned, joined.
+sub concurrently {
+    my ($n, $code) = @_;
+    my @pids;
+    pipe my $go_r, my $go_w or die $!;
+    pipe my $res_r, my $res_w or die $!;
+    for my $c (1 .. $n) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            close $go_w;
+            close $res_r;
+            sysread $go_r, my $x, 1;
+            syswrite $res_w, $code->($c);
+            POSIX::_exit(0);
+        }
+        push @pids, $pid;
+    }
+    close $go_r;
+    close $res_w;
+    close $go_w;
+    waitpid $_, 0 for @pids;
+    return do { local $/; <$res_r> };
 }
 
 1;
