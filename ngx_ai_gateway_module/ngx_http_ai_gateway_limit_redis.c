@@ -1246,14 +1246,14 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
 
 /*
  * A settlement of a counter and bucket already queued takes this one's
- * delta too, when both have the same sign: the script then applies one
- * where it would apply several (under load, a turn's settlements are
- * often one user's), with the same result: a bucket is kept at zero or
- * more after each delta, which for deltas of one sign is the same as
- * after their sum, and a delta for a bucket gone is dropped (negative)
- * or charged now (positive) alike.  Only the last 16 queued are looked
- * at.  The counter's Redis key, NUL-ended, is at q->buf + q->len, up to
- * end.
+ * delta too, when both have the same sign and no delta of the other sign
+ * to the counter was queued after it: the script then applies one where
+ * it would apply several (under load, a turn's settlements are often one
+ * user's), with the same result: a bucket is kept at zero or more after
+ * each delta, which for deltas of one sign is the same as after their
+ * sum, and a delta for a bucket gone is dropped (negative) or charged now
+ * (positive) alike.  Only the last 16 queued are looked at.  The
+ * counter's Redis key, NUL-ended, is at q->buf + q->len, up to end.
  */
 
 static ngx_int_t
@@ -1272,9 +1272,22 @@ ngx_http_ai_gateway_limit_redis_merge(ngx_http_ai_gateway_limit_settle_q_t *q,
         e = &q->settled[j - 1];
 
         if (e->hash != c->hash || e->period != c->period
-            || e->bucket != c->bucket || (e->delta < 0) != (delta < 0)
             || ngx_memcmp(q->buf + e->off, key, len) != 0)
         {
+            continue;
+        }
+
+        if ((e->delta < 0) != (delta < 0)) {
+            /*
+             * not past a delta of the other sign to the counter: a bucket
+             * is kept at zero or more after each, and moving a refund
+             * before a charge (of this bucket, or of one gone, which
+             * charges the current one) would change the result
+             */
+            return NGX_DECLINED;
+        }
+
+        if (e->bucket != c->bucket) {
             continue;
         }
 

@@ -302,8 +302,11 @@ sub concurrently {
             close $go_w;
             close $res_r;
             sysread $go_r, my $x, 1;
-            syswrite $res_w, $code->($c);
-            POSIX::_exit(0);
+            # a child that dies must not run the parent's END blocks
+            # (they would stop its nginx)
+            my $out = eval { $code->($c) };
+            syswrite $res_w, $out // '';
+            POSIX::_exit($@ ? 1 : 0);
         }
         push @pids, $pid;
     }
