@@ -1059,27 +1059,6 @@ ngx_http_ai_gateway_json_escape_quotes(unsigned char *dst,
 }
 
 
-/* the quotes and backslashes among 16 bytes */
-
-static inline __m128i
-ngx_http_ai_gateway_json_quotes(__m128i v)
-{
-    return _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
-}
-
-
-/* the bytes to escape among 16, given their quotes and backslashes: a
- * signed compare, so bytes >= 0x80 (negative) are below 0x20 too */
-
-static inline unsigned
-ngx_http_ai_gateway_json_stops16(__m128i v, __m128i quotes)
-{
-    return (unsigned) _mm_movemask_epi8(
-               _mm_or_si128(quotes, _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
-}
-
-
 /* 3 to 15 bytes, and zeros after them */
 
 static inline __m128i

@@ -163,6 +163,32 @@ ngx_http_ai_gateway_json_digits(unsigned char *end, uint64_t n)
 }
 
 
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+
+/* the quotes and backslashes among 16 bytes */
+
+static inline __m128i
+ngx_http_ai_gateway_json_quotes(__m128i v)
+{
+    return _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+}
+
+
+/* the bytes that end a plain run among 16 (those to escape, and those not
+ * ASCII), given their quotes and backslashes: a signed compare, so bytes
+ * >= 0x80 (negative) are below 0x20 too */
+
+static inline unsigned
+ngx_http_ai_gateway_json_stops16(__m128i v, __m128i quotes)
+{
+    return (unsigned) _mm_movemask_epi8(
+               _mm_or_si128(quotes, _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+}
+
+#endif
+
+
 /*
  * The first byte at or after p that JSON strings must escape or that is not
  * ASCII (a quote, a backslash, < 0x20, >= 0x80), or end: 16 bytes a step
@@ -180,19 +206,12 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
 {
 #if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
     unsigned  mask;
-    __m128i   quote, bslash, space;
 
-    quote = _mm_set1_epi8('"');
-    bslash = _mm_set1_epi8('\\');
-    space = _mm_set1_epi8(0x20);
-
-    /* the stops among 16 bytes; a signed compare: bytes >= 0x80 are
-     * negative, so below 0x20 too */
 #define ngx_http_ai_gateway_json_stops(at)                                    \
-    ((unsigned) _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(                  \
-        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (at)), quote),       \
-        _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *) (at)), bslash)),     \
-        _mm_cmpgt_epi8(space, _mm_loadu_si128((const __m128i *) (at))))))
+    ngx_http_ai_gateway_json_stops16(                                         \
+        _mm_loadu_si128((const __m128i *) (at)),                              \
+        ngx_http_ai_gateway_json_quotes(                                      \
+            _mm_loadu_si128((const __m128i *) (at))))
 
     if (end - p >= 16) {
 
