@@ -91,10 +91,11 @@ typedef struct {
 } ngx_http_ai_gateway_limit_admit_q_t;
 
 
-/* a queued settlement, for merging the next ones of its counter */
+/* a queued settlement */
 typedef struct {
     uint32_t                             hash;
     uint32_t                             off;     /* of its key in buf */
+    uint32_t                             len;
     uint64_t                             bucket;
     int64_t                              delta;
     ngx_msec_t                           period;
@@ -104,14 +105,15 @@ typedef struct {
 /* settlements waiting for the end of the turn of the event loop */
 typedef struct {
     ngx_event_t                          flush;
-    /* the keys, each NUL-ended */
+    /* the keys */
     u_char                              *buf;
     size_t                               len;
     size_t                               cap;
     ngx_uint_t                           n;
-    /* per settlement period, bucket and delta, as doubles */
-    u_char                              *nums;
     ngx_http_ai_gateway_limit_settled_t *settled;
+    /* the settlements' numbers as sent: period, bucket and delta, as
+     * doubles, written from settled[] when they go */
+    u_char                              *nums;
     ngx_http_ai_gateway_redis_conf_t    *conf;
     ngx_http_ai_gateway_redis_script_t  *script;
 } ngx_http_ai_gateway_limit_settle_q_t;
@@ -134,7 +136,7 @@ static void ngx_http_ai_gateway_limit_redis_answer(
     ngx_http_ai_gateway_limit_wait_t *w, ngx_int_t rc);
 static ngx_int_t ngx_http_ai_gateway_limit_redis_merge(
     ngx_http_ai_gateway_limit_settle_q_t *q, ngx_http_ai_gateway_counter_t *c,
-    int64_t delta, u_char *end);
+    int64_t delta, size_t len);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_room(
     ngx_http_ai_gateway_limit_settle_q_t *q, size_t size);
 static void ngx_http_ai_gateway_limit_redis_flush(ngx_event_t *ev);
@@ -787,23 +789,28 @@ ngx_http_ai_gateway_limit_redis_double(u_char *p, double d)
 }
 
 
-/* the keys of the first n queued settlements */
+/* the keys of the first n queued settlements, and their numbers written
+ * to q->nums */
 
 static void
 ngx_http_ai_gateway_limit_redis_settled(ngx_http_ai_gateway_limit_settle_q_t *q,
     ngx_uint_t n, const char **keys, size_t *keys_len)
 {
-    u_char      *p;
-    ngx_uint_t   i;
+    u_char                               *p;
+    ngx_uint_t                            i;
+    ngx_http_ai_gateway_limit_settled_t  *e;
 
-    p = q->buf;
-
-    /* the keys, each NUL-ended; their numbers are q->nums */
+    p = q->nums;
 
     for (i = 0; i < n; i++) {
-        keys[i] = (char *) p;
-        keys_len[i] = ngx_strlen(p);
-        p += keys_len[i] + 1;
+        e = &q->settled[i];
+
+        keys[i] = (char *) q->buf + e->off;
+        keys_len[i] = e->len;
+
+        p = ngx_http_ai_gateway_limit_redis_double(p, (double) e->period);
+        p = ngx_http_ai_gateway_limit_redis_double(p, (double) e->bucket);
+        p = ngx_http_ai_gateway_limit_redis_double(p, (double) e->delta);
     }
 }
 
@@ -1166,8 +1173,7 @@ void
 ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, int64_t delta)
 {
-    u_char                                 *p, *n;
-    size_t                                  size;
+    size_t                                  size, len;
     ngx_uint_t                              i;
     ngx_http_ai_gateway_limit_settled_t    *e;
     ngx_http_ai_gateway_counter_t          *c;
@@ -1190,13 +1196,7 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
             continue;
         }
 
-        if (q->n == NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX) {
-            /* a command of bounded size: these go now */
-            ngx_http_ai_gateway_limit_redis_flush(NULL);
-        }
-
-        /* the key, NUL-ended; its three numbers go to q->nums */
-        size = mcf->redis->prefix.len + 4 + c[i].key.len + 1;
+        size = mcf->redis->prefix.len + 4 + c[i].key.len;
 
         if (ngx_http_ai_gateway_limit_settle_room(q, size) != NGX_OK) {
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -1205,11 +1205,11 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
             return;
         }
 
-        p = q->buf + q->len;
-        p += ngx_http_ai_gateway_limit_redis_key(p, mcf->redis, &c[i].key);
-        *p++ = '\0';
+        /* the key after those queued: kept unless it merges */
+        len = ngx_http_ai_gateway_limit_redis_key(q->buf + q->len, mcf->redis,
+                                                  &c[i].key);
 
-        if (ngx_http_ai_gateway_limit_redis_merge(q, &c[i], delta, p)
+        if (ngx_http_ai_gateway_limit_redis_merge(q, &c[i], delta, len)
             == NGX_OK)
         {
             continue;
@@ -1218,28 +1218,23 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
         e = &q->settled[q->n];
         e->hash = c[i].hash;
         e->off = (uint32_t) q->len;
+        e->len = (uint32_t) len;
         e->period = c[i].period;
         e->bucket = c[i].bucket;
         e->delta = delta;
 
-        n = q->nums + q->n * 3 * 8;
-        n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].period);
-        n = ngx_http_ai_gateway_limit_redis_double(n, (double) c[i].bucket);
-        (void) ngx_http_ai_gateway_limit_redis_double(n, (double) delta);
+        q->len += len;
 
-        q->len = p - q->buf;
-        q->n++;
+        if (++q->n == NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX) {
+            /* a command of bounded size: these go now */
+            ngx_http_ai_gateway_limit_redis_flush(NULL);
+        }
     }
 
     if (!q->flush.posted) {
         q->flush.handler = ngx_http_ai_gateway_limit_redis_flush;
         q->flush.log = ngx_cycle->log;
         ngx_post_event(&q->flush, &ngx_posted_events);
-    }
-
-    if (q->n >= NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX) {
-        /* a command of bounded size: these go now */
-        ngx_http_ai_gateway_limit_redis_flush(NULL);
     }
 }
 
@@ -1253,26 +1248,21 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
  * each delta, which for deltas of one sign is the same as after their
  * sum, and a delta for a bucket gone is dropped (negative) or charged now
  * (positive) alike.  Only the last 16 queued are looked at.  The
- * counter's Redis key, NUL-ended, is at q->buf + q->len, up to end.
+ * counter's Redis key, len bytes, is at q->buf + q->len.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_redis_merge(ngx_http_ai_gateway_limit_settle_q_t *q,
-    ngx_http_ai_gateway_counter_t *c, int64_t delta, u_char *end)
+    ngx_http_ai_gateway_counter_t *c, int64_t delta, size_t len)
 {
-    u_char                               *key;
-    size_t                                len;
     ngx_uint_t                            j;
     ngx_http_ai_gateway_limit_settled_t  *e;
-
-    key = q->buf + q->len;
-    len = end - key;
 
     for (j = q->n; j > 0 && q->n - j < 16; j--) {
         e = &q->settled[j - 1];
 
-        if (e->hash != c->hash || e->period != c->period
-            || ngx_memcmp(q->buf + e->off, key, len) != 0)
+        if (e->hash != c->hash || e->period != c->period || e->len != len
+            || ngx_memcmp(q->buf + e->off, q->buf + q->len, len) != 0)
         {
             continue;
         }
@@ -1294,9 +1284,6 @@ ngx_http_ai_gateway_limit_redis_merge(ngx_http_ai_gateway_limit_settle_q_t *q,
         /* far from 2^53: deltas are token counts */
         e->delta += delta;
 
-        (void) ngx_http_ai_gateway_limit_redis_double(
-                                   q->nums + (j - 1) * 3 * 8 + 16,
-                                   (double) e->delta);
         return NGX_OK;
     }
 
@@ -1311,18 +1298,21 @@ ngx_http_ai_gateway_limit_settle_room(
     u_char  *buf;
     size_t   cap;
 
-    if (q->nums == NULL) {
+    if (q->settled == NULL) {
         /* the queue never holds more: at that many it goes */
-        q->nums = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX
-                            * (3 * 8
-                               + sizeof(ngx_http_ai_gateway_limit_settled_t)),
+        q->settled = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX
+                               * sizeof(ngx_http_ai_gateway_limit_settled_t),
+                               ngx_cycle->log);
+        q->nums = ngx_alloc(NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX * 3 * 8,
                             ngx_cycle->log);
-        if (q->nums == NULL) {
+
+        if (q->settled == NULL || q->nums == NULL) {
+            ngx_free(q->settled);
+            ngx_free(q->nums);
+            q->settled = NULL;
+            q->nums = NULL;
             return NGX_ERROR;
         }
-
-        q->settled = (ngx_http_ai_gateway_limit_settled_t *)
-                     (q->nums + NGX_HTTP_AI_GATEWAY_LIMIT_SETTLE_MAX * 3 * 8);
     }
 
     if (q->len + size <= q->cap) {
@@ -1449,6 +1439,7 @@ ngx_http_ai_gateway_limit_redis_exit(void)
     ngx_http_ai_gateway_limit_redis_flush(&q->flush);
 
     ngx_free(q->buf);
+    ngx_free(q->settled);
     ngx_free(q->nums);
     ngx_memzero(q, sizeof(ngx_http_ai_gateway_limit_settle_q_t));
 }
