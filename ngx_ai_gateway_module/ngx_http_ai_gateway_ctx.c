@@ -22,13 +22,24 @@ static void ngx_http_ai_gateway_ctx_cleanup(void *data);
 ngx_http_ai_gateway_ctx_t *
 ngx_http_ai_gateway_create_ctx(ngx_http_request_t *r)
 {
+    u_char                     *p;
     ngx_pool_cleanup_t         *cln;
     ngx_http_ai_gateway_ctx_t  *ctx;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_ctx_t));
-    if (ctx == NULL) {
+    /*
+     * On a cache line's start, so that the fields the answer's filters
+     * read (the first ones) take as few lines as they can: 63 bytes more
+     * from the pool, where ngx_pmemalign() would be a malloc() a request.
+     */
+
+    p = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_ctx_t)
+                             + NGX_HTTP_AI_GATEWAY_CTX_ALIGN - 1);
+    if (p == NULL) {
         return NULL;
     }
+
+    ctx = (ngx_http_ai_gateway_ctx_t *)
+              ngx_align_ptr(p, NGX_HTTP_AI_GATEWAY_CTX_ALIGN);
 
     /*
      * set by ngx_pcalloc():
