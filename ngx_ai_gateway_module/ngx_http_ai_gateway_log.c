@@ -338,6 +338,50 @@ ngx_http_ai_gateway_sink_write(ngx_http_ai_gateway_sink_t *sink,
 }
 
 
+/*
+ * Room in the buffer for a record of at most size bytes, written there
+ * rather than built elsewhere and copied in: the buffer is written out
+ * first when the room is not left.  NULL when the sink has no buffer or
+ * the record could be larger than it; the caller then builds the record
+ * elsewhere and gives it to sink_write().  Nothing else may be written to
+ * the sink before the record is committed.
+ */
+
+u_char *
+ngx_http_ai_gateway_sink_reserve(ngx_http_ai_gateway_sink_t *sink,
+    ngx_log_t *log, size_t size)
+{
+    if (sink->start == NULL || size > (size_t) (sink->last - sink->start)) {
+        return NULL;
+    }
+
+    if (size > (size_t) (sink->last - sink->pos)) {
+        ngx_http_ai_gateway_sink_flush_file(sink->file, log);
+    }
+
+    return sink->pos;
+}
+
+
+/* the record written at the reserved place, a whole line, ends at last */
+
+void
+ngx_http_ai_gateway_sink_commit(ngx_http_ai_gateway_sink_t *sink,
+    u_char *last)
+{
+    if (last == sink->pos) {
+        return;
+    }
+
+    if (sink->pos == sink->start) {
+        ngx_add_timer(&sink->event, sink->flush);
+    }
+
+    sink->pos = last;
+    sink->records++;
+}
+
+
 void
 ngx_http_ai_gateway_sink_flush(ngx_http_ai_gateway_sink_t *sink,
     ngx_log_t *log)

@@ -45,6 +45,18 @@ ngx_http_ai_gateway_sink_t *ngx_http_ai_gateway_sink_default(ngx_conf_t *cf,
 void ngx_http_ai_gateway_sink_write(ngx_http_ai_gateway_sink_t *sink,
     ngx_log_t *log, u_char *line, size_t len);
 
+/*
+ * The same, with the record written in place: sink_reserve() returns room
+ * for at most size bytes in the buffer (writing the buffer out first when
+ * it lacks the room), or NULL when the sink is unbuffered or size exceeds
+ * the buffer (then sink_write() the record); sink_commit() takes the line
+ * written there, up to last.  No other record may come in between.
+ */
+u_char *ngx_http_ai_gateway_sink_reserve(ngx_http_ai_gateway_sink_t *sink,
+    ngx_log_t *log, size_t size);
+void ngx_http_ai_gateway_sink_commit(ngx_http_ai_gateway_sink_t *sink,
+    u_char *last);
+
 /* for the worker's exit and for tests of the flush: writes the buffer */
 void ngx_http_ai_gateway_sink_flush(ngx_http_ai_gateway_sink_t *sink,
     ngx_log_t *log);

@@ -21,8 +21,9 @@
 
 
 typedef struct {
-    u_char  *pos;
-    u_char  *end;
+    u_char                      *pos;
+    u_char                      *end;
+    ngx_http_ai_gateway_sink_t  *sink;     /* written in its buffer */
 } ngx_http_ai_gateway_out_t;
 
 
@@ -51,6 +52,9 @@ static ngx_str_t *ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
 static ngx_str_t *ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r);
 static ngx_msec_t ngx_http_ai_gateway_elapsed(ngx_http_request_t *r);
 static size_t ngx_http_ai_gateway_escape_len(ngx_str_t *s);
+static ngx_int_t ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_sink_t *sink, size_t len,
+    ngx_http_ai_gateway_out_t *o);
 static void ngx_http_ai_gateway_put(ngx_http_ai_gateway_out_t *o,
     const char *text);
 static void ngx_http_ai_gateway_put_str_value(ngx_http_ai_gateway_out_t *o,
@@ -219,6 +223,7 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     ngx_msec_t                    ulat;
     ngx_uint_t                    attempts;
     ngx_http_ai_gateway_out_t     o;
+    ngx_http_ai_gateway_sink_t   *sink;
     ngx_http_ai_gateway_tokens_t  t;
 
     ngx_http_ai_gateway_tokens(r, ctx, &t);
@@ -243,13 +248,14 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
           + ngx_http_ai_gateway_escape_len(&resp_model)
           + ngx_http_ai_gateway_escape_len(&addr);
 
-    start = ngx_pnalloc(r->pool, len);
-    if (start == NULL) {
+    /* written in the file's buffer, unless Redis takes the record too */
+    sink = (mcf->usage_log && !mcf->usage_stream.len) ? mcf->usage_log : NULL;
+
+    if (ngx_http_ai_gateway_record_start(r, sink, len, &o) != NGX_OK) {
         return;
     }
 
-    o.pos = start;
-    o.end = start + len;
+    start = o.pos;
 
     ngx_http_ai_gateway_put(&o, "{");
     ngx_http_ai_gateway_put_str(&o, "request_id", id);
@@ -302,7 +308,10 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     o.pos[-1] = '}';
     ngx_http_ai_gateway_put(&o, "\n");
 
-    if (mcf->usage_log) {
+    if (o.sink) {
+        ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
+
+    } else if (mcf->usage_log) {
         ngx_http_ai_gateway_sink_write(mcf->usage_log, r->connection->log,
                                        start, o.pos - start);
     }
@@ -363,13 +372,13 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
           + (req_over ? 0 : ngx_http_ai_gateway_escape_len(&request))
           + ngx_http_ai_gateway_escape_len(&response);
 
-    start = ngx_pnalloc(r->pool, len);
-    if (start == NULL) {
+    if (ngx_http_ai_gateway_record_start(r, mcf->inference_log, len, &o)
+        != NGX_OK)
+    {
         return;
     }
 
-    o.pos = start;
-    o.end = start + len;
+    start = o.pos;
 
     ngx_http_ai_gateway_put(&o, "{");
     ngx_http_ai_gateway_put_str(&o, "request_date", &rdate);
@@ -401,8 +410,45 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_put(&o, "]}\n");
 
+    if (o.sink) {
+        ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
+        return;
+    }
+
     ngx_http_ai_gateway_sink_write(mcf->inference_log, r->connection->log,
                                    start, o.pos - start);
+}
+
+
+/*
+ * Where a record of at most len bytes is written: in the sink's buffer
+ * when it has the room (the record is not built and then copied there),
+ * otherwise in the pool, and o->sink is NULL.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_sink_t *sink, size_t len, ngx_http_ai_gateway_out_t *o)
+{
+    o->sink = NULL;
+    o->pos = NULL;
+
+    if (sink) {
+        o->pos = ngx_http_ai_gateway_sink_reserve(sink, r->connection->log,
+                                                  len);
+        o->sink = (o->pos != NULL) ? sink : NULL;
+    }
+
+    if (o->pos == NULL) {
+        o->pos = ngx_pnalloc(r->pool, len);
+        if (o->pos == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    o->end = o->pos + len;
+
+    return NGX_OK;
 }
 
 
