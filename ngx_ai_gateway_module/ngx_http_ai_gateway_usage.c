@@ -2216,7 +2216,53 @@ typedef struct {
     unsigned              has[NGX_HTTP_AI_GATEWAY_U_LAST];
     unsigned              input_details;     /* key present at the top */
     unsigned              prefix;            /* more text may follow */
+    struct ngx_http_ai_gateway_urec_s  *rec; /* the fast scan's counts */
 } ngx_http_ai_gateway_uscan_t;
+
+
+/*
+ * A provider writes the same usage object in every answer, only its counts
+ * change: {"prompt_tokens":231,"completion_tokens":48,...}.  The last one
+ * the fast scan read is remembered as its text between the counts and the
+ * field each count is, and the next object is first matched against it:
+ * a comparison of the text and the digits read, where the scan looks up
+ * every key.  Anything else (another shape, more white space, a count
+ * that is not an integer) fails the match, and the scan reads the object.
+ * Per process: a worker has one thread.
+ */
+
+#define NGX_HTTP_AI_GATEWAY_UMEMO_TEXT  384
+#define NGX_HTTP_AI_GATEWAY_UMEMO_NUMS  24
+
+typedef struct ngx_http_ai_gateway_urec_s {
+    /* where the fast scan found each count, and which field it is */
+    const unsigned char  *start[NGX_HTTP_AI_GATEWAY_UMEMO_NUMS];
+    const unsigned char  *end[NGX_HTTP_AI_GATEWAY_UMEMO_NUMS];
+    signed char           field[NGX_HTTP_AI_GATEWAY_UMEMO_NUMS];
+    unsigned              n;
+    unsigned              overflow;
+} ngx_http_ai_gateway_urec_t;
+
+
+typedef struct {
+    unsigned char  text[NGX_HTTP_AI_GATEWAY_UMEMO_TEXT];
+    /* the text before count i is text[lit[i] .. lit[i + 1]); the text
+     * after the last count, to the object's end, is text[lit[n] ..
+     * lit[n + 1]) */
+    uint16_t       lit[NGX_HTTP_AI_GATEWAY_UMEMO_NUMS + 2];
+    signed char    field[NGX_HTTP_AI_GATEWAY_UMEMO_NUMS];
+    unsigned       n;
+    unsigned       input_details;
+    unsigned       valid;
+} ngx_http_ai_gateway_umemo_t;
+
+
+static ngx_http_ai_gateway_umemo_t  ngx_http_ai_gateway_umemo;
+
+#if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
+/* for the unit test: how many objects the memo read */
+unsigned long  ngx_http_ai_gateway_umemo_hits;
+#endif
 
 
 static const struct {
@@ -2247,6 +2293,11 @@ static int ngx_http_ai_gateway_uscan_value(ngx_http_ai_gateway_uscan_t *s,
     int field, int sub, unsigned depth);
 static int ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len, size_t *used);
+static void ngx_http_ai_gateway_urec_add(ngx_http_ai_gateway_urec_t *rec,
+    const unsigned char *start, const unsigned char *end, int field);
+static void ngx_http_ai_gateway_umemo_keep(ngx_http_ai_gateway_uscan_t *s,
+    const unsigned char *json, ngx_http_ai_gateway_urec_t *rec);
+static int ngx_http_ai_gateway_umemo_match(ngx_http_ai_gateway_uscan_t *s);
 static ngx_http_ai_gateway_walk_inline void
     ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
     const unsigned char *k, size_t klen, unsigned depth, int sub, int *field,
@@ -2664,6 +2715,10 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
                 s->has[field] = 1;
             }
 
+            if (s->rec) {
+                ngx_http_ai_gateway_urec_add(s->rec, p - digits, p, field);
+            }
+
         } else if (*p == '"') {
             p = ngx_http_ai_gateway_json_skip_plain(p + 1, end);
 
@@ -2721,6 +2776,155 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
 }
 
 
+static void
+ngx_http_ai_gateway_urec_add(ngx_http_ai_gateway_urec_t *rec,
+    const unsigned char *start, const unsigned char *end, int field)
+{
+    if (rec->n == NGX_HTTP_AI_GATEWAY_UMEMO_NUMS) {
+        rec->overflow = 1;
+        return;
+    }
+
+    rec->start[rec->n] = start;
+    rec->end[rec->n] = end;
+    rec->field[rec->n] = (signed char) field;
+    rec->n++;
+}
+
+
+/* the object at json that the fast scan read, remembered */
+
+static void
+ngx_http_ai_gateway_umemo_keep(ngx_http_ai_gateway_uscan_t *s,
+    const unsigned char *json, ngx_http_ai_gateway_urec_t *rec)
+{
+    size_t                        len, total;
+    unsigned                      i;
+    const unsigned char          *from, *to;
+    ngx_http_ai_gateway_umemo_t  *m;
+
+    m = &ngx_http_ai_gateway_umemo;
+
+    if (rec->overflow) {
+        return;
+    }
+
+    total = 0;
+
+    for (i = 0; i < rec->n; i++) {
+        total += rec->end[i] - rec->start[i];
+    }
+
+    if ((size_t) (s->p - json) - total > NGX_HTTP_AI_GATEWAY_UMEMO_TEXT) {
+        return;
+    }
+
+    m->valid = 0;
+    m->lit[0] = 0;
+    from = json;
+
+    for (i = 0; i <= rec->n; i++) {
+        to = (i < rec->n) ? rec->start[i] : s->p;
+        len = to - from;
+
+        memcpy(m->text + m->lit[i], from, len);
+        m->lit[i + 1] = (uint16_t) (m->lit[i] + len);
+
+        if (i < rec->n) {
+            m->field[i] = rec->field[i];
+            from = rec->end[i];
+        }
+    }
+
+    m->n = rec->n;
+    m->input_details = s->input_details;
+    m->valid = 1;
+}
+
+
+/* 0 when the object at s->p has the remembered one's shape: its counts
+ * are then in s, and s->p after it */
+
+static int
+ngx_http_ai_gateway_umemo_match(ngx_http_ai_gateway_uscan_t *s)
+{
+    size_t                        len, digits;
+    int64_t                       n;
+    unsigned                      i;
+    const unsigned char          *p, *end, *lit;
+    ngx_http_ai_gateway_umemo_t  *m;
+
+    m = &ngx_http_ai_gateway_umemo;
+
+    if (!m->valid) {
+        return 1;
+    }
+
+    p = s->p;
+    end = s->end;
+
+    for (i = 0; /* void */; i++) {
+        lit = m->text + m->lit[i];
+        len = m->lit[i + 1] - m->lit[i];
+
+        if ((size_t) (end - p) < len || memcmp(p, lit, len) != 0) {
+            goto fail;
+        }
+
+        p += len;
+
+        if (i == m->n) {
+            break;
+        }
+
+        /* a count as the fast scan takes it: digits, no leading zero,
+         * at most 17 of them */
+
+        if (p == end || *p < '0' || *p > '9'
+            || (*p == '0' && end - p > 1 && p[1] >= '0' && p[1] <= '9'))
+        {
+            goto fail;
+        }
+
+        n = 0;
+        digits = 0;
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (++digits > 17) {
+                goto fail;
+            }
+
+            n = n * 10 + (*p++ - '0');
+        }
+
+        if (m->field[i] >= 0) {
+            s->v[(int) m->field[i]] = n;
+            s->has[(int) m->field[i]] = 1;
+        }
+    }
+
+    if (p != end && !s->prefix) {
+        goto fail;
+    }
+
+    s->input_details = m->input_details;
+    s->p = p;
+
+#if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
+    ngx_http_ai_gateway_umemo_hits++;
+#endif
+
+    return 0;
+
+fail:
+
+    /* the counts read so far are not the object's */
+    memset(s->has, 0, sizeof(s->has));
+
+    return 1;
+}
+
+
 int
 ngx_http_ai_gateway_usage_parse(ngx_http_ai_gateway_usage_t *u,
     const unsigned char *json, size_t len)
@@ -2737,6 +2941,7 @@ ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
 {
     int                          has_input, has_read, has_write, anthropic;
     int64_t                      raw;
+    ngx_http_ai_gateway_urec_t   rec;
     ngx_http_ai_gateway_uscan_t  s;
 
     memset(&s, 0, sizeof(s));
@@ -2744,7 +2949,18 @@ ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
     s.end = json + len;
     s.prefix = (used != NULL);
 
-    if (ngx_http_ai_gateway_uscan_fast(&s) != 0) {
+    if (ngx_http_ai_gateway_umemo_match(&s) == 0) {
+        goto found;
+    }
+
+    rec.n = 0;
+    rec.overflow = 0;
+    s.rec = &rec;
+
+    if (ngx_http_ai_gateway_uscan_fast(&s) == 0) {
+        ngx_http_ai_gateway_umemo_keep(&s, json, &rec);
+
+    } else {
 
         /* from the start again, with nothing of the fast scan */
 
@@ -2768,6 +2984,8 @@ ngx_http_ai_gateway_usage_read(ngx_http_ai_gateway_usage_t *u,
             }
         }
     }
+
+found:
 
     if (used != NULL) {
         *used = s.p - json;

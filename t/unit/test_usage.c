@@ -1728,6 +1728,148 @@ test_usage_fast(void)
 
 
 /*
+ * The memo of the last usage object's shape: random objects as above, each
+ * followed by variants with other counts (some of them leading zeros, 18
+ * digits, or a text cut short or followed by a byte), read as they are (the
+ * memo, when the shape is the one remembered) and after a space (the
+ * general scan), alone and as the usage of a whole answer read from its
+ * end: the same results.  The memo must have read most variants.
+ */
+
+#if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
+extern unsigned long  ngx_http_ai_gateway_umemo_hits;
+#endif
+
+
+static void
+umemo_vary(const char *in, size_t len, char *out, size_t *olen)
+{
+    size_t  i, o;
+
+    i = 0;
+    o = 0;
+
+    while (i < len) {
+        if (in[i] >= '1' && in[i] <= '9' && i > 0 && in[i - 1] == ':') {
+            while (i < len && in[i] >= '0' && in[i] <= '9') {
+                i++;
+            }
+
+            switch (ufast_rnd(16)) {
+            case 0:
+                o += sprintf(out + o, "0%u", ufast_rnd(10));
+                break;
+            case 1:
+                o += sprintf(out + o, "123456789012345678");
+                break;
+            case 2:
+                o += sprintf(out + o, "0");
+                break;
+            default:
+                o += sprintf(out + o, "%u", 1 + ufast_rnd(999999));
+            }
+
+            continue;
+        }
+
+        out[o++] = in[i++];
+    }
+
+    *olen = o;
+}
+
+
+static void
+test_usage_memo(void)
+{
+    int                          rc1, rc2, rc3, i, j, same, cut, counted;
+    char                         base[4096], buf[4096], padded[4097];
+    char                         doc[4200];
+    size_t                       blen, len;
+    unsigned long                variants;
+    ngx_http_ai_gateway_usage_t  u0, u1, u2, u3;
+
+    static const char  *start = "{\"input_tokens\":5,"
+        "\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":7}";
+
+#if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
+    unsigned long  hits0 = ngx_http_ai_gateway_umemo_hits;
+#endif
+
+    same = 1;
+    variants = 0;
+    counted = 0;
+
+    for (i = 0; i < 3000 && same; i++) {
+        blen = 0;
+        ufast_value(base, &blen, 0);
+        base[blen] = '\0';
+
+        /* the shape, remembered when the fast scan reads it */
+        ngx_http_ai_gateway_usage_init(&u1);
+        (void) ngx_http_ai_gateway_usage_parse(&u1,
+                                    (const unsigned char *) base, blen);
+
+        for (j = 0; j < 8 && same; j++) {
+            umemo_vary(base, blen, buf, &len);
+
+            cut = ufast_rnd(20);
+            if (cut == 0 && len > 1) {
+                len -= 1 + ufast_rnd((unsigned) len - 1);
+
+            } else if (cut == 1) {
+                buf[len++] = ufast_rnd(2) ? ' ' : '}';
+            }
+
+            buf[len] = '\0';
+            padded[0] = ' ';
+            memcpy(padded + 1, buf, len + 1);
+
+            ngx_http_ai_gateway_usage_init(&u0);
+
+            if (ufast_rnd(3) == 0) {
+                (void) ngx_http_ai_gateway_usage_parse(&u0,
+                    (const unsigned char *) start, strlen(start));
+            }
+
+            u1 = u0;
+            u2 = u0;
+            u3 = u0;
+
+            rc1 = ngx_http_ai_gateway_usage_parse(&u1,
+                                          (const unsigned char *) buf, len);
+            rc2 = ngx_http_ai_gateway_usage_parse(&u2,
+                                      (const unsigned char *) padded, len + 1);
+
+            same = (rc1 == rc2 && memcmp(&u1, &u2, sizeof(u1)) == 0);
+            CHECK(same, "memo and general usage scans differ on %s", buf);
+
+            /* in a whole answer, read from its end */
+            if (same && cut > 1 && rc2 == 0 && buf[0] == '{') {
+                sprintf(doc, "{\"id\":\"x\",\"usage\":%s,\"n\":1}", buf);
+                rc3 = ngx_http_ai_gateway_usage_find_tail(&u3,
+                                (const unsigned char *) doc, strlen(doc));
+                same = (rc3 == 0 && memcmp(&u3, &u2, sizeof(u3)) == 0);
+                CHECK(same, "memo and general usage scans differ at the "
+                      "end of %s", doc);
+                counted++;
+            }
+
+            variants++;
+        }
+    }
+
+    CHECK(counted > 1000, "answers read from their end: %d", counted);
+
+#if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
+    CHECK(ngx_http_ai_gateway_umemo_hits - hits0 > variants / 4,
+          "the memo read %lu of %lu variants",
+          ngx_http_ai_gateway_umemo_hits - hits0, variants);
+#endif
+}
+
+
+/*
  * The stream's fast path: random streams of OpenAI chunks (plain text,
  * text with escapes or UTF-8, tool call arguments, model and finish
  * changes, the usage chunk, [DONE]) mixed with Anthropic events (with
@@ -2329,6 +2471,7 @@ main(void)
     test_prefix();
     test_suffix();
     test_usage_parse();
+    test_usage_memo();
     test_usage_fast();
     test_find_tail();
     test_walk_stream();
