@@ -44,6 +44,7 @@ static ngx_int_t ngx_http_ai_gateway_keep_tail(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_walk_create(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static void ngx_http_ai_gateway_prefetch(ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_tail_read(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_append_answer(ngx_http_request_t *r,
@@ -115,6 +116,8 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     if (ctx == NULL || !ctx->inspected) {
         return ngx_http_next_header_filter(r);
     }
+
+    ngx_http_ai_gateway_prefetch(ctx);
 
     if (ctx->counters && !ctx->limit_headers
         && ctx->limit_backend != NGX_HTTP_AI_GATEWAY_BACKEND_NONE
@@ -242,6 +245,33 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The answer's header comes long after the request's phases, with many
+ * requests in between: what this request left in memory is out of the
+ * CPU's caches.  The lines the filters read next (the rest of the ctx's
+ * first fields, the counters, the limits) are asked for at once, so that
+ * their misses overlap rather than follow one another.
+ */
+
+static void
+ngx_http_ai_gateway_prefetch(ngx_http_ai_gateway_ctx_t *ctx)
+{
+#if (__GNUC__ >= 4)
+    ngx_uint_t  i;
+
+    __builtin_prefetch((u_char *) ctx + 64);
+    __builtin_prefetch((u_char *) ctx + 128);
+
+    for (i = 0; i < ctx->nlimits && ctx->counters; i++) {
+        __builtin_prefetch(&ctx->counters[i]);
+        __builtin_prefetch((u_char *) &ctx->counters[i]
+                           + sizeof(ngx_http_ai_gateway_counter_t) - 1);
+        __builtin_prefetch(&ctx->limits[i]);
+    }
+#endif
 }
 
 
