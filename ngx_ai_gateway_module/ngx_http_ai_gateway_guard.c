@@ -1346,11 +1346,40 @@ ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const char *direction,
     const char *category, const char *action)
 {
-    u_char  *p, *start;
-    size_t   len;
+    u_char  *p, *q, *last, *start, *note, buf[128];
+    size_t   n, len;
 
-    len = ctx->guardrail.len + 1 + ngx_strlen(direction) + 1
-          + ngx_strlen(category) + 1 + ngx_strlen(action);
+    /* "direction:category:action"; a safety model names its categories */
+
+    n = ngx_strlen(direction) + ngx_strlen(category) + ngx_strlen(action) + 2;
+    note = (n <= sizeof(buf)) ? buf : ngx_pnalloc(r->pool, n);
+
+    if (note == NULL) {
+        return;
+    }
+
+    ngx_sprintf(note, "%s:%s:%s", direction, category, action);
+
+    /*
+     * Each action once: an output guard that masks in every delta of a
+     * long stream would otherwise make the note, and the copies of it
+     * made here, grow with the stream.
+     */
+
+    last = ctx->guardrail.data + ctx->guardrail.len;
+
+    for (p = ctx->guardrail.data; p && p < last; p = q + 1) {
+        q = ngx_strlchr(p, last, ',');
+        if (q == NULL) {
+            q = last;
+        }
+
+        if ((size_t) (q - p) == n && ngx_memcmp(p, note, n) == 0) {
+            return;
+        }
+    }
+
+    len = ctx->guardrail.len + 1 + n;
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
@@ -1364,7 +1393,7 @@ ngx_http_ai_gateway_guard_note(ngx_http_request_t *r,
         *p++ = ',';
     }
 
-    p = ngx_sprintf(p, "%s:%s:%s", direction, category, action);
+    p = ngx_cpymem(p, note, n);
 
     ctx->guardrail.data = start;
     ctx->guardrail.len = p - start;

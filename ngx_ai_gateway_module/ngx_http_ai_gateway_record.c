@@ -24,6 +24,7 @@ typedef struct {
     u_char                      *pos;
     u_char                      *end;
     ngx_http_ai_gateway_sink_t  *sink;     /* written in its buffer */
+    ngx_uint_t                   overflow; /* a string had no room */
 } ngx_http_ai_gateway_out_t;
 
 
@@ -52,6 +53,8 @@ static ngx_str_t *ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
 static ngx_str_t *ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r);
 static ngx_msec_t ngx_http_ai_gateway_elapsed(ngx_http_request_t *r);
 static size_t ngx_http_ai_gateway_escape_len(ngx_str_t *s);
+static void ngx_http_ai_gateway_record_overflow(ngx_http_request_t *r,
+    const char *kind);
 static ngx_int_t ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_sink_t *sink, size_t len,
     ngx_http_ai_gateway_out_t *o);
@@ -219,7 +222,7 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     u_char                        time[32], *start;
     size_t                        len;
     ngx_str_t                     addr, model, rtime, *id, *cid, *api;
-    ngx_str_t                     resp_model;
+    ngx_str_t                     resp_model, *limit;
     ngx_msec_t                    ulat;
     ngx_uint_t                    attempts;
     ngx_http_ai_gateway_out_t     o;
@@ -239,6 +242,9 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     resp_model.len = ctx->walk ? ctx->walk->model_len : 0;
     resp_model.data = ctx->walk ? ctx->walk->model : NULL;
 
+    limit = ctx->limit_status
+            ? ngx_http_ai_gateway_limit_status(ctx, 1, r->pool) : NULL;
+
     len = NGX_HTTP_AI_GATEWAY_RECORD_FIXED
           + ngx_http_ai_gateway_escape_len(id)
           + (cid ? ngx_http_ai_gateway_escape_len(cid) : 0)
@@ -246,7 +252,9 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
           + ngx_http_ai_gateway_escape_len(&ctx->endpoint)
           + ngx_http_ai_gateway_escape_len(&model)
           + ngx_http_ai_gateway_escape_len(&resp_model)
-          + ngx_http_ai_gateway_escape_len(&addr);
+          + ngx_http_ai_gateway_escape_len(&addr)
+          + ngx_http_ai_gateway_escape_len(limit)
+          + ngx_http_ai_gateway_escape_len(&ctx->guardrail);
 
     /* written in the file's buffer, unless Redis takes the record too */
     sink = (mcf->usage_log && !mcf->usage_stream.len) ? mcf->usage_log : NULL;
@@ -294,11 +302,7 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
                                 ctx->ttft_set ? (int64_t) ctx->ttft : -1);
     ngx_http_ai_gateway_put_int(&o, "upstream_latency_ms",
                                 attempts ? (int64_t) ulat : -1);
-    ngx_http_ai_gateway_put_str(&o, "rate_limit",
-                                ctx->limit_status
-                                ? ngx_http_ai_gateway_limit_status(ctx, 1,
-                                                                   r->pool)
-                                : NULL);
+    ngx_http_ai_gateway_put_str(&o, "rate_limit", limit);
     ngx_http_ai_gateway_put_str(&o, "guardrail",
                                 ctx->guardrail.len ? &ctx->guardrail : NULL);
     ngx_http_ai_gateway_put_bool(&o, "client_aborted",
@@ -307,6 +311,11 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     /* the last ',' becomes the closing brace */
     o.pos[-1] = '}';
     ngx_http_ai_gateway_put(&o, "\n");
+
+    if (o.overflow) {
+        ngx_http_ai_gateway_record_overflow(r, "usage");
+        return;
+    }
 
     if (o.sink) {
         ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
@@ -410,6 +419,11 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_put(&o, "]}\n");
 
+    if (o.overflow) {
+        ngx_http_ai_gateway_record_overflow(r, "inference");
+        return;
+    }
+
     if (o.sink) {
         ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
         return;
@@ -417,6 +431,17 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_sink_write(mcf->inference_log, r->connection->log,
                                    start, o.pos - start);
+}
+
+
+/* a record was sized wrong: a bug, never a reason to corrupt memory */
+
+static void
+ngx_http_ai_gateway_record_overflow(ngx_http_request_t *r, const char *kind)
+{
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "ai_gateway: %s record larger than its room, dropped",
+                  kind);
 }
 
 
@@ -432,6 +457,7 @@ ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
 {
     o->sink = NULL;
     o->pos = NULL;
+    o->overflow = 0;
 
     if (sink) {
         o->pos = ngx_http_ai_gateway_sink_reserve(sink, r->connection->log,
@@ -890,11 +916,23 @@ ngx_http_ai_gateway_put(ngx_http_ai_gateway_out_t *o, const char *text)
 }
 
 
+/*
+ * Strings are written in the room their escape_len() added to the record's
+ * length, and the rest (keys, numbers, nulls) in the fixed part of it.  A
+ * string that was not counted must not write past the record's end, into
+ * the sink's buffer and what follows it: the record is dropped instead.
+ */
+
 static void
 ngx_http_ai_gateway_put_str_value(ngx_http_ai_gateway_out_t *o, ngx_str_t *s)
 {
     if (s == NULL || s->data == NULL) {
         o->pos = ngx_cpymem(o->pos, "null,", 5);
+        return;
+    }
+
+    if ((size_t) (o->end - o->pos) < 6 * s->len + 3) {
+        o->overflow = 1;
         return;
     }
 

@@ -12,6 +12,9 @@ sub chat { my ($text) = @_; $text =~ s/(["\\])/\\$1/g;
            return qq({"model":"gpt-4o","messages":[{"role":"user","content":"$text"}]}) }
 our $pii_body = chat('Mail me at john.doe@example.com or call +1 415 555 0134.');
 
+# an answer of 250 addresses, one SSE delta each: 250 masks in one stream
+our $mails = CORE::join ' ', map { "u$_\@corp.example" } 1 .. 250;
+
 no_shuffle();
 run_tests();
 
@@ -855,3 +858,62 @@ ai_gateway: guardrail_blocked: output invalid_keyword
 --- response_body_like eval
 [qr/\(deny_pattern\)/, qr/\(deny_pattern\)/, qr/\(deny_pattern\)/, qr/\(deny_pattern\)/,
  qr/\(deny_pattern\)/, qr/chat\.completion/, qr/chat\.completion/]
+
+
+
+=== TEST 39: a stream masked in 250 deltas: the record says so once, and is written whole (usage log unbuffered)
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_guardrails output pii=mask pii_types=email;
+        proxy_buffering off;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/usage.jsonl;
+    }
+--- more_headers eval
+"X-Answer: $::mails"
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}', "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    return ((() = $body =~ /\[REDACTED_EMAIL\]/g) . " masked\n") if $body =~ /^data: /m;
+    my @g = $body =~ /"guardrail":("[^"]*"|null)/g;
+    return CORE::join(' ', scalar(() = $body =~ /^\{.*\}$/mg), @g) . "\n";
+}
+--- response_body eval
+["250 masked\n", "1 \"output:pii_email:mask\"\n"]
+--- no_error_log
+[alert]
+
+
+
+=== TEST 40: the same streams with the usage record written in place, in a 4k buffer: no alert, nothing written past it
+--- http_config
+    ai_gateway_usage_log logs/usage.jsonl buffer=4k;
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_guardrails output pii=mask pii_types=email;
+        proxy_buffering off;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- more_headers eval
+"X-Answer: $::mails"
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}']
+--- error_code eval
+[200, 200, 200]
+--- no_error_log
+[alert]
