@@ -1662,16 +1662,67 @@ ufast_value(char *buf, size_t *len, int depth)
 }
 
 
-static void
-test_usage_fast(void)
+/*
+ * One text read as it is and after a space (the general scan), from the
+ * same state: fresh, or one time in three after an Anthropic
+ * message_start.  The text at buf (len bytes, with room for two more) is
+ * first cut short or given a byte after it, one time in n each (*cut
+ * says which: 0 cut, 1 a byte added).  1 when both reads agree; the state
+ * before them in *u0, the general scan's result in *u and *rc.
+ */
+
+static int
+ufast_both(char *buf, size_t len, unsigned n, unsigned *cut, int *rc,
+    ngx_http_ai_gateway_usage_t *u0, ngx_http_ai_gateway_usage_t *u)
 {
-    int                          rc1, rc2, i, same, cut;
-    char                         buf[4096], padded[4097];
-    size_t                       len;
-    ngx_http_ai_gateway_usage_t  u1, u2;
+    int                          rc1;
+    char                         padded[4098];
+    ngx_http_ai_gateway_usage_t  u1;
 
     static const char  *start = "{\"input_tokens\":5,"
         "\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":7}";
+
+    *cut = ufast_rnd(n);
+
+    if (*cut == 0 && len > 1) {
+        len -= 1 + ufast_rnd((unsigned) len - 1);
+
+    } else if (*cut == 1) {
+        buf[len++] = ufast_rnd(2) ? ' ' : '}';
+    }
+
+    buf[len] = '\0';
+    padded[0] = ' ';
+    memcpy(padded + 1, buf, len + 1);
+
+    ngx_http_ai_gateway_usage_init(u0);
+
+    if (ufast_rnd(3) == 0) {
+        (void) ngx_http_ai_gateway_usage_parse(u0,
+                                   (const unsigned char *) start, strlen(start));
+    }
+
+    u1 = *u0;
+    *u = *u0;
+
+    rc1 = ngx_http_ai_gateway_usage_parse(&u1, (const unsigned char *) buf,
+                                          len);
+    *rc = ngx_http_ai_gateway_usage_parse(u, (const unsigned char *) padded,
+                                          len + 1);
+
+    return rc1 == *rc && memcmp(&u1, u, sizeof(u1)) == 0;
+}
+
+
+static void
+test_usage_fast(void)
+{
+    int                          rc, i, same;
+    char                         buf[4096];
+    size_t                       len;
+    unsigned                     cut;
+    ngx_http_ai_gateway_usage_t  u0, u1;
+
     static const char  *chat = "{\"prompt_tokens\":231,"
         "\"completion_tokens\":48,\"total_tokens\":279,"
         "\"prompt_tokens_details\":{\"cached_tokens\":3,\"audio_tokens\":0},"
@@ -1685,34 +1736,7 @@ test_usage_fast(void)
         ufast_value(buf, &len, 0);
 
         /* some texts cut short, or with a byte after the object */
-        cut = ufast_rnd(30);
-        if (cut == 0 && len > 1) {
-            len -= 1 + ufast_rnd((unsigned) len - 1);
-
-        } else if (cut == 1) {
-            buf[len++] = ufast_rnd(2) ? ' ' : '}';
-        }
-
-        buf[len] = '\0';
-        padded[0] = ' ';
-        memcpy(padded + 1, buf, len + 1);
-
-        ngx_http_ai_gateway_usage_init(&u1);
-
-        if (ufast_rnd(3) == 0) {
-            /* after an Anthropic message_start */
-            (void) ngx_http_ai_gateway_usage_parse(&u1,
-                (const unsigned char *) start, strlen(start));
-        }
-
-        u2 = u1;
-
-        rc1 = ngx_http_ai_gateway_usage_parse(&u1,
-                                      (const unsigned char *) buf, len);
-        rc2 = ngx_http_ai_gateway_usage_parse(&u2,
-                                      (const unsigned char *) padded, len + 1);
-
-        same = (rc1 == rc2 && memcmp(&u1, &u2, sizeof(u1)) == 0);
+        same = ufast_both(buf, len, 30, &cut, &rc, &u0, &u1);
 
         CHECK(same, "fast and general usage scans differ on %s", buf);
     }
@@ -1782,15 +1806,12 @@ umemo_vary(const char *in, size_t len, char *out, size_t *olen)
 static void
 test_usage_memo(void)
 {
-    int                          rc1, rc2, rc3, i, j, same, cut, counted;
-    char                         base[4096], buf[4096], padded[4097];
-    char                         doc[4200];
+    int                          rc, i, j, same, counted;
+    char                         base[4096], buf[4096], doc[4200];
     size_t                       blen, len;
+    unsigned                     cut;
     unsigned long                variants;
-    ngx_http_ai_gateway_usage_t  u0, u1, u2, u3;
-
-    static const char  *start = "{\"input_tokens\":5,"
-        "\"cache_creation_input_tokens\":2,\"cache_read_input_tokens\":7}";
+    ngx_http_ai_gateway_usage_t  u0, u1, u3;
 
 #if (NGX_HTTP_AI_GATEWAY_UMEMO_COUNT)
     unsigned long  hits0 = ngx_http_ai_gateway_umemo_hits;
@@ -1813,43 +1834,17 @@ test_usage_memo(void)
         for (j = 0; j < 8 && same; j++) {
             umemo_vary(base, blen, buf, &len);
 
-            cut = ufast_rnd(20);
-            if (cut == 0 && len > 1) {
-                len -= 1 + ufast_rnd((unsigned) len - 1);
-
-            } else if (cut == 1) {
-                buf[len++] = ufast_rnd(2) ? ' ' : '}';
-            }
-
-            buf[len] = '\0';
-            padded[0] = ' ';
-            memcpy(padded + 1, buf, len + 1);
-
-            ngx_http_ai_gateway_usage_init(&u0);
-
-            if (ufast_rnd(3) == 0) {
-                (void) ngx_http_ai_gateway_usage_parse(&u0,
-                    (const unsigned char *) start, strlen(start));
-            }
-
-            u1 = u0;
-            u2 = u0;
-            u3 = u0;
-
-            rc1 = ngx_http_ai_gateway_usage_parse(&u1,
-                                          (const unsigned char *) buf, len);
-            rc2 = ngx_http_ai_gateway_usage_parse(&u2,
-                                      (const unsigned char *) padded, len + 1);
-
-            same = (rc1 == rc2 && memcmp(&u1, &u2, sizeof(u1)) == 0);
+            same = ufast_both(buf, len, 20, &cut, &rc, &u0, &u1);
             CHECK(same, "memo and general usage scans differ on %s", buf);
 
             /* in a whole answer, read from its end */
-            if (same && cut > 1 && rc2 == 0 && buf[0] == '{') {
+            if (same && cut > 1 && rc == 0 && buf[0] == '{') {
                 sprintf(doc, "{\"id\":\"x\",\"usage\":%s,\"n\":1}", buf);
-                rc3 = ngx_http_ai_gateway_usage_find_tail(&u3,
-                                (const unsigned char *) doc, strlen(doc));
-                same = (rc3 == 0 && memcmp(&u3, &u2, sizeof(u3)) == 0);
+                u3 = u0;
+                same = (ngx_http_ai_gateway_usage_find_tail(&u3,
+                                  (const unsigned char *) doc, strlen(doc))
+                            == 0
+                        && memcmp(&u3, &u1, sizeof(u3)) == 0);
                 CHECK(same, "memo and general usage scans differ at the "
                       "end of %s", doc);
                 counted++;
