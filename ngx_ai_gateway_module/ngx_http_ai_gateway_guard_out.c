@@ -64,6 +64,13 @@
 static u_char  ngx_http_ai_gateway_gout_tag;
 
 
+/* a delta's working copies: its text, the text scanned, the text masked */
+#define NGX_HTTP_AI_GATEWAY_GOUT_ALL      0
+#define NGX_HTTP_AI_GATEWAY_GOUT_SCAN     1
+#define NGX_HTTP_AI_GATEWAY_GOUT_MASKED   2
+#define NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH  3
+
+
 /* one text being streamed: a choice, a content block */
 typedef struct {
     u_char                        key[24];
@@ -85,6 +92,9 @@ typedef struct {
      * a JSON answer does without */
     ngx_http_ai_gateway_guard_text_t    *texts;
     ngx_uint_t                    ntexts;
+    /* a delta's working copies, reused: see gout_scratch() */
+    u_char                       *scratch[NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH];
+    size_t                        scratch_size[NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH];
     unsigned                      sse:1;
     unsigned                      anthropic:1;
     unsigned                      header_held:1;
@@ -123,7 +133,9 @@ static ngx_http_ai_gateway_guard_text_t *ngx_http_ai_gateway_gout_text(
 static size_t ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_gout_detect(
     ngx_http_ai_gateway_guard_scan_t *s, ngx_http_ai_gateway_guard_text_t *t,
-    const u_char *p, size_t len);
+    const u_char *p, size_t len, u_char *all);
+static u_char *ngx_http_ai_gateway_gout_scratch(ngx_pool_t *pool,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t which, size_t size);
 static ngx_int_t ngx_http_ai_gateway_gout_emit(ngx_http_ai_gateway_gout_t *go,
     const u_char *name, size_t name_len, json_t *data);
 static ngx_int_t ngx_http_ai_gateway_gout_emit_raw(
@@ -783,7 +795,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field, const char *key, ngx_uint_t hold)
 {
-    u_char                            *p, *all;
+    u_char                            *p, *all, *scan;
     size_t                             len, held, keep, n, count;
     json_t                            *v;
     ngx_int_t                          rc;
@@ -803,8 +815,13 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
     len = json_string_length(v);
 
-    all = ngx_pnalloc(r->pool, held + len + 1);
-    if (all == NULL) {
+    all = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                           NGX_HTTP_AI_GATEWAY_GOUT_ALL,
+                                           held + len + 1);
+    scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                            NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
+                                            t->back_len + held + len);
+    if (all == NULL || scan == NULL) {
         return NGX_ERROR;
     }
 
@@ -819,7 +836,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     s.guard = go->guard;
     s.pool = r->pool;
 
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len);
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan);
 
     if (rc != NGX_OK) {
         ctx->gout_category = s.category;
@@ -855,7 +872,9 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
                           ngx_http_ai_gateway_guard_mask_types(all, n,
                                                      go->guard->pii_types));
 
-            p = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(n));
+            p = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                         NGX_HTTP_AI_GATEWAY_GOUT_MASKED,
+                                         NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(n));
             if (p == NULL) {
                 return NGX_ERROR;
             }
@@ -889,6 +908,44 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     return json_object_set_new(owner, field,
                                json_stringn_nocheck((char *) all, n)) == 0
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * A working buffer of at least size bytes, kept for the next delta: one
+ * allocation a delta would hold pool memory for every delta of a long
+ * stream until the request ends.  It grows by doubling, so what all the
+ * buffers it replaces take is at most twice the largest.  The texts put
+ * in it are copied out (jansson, the capture) before the next delta.
+ */
+
+static u_char *
+ngx_http_ai_gateway_gout_scratch(ngx_pool_t *pool,
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t which, size_t size)
+{
+    u_char  *p;
+
+    if (go->scratch[which] && go->scratch_size[which] >= size) {
+        return go->scratch[which];
+    }
+
+    size = ngx_max(size, 2 * go->scratch_size[which]);
+    size = ngx_max(size, 256);
+
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (go->scratch[which]) {
+        /* a large allocation goes back at once; a small one stays */
+        (void) ngx_pfree(pool, go->scratch[which]);
+    }
+
+    go->scratch[which] = p;
+    go->scratch_size[which] = size;
+
+    return p;
 }
 
 
@@ -1053,18 +1110,15 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
-    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len)
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
+    u_char *all)
 {
-    u_char      *all, *q;
+    u_char      *q;
     ngx_int_t    rc;
     unsigned     pii;
 
-    /* across deltas: with what was sent, so that a split word is seen */
-    all = ngx_pnalloc(s->pool, t->back_len + len);
-    if (all == NULL) {
-        return NGX_ERROR;
-    }
-
+    /* across deltas: with what was sent, so that a split word is seen
+     * (all has room for back_len + len) */
     q = ngx_cpymem(all, t->back, t->back_len);
     ngx_memcpy(q, p, len);
 
