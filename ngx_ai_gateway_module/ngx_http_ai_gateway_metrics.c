@@ -137,6 +137,8 @@ static ngx_http_ai_gateway_mcache_t  *ngx_http_ai_gateway_mcache;
 
 
 static ngx_int_t ngx_http_ai_gateway_metrics_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_cost_add(int64_t *sum, int64_t tokens,
+    int64_t price);
 static ngx_http_ai_gateway_mcache_t *ngx_http_ai_gateway_mcache_entry(
     ngx_http_ai_gateway_ctx_t *ctx, ngx_uint_t status);
 static ngx_int_t ngx_http_ai_gateway_mcache_count(ngx_http_request_t *r,
@@ -1253,7 +1255,7 @@ int64_t
 ngx_http_ai_gateway_cost(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     ngx_http_ai_gateway_tokens_t *t)
 {
-    int64_t                           cached;
+    int64_t                           cached, cost;
     ngx_uint_t                        i;
     ngx_str_t                        *model;
     ngx_http_ai_gateway_price_t      *p, *best;
@@ -1296,8 +1298,44 @@ ngx_http_ai_gateway_cost(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     cached = ngx_max(t->cached_input, 0);
     cached = ngx_min(cached, t->input);
 
-    return (t->input - cached) * best->input + cached * best->cached_input
-           + t->output * best->output;
+    cost = 0;
+
+    if (ngx_http_ai_gateway_cost_add(&cost, t->input - cached, best->input)
+        != NGX_OK
+        || ngx_http_ai_gateway_cost_add(&cost, cached, best->cached_input)
+           != NGX_OK
+        || ngx_http_ai_gateway_cost_add(&cost, t->output, best->output)
+           != NGX_OK)
+    {
+        /* counts no provider reports (2^40 tokens at $10 a million):
+         * no cost rather than a wrapped one */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: the cost of %L input and %L output "
+                      "tokens exceeds what is counted, none recorded",
+                      t->input, t->output);
+        return -1;
+    }
+
+    return cost;
+}
+
+
+/* *sum += tokens * price (picodollars), unless that overflows */
+
+static ngx_int_t
+ngx_http_ai_gateway_cost_add(int64_t *sum, int64_t tokens, int64_t price)
+{
+    if (tokens <= 0 || price <= 0) {
+        return NGX_OK;
+    }
+
+    if (tokens > (INT64_MAX - *sum) / price) {
+        return NGX_ERROR;
+    }
+
+    *sum += tokens * price;
+
+    return NGX_OK;
 }
 
 

@@ -138,6 +138,41 @@ __DATA__
 
 
 
+=== TEST 5b: counts whose cost would not fit in 64 bits (2e12 tokens at $10 a million) give no cost, not a wrapped one; the counts are still recorded
+--- http_config
+    ai_gateway_price m output=10 input=1;
+    ai_gateway_usage_log logs/usage-5b.jsonl buffer=0;
+    log_format cost '$ai_model [$ai_cost_usd]';
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        access_log logs/cost-5b.log cost;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        proxy_set_header X-Mock-Reasoning-Tokens $http_x_reasoning;
+    }
+    location = /records {
+        alias logs/usage-5b.jsonl;
+    }
+    location = /costs {
+        alias logs/cost-5b.log;
+    }
+--- request eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records", "GET /costs"]
+--- more_headers eval
+["X-Reasoning: 2000000000000", "X-Reasoning: 1000", "", ""]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body_like eval
+[qr/chat/, qr/chat/,
+ qr/\A\{[^\n]*"output_token_count":2000000000011,[^\n]*"cost_usd":null[,}][^\n]*\n\{[^\n]*"output_token_count":1011,[^\n]*"cost_usd":0\.010113[,}][^\n]*\n\z/,
+ qr/\Am \[\]\nm \[0\.010113\]\n\z/]
+--- no_error_log
+[alert]
+
+
+
 === TEST 6: nginx -t rejects a price without output
 --- http_config
     ai_gateway_price m input=1;
