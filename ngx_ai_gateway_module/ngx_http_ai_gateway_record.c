@@ -21,6 +21,7 @@
 
 
 typedef struct {
+    u_char                      *start;
     u_char                      *pos;
     u_char                      *end;
     ngx_http_ai_gateway_sink_t  *sink;     /* written in its buffer */
@@ -53,7 +54,8 @@ static ngx_str_t *ngx_http_ai_gateway_request_id(ngx_http_request_t *r,
 static ngx_str_t *ngx_http_ai_gateway_client_request_id(ngx_http_request_t *r);
 static ngx_msec_t ngx_http_ai_gateway_elapsed(ngx_http_request_t *r);
 static size_t ngx_http_ai_gateway_escape_len(ngx_str_t *s);
-static void ngx_http_ai_gateway_record_overflow(ngx_http_request_t *r,
+static ngx_int_t ngx_http_ai_gateway_record_end(ngx_http_request_t *r,
+    ngx_http_ai_gateway_out_t *o, ngx_http_ai_gateway_sink_t *sink,
     const char *kind);
 static ngx_int_t ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_sink_t *sink, size_t len,
@@ -219,7 +221,7 @@ static void
 ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf)
 {
-    u_char                        time[32], *start;
+    u_char                        time[32];
     size_t                        len;
     ngx_str_t                     addr, model, rtime, *id, *cid, *api;
     ngx_str_t                     resp_model, *limit;
@@ -262,8 +264,6 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     if (ngx_http_ai_gateway_record_start(r, sink, len, &o) != NGX_OK) {
         return;
     }
-
-    start = o.pos;
 
     ngx_http_ai_gateway_put(&o, "{");
     ngx_http_ai_gateway_put_str(&o, "request_id", id);
@@ -312,22 +312,12 @@ ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     o.pos[-1] = '}';
     ngx_http_ai_gateway_put(&o, "\n");
 
-    if (o.overflow) {
-        ngx_http_ai_gateway_record_overflow(r, "usage");
-        return;
-    }
-
-    if (o.sink) {
-        ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
-
-    } else if (mcf->usage_log) {
-        ngx_http_ai_gateway_sink_write(mcf->usage_log, r->connection->log,
-                                       start, o.pos - start);
-    }
-
-    if (mcf->usage_stream.len) {
-        ngx_http_ai_gateway_stream_write(mcf, r->connection->log, start,
-                                         o.pos - start);
+    if (ngx_http_ai_gateway_record_end(r, &o, mcf->usage_log, "usage")
+        == NGX_OK
+        && mcf->usage_stream.len)
+    {
+        ngx_http_ai_gateway_stream_write(mcf, r->connection->log, o.start,
+                                         o.pos - o.start);
     }
 }
 
@@ -336,7 +326,7 @@ static void
 ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf)
 {
-    u_char                     time[32], *start;
+    u_char                     time[32];
     size_t                     len;
     ngx_str_t                  request, response, rdate, rtime, *id, *cid;
     ngx_uint_t                 req_over, resp_over;
@@ -387,8 +377,6 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
         return;
     }
 
-    start = o.pos;
-
     ngx_http_ai_gateway_put(&o, "{");
     ngx_http_ai_gateway_put_str(&o, "request_date", &rdate);
     ngx_http_ai_gateway_put_str(&o, "request_id", id);
@@ -419,29 +407,8 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_put(&o, "]}\n");
 
-    if (o.overflow) {
-        ngx_http_ai_gateway_record_overflow(r, "inference");
-        return;
-    }
-
-    if (o.sink) {
-        ngx_http_ai_gateway_sink_commit(o.sink, o.pos);
-        return;
-    }
-
-    ngx_http_ai_gateway_sink_write(mcf->inference_log, r->connection->log,
-                                   start, o.pos - start);
-}
-
-
-/* a record was sized wrong: a bug, never a reason to corrupt memory */
-
-static void
-ngx_http_ai_gateway_record_overflow(ngx_http_request_t *r, const char *kind)
-{
-    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                  "ai_gateway: %s record larger than its room, dropped",
-                  kind);
+    (void) ngx_http_ai_gateway_record_end(r, &o, mcf->inference_log,
+                                          "inference");
 }
 
 
@@ -456,23 +423,54 @@ ngx_http_ai_gateway_record_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_sink_t *sink, size_t len, ngx_http_ai_gateway_out_t *o)
 {
     o->sink = NULL;
-    o->pos = NULL;
+    o->start = NULL;
     o->overflow = 0;
 
     if (sink) {
-        o->pos = ngx_http_ai_gateway_sink_reserve(sink, r->connection->log,
-                                                  len);
-        o->sink = (o->pos != NULL) ? sink : NULL;
+        o->start = ngx_http_ai_gateway_sink_reserve(sink, r->connection->log,
+                                                    len);
+        o->sink = (o->start != NULL) ? sink : NULL;
     }
 
-    if (o->pos == NULL) {
-        o->pos = ngx_pnalloc(r->pool, len);
-        if (o->pos == NULL) {
+    if (o->start == NULL) {
+        o->start = ngx_pnalloc(r->pool, len);
+        if (o->start == NULL) {
             return NGX_ERROR;
         }
     }
 
-    o->end = o->pos + len;
+    o->pos = o->start;
+    o->end = o->start + len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The record written from o->start to o->pos goes to the sink: committed
+ * where it was written in its buffer, or given to it.  One sized wrong (a
+ * bug, never a reason to corrupt memory) is dropped: NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_record_end(ngx_http_request_t *r,
+    ngx_http_ai_gateway_out_t *o, ngx_http_ai_gateway_sink_t *sink,
+    const char *kind)
+{
+    if (o->overflow) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ai_gateway: %s record larger than its room, dropped",
+                      kind);
+        return NGX_ERROR;
+    }
+
+    if (o->sink) {
+        ngx_http_ai_gateway_sink_commit(o->sink, o->pos);
+
+    } else if (sink) {
+        ngx_http_ai_gateway_sink_write(sink, r->connection->log, o->start,
+                                       o->pos - o->start);
+    }
 
     return NGX_OK;
 }

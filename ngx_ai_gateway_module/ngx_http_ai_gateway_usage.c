@@ -2645,6 +2645,45 @@ ngx_http_ai_gateway_uscan_member(ngx_http_ai_gateway_uscan_t *s,
 
 
 /*
+ * A count of the fast paths (the fast scan, the memo) at *pp, a digit: an
+ * integer without a leading zero, of 17 digits at most (below the general
+ * scan's 2^58).  0 with its value in *v and *pp after it; 1 for anything
+ * else, which the general scan reads.
+ */
+
+static ngx_http_ai_gateway_walk_inline int
+ngx_http_ai_gateway_ucount(const unsigned char **pp, const unsigned char *end,
+    int64_t *v)
+{
+    size_t                digits;
+    int64_t               n;
+    const unsigned char  *p;
+
+    p = *pp;
+
+    if (*p == '0' && end - p > 1 && p[1] >= '0' && p[1] <= '9') {
+        return 1;
+    }
+
+    n = 0;
+    digits = 0;
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (++digits > 17) {
+            return 1;
+        }
+
+        n = n * 10 + (*p++ - '0');
+    }
+
+    *v = n;
+    *pp = p;
+
+    return 0;
+}
+
+
+/*
  * The usage object as providers write it: no white space, no escapes,
  * counts as plain integers, strings and nulls beside them, and objects one
  * level down.  Read in one loop, with the general scan's results; anything
@@ -2657,9 +2696,9 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
 {
     int                   field, sub, nsub;
     unsigned              depth;
-    size_t                klen, digits;
+    size_t                klen;
     int64_t               n;
-    const unsigned char  *p, *end, *k;
+    const unsigned char  *p, *end, *k, *q;
 
     p = s->p;
     end = s->end;
@@ -2694,20 +2733,10 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
         /* the value */
 
         if (*p >= '0' && *p <= '9') {
-            n = 0;
-            digits = 0;
+            q = p;
 
-            if (*p == '0' && end - p > 1 && p[1] >= '0' && p[1] <= '9') {
+            if (ngx_http_ai_gateway_ucount(&p, end, &n) != 0) {
                 return 1;
-            }
-
-            while (p < end && *p >= '0' && *p <= '9') {
-                /* 17 digits stay below the general scan's 2^58 */
-                if (++digits > 17) {
-                    return 1;
-                }
-
-                n = n * 10 + (*p++ - '0');
             }
 
             if (field >= 0) {
@@ -2716,7 +2745,7 @@ ngx_http_ai_gateway_uscan_fast(ngx_http_ai_gateway_uscan_t *s)
             }
 
             if (s->rec) {
-                ngx_http_ai_gateway_urec_add(s->rec, p - digits, p, field);
+                ngx_http_ai_gateway_urec_add(s->rec, q, p, field);
             }
 
         } else if (*p == '"') {
@@ -2848,7 +2877,7 @@ ngx_http_ai_gateway_umemo_keep(ngx_http_ai_gateway_uscan_t *s,
 static int
 ngx_http_ai_gateway_umemo_match(ngx_http_ai_gateway_uscan_t *s)
 {
-    size_t                        len, digits;
+    size_t                        len;
     int64_t                       n;
     unsigned                      i;
     const unsigned char          *p, *end, *lit;
@@ -2877,24 +2906,12 @@ ngx_http_ai_gateway_umemo_match(ngx_http_ai_gateway_uscan_t *s)
             break;
         }
 
-        /* a count as the fast scan takes it: digits, no leading zero,
-         * at most 17 of them */
+        /* a count as the fast scan takes it */
 
         if (p == end || *p < '0' || *p > '9'
-            || (*p == '0' && end - p > 1 && p[1] >= '0' && p[1] <= '9'))
+            || ngx_http_ai_gateway_ucount(&p, end, &n) != 0)
         {
             goto fail;
-        }
-
-        n = 0;
-        digits = 0;
-
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (++digits > 17) {
-                goto fail;
-            }
-
-            n = n * 10 + (*p++ - '0');
         }
 
         if (m->field[i] >= 0) {
