@@ -69,8 +69,17 @@ static ngx_int_t ngx_http_ai_gateway_translated(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_guarded(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
-static ngx_int_t ngx_http_ai_gateway_emit(ngx_http_request_t *r,
-    ngx_http_ai_gateway_ctx_t *ctx, uint64_t upto, ngx_chain_t **out);
+static ngx_uint_t ngx_http_ai_gateway_kept(ngx_array_t *drops, uint64_t *pos,
+    uint64_t end, uint64_t *to);
+static ngx_buf_t *ngx_http_ai_gateway_hide_link(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_ai_gateway_emit_held(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uint64_t until, ngx_chain_t ***ll);
+static ngx_int_t ngx_http_ai_gateway_emit_links(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t *b, uint64_t o, uint64_t upto,
+    ngx_chain_t ***ll);
+static void ngx_http_ai_gateway_hide_done(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_chain_t *out);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -305,6 +314,14 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_ai_gateway_guarded(r, ctx, NULL);
         }
 
+        if (ctx != NULL && ctx->busy != NULL) {
+            /* the client takes more of our links into the upstream's
+             * buffers: those it took go back to proxy */
+            rc = ngx_http_next_body_filter(r, NULL);
+            ngx_http_ai_gateway_hide_done(ctx, NULL);
+            return rc;
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -347,6 +364,14 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx->drops != NULL) {
         return ngx_http_ai_gateway_hide(r, ctx, in);
+    }
+
+    if (ctx->busy != NULL) {
+        /* the cut was given up (an event too large): the stream goes on
+         * as it is, after our links */
+        rc = ngx_http_next_body_filter(r, in);
+        ngx_http_ai_gateway_hide_done(ctx, NULL);
+        return rc;
     }
 
     return ngx_http_next_body_filter(r, in);
@@ -451,13 +476,7 @@ ngx_http_ai_gateway_feed(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
             return NGX_ERROR;
         }
 
-        if (ctx->drops != NULL
-            && ngx_http_ai_gateway_append(r, &ctx->held, p, len,
-                                          (size_t) -1)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        /* with ctx->drops, hide() passes the bytes on or holds them */
 
         return NGX_OK;
     }
@@ -983,33 +1002,42 @@ ngx_http_ai_gateway_append(ngx_http_request_t *r, ngx_buf_t **bp,
  * The client did not ask for usage in its stream, so the usage chunk we
  * asked for is cut out.  Bytes are passed on up to the end of the last
  * whole event, less the cut ones; a partial event waits in ctx->held.
+ *
+ * What is passed on from the upstream's buffers is not copied: our links
+ * point into them, and the last link into a buffer is its shadow.  That
+ * buffer stays busy (pos < last) until the client has taken our link, so
+ * that proxy does not read into it meanwhile: a slow client slows the
+ * upstream down, as with plain proxy_pass.  Only a partial event at the
+ * end of a buffer (a few hundred bytes) is copied, into ctx->held.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    uint64_t      upto;
+    size_t        len;
+    uint64_t      upto, in_start, o;
     ngx_int_t     rc;
+    ngx_buf_t    *b;
     ngx_uint_t    last_buf, last_in_chain, stop;
-    ngx_chain_t  *cl, *out;
+    ngx_chain_t  *cl, *out, **ll;
 
     last_buf = 0;
     last_in_chain = 0;
+    len = 0;
 
     for (cl = in; cl; cl = cl->next) {
         last_buf |= cl->buf->last_buf;
         last_in_chain |= cl->buf->last_in_chain;
 
-        /* the bytes were copied into ctx->held by the feed */
-        cl->buf->pos = cl->buf->last;
-
-        if (cl->buf->in_file) {
-            cl->buf->file_pos = cl->buf->file_last;
+        if (ngx_buf_in_memory(cl->buf)) {
+            len += cl->buf->last - cl->buf->pos;
         }
     }
 
-    out = NULL;
+    /* the feed has parsed all of in: it began at in_start */
+    in_start = ctx->sse->offset - len;
+
     upto = last_buf ? ctx->sse->offset : ctx->sse_event_end;
     stop = 0;
 
@@ -1026,8 +1054,52 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         stop = 1;
     }
 
-    if (ngx_http_ai_gateway_emit(r, ctx, upto, &out) != NGX_OK) {
+    out = NULL;
+    ll = &out;
+
+    /* what was held, up to upto, is copied out */
+
+    if (ngx_http_ai_gateway_emit_held(r, ctx, ngx_min(upto, in_start), &ll)
+        != NGX_OK)
+    {
         return NGX_ERROR;
+    }
+
+    /* the buffers: links up to upto, the rest held */
+
+    o = in_start;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!ngx_buf_in_memory(b)) {
+            continue;
+        }
+
+        len = b->last - b->pos;
+
+        if (ngx_http_ai_gateway_emit_links(r, ctx, b, o, upto, &ll)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (o + len > upto
+            && ngx_http_ai_gateway_append(r, &ctx->held,
+                                 b->last - (size_t) (o + len - ngx_max(o, upto)),
+                                 (size_t) (o + len - ngx_max(o, upto)),
+                                 (size_t) -1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        o += len;
+    }
+
+    if (upto > ctx->held_start) {
+        ctx->held_start = upto;
+        ctx->drops->nelts = 0;
     }
 
     if (stop) {
@@ -1036,109 +1108,240 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
 
     if (last_buf || last_in_chain) {
         if (out == NULL) {
-            out = ngx_chain_get_free_buf(r->pool, &ctx->free);
-            if (out == NULL) {
+            if (ngx_http_ai_gateway_hide_link(r, ctx, &ll) == NULL) {
                 return NGX_ERROR;
             }
-
-            ngx_memzero(out->buf, sizeof(ngx_buf_t));
-            out->buf->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
         }
 
-        out->buf->last_buf = last_buf;
-        out->buf->last_in_chain = last_in_chain;
+        for (cl = out; cl->next; cl = cl->next) { /* void */ }
+
+        cl->buf->last_buf = last_buf;
+        cl->buf->last_in_chain = last_in_chain;
     }
 
     rc = ngx_http_next_body_filter(r, out);
 
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
-                            (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+    ngx_http_ai_gateway_hide_done(ctx, out);
 
     return rc;
 }
 
 
-/* passes on the held bytes up to the stream offset upto, minus the cuts */
+/* the next stretch of [*pos, end) that no cut covers; 0: none is left */
+
+static ngx_uint_t
+ngx_http_ai_gateway_kept(ngx_array_t *drops, uint64_t *pos, uint64_t end,
+    uint64_t *to)
+{
+    uint64_t                      limit;
+    ngx_uint_t                    i;
+    ngx_http_ai_gateway_range_t  *d;
+
+    /* the cuts are whole events, in stream order, none overlapping */
+
+    d = drops->elts;
+    limit = end;
+
+    for (i = 0; i < drops->nelts; i++) {
+        if (d[i].end <= *pos) {
+            continue;
+        }
+
+        if (d[i].start <= *pos) {
+            *pos = d[i].end;
+            continue;
+        }
+
+        limit = ngx_min(d[i].start, end);
+        break;
+    }
+
+    if (*pos >= limit) {
+        return 0;
+    }
+
+    *to = limit;
+
+    return 1;
+}
+
+
+/* a link of ours at *ll: a buffer without memory of its own */
+
+static ngx_buf_t *
+ngx_http_ai_gateway_hide_link(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t ***ll)
+{
+    ngx_chain_t  *cl;
+
+    cl = ngx_chain_get_free_buf(r->pool, &ctx->sfree);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cl->buf, sizeof(ngx_buf_t));
+    cl->buf->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+    cl->next = NULL;
+
+    **ll = cl;
+    *ll = &cl->next;
+
+    return cl->buf;
+}
+
+
+/* the held bytes before the stream offset until, less the cuts: copied
+ * into one buffer of ours, and no longer held */
 
 static ngx_int_t
-ngx_http_ai_gateway_emit(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
-    uint64_t upto, ngx_chain_t **out)
+ngx_http_ai_gateway_emit_held(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, uint64_t until, ngx_chain_t ***ll)
 {
-    u_char                       *src;
-    size_t                        len, need;
-    uint64_t                      pos, end;
-    ngx_buf_t                    *b, *held;
-    ngx_uint_t                    i;
-    ngx_chain_t                  *cl;
-    ngx_http_ai_gateway_range_t  *drop;
+    size_t        need, len;
+    uint64_t      pos, to;
+    ngx_buf_t    *b, *held;
+    ngx_chain_t  *cl;
 
     held = ctx->held;
 
-    if (held == NULL || upto <= ctx->held_start) {
+    if (held == NULL || until <= ctx->held_start) {
         return NGX_OK;
     }
 
-    need = (size_t) (upto - ctx->held_start);
-
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    b = cl->buf;
-
-    if (b->start == NULL || (size_t) (b->end - b->start) < need) {
-        ngx_memzero(b, sizeof(ngx_buf_t));
-
-        b->start = ngx_palloc(r->pool, ngx_max(need, 4096));
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->end = b->start + ngx_max(need, 4096);
-    }
-
-    b->pos = b->start;
-    b->last = b->start;
-    b->temporary = 1;
-    b->flush = 1;
-    b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
-
+    need = (size_t) (until - ctx->held_start);
     pos = ctx->held_start;
-    drop = ctx->drops->elts;
+    b = NULL;
 
-    for (i = 0; i <= ctx->drops->nelts; i++) {
-        end = (i < ctx->drops->nelts) ? ngx_min(drop[i].start, upto) : upto;
+    while (ngx_http_ai_gateway_kept(ctx->drops, &pos, until, &to)) {
 
-        if (end > pos) {
-            src = held->pos + (pos - ctx->held_start);
-            len = (size_t) (end - pos);
-            b->last = ngx_cpymem(b->last, src, len);
+        if (b == NULL) {
+            cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
+            if (cl == NULL) {
+                return NGX_ERROR;
+            }
+
+            b = cl->buf;
+
+            if (b->start == NULL || (size_t) (b->end - b->start) < need) {
+                ngx_memzero(b, sizeof(ngx_buf_t));
+
+                b->start = ngx_palloc(r->pool, ngx_max(need, 1024));
+                if (b->start == NULL) {
+                    return NGX_ERROR;
+                }
+
+                b->end = b->start + ngx_max(need, 1024);
+            }
+
+            b->pos = b->start;
+            b->last = b->start;
+            b->temporary = 1;
+            b->flush = 1;
+            b->tag = (ngx_buf_tag_t) &ngx_http_ai_gateway_module;
+
+            cl->next = NULL;
+            **ll = cl;
+            *ll = &cl->next;
         }
 
-        if (i < ctx->drops->nelts) {
-            pos = ngx_max(pos, ngx_min(drop[i].end, upto));
-        }
+        b->last = ngx_cpymem(b->last, held->pos + (pos - ctx->held_start),
+                             (size_t) (to - pos));
+        pos = to;
     }
 
-    if (b->last == b->pos) {
-        /* all of it was cut: an empty buffer must not claim memory */
-        b->temporary = 0;
-    }
-
-    /* what is left is a partial event: move it to the front */
+    /* what is left is a partial event: to the front */
 
     len = (size_t) (held->last - held->pos) - need;
     ngx_memmove(held->pos, held->pos + need, len);
     held->last = held->pos + len;
-    ctx->held_start = upto;
-
-    ctx->drops->nelts = 0;
-
-    cl->next = NULL;
-    *out = cl;
+    ctx->held_start = until;
 
     return NGX_OK;
+}
+
+
+/*
+ * Links into the upstream's buffer b, at stream offset o, for its bytes
+ * before upto less the cuts.  The last link is b's shadow: b is taken
+ * (pos = last) when the client has taken that link, in hide_done(); a
+ * buffer without links is taken now.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_emit_links(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_buf_t *b, uint64_t o, uint64_t upto,
+    ngx_chain_t ***ll)
+{
+    uint64_t    pos, end, to;
+    ngx_buf_t  *l;
+
+    pos = o;
+    end = ngx_min(o + (b->last - b->pos), upto);
+    l = NULL;
+
+    while (pos < end && ngx_http_ai_gateway_kept(ctx->drops, &pos, end, &to)) {
+        l = ngx_http_ai_gateway_hide_link(r, ctx, ll);
+        if (l == NULL) {
+            return NGX_ERROR;
+        }
+
+        l->memory = 1;
+        l->pos = b->pos + (pos - o);
+        l->last = b->pos + (to - o);
+        pos = to;
+    }
+
+    if (l == NULL) {
+        b->pos = b->last;
+        return NGX_OK;
+    }
+
+    l->shadow = b;
+    l->last_shadow = 1;
+    l->flush = 1;
+    l->recycled = b->recycled;
+
+    return NGX_OK;
+}
+
+
+/* our links the client has taken: their buffers back to their owners */
+
+static void
+ngx_http_ai_gateway_hide_done(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_chain_t *out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    for (ll = &ctx->busy; *ll; ll = &(*ll)->next) { /* void */ }
+
+    *ll = out;
+
+    while (ctx->busy) {
+        cl = ctx->busy;
+        b = cl->buf;
+
+        if (ngx_buf_size(b) != 0) {
+            break;
+        }
+
+        ctx->busy = cl->next;
+
+        if (b->shadow) {
+            b->shadow->pos = b->shadow->last;
+            b->shadow = NULL;
+        }
+
+        if (b->temporary) {
+            cl->next = ctx->free;
+            ctx->free = cl;
+
+        } else {
+            cl->next = ctx->sfree;
+            ctx->sfree = cl;
+        }
+    }
 }
 
 

@@ -303,7 +303,9 @@ typedef struct {
     uint64_t                     sse_event_end;   /* of the last event */
     u_char                       sse_head[6];     /* "[DONE]"? */
     size_t                       sse_head_len;
-    ngx_chain_t                 *free;
+    ngx_chain_t                 *free;            /* copies of held bytes */
+    ngx_chain_t                 *sfree;           /* links into the
+                                                     upstream's buffers */
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
 

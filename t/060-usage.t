@@ -47,6 +47,21 @@ add_block_preprocessor(sub {
     }
 });
 
+# An upstream stream of many events of uneven lengths, and what the client
+# gets: the same without the usage chunk the gateway asked for.
+sub main::long_stream {
+    my ($upstream) = @_;
+    my $s = '';
+    for my $i (1 .. 400) {
+        my $w = ('w' x ($i % 37)) . " $i";
+        $s .= qq{data: {"id":"c1","choices":[{"index":0,"delta":{"content":"$w"}}],"usage":null}}
+              . ($i % 5 ? "\n\n" : "\r\n\r\n");
+    }
+    $s .= qq{data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":400,"total_tokens":403}}\n\n}
+        if $upstream;
+    return $s . "data: [DONE]\n\n";
+}
+
 no_shuffle();
 run_tests();
 
@@ -511,3 +526,74 @@ ai_gateway: an SSE event over 262144 bytes, the usage chunk is no longer cut fro
 --- response_body_like eval
 [qr/chat\.completion/, qr/chat\.completion/, qr/chat\.completion/,
  qr/\A\{"request_id":"([0-9a-f]{32})"[^\n]*\n\{"request_id":"(?!\1)([0-9a-f]{32})"[^\n]*\n\{"request_id":"(?!\1|\2)[0-9a-f]{32}"[^\n]*\n\z/]
+
+
+
+=== TEST 24: a stream read in small pieces, written slowly: byte for byte, less the usage chunk
+Proxy reads the upstream 512 bytes at a time, so events and the usage
+chunk are split anywhere; sendfile_max_chunk lets a write take 100 bytes,
+so the rest waits in nginx's output while proxy goes on reading: what the
+gateway passed on must still point into a buffer proxy has not reused.
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/long;
+        proxy_buffering off;
+        proxy_buffer_size 512;
+        sendfile_max_chunk 100;
+    }
+    location = /long {
+        default_type text/event-stream;
+        alias html/long.sse;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- user_files eval
+">>> long.sse\n" . main::long_stream(1)
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+[main::long_stream(0),
+ qr/"input_token_count":3,"output_token_count":400,"total_token_count":403,[^\n]*"token_count_source":"provider"/]
+
+
+
+=== TEST 25: the same with proxy_buffering on and small proxy buffers
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/long;
+        proxy_buffering on;
+        proxy_buffer_size 512;
+        proxy_buffers 4 512;
+        proxy_busy_buffers_size 1024;
+        proxy_max_temp_file_size 0;
+        sendfile_max_chunk 100;
+    }
+    location = /long {
+        default_type text/event-stream;
+        alias html/long.sse;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- user_files eval
+">>> long.sse\n" . main::long_stream(1)
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+[main::long_stream(0),
+ qr/"input_token_count":3,"output_token_count":400,"total_token_count":403,[^\n]*"token_count_source":"provider"/]
