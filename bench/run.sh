@@ -27,6 +27,8 @@
 #   KEEP=1          keep the run directory (configs, logs, wrk outputs; the
 #                   records only when they are not on /dev/shm)
 #   RECORDS_TMPFS=1 the gateway's records on /dev/shm, not on disk (0: disk)
+#   INFERENCE=0     "usage" and "stream" without inference tables (usage
+#                   records only): what the payload records cost
 set -euo pipefail
 
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -39,6 +41,7 @@ export TOGETHER
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 KEEP=${KEEP:-0}
+INFERENCE=${INFERENCE:-1}
 
 [[ "$DURATION" =~ ^[0-9]+$ ]] && [ "$DURATION" -gt 0 ] || die "usage: $0 [seconds]"
 [[ "$ROUNDS" =~ ^[0-9]+$ ]] && [ "$ROUNDS" -gt 0 ] || die "ROUNDS must be a positive number"
@@ -56,6 +59,15 @@ perl -MJSON::PP -e 1 2>/dev/null || die "perl's JSON::PP is required (perl-modul
 setup_pinning
 
 start_run run
+
+if [ "$INFERENCE" = 0 ]; then
+    # the usage conf without inference tables, from a copy
+    GATEWAY_USAGE_CONF_NOINF="$RUN_DIR/gateway-usage-noinference.conf"
+    sed 's/^\( *ai_gateway_inference_table \+\)on;/\1off;/' "$GATEWAY_USAGE_CONF" > "$GATEWAY_USAGE_CONF_NOINF"
+    grep -q 'ai_gateway_inference_table *off;' "$GATEWAY_USAGE_CONF_NOINF" \
+        || die "INFERENCE=0: no \"ai_gateway_inference_table on;\" line in $GATEWAY_USAGE_CONF"
+    GATEWAY_USAGE_CONF=$GATEWAY_USAGE_CONF_NOINF
+fi
 
 row_label() { printf '%-7s %s' "$1" "$(size_label "$2")"; }
 
@@ -226,14 +238,16 @@ check_once() {
     if [ "$target" = gateway ] && { [ "$c" = usage ] || [ "$c" = stream ]; }; then
         # the records: flush=1s by default, so wait for them
         for ((i = 0; i < 50; i++)); do
-            if grep -qF "\"$id\"" "$USAGE_LOG" 2>/dev/null && grep -qF "\"$id\"" "$INFERENCE_LOG" 2>/dev/null; then
+            if grep -qF "\"$id\"" "$USAGE_LOG" 2>/dev/null \
+               && { [ "$INFERENCE" = 0 ] || grep -qF "\"$id\"" "$INFERENCE_LOG" 2>/dev/null; }; then
                 break
             fi
             sleep 0.1
         done
         local resp
         if [ "$c" = stream ]; then resp=$MOCK_STREAM; else resp=$MOCK_RESPONSE_FILE; fi
-        line=$(perl "$BENCH_DIR/check_records.pl" check "$USAGE_LOG" "$INFERENCE_LOG" "$id" "$c" \
+        line=$(perl "$BENCH_DIR/check_records.pl" check "$USAGE_LOG" \
+                    "$(if [ "$INFERENCE" = 0 ]; then echo -; else echo "$INFERENCE_LOG"; fi)" "$id" "$c" \
                     "$(body_file "$RUN_DIR" "$c" "$size")" "$resp" "$STREAM_CHUNKS") || {
             echo "---- error log of gateway:" >&2; tail -n 20 "$RUN_DIR/gateway/logs/error.log" >&2
             die "$what: wrong or missing usage/inference records (see above; $USAGE_LOG, $INFERENCE_LOG)"
@@ -464,6 +478,9 @@ if [ -n "${GW_DONE[usage]:-}${GW_DONE[stream]:-}" ]; then
             ir=$(get records "$i"); ir=${ir:-0}
             prov=$(get provider "$u"); prov=${prov:-0}
             verdict=OK
+            if [ "$INFERENCE" = 0 ]; then
+                ir=$done_n      # none written, none wanted
+            fi
             if [ "$ur" -lt "$done_n" ] || [ "$ir" -lt "$done_n" ]; then
                 verdict="RECORDS MISSING"
             elif [ "$ur" -gt $((done_n + slack)) ] || [ "$ir" -gt $((done_n + slack)) ]; then

@@ -25,6 +25,19 @@
 #define NGX_HTTP_AI_GATEWAY_HOLD_MAX  (256 * 1024)
 
 
+/*
+ * The upstream buffers of one call that are kept busy while a stream's
+ * copies wait for the client (see ngx_http_ai_gateway_copied()); proxy
+ * passes one or two at a time.
+ */
+#define NGX_HTTP_AI_GATEWAY_PLEDGE_IN  8
+
+typedef struct {
+    ngx_buf_t  *buf;
+    u_char     *pos;
+} ngx_http_ai_gateway_pledge_t;
+
+
 /* the byte range of an SSE event to cut out */
 typedef struct {
     uint64_t  start;
@@ -80,6 +93,12 @@ static ngx_int_t ngx_http_ai_gateway_emit_links(ngx_http_request_t *r,
     ngx_chain_t ***ll);
 static void ngx_http_ai_gateway_hide_done(ngx_http_ai_gateway_ctx_t *ctx,
     ngx_chain_t *out);
+static ngx_int_t ngx_http_ai_gateway_copied(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
+static ngx_uint_t ngx_http_ai_gateway_copies_busy(ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_pledge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_pledge_t *taken,
+    ngx_uint_t n);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -322,6 +341,20 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return rc;
         }
 
+        if (ctx != NULL && ctx->pledges != NULL && ctx->pledges->nelts) {
+            /* the client takes more of our copies: when it has all, the
+             * upstream's buffers they came from go back to proxy */
+            rc = ngx_http_next_body_filter(r, NULL);
+
+            if (rc == NGX_ERROR
+                || ngx_http_ai_gateway_pledge(r, ctx, NULL, 0) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return rc;
+        }
+
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -353,13 +386,8 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    /* a translation first: the output guard judges what the client gets */
-    if (ctx->translate) {
-        return ngx_http_ai_gateway_translated(r, ctx, in);
-    }
-
-    if (ctx->gout != NULL) {
-        return ngx_http_ai_gateway_guarded(r, ctx, in);
+    if (ctx->translate || ctx->gout != NULL) {
+        return ngx_http_ai_gateway_copied(r, ctx, in);
     }
 
     if (ctx->drops != NULL) {
@@ -375,6 +403,134 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/*
+ * A translation or the output guard: the client gets copies, made as the
+ * upstream's bytes come.  On a stream, while the client has not taken all
+ * our copies, the upstream's buffers of the call stay busy (their pos put
+ * back): proxy then reads no more than its buffers hold, as it does for
+ * plain proxy_pass with a slow client, where our copies would otherwise
+ * pile up in memory.  They are given back when the client has all.  Only
+ * streams: their copies are flushed, so that a write event always comes.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_copied(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t                      rc;
+    ngx_uint_t                     n;
+    ngx_chain_t                   *cl;
+    ngx_http_ai_gateway_pledge_t   taken[NGX_HTTP_AI_GATEWAY_PLEDGE_IN];
+
+    n = 0;
+
+    for (cl = in; ctx->resp_sse && cl; cl = cl->next) {
+        if (n < NGX_HTTP_AI_GATEWAY_PLEDGE_IN && ngx_buf_in_memory(cl->buf)
+            && cl->buf->last > cl->buf->pos)
+        {
+            taken[n].buf = cl->buf;
+            taken[n].pos = cl->buf->pos;
+            n++;
+        }
+    }
+
+    /* a translation first: the output guard judges what the client gets */
+
+    rc = ctx->translate ? ngx_http_ai_gateway_translated(r, ctx, in)
+                        : ngx_http_ai_gateway_guarded(r, ctx, in);
+
+    if (rc == NGX_ERROR) {
+        return rc;
+    }
+
+    if ((n || ctx->pledges != NULL)
+        && ngx_http_ai_gateway_pledge(r, ctx, taken, n) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return rc;
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_copies_busy(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    return ctx->tbusy != NULL || ngx_http_ai_gateway_guard_busy(ctx);
+}
+
+
+/*
+ * With our copies still waiting: the n buffers taken in this call are
+ * kept busy.  Else every buffer kept so far is given back.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_pledge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_pledge_t *taken,
+    ngx_uint_t n)
+{
+    ngx_uint_t                     i;
+    ngx_chain_t                   *none;
+    ngx_http_ai_gateway_pledge_t  *p;
+
+    if (taken == NULL) {
+        /* a write event: our buffers the client took come back */
+        none = NULL;
+
+        if (ctx->gout != NULL) {
+            ngx_http_ai_gateway_guard_update(r, ctx, &none);
+        }
+
+        ngx_chain_update_chains(r->pool, &ctx->tfree, &ctx->tbusy, &none,
+                                (ngx_buf_tag_t) &ngx_http_ai_gateway_module);
+    }
+
+    if (!ngx_http_ai_gateway_copies_busy(ctx)) {
+        p = ctx->pledges ? ctx->pledges->elts : NULL;
+
+        for (i = 0; p && i < ctx->pledges->nelts; i++) {
+            p[i].buf->pos = p[i].buf->last;
+        }
+
+        if (p) {
+            ctx->pledges->nelts = 0;
+        }
+
+        return NGX_OK;
+    }
+
+    if (ctx->pledges == NULL) {
+        ctx->pledges = ngx_array_create(r->pool, 4,
+                                        sizeof(ngx_http_ai_gateway_pledge_t));
+        if (ctx->pledges == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        /* only what we took: a buffer passed on as it is is not ours */
+        if (taken[i].buf->pos != taken[i].buf->last) {
+            continue;
+        }
+
+        p = ngx_array_push(ctx->pledges);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        *p = taken[i];
+        p->buf->pos = taken[i].pos;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway: %ui upstream buffers kept busy until the "
+                   "client takes our copies", ctx->pledges->nelts);
+
+    return NGX_OK;
 }
 
 
@@ -1300,6 +1456,10 @@ ngx_http_ai_gateway_emit_links(ngx_http_request_t *r,
     l->last_shadow = 1;
     l->flush = 1;
     l->recycled = b->recycled;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway: links into upstream buffer %p, %O bytes",
+                   b->pos, (off_t) (end - o));
 
     return NGX_OK;
 }

@@ -1325,6 +1325,19 @@ ngx_http_ai_gateway_guard_data(ngx_http_request_t *r,
 }
 
 
+/* what we passed on that the client has not taken yet */
+
+ngx_uint_t
+ngx_http_ai_gateway_guard_busy(ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    go = ctx->gout;
+
+    return go != NULL && go->busy != NULL;
+}
+
+
 ngx_uint_t
 ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx)
 {

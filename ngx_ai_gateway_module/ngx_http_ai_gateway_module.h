@@ -308,6 +308,8 @@ typedef struct {
                                                      upstream's buffers */
     ngx_chain_t                 *busy;
     ngx_array_t                 *drops;           /* SSE events to drop */
+    ngx_array_t                 *pledges;         /* upstream buffers kept
+                                                     busy: back-pressure */
 
     /* guardrails: what acted, "input:pii_email:mask,..." */
     ngx_str_t                    guardrail;
@@ -444,6 +446,7 @@ ngx_int_t ngx_http_ai_gateway_guard_data(ngx_http_request_t *r,
 void ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t **out);
 ngx_uint_t ngx_http_ai_gateway_guard_held(ngx_http_ai_gateway_ctx_t *ctx);
+ngx_uint_t ngx_http_ai_gateway_guard_busy(ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_next_header(ngx_http_request_t *r);
 void ngx_http_ai_gateway_resp_results(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);

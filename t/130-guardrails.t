@@ -917,3 +917,69 @@ sub {
 [200, 200, 200]
 --- no_error_log
 [alert]
+
+
+
+=== TEST 41: a masked stream written 100 bytes at a time: the upstream's buffers wait for the client, the stream is whole
+With sendfile_max_chunk, our copies wait in nginx's output while proxy
+reads on: the buffers they came from stay busy (back-pressure), and are
+given back when the client has taken the copies.
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask pii_types=email;
+        proxy_buffering off;
+        proxy_buffer_size 1k;
+        sendfile_max_chunk 100;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- more_headers eval
+"X-Answer: $::mails"
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $text = CORE::join '', map { my $s = $_; $s =~ s/\\(.)/$1/g; $s } $body =~ /"content":"((?:[^"\\]|\\.)*)"/g;
+    my $masked = () = $text =~ /\[REDACTED_EMAIL\]/g;
+    $text =~ s/\[REDACTED_EMAIL\]//g;
+    "$masked masked|" . ($text =~ /\A *\z/ ? 'only spaces left' : "left: $text") . '|'
+        . ($body =~ /data: \[DONE\]\n\n\z/ ? 'DONE' : 'no end') . "\n";
+}
+--- response_body
+250 masked|only spaces left|DONE
+--- error_log
+upstream buffers kept busy until the client takes our copies
+
+
+
+=== TEST 42: a translated stream written 100 bytes at a time: every delta arrives, in order, masked
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask pii_types=email;
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_buffering off;
+        proxy_buffer_size 1k;
+        sendfile_max_chunk 100;
+        proxy_set_header x-mock-text $http_x_answer;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- more_headers eval
+"X-Answer: " . CORE::join(' ', map { "w$_" } 1 .. 300) . " mail jane\@corp.example now"
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $text = CORE::join '', map { my $s = $_; $s =~ s/\\(.)/$1/g; $s } $body =~ /"content":"((?:[^"\\]|\\.)*)"/g;
+    my ($finish) = $body =~ /"finish_reason":"(\w+)"/;
+    my $want = CORE::join(' ', map { "w$_" } 1 .. 300) . " mail [REDACTED_EMAIL] now";
+    ($text eq $want ? 'text as sent, masked' : "text: $text") . "|$finish|"
+        . ($body =~ /data: \[DONE\]\n\n\z/ ? 'DONE' : 'no end') . "\n";
+}
+--- response_body
+text as sent, masked|stop|DONE
+--- error_log
+upstream buffers kept busy until the client takes our copies
