@@ -62,6 +62,22 @@ sub main::long_stream {
     return $s . "data: [DONE]\n\n";
 }
 
+# The same with usage chunks among the events too (every 50th event is
+# followed by one, written with \r\n or \n line ends)
+sub main::cut_stream {
+    my ($upstream) = @_;
+    my $s = '';
+    for my $i (1 .. 400) {
+        my $w = ('w' x ($i % 37)) . " $i";
+        $s .= qq{data: {"id":"c1","choices":[{"index":0,"delta":{"content":"$w"}}],"usage":null}\n\n};
+        next unless $upstream && $i % 50 == 0;
+        my $eol = $i % 100 ? "\n" : "\r\n";
+        my $t = $i + 3;
+        $s .= qq|data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":$i,"total_tokens":$t}}$eol$eol|;
+    }
+    return $s . "data: [DONE]\n\n";
+}
+
 no_shuffle();
 run_tests();
 
@@ -597,3 +613,29 @@ gateway passed on must still point into a buffer proxy has not reused.
 --- response_body eval
 [main::long_stream(0),
  qr/"input_token_count":3,"output_token_count":400,"total_token_count":403,[^\n]*"token_count_source":"provider"/]
+
+
+
+=== TEST 26: usage chunks among the events, cut wherever proxy's reads split them (333-byte reads, 77-byte writes)
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/cut;
+        proxy_buffering off;
+        proxy_buffer_size 333;
+        sendfile_max_chunk 77;
+    }
+    location = /cut {
+        default_type text/event-stream;
+        alias html/cut.sse;
+    }
+--- user_files eval
+">>> cut.sse\n" . main::cut_stream(1)
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello there"}]}
+--- error_code: 200
+--- response_body eval
+main::cut_stream(0)
