@@ -148,6 +148,13 @@ typedef enum {
 } ngx_http_ai_gateway_api_e;
 
 
+/* ai_gateway_secret: sent upstream, cut out of every record */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   value;
+} ngx_http_ai_gateway_secret_t;
+
+
 typedef struct {
     ngx_http_ai_gateway_sink_t *usage_log;
     ngx_http_ai_gateway_sink_t *inference_log;
@@ -336,6 +343,7 @@ typedef struct {
 #define NGX_HTTP_AI_GATEWAY_CTX_ALIGN  64     /* a cache line */
 
 ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_get_ctx(ngx_http_request_t *r);
+ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r);
 ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_create_ctx(
     ngx_http_request_t *r);
 

@@ -42,12 +42,6 @@ struct ngx_http_ai_gateway_keys_s {
 };
 
 
-typedef struct {
-    ngx_str_t                    name;
-    ngx_str_t                    value;
-} ngx_http_ai_gateway_secret_t;
-
-
 static ngx_int_t ngx_http_ai_gateway_secret_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r);

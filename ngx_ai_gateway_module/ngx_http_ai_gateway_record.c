@@ -37,6 +37,8 @@ static ngx_int_t ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
     ngx_str_t *payload);
+static ngx_int_t ngx_http_ai_gateway_cut(ngx_http_request_t *r,
+    ngx_str_t *payload, ngx_str_t *secret);
 static void ngx_http_ai_gateway_request_time(ngx_http_request_t *r,
     u_char *time, ngx_str_t *date, ngx_str_t *iso);
 static ngx_uint_t ngx_http_ai_gateway_status(ngx_http_request_t *r);
@@ -119,6 +121,10 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
     }
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    if (ctx == NULL) {
+        ctx = ngx_http_ai_gateway_late_ctx(r);
+    }
 
     if (ctx == NULL || ctx->logged) {
         return NGX_OK;
@@ -546,21 +552,22 @@ ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
 
 
 /*
- * Credentials the client sent (Authorization, x-api-key, api-key) are cut
- * out of payloads, wherever a body or an echoing upstream put them.
+ * Credentials are cut out of payloads, wherever a body or an echoing
+ * upstream put them: those the client sent (Authorization, x-api-key,
+ * api-key) and the gateway's own (ai_gateway_secret), which it sends
+ * upstream.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 {
-    u_char                             *p, *q, *d, *last, *copy;
-    size_t                              n;
+    u_char                             *p;
     ngx_str_t                           secret;
-    ngx_uint_t                          found;
+    ngx_uint_t                          i;
     ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_secret_t       *s;
+    ngx_http_ai_gateway_main_conf_t    *mcf;
     ngx_http_ai_gateway_header_iter_t   it;
-
-    static ngx_str_t  redacted = ngx_string("[REDACTED]");
 
     if (payload->len == 0) {
         return NGX_OK;
@@ -586,50 +593,82 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
             secret.data = p + 1;
         }
 
-        /* short values would match innocent text */
-        if (secret.len < 8) {
-            continue;
-        }
-
-        found = 0;
-        last = payload->data + payload->len;
-
-        for (p = payload->data;
-             (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
-                                             secret.data, secret.len))
-             != NULL;
-             p += secret.len)
-        {
-            found++;
-        }
-
-        if (!found) {
-            continue;
-        }
-
-        n = payload->len + found * redacted.len;
-        copy = ngx_pnalloc(r->pool, n);
-        if (copy == NULL) {
+        if (ngx_http_ai_gateway_cut(r, payload, &secret) != NGX_OK) {
             return NGX_ERROR;
         }
-
-        d = copy;
-        p = payload->data;
-
-        while ((q = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
-                                             secret.data, secret.len))
-               != NULL)
-        {
-            d = ngx_cpymem(d, p, q - p);
-            d = ngx_cpymem(d, redacted.data, redacted.len);
-            p = q + secret.len;
-        }
-
-        d = ngx_cpymem(d, p, last - p);
-
-        payload->data = copy;
-        payload->len = d - copy;
     }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+
+    if (mcf->secrets == NULL) {
+        return NGX_OK;
+    }
+
+    s = mcf->secrets->elts;
+
+    for (i = 0; i < mcf->secrets->nelts; i++) {
+        if (ngx_http_ai_gateway_cut(r, payload, &s[i].value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* every occurrence of secret in payload, as "[REDACTED]" */
+
+static ngx_int_t
+ngx_http_ai_gateway_cut(ngx_http_request_t *r, ngx_str_t *payload,
+    ngx_str_t *secret)
+{
+    u_char      *p, *q, *d, *last, *copy;
+    ngx_uint_t   found;
+
+    static ngx_str_t  redacted = ngx_string("[REDACTED]");
+
+    /* short values would match innocent text */
+    if (secret->len < 8 || payload->len < secret->len) {
+        return NGX_OK;
+    }
+
+    found = 0;
+    last = payload->data + payload->len;
+
+    for (p = payload->data;
+         (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
+                                         secret->data, secret->len))
+         != NULL;
+         p += secret->len)
+    {
+        found++;
+    }
+
+    if (!found) {
+        return NGX_OK;
+    }
+
+    copy = ngx_pnalloc(r->pool, payload->len + found * redacted.len);
+    if (copy == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = copy;
+    p = payload->data;
+
+    while ((q = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
+                                         secret->data, secret->len))
+           != NULL)
+    {
+        d = ngx_cpymem(d, p, q - p);
+        d = ngx_cpymem(d, redacted.data, redacted.len);
+        p = q + secret->len;
+    }
+
+    d = ngx_cpymem(d, p, last - p);
+
+    payload->data = copy;
+    payload->len = d - copy;
 
     return NGX_OK;
 }

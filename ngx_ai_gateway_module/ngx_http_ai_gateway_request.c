@@ -94,6 +94,49 @@ static ngx_str_t  ngx_http_ai_gateway_databricks_suffix =
     ngx_string("/invocations");
 
 
+/*
+ * A model request (a POST) that the handler never saw, because nginx's
+ * access phase refused it (deny, auth_request, limit_req, ...), still gets
+ * its usage record where usage is tracked: who asked, the status, no
+ * tokens.  Other methods (GET /v1/models) are no model requests.
+ */
+
+ngx_http_ai_gateway_ctx_t *
+ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_ctx_t       *ctx;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ai_gateway_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (!lcf->enable || !lcf->usage_tracking || r != r->main
+        || r->method != NGX_HTTP_POST)
+    {
+        return NULL;
+    }
+
+    ctx = ngx_http_ai_gateway_create_ctx(r);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->track = 1;
+
+    if (lcf->endpoint.len) {
+        ctx->endpoint = lcf->endpoint;
+
+    } else {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        ctx->endpoint = clcf->name;
+    }
+
+    (void) ngx_http_ai_gateway_user(r, ctx);
+
+    return ctx;
+}
+
+
 ngx_int_t
 ngx_http_ai_gateway_handler(ngx_http_request_t *r)
 {

@@ -639,3 +639,32 @@ POST /v1/chat/completions
 --- error_code: 200
 --- response_body eval
 main::cut_stream(0)
+
+
+
+=== TEST 27: a model request that nginx's access phase refuses (deny) gets a record too; a GET does not
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_user $http_x_user;
+        deny all;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- more_headers
+X-User: mallory
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /v1/models",
+ "GET /records"]
+--- error_code eval
+[403, 403, 200]
+--- response_body_like eval
+[qr/403 Forbidden/, qr/403 Forbidden/,
+ qr/\A\{[^\n]*"requester":"mallory"[^\n]*"endpoint":"\/v1\/"[^\n]*"status_code":403[^\n]*\}\n\z/]
+--- response_body_unlike eval
+[qr/^$/, qr/^$/, qr/"token_count_source":"(?!none)/]

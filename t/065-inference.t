@@ -219,3 +219,43 @@ X-Mock-Echo: 1
 --- response_body_like eval
 [qr/data: \[DONE\]/,
  do { my $want = q'"response":"{\\"model\\":\\"gpt-4o-mini\\",\\"content\\":null,\\"tool_arguments\\":\\"{\\\\\\"city\\\\\\":\\\\\\"Paris\\\\\\",\\\\\\"days\\\\\\":3,\\\\\\"units\\\\\\":\\\\\\"metric\\\\\\"}\\",\\"finish_reason\\":\\"tool_calls\\",'; qr/\Q$want\E/ }]
+
+
+
+=== TEST 10: the gateway's own secrets never reach a record, even when the upstream echoes them
+The secret is sent upstream as the key and also as another header, and the
+mock echoes the request's headers in its answer; the record of the answer
+has [REDACTED] where the secret was.
+--- http_config eval
+$::http_config . "    ai_gateway_secret planted file=\$TEST_NGINX_HTML_DIR/planted.key;\n"
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_inference_table on;
+        proxy_set_header Authorization "Bearer $ai_secret_planted";
+        proxy_set_header X-Org-Token "org:$ai_secret_planted";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/inference.jsonl;
+    }
+    location = /usage {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- user_files
+>>> planted.key
+sk-gateway-planted-0123456789
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records", "GET /usage"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"authorization":"Bearer sk-gateway-planted-0123456789"/,
+ qr/\\"authorization\\":\\"Bearer \[REDACTED\]\\"[^\n]*\\"x-org-token\\":\\"org:\[REDACTED\]\\"/,
+ qr/"token_count_source"/]
+--- response_body_unlike eval
+[qr/^$/, qr/planted/, qr/planted/]
