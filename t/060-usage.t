@@ -668,3 +668,50 @@ X-User: mallory
  qr/\A\{[^\n]*"requester":"mallory"[^\n]*"endpoint":"\/v1\/"[^\n]*"status_code":403[^\n]*\}\n\z/]
 --- response_body_unlike eval
 [qr/^$/, qr/^$/, qr/"token_count_source":"(?!none)/]
+
+
+
+=== TEST 28: the record's times: request_time in UTC with milliseconds, latencies in whole milliseconds, TTFT within the latency
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- more_headers
+X-Mock-Chunk-Delay-Ms: 20
+--- error_code eval
+[200, 200]
+--- response_body_filters eval
+sub {
+    my ($r) = @_;
+    return $r =~ /data: \[DONE\]/ ? "stream\n" : "no end\n" if $r =~ /^data: /m;
+    my ($t) = $r =~ /"request_time":"([^"]*)"/;
+    my ($l, $tt, $u) = map { my ($v) = $r =~ /"$_":(\d+|null)/; $v } qw(latency_ms ttft_ms upstream_latency_ms);
+    ($t =~ /\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/ ? 'utc' : "time $t")
+    . ' ' . ($l >= 20 ? 'latency>=20' : "latency $l")
+    . ' ' . ($tt ne 'null' && $tt <= $l ? 'ttft<=latency' : "ttft $tt")
+    . ' ' . ($u ne 'null' && $u <= $l ? 'upstream<=latency' : "upstream $u") . "\n";
+}
+--- response_body eval
+["stream\n", "utc latency>=20 ttft<=latency upstream<=latency\n"]
+
+
+
+=== TEST 29: usage tracking is off by default: no record
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+[qr/chat\.completion/, ""]

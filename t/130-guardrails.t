@@ -983,3 +983,24 @@ sub {
 text as sent, masked|stop|DONE
 --- error_log
 upstream buffers kept busy until the client takes our copies
+
+
+
+=== TEST 43: a keyword in an Anthropic stream ends it with Anthropic's error event, the matched text never sent
+--- user_files eval
+[["keywords.txt", $::keywords]]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output invalid_keywords=$TEST_NGINX_HTML_DIR/keywords.txt;
+        proxy_buffering off;
+        proxy_set_header x-mock-text "Here is how to exploit the bug in detail";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/messages\n" . '{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+--- error_code: 200
+--- response_body_like eval
+qr/"text_delta","text":"how "[^\n]*\n\nevent: error\ndata: \{"type":"error","error":\{"type":"invalid_request_error","message":"The response was blocked by the output guardrail \(invalid_keyword\)\."\}\}\n\n\z/
+--- response_body_unlike: exploit
+--- error_log
+ai_gateway: guardrail_blocked: output invalid_keyword
