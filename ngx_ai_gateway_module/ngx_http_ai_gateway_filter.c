@@ -40,8 +40,10 @@ typedef struct {
 
 /* the byte range of an SSE event to cut out */
 typedef struct {
-    uint64_t  start;
-    uint64_t  end;
+    uint64_t    start;
+    uint64_t    end;
+    ngx_uint_t  open;      /* ended at a buffer's last byte, a '\r': the
+                              '\n' that may follow is cut with it */
 } ngx_http_ai_gateway_range_t;
 
 
@@ -82,6 +84,9 @@ static ngx_int_t ngx_http_ai_gateway_translated(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_guarded(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_ai_gateway_close_drops(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_chain_t *in, uint64_t in_start);
+static void ngx_http_ai_gateway_done_drops(ngx_array_t *drops, uint64_t upto);
 static ngx_uint_t ngx_http_ai_gateway_kept(ngx_array_t *drops, uint64_t *pos,
     uint64_t end, uint64_t *to);
 static ngx_buf_t *ngx_http_ai_gateway_hide_link(ngx_http_request_t *r,
@@ -992,6 +997,7 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
 
         drop->start = ctx->sse->event_start;
         drop->end = ctx->sse->offset;
+        drop->open = ctx->sse->after_cr;
     }
 
     ngx_http_ai_gateway_take_usage(ctx);
@@ -1197,7 +1203,8 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     upto = last_buf ? ctx->sse->offset : ctx->sse_event_end;
     stop = 0;
 
-    if (ctx->sse->offset - ctx->held_start > NGX_HTTP_AI_GATEWAY_HOLD_MAX) {
+    /* what is held: the partial event after the last whole one */
+    if (ctx->sse->offset - ctx->sse_event_end > NGX_HTTP_AI_GATEWAY_HOLD_MAX) {
         /*
          * An event larger than we hold back (no usage chunk is): it goes
          * on as it is, and so does the rest of the stream.
@@ -1209,6 +1216,8 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         upto = ctx->sse->offset;
         stop = 1;
     }
+
+    ngx_http_ai_gateway_close_drops(ctx, in, in_start);
 
     out = NULL;
     ll = &out;
@@ -1255,7 +1264,7 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
 
     if (upto > ctx->held_start) {
         ctx->held_start = upto;
-        ctx->drops->nelts = 0;
+        ngx_http_ai_gateway_done_drops(ctx->drops, upto);
     }
 
     if (stop) {
@@ -1280,6 +1289,85 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     ngx_http_ai_gateway_hide_done(ctx, out);
 
     return rc;
+}
+
+
+/*
+ * A cut event whose blank line ended at a buffer's last byte, a '\r', was
+ * dispatched there; the '\n' that may start the next buffer is part of its
+ * line end, and goes with it once it is here.  (The parser makes that byte
+ * part of no event.)
+ */
+
+static void
+ngx_http_ai_gateway_close_drops(ngx_http_ai_gateway_ctx_t *ctx,
+    ngx_chain_t *in, uint64_t in_start)
+{
+    u_char                       *p;
+    uint64_t                      o;
+    ngx_uint_t                    i;
+    ngx_chain_t                  *cl;
+    ngx_http_ai_gateway_range_t  *d;
+
+    d = ctx->drops->elts;
+
+    for (i = 0; i < ctx->drops->nelts; i++) {
+
+        if (!d[i].open || d[i].end >= ctx->sse->offset) {
+            continue;
+        }
+
+        d[i].open = 0;
+        p = NULL;
+
+        if (d[i].end < in_start) {
+            /* held since the last call ([held_start, in_start)) */
+            if (ctx->held != NULL && d[i].end >= ctx->held_start) {
+                p = ctx->held->pos + (d[i].end - ctx->held_start);
+            }
+
+        } else {
+            o = in_start;
+
+            for (cl = in; cl; cl = cl->next) {
+                if (!ngx_buf_in_memory(cl->buf)) {
+                    continue;
+                }
+
+                if (d[i].end < o + (cl->buf->last - cl->buf->pos)) {
+                    p = cl->buf->pos + (d[i].end - o);
+                    break;
+                }
+
+                o += cl->buf->last - cl->buf->pos;
+            }
+        }
+
+        if (p != NULL && *p == '\n') {
+            d[i].end++;
+        }
+    }
+}
+
+
+/* the cuts passed on before upto are done; an open one waits for its '\n' */
+
+static void
+ngx_http_ai_gateway_done_drops(ngx_array_t *drops, uint64_t upto)
+{
+    ngx_uint_t                    i, n;
+    ngx_http_ai_gateway_range_t  *d;
+
+    d = drops->elts;
+    n = 0;
+
+    for (i = 0; i < drops->nelts; i++) {
+        if (d[i].end > upto || d[i].open) {
+            d[n++] = d[i];
+        }
+    }
+
+    drops->nelts = n;
 }
 
 

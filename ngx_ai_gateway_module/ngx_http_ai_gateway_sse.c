@@ -15,10 +15,10 @@
  *     after the '\n' when both bytes are in the buffer.  When the '\r' is
  *     the last byte of the buffer, the event is dispatched at once, with
  *     the offset just after the '\r', and a '\n' that starts the next
- *     buffer is then taken as the rest of that line end: it is the first
- *     byte of the next event.  So [event_start, offset) of the events tile
- *     the stream with no gap in any case, and only that one byte moves
- *     from the end of an event to the start of the next.
+ *     buffer is then taken as the rest of that line end: it belongs to no
+ *     event (the next one starts after it, so that cutting it out leaves
+ *     the line end before whole).  So [event_start, offset) of the events
+ *     tile the stream but for that one byte.
  * event_start moves only when an event is dispatched: comments and blocks
  * without data (keepalives) before an event are part of its bytes.  A
  * UTF-8 BOM at the start of the stream is skipped as the spec says, and is
@@ -144,6 +144,13 @@ ngx_http_ai_gateway_sse_feed(ngx_http_ai_gateway_sse_t *sse,
                 sse->after_cr = 0;
 
                 if (c == '\n') {
+                    /* the rest of the line end before: when that line
+                     * ended an event, the next one starts after it, so
+                     * that cutting the next event leaves it in place */
+                    if (sse->event_start == sse->offset) {
+                        sse->event_start++;
+                    }
+
                     p++;
                     sse->offset++;
                     continue;

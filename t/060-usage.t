@@ -78,6 +78,20 @@ sub main::cut_stream {
     return $s . "data: [DONE]\n\n";
 }
 
+# Events with \r\n line ends, each followed by a usage chunk: wherever a
+# read ends on the '\r' of a blank line, its '\n' starts the next buffer
+sub main::crlf_stream {
+    my ($upstream) = @_;
+    my $s = '';
+    for my $i (1 .. 600) {
+        my $w = 'w' x ($i % 23);
+        $s .= qq|data: {"choices":[{"index":0,"delta":{"content":"$w"}}]}\r\n\r\n|;
+        $s .= qq|data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":$i,"total_tokens":9}}\r\n\r\n|
+            if $upstream;
+    }
+    return $s . "data: [DONE]\r\n\r\n";
+}
+
 no_shuffle();
 run_tests();
 
@@ -715,3 +729,81 @@ sub {
 [200, 200]
 --- response_body eval
 [qr/chat\.completion/, ""]
+
+
+
+=== TEST 30: large proxy reads (512k) of a stream of small events: the usage chunk is still cut
+No event is larger than the hold-back limit, but one proxy read is: the cut
+must not be given up (only a partial event is held).  Found in review.
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/big;
+        proxy_buffering off;
+        proxy_buffer_size 512k;
+        proxy_buffers 4 512k;
+    }
+    location = /big {
+        default_type text/event-stream;
+        alias html/big.sse;
+    }
+--- user_files eval
+">>> big.sse\n" . main::long_stream(0) x 20 . main::long_stream(1)
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello there"}]}
+--- error_code: 200
+--- response_body eval
+main::long_stream(0) x 21
+--- no_error_log
+no longer cut
+
+
+
+=== TEST 31: a usage chunk cut after a "\r\n\r\n" that a read split between '\r' and '\n': the line end stays whole
+Reads of 256, 257, 300 and 333 bytes put some blank line's '\r' at a
+buffer's end; the cut chunk must not take the '\n' after it.
+--- http_config eval: $::http_config
+--- config
+    location /v1/256/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/crlf;
+        proxy_buffering off;
+        proxy_buffer_size 256;
+    }
+    location /v1/257/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/crlf;
+        proxy_buffering off;
+        proxy_buffer_size 257;
+    }
+    location /v1/300/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/crlf;
+        proxy_buffering off;
+        proxy_buffer_size 300;
+    }
+    location /v1/333/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/crlf;
+        proxy_buffering off;
+        proxy_buffer_size 333;
+    }
+    location = /crlf {
+        default_type text/event-stream;
+        alias html/crlf.sse;
+    }
+--- user_files eval
+">>> crlf.sse\n" . main::crlf_stream(1)
+--- pipelined_requests eval
+[map { "POST /v1/$_/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}" } 256, 257, 300, 333]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body eval
+[(main::crlf_stream(0)) x 4]
