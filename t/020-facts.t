@@ -323,3 +323,30 @@ X-User: dave
 --- error_code: 200
 --- response_headers
 X-AI-User: [team-dave]
+
+
+
+=== TEST 20: $ai_model and $ai_request_hash as a proxy_cache_key: the same request is a hit, another model a miss
+--- http_config
+    proxy_cache_path $TEST_NGINX_SERVER_ROOT/cache keys_zone=ai:1m;
+--- config
+    location = /ok {
+        add_header Cache-Control "max-age=60";
+        return 200 "answer\n";
+    }
+    location / {
+        ai_gateway on;
+        proxy_cache ai;
+        proxy_cache_methods POST;
+        proxy_cache_key "$ai_model:$ai_request_hash";
+        add_header X-Cache "$upstream_cache_status [$ai_model]" always;
+        proxy_pass http://127.0.0.1:$server_port/ok;
+    }
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m1\",\"messages\":[]}",
+ "POST /v1/chat/completions\n{\"model\":\"m1\",\"messages\":[]}",
+ "POST /v1/chat/completions\n{\"model\":\"m2\",\"messages\":[]}"]
+--- error_code eval
+[200, 200, 200]
+--- raw_response_headers_like eval
+[qr/X-Cache: MISS \[m1\]/, qr/X-Cache: HIT \[m1\]/, qr/X-Cache: MISS \[m2\]/]

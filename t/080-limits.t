@@ -519,3 +519,27 @@ X-User: olga
 --- raw_response_headers_like eval
 [qr/Transfer-Encoding: chunked\r\n(?s:.*)x-ratelimit-remaining-tokens: 77\r\n/i,
  qr/x-ratelimit-remaining-tokens: 58\r\n/]
+
+
+
+=== TEST 28: key=$variable counts by its value: two users of one team share the team's calls, another team has its own (a day's window)
+--- config
+    location /v1/ {
+        ai_gateway_user $http_x_user;
+        ai_gateway_rate_limit key=$http_x_team renewal_period=day calls=2;
+        add_header X-Limit-Status $ai_limit_status always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers eval
+["X-User: u1\nX-Team: red", "X-User: u2\nX-Team: red", "X-User: u3\nX-Team: red", "X-User: u1\nX-Team: blue"]
+--- error_code eval
+[200, 200, 429, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/chat\.completion/, qr/^\{"error":\{"message":"Rate limit reached for [^"]*day[^"]*: limit 2, used 2, requested 1\./, qr/chat\.completion/]
+--- raw_response_headers_like eval
+[qr/x-ratelimit-limit-requests: 2\r\nx-ratelimit-remaining-requests: 1\r\nx-ratelimit-reset-requests: (?:8[6-9]\d{3}|9[0-4]\d{3})s\r\n/,
+ qr/x-ratelimit-remaining-requests: 0\r\n/,
+ qr/Retry-After: \d+\r\n(?s:.*)X-Limit-Status: rejected/,
+ qr/x-ratelimit-remaining-requests: 1\r\n/]
