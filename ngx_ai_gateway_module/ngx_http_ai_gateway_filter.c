@@ -979,6 +979,7 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
     if (ctx->gout && !ctx->translate
         && ngx_http_ai_gateway_guard_event(r, ctx, name, name_len,
                                            ctx->walk->usage_new
+                                           && !ctx->walk->choice_seen
                                            && ctx->hide_usage)
            != NGX_OK)
     {
@@ -987,9 +988,13 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
 
     /*
      * With include_usage, every OpenAI chunk carries "usage": null, and
-     * only the last one, with "choices": [], a usage object.
+     * only the last one, with "choices": [], a usage object.  Some
+     * OpenAI-compatible servers (Gemini's, Mistral's) put the usage on
+     * their last chunk with text or a finish reason: a chunk whose
+     * "choices" has an element goes on whole, usage and all.
      */
-    if (ctx->walk->usage_new && ctx->drops != NULL) {
+    if (ctx->walk->usage_new && !ctx->walk->choice_seen && ctx->drops != NULL)
+    {
         drop = ngx_array_push(ctx->drops);
         if (drop == NULL) {
             return -1;

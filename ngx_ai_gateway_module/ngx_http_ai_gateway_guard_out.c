@@ -122,6 +122,8 @@ static ngx_int_t ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_uint_t status, ngx_chain_t **out);
+static ngx_int_t ngx_http_ai_gateway_gout_append(ngx_http_request_t *r,
+    json_t *owner, const char *field, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field, const char *key, ngx_uint_t hold);
@@ -752,19 +754,15 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
                 continue;
             }
 
-            /* the last chunk of this choice takes what was held back */
+            /* the last chunk of this choice takes what was held back,
+             * after its own text (a last chunk may carry text too) */
             rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
             if (rc == NGX_OK && rest.len) {
-                if (delta == NULL) {
-                    (void) json_object_set_new(c, "text",
-                                  json_stringn_nocheck((char *) rest.data,
-                                                       rest.len));
-                } else {
-                    (void) json_object_set_new(delta, "content",
-                                  json_stringn_nocheck((char *) rest.data,
-                                                       rest.len));
-                }
+                rc = ngx_http_ai_gateway_gout_append(r, delta ? delta : c,
+                                                     delta ? "content"
+                                                           : "text",
+                                                     &rest);
             }
         }
     }
@@ -781,6 +779,41 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     json_decref(root);
 
     return rc;
+}
+
+
+/* owner[field] = owner[field] (a string, or none) followed by text */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_append(ngx_http_request_t *r, json_t *owner,
+    const char *field, ngx_str_t *text)
+{
+    u_char  *p;
+    size_t   len;
+    json_t  *v;
+
+    v = json_object_get(owner, field);
+    len = json_is_string(v) ? json_string_length(v) : 0;
+
+    if (len == 0) {
+        return json_object_set_new(owner, field,
+                                   json_stringn_nocheck((char *) text->data,
+                                                        text->len))
+               == 0 ? NGX_OK : NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, len + text->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, json_string_value(v), len);
+    ngx_memcpy(p + len, text->data, text->len);
+
+    return json_object_set_new(owner, field,
+                               json_stringn_nocheck((char *) p,
+                                                    len + text->len))
+           == 0 ? NGX_OK : NGX_ERROR;
 }
 
 

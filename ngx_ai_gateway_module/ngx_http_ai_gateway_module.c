@@ -785,6 +785,14 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_ai_gateway_log_handler;
 
+    /* model requests that nginx's own checks refuse get records too */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ai_gateway_mark;
+
     /*
      * The precontent phase runs after nginx's access checks (auth_basic,
      * allow/deny, auth_request), so a body is read and judged only for

@@ -246,6 +246,9 @@ typedef struct {
     unsigned                     body_filtered:1;
     unsigned                     too_large:1;
     unsigned                     user_evaluated:1;
+    unsigned                     early:1;         /* made in the rewrite
+                                                     phase, not yet seen by
+                                                     the handler */
     unsigned                     hashed:1;
     unsigned                     translate:1;
     unsigned                     translate_usage:1; /* client asked */
@@ -343,7 +346,7 @@ typedef struct {
 #define NGX_HTTP_AI_GATEWAY_CTX_ALIGN  64     /* a cache line */
 
 ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_get_ctx(ngx_http_request_t *r);
-ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_ai_gateway_mark(ngx_http_request_t *r);
 ngx_http_ai_gateway_ctx_t *ngx_http_ai_gateway_create_ctx(
     ngx_http_request_t *r);
 

@@ -29,6 +29,20 @@ typedef struct {
 } ngx_http_ai_gateway_out_t;
 
 
+/* the stretches of a payload that credentials cover (see redact()) */
+typedef struct {
+    ngx_http_request_t  *request;
+    ngx_str_t           *payload;
+    ngx_array_t         *cuts;          /* of ngx_http_ai_gateway_cut_t */
+} ngx_http_ai_gateway_redact_t;
+
+
+typedef struct {
+    size_t  start;
+    size_t  end;
+} ngx_http_ai_gateway_cut_t;
+
+
 static void ngx_http_ai_gateway_usage_record(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_main_conf_t *mcf);
 static void ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
@@ -37,8 +51,11 @@ static ngx_int_t ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
     ngx_str_t *payload);
-static ngx_int_t ngx_http_ai_gateway_cut(ngx_http_request_t *r,
-    ngx_str_t *payload, ngx_str_t *secret);
+static ngx_int_t ngx_http_ai_gateway_find_secret(
+    ngx_http_ai_gateway_redact_t *rd, ngx_str_t *secret);
+static ngx_int_t ngx_http_ai_gateway_cut_cmp(const void *one, const void *two);
+static ngx_int_t ngx_http_ai_gateway_cut(ngx_http_ai_gateway_redact_t *rd);
+
 static void ngx_http_ai_gateway_request_time(ngx_http_request_t *r,
     u_char *time, ngx_str_t *date, ngx_str_t *iso);
 static ngx_uint_t ngx_http_ai_gateway_status(ngx_http_request_t *r);
@@ -121,10 +138,6 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
     }
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
-
-    if (ctx == NULL) {
-        ctx = ngx_http_ai_gateway_late_ctx(r);
-    }
 
     if (ctx == NULL || ctx->logged) {
         return NGX_OK;
@@ -555,7 +568,10 @@ ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
  * Credentials are cut out of payloads, wherever a body or an echoing
  * upstream put them: those the client sent (Authorization, x-api-key,
  * api-key) and the gateway's own (ai_gateway_secret), which it sends
- * upstream.
+ * upstream; each also as it is written inside a JSON string.  Every
+ * occurrence of every one is found in the payload as it is, and the
+ * stretches they cover, merged, are replaced at once: one secret within or
+ * across another cannot leave the rest of it behind.
  */
 
 static ngx_int_t
@@ -565,6 +581,7 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
     ngx_str_t                           secret;
     ngx_uint_t                          i;
     ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_redact_t        rd;
     ngx_http_ai_gateway_secret_t       *s;
     ngx_http_ai_gateway_main_conf_t    *mcf;
     ngx_http_ai_gateway_header_iter_t   it;
@@ -572,6 +589,10 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
     if (payload->len == 0) {
         return NGX_OK;
     }
+
+    rd.request = r;
+    rd.payload = payload;
+    rd.cuts = NULL;
 
     it.part = NULL;
 
@@ -593,22 +614,88 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
             secret.data = p + 1;
         }
 
-        if (ngx_http_ai_gateway_cut(r, payload, &secret) != NGX_OK) {
+        if (ngx_http_ai_gateway_find_secret(&rd, &secret) != NGX_OK) {
             return NGX_ERROR;
         }
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
-    if (mcf->secrets == NULL) {
+    if (mcf->secrets != NULL) {
+        s = mcf->secrets->elts;
+
+        for (i = 0; i < mcf->secrets->nelts; i++) {
+            if (ngx_http_ai_gateway_find_secret(&rd, &s[i].value) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    return (rd.cuts == NULL) ? NGX_OK : ngx_http_ai_gateway_cut(&rd);
+}
+
+
+/* the stretches of the payload that secret covers, as it is and escaped */
+
+static ngx_int_t
+ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
+    ngx_str_t *secret)
+{
+    u_char                     *p, *last, *e;
+    ngx_str_t                   form;
+    ngx_uint_t                  k;
+    ngx_http_ai_gateway_cut_t  *c;
+
+    /* short values would match innocent text */
+    if (secret->len < 8 || rd->payload->len < secret->len) {
         return NGX_OK;
     }
 
-    s = mcf->secrets->elts;
+    form = *secret;
 
-    for (i = 0; i < mcf->secrets->nelts; i++) {
-        if (ngx_http_ai_gateway_cut(r, payload, &s[i].value) != NGX_OK) {
-            return NGX_ERROR;
+    for (k = 0; k < 2; k++) {
+
+        if (k == 1) {
+            /* as a JSON string has it ('"', '\\' and control bytes
+             * escaped): looked for only when that differs */
+            e = ngx_pnalloc(rd->request->pool, 6 * secret->len + 16);
+            if (e == NULL) {
+                return NGX_ERROR;
+            }
+
+            form.data = e;
+            form.len = ngx_http_ai_gateway_json_escape(e, secret->data,
+                                                       secret->len)
+                       - e;
+
+            if (form.len == secret->len) {
+                break;
+            }
+        }
+
+        last = rd->payload->data + rd->payload->len;
+
+        for (p = rd->payload->data;
+             (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
+                                                    form.data, form.len))
+             != NULL;
+             p++)
+        {
+            if (rd->cuts == NULL) {
+                rd->cuts = ngx_array_create(rd->request->pool, 4,
+                                            sizeof(ngx_http_ai_gateway_cut_t));
+                if (rd->cuts == NULL) {
+                    return NGX_ERROR;
+                }
+            }
+
+            c = ngx_array_push(rd->cuts);
+            if (c == NULL) {
+                return NGX_ERROR;
+            }
+
+            c->start = p - rd->payload->data;
+            c->end = c->start + form.len;
         }
     }
 
@@ -616,59 +703,62 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 }
 
 
-/* every occurrence of secret in payload, as "[REDACTED]" */
+static ngx_int_t
+ngx_http_ai_gateway_cut_cmp(const void *one, const void *two)
+{
+    const ngx_http_ai_gateway_cut_t  *a = one, *b = two;
+
+    return (a->start > b->start) - (a->start < b->start);
+}
+
+
+/* the payload with each merged stretch as "[REDACTED]" */
 
 static ngx_int_t
-ngx_http_ai_gateway_cut(ngx_http_request_t *r, ngx_str_t *payload,
-    ngx_str_t *secret)
+ngx_http_ai_gateway_cut(ngx_http_ai_gateway_redact_t *rd)
 {
-    u_char      *p, *q, *d, *last, *copy;
-    ngx_uint_t   found;
+    u_char                     *d, *copy, *data;
+    size_t                      pos, end;
+    ngx_uint_t                  i, n;
+    ngx_http_ai_gateway_cut_t  *c;
 
     static ngx_str_t  redacted = ngx_string("[REDACTED]");
 
-    /* short values would match innocent text */
-    if (secret->len < 8 || payload->len < secret->len) {
-        return NGX_OK;
-    }
+    c = rd->cuts->elts;
+    n = rd->cuts->nelts;
 
-    found = 0;
-    last = payload->data + payload->len;
+    ngx_sort(c, n, sizeof(ngx_http_ai_gateway_cut_t),
+             ngx_http_ai_gateway_cut_cmp);
 
-    for (p = payload->data;
-         (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
-                                         secret->data, secret->len))
-         != NULL;
-         p += secret->len)
-    {
-        found++;
-    }
-
-    if (!found) {
-        return NGX_OK;
-    }
-
-    copy = ngx_pnalloc(r->pool, payload->len + found * redacted.len);
+    /* at most one "[REDACTED]" a cut */
+    copy = ngx_pnalloc(rd->request->pool,
+                       rd->payload->len + n * redacted.len);
     if (copy == NULL) {
         return NGX_ERROR;
     }
 
+    data = rd->payload->data;
     d = copy;
-    p = payload->data;
+    pos = 0;
 
-    while ((q = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
-                                         secret->data, secret->len))
-           != NULL)
-    {
-        d = ngx_cpymem(d, p, q - p);
+    for (i = 0; i < n; /* void */) {
+        d = ngx_cpymem(d, data + pos, c[i].start - pos);
+
+        /* this stretch and all that overlap or touch it */
+        end = c[i].end;
+
+        for (i++; i < n && c[i].start <= end; i++) {
+            end = ngx_max(end, c[i].end);
+        }
+
         d = ngx_cpymem(d, redacted.data, redacted.len);
-        p = q + secret->len;
+        pos = end;
     }
 
-    d = ngx_cpymem(d, p, last - p);
+    d = ngx_cpymem(d, data + pos, rd->payload->len - pos);
 
-    payload->data = copy;
-    payload->len = d - copy;
+    rd->payload->data = copy;
+    rd->payload->len = d - copy;
 
     return NGX_OK;
 }

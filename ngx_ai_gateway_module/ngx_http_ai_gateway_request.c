@@ -95,14 +95,17 @@ static ngx_str_t  ngx_http_ai_gateway_databricks_suffix =
 
 
 /*
- * A model request (a POST) that the handler never saw, because nginx's
- * access phase refused it (deny, auth_request, limit_req, ...), still gets
- * its usage record where usage is tracked: who asked, the status, no
- * tokens.  Other methods (GET /v1/models) are no model requests.
+ * The rewrite phase: a model request (a POST) in a location with usage
+ * tracking gets its ctx here, before nginx's own checks (rewrite's return,
+ * limit_req, allow/deny, auth_request) may refuse it, so that a refused one
+ * still gets its usage record (who asked, the status, no tokens), also
+ * after an error_page has taken it elsewhere (the ctx is found again after
+ * internal redirects).  The handler takes the ctx over when the request
+ * gets that far.  Other methods (GET /v1/models) are no model requests.
  */
 
-ngx_http_ai_gateway_ctx_t *
-ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r)
+ngx_int_t
+ngx_http_ai_gateway_mark(ngx_http_request_t *r)
 {
     ngx_http_ai_gateway_ctx_t       *ctx;
     ngx_http_core_loc_conf_t        *clcf;
@@ -111,16 +114,19 @@ ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
     if (!lcf->enable || !lcf->usage_tracking || r != r->main
-        || r->method != NGX_HTTP_POST)
+        || r->method != NGX_HTTP_POST
+        || ngx_http_ai_gateway_get_ctx(r) != NULL)
     {
-        return NULL;
+        return NGX_DECLINED;
     }
 
     ctx = ngx_http_ai_gateway_create_ctx(r);
     if (ctx == NULL) {
-        return NULL;
+        /* the handler tries again, and fails the request there */
+        return NGX_DECLINED;
     }
 
+    ctx->early = 1;
     ctx->track = 1;
 
     if (lcf->endpoint.len) {
@@ -133,7 +139,7 @@ ngx_http_ai_gateway_late_ctx(ngx_http_request_t *r)
 
     (void) ngx_http_ai_gateway_user(r, ctx);
 
-    return ctx;
+    return NGX_DECLINED;
 }
 
 
@@ -154,7 +160,7 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
 
-    if (ctx != NULL) {
+    if (ctx != NULL && !ctx->early) {
 
         /* the phases run again: after the body was read, or a redirect */
 
@@ -234,9 +240,16 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_ai_gateway_create_ctx(r);
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx = ngx_http_ai_gateway_create_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+    } else {
+        /* made in the rewrite phase: this location's from here on */
+        ctx->early = 0;
+        ctx->user_evaluated = 0;
     }
 
     /* rejected requests get records too */

@@ -233,6 +233,7 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
     w->doc_start = 1;
     w->model_set = 0;
     w->finish_set = 0;
+    w->choice_seen = 0;
 }
 
 
@@ -512,6 +513,14 @@ value_c:
         goto value_end;
 
     case '{':
+        if (w->depth == 2
+            && w->path[1] == NGX_HTTP_AI_GATEWAY_WK_CHOICES)
+        {
+            /* an element of the top-level "choices": a chunk with
+             * something for the client, not the usage chunk alone */
+            w->choice_seen = 1;
+        }
+
         if (!w->capturing && ngx_http_ai_gateway_walk_is_usage(w)) {
             /* a prefix with a capture is not remembered */
             doc = NULL;
@@ -1084,6 +1093,7 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     w->model_memo = w->model_set;
 
     w->memo_finish = w->finish_set;
+    w->memo_choice = w->choice_seen;
 
     if (w->finish_set) {
         memcpy(w->memo_finish_buf, w->finish, w->finish_len);
@@ -1131,6 +1141,8 @@ ngx_http_ai_gateway_walk_replay_results(ngx_http_ai_gateway_walk_t *w)
         w->finish_len = w->memo_finish_len;
         w->finish_set = 1;
     }
+
+    w->choice_seen |= w->memo_choice;
 }
 
 

@@ -97,6 +97,10 @@ typedef struct {
     unsigned                      usage_found:1; /* a complete one is in */
     unsigned                      usage_new:1;   /* set at each capture;
                                                     the caller clears it */
+    unsigned                      choice_seen:1; /* this document's
+                                                    "choices" has an
+                                                    element (reset per
+                                                    document) */
 
     size_t                        model_len;     /* decoded; 0: none yet */
 
@@ -141,6 +145,7 @@ typedef struct {
     unsigned                      finish_set:1;
     unsigned                      memo_model:1;  /* written by the prefix */
     unsigned                      memo_finish:1;
+    unsigned                      memo_choice:1;
     unsigned                      memo_type_arguments:1;
     unsigned                      memo_text_kind;    /* of its text */
     unsigned                      model_memo:1;  /* model is the memo's */

@@ -328,7 +328,7 @@ X-AI-User: [team-dave]
 
 === TEST 20: $ai_model and $ai_request_hash as a proxy_cache_key: the same request is a hit, another model a miss
 --- http_config
-    proxy_cache_path $TEST_NGINX_SERVER_ROOT/cache keys_zone=ai:1m;
+    proxy_cache_path logs/cache keys_zone=ai:1m;
 --- config
     location = /ok {
         add_header Cache-Control "max-age=60";

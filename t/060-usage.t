@@ -686,6 +686,11 @@ X-User: mallory
 
 
 === TEST 28: the record's times: request_time in UTC with milliseconds, latencies in whole milliseconds, TTFT within the latency
+latency_ms and ttft_ms are wall-clock times from the request's start, as
+$request_time; upstream_latency_ms is nginx's $upstream_response_time, on
+the monotonic clock.  Each is cut to whole milliseconds at its own phase,
+so the upstream's time can be one more than the whole (seen): they are not
+compared.  The mock waits 20 ms between events.
 --- http_config eval: $::http_config
 --- config eval: $::config
 --- pipelined_requests eval
@@ -704,10 +709,10 @@ sub {
     ($t =~ /\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/ ? 'utc' : "time $t")
     . ' ' . ($l >= 20 ? 'latency>=20' : "latency $l")
     . ' ' . ($tt ne 'null' && $tt <= $l ? 'ttft<=latency' : "ttft $tt")
-    . ' ' . ($u ne 'null' && $u <= $l ? 'upstream<=latency' : "upstream $u") . "\n";
+    . ' ' . ($u ne 'null' && $u >= 20 ? 'upstream>=20' : "upstream $u") . "\n";
 }
 --- response_body eval
-["stream\n", "utc latency>=20 ttft<=latency upstream<=latency\n"]
+["stream\n", "utc latency>=20 ttft<=latency upstream>=20\n"]
 
 
 
@@ -807,3 +812,144 @@ buffer's end; the cut chunk must not take the '\n' after it.
 [200, 200, 200, 200]
 --- response_body eval
 [(main::crlf_stream(0)) x 4]
+
+
+
+=== TEST 32: a chunk with usage and the last text (Gemini's and Mistral's OpenAI streams) is not cut: only a usage chunk with empty choices is
+Found in review: the chunk with the usage was cut whatever else it had, and
+the client lost the last word and the finish reason.
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s;
+        proxy_buffering off;
+    }
+    location = /s {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- user_files eval
+">>> s.sse\n" . qq|data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":" world"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: [DONE]\n\n|
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+[qq|data: {"choices":[{"index":0,"delta":{"content":"Hello"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":" world"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: [DONE]\n\n|,
+ qr/"input_token_count":1,"output_token_count":2,"total_token_count":3,[^\n]*"token_count_source":"provider"/]
+
+
+
+=== TEST 33: the same through the output guard (pii=mask): the chunk with text and usage goes on, masked, the usage-only chunk is cut
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s;
+        proxy_buffering off;
+    }
+    location = /s {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+--- user_files eval
+">>> s.sse\n" . qq|data: {"choices":[{"index":0,"delta":{"content":"Mail"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":" jane\@corp.example"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n\ndata: [DONE]\n\n|
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $text = CORE::join '', map { my $s = $_; $s =~ s/\\(.)/$1/g; $s } $body =~ /"content":"((?:[^"\\]|\\.)*)"/g;
+    my ($finish) = $body =~ /"finish_reason":"(\w+)"/;
+    my $usage = () = $body =~ /"usage":\{/g;
+    "$text|" . ($finish // 'no finish') . "|$usage usage|" . ($body =~ /"choices":\[\]/ ? 'usage chunk' : 'no usage chunk') . "\n";
+}
+--- response_body
+Mail [REDACTED_EMAIL]|stop|1 usage|no usage chunk
+
+
+
+=== TEST 34: refused by deny and sent to an error_page (a GET there): the record is still written, for the tracked location
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_user $http_x_user;
+        deny all;
+        error_page 403 /denied;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /denied {
+        default_type application/json;
+        return 403 '{"error":{"message":"denied","type":"forbidden","code":"denied"}}';
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- more_headers
+X-User: mallory
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[403, 200]
+--- response_body_like eval
+[qr/"code":"denied"/,
+ qr/\A\{[^\n]*"requester":"mallory"[^\n]*"endpoint":"\/v1\/"[^\n]*"status_code":403[^\n]*"token_count_source":"none"[^\n]*\}\n\z/]
+
+
+
+=== TEST 35: refused by limit_req (503): the record is written
+--- http_config eval
+$::http_config . "    limit_req_zone \$binary_remote_addr zone=one:1m rate=1r/m;\n"
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        ai_gateway_user $http_x_user;
+        limit_req zone=one nodelay;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- more_headers
+X-User: bob
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 503, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/503/,
+ qr/\A\{[^\n]*"status_code":200[^\n]*\}\n\{[^\n]*"requester":"bob"[^\n]*"status_code":503[^\n]*"token_count_source":"none"[^\n]*\}\n\z/]
+
+
+
+=== TEST 36: a malformed request (it never reaches a location) is no model request: no usage record
+The usage log is written into the error log, where the check looks.  Found
+in review (a first version wrote one for it).
+--- http_config
+    ai_gateway_usage_log logs/error.log buffer=0;
+--- config
+    ai_gateway on;
+    ai_gateway_usage_tracking on;
+--- raw_request eval
+"POST /v1/chat HTTP/9.9x\r\n\r\n"
+--- error_code: 505
+--- ignore_response_body
+--- no_error_log
+"status_code":505

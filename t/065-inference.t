@@ -259,3 +259,49 @@ sk-gateway-planted-0123456789
  qr/"token_count_source"/]
 --- response_body_unlike eval
 [qr/^$/, qr/planted/, qr/planted/]
+
+
+
+=== TEST 11: secrets within and across each other, and a secret with a quote (escaped in JSON): no part of any reaches a record
+Found in review: cut one after another, a shorter secret inside a longer one
+left the rest of the longer one in the record.  The mock echoes the
+headers in its answer, as JSON strings.
+--- http_config
+    ai_gateway_inference_log logs/inference.jsonl buffer=0;
+    ai_gateway_secret a file=$TEST_NGINX_HTML_DIR/a.key;
+    ai_gateway_secret b file=$TEST_NGINX_HTML_DIR/b.key;
+    ai_gateway_secret c file=$TEST_NGINX_HTML_DIR/c.key;
+    ai_gateway_secret q file=$TEST_NGINX_HTML_DIR/q.key;
+--- config
+    location /v1/ {
+        ai_gateway_inference_table on;
+        proxy_set_header Authorization "Bearer $ai_secret_a";
+        proxy_set_header X-B "$ai_secret_b";
+        proxy_set_header X-AC "sk-gateway-AAAA-CCCC-7777-tail";
+        proxy_set_header X-Q "$ai_secret_q";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/inference.jsonl;
+    }
+--- user_files
+>>> a.key
+sk-gateway-AAAA
+>>> b.key
+sk-gateway-AAAA-BBBB-9999
+>>> c.key
+AAAA-CCCC-7777
+>>> q.key
+pass"word-0123
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/"x-b":"sk-gateway-AAAA-BBBB-9999"[^\n]*"x-q":"pass\\"word-0123"/,
+ qr/\\"x-b\\":\\"\[REDACTED\]\\"[^\n]*\\"x-ac\\":\\"\[REDACTED\]-tail\\"[^\n]*\\"x-q\\":\\"\[REDACTED\]\\"/]
+--- response_body_unlike eval
+[qr/^$/, qr/AAAA|BBBB|CCCC|word-0123/]

@@ -1004,3 +1004,33 @@ qr/"text_delta","text":"how "[^\n]*\n\nevent: error\ndata: \{"type":"error","err
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword
+
+
+
+=== TEST 44: a last chunk with text and finish_reason: its own text, then what was held back, masked (not the held text alone)
+Found in review: the last chunk's text was replaced by the held-back text,
+so "Mail me at ..." reached the client as the last word alone.
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s;
+        proxy_buffering off;
+    }
+    location = /s {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+--- user_files eval
+">>> s.sse\n" . qq|data: {"choices":[{"index":0,"delta":{"content":"Mail"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":" me at jane\@corp.example now"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    CORE::join('', map { my $s = $_; $s =~ s/\\(.)/$1/g; $s } $body =~ /"content":"((?:[^"\\]|\\.)*)"/g) . "\n";
+}
+--- response_body
+Mail me at [REDACTED_EMAIL] now
