@@ -1116,6 +1116,9 @@ ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w)
     memcpy(w->path, w->memo_path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
     w->type_arguments = w->memo_type_arguments;
 
+    /* (walk_chunk()'s documents need not: they carry no usage) */
+    w->choice_seen = w->memo_choice;
+
     ngx_http_ai_gateway_walk_replay_results(w);
 }
 
@@ -1141,8 +1144,6 @@ ngx_http_ai_gateway_walk_replay_results(ngx_http_ai_gateway_walk_t *w)
         w->finish_len = w->memo_finish_len;
         w->finish_set = 1;
     }
-
-    w->choice_seen |= w->memo_choice;
 }
 
 
