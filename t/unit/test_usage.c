@@ -1162,6 +1162,62 @@ test_long_key(void)
  * same, and those of the rules.
  */
 
+/*
+ * choice_seen: whether a document's top-level "choices" has an element, so
+ * that the filter cuts only a usage chunk without one.  Walked in full and
+ * after a remembered prefix (the second and fourth documents start like
+ * the first), whole and byte by byte.
+ */
+
+static void
+test_choice_seen(void)
+{
+    int                        i, k, seen[4], usage[4];
+    size_t                     j, len;
+    ngx_http_ai_gateway_walk_t  *w;
+    static const char *const   docs[] = {
+        "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}",
+        "{\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"},"
+            "\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":3}}",
+        "{\"id\":\"c\",\"choices\":[],\"usage\":{\"total_tokens\":3}}",
+        "{\"id\":\"c\",\"usage\":{\"total_tokens\":3},\"x\":{\"choices\":[{}]}}",
+    };
+    static const int  want_seen[4] = { 1, 1, 0, 0 };
+
+    w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
+
+    for (k = 0; k < 2; k++) {
+        ngx_http_ai_gateway_walk_init(w, SSE, NULL, NULL);
+
+        for (i = 0; i < 4; i++) {
+            len = strlen(docs[i]);
+
+            if (k == 0) {
+                (void) ngx_http_ai_gateway_walk_feed(w,
+                                    (const unsigned char *) docs[i], len);
+
+            } else {
+                for (j = 0; j < len; j++) {
+                    (void) ngx_http_ai_gateway_walk_feed(w,
+                                (const unsigned char *) docs[i] + j, 1);
+                }
+            }
+
+            seen[i] = w->choice_seen;
+            usage[i] = w->usage_new;
+            w->usage_new = 0;
+            ngx_http_ai_gateway_walk_reset(w);
+
+            CHECK(seen[i] == want_seen[i] && usage[i] == (i > 0),
+                  "choice_seen, document %d fed %s: seen %d usage %d", i,
+                  k ? "byte by byte" : "whole", seen[i], usage[i]);
+        }
+    }
+
+    free(w);
+}
+
+
 static void
 test_prefix(void)
 {
@@ -1942,10 +1998,12 @@ wstream_end(wstream_t *s)
     /* at the event's end the filter reads the usage; the rest after the
      * reset, which walks a document cut within the prefix */
     n = snprintf(s->log + s->log_len, sizeof(s->log) - s->log_len,
-                 "%llu-%llu %d %.*s ",
+                 "%llu-%llu %d %d %.*s ",
                  (unsigned long long) s->sse.event_start,
                  (unsigned long long) s->sse.offset,
                  s->w.usage_new,
+                 /* whether the usage chunk is cut: read with usage only */
+                 s->w.usage_new ? (int) s->w.choice_seen : 0,
                  s->w.usage_new ? (int) s->w.usage_len : 0, s->w.usage);
 
     if (n > 0 && (size_t) n < sizeof(s->log) - s->log_len) {
@@ -2470,6 +2528,7 @@ main(void)
     test_usage_fast();
     test_find_tail();
     test_walk_stream();
+    test_choice_seen();
     test_stream();
     test_mutations();
 
