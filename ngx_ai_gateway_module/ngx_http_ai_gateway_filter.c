@@ -338,19 +338,18 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return ngx_http_ai_gateway_guarded(r, ctx, NULL);
         }
 
-        if (ctx != NULL && ctx->busy != NULL) {
-            /* the client takes more of our links into the upstream's
-             * buffers: those it took go back to proxy */
+        if (ctx != NULL && ctx->hold) {
             rc = ngx_http_next_body_filter(r, NULL);
-            ngx_http_ai_gateway_hide_done(ctx, NULL);
-            return rc;
-        }
 
-        if (ctx != NULL && ctx->pledges != NULL && ctx->pledges->nelts) {
+            if (ctx->busy != NULL) {
+                /* the client takes more of our links into the upstream's
+                 * buffers: those it took go back to proxy */
+                ngx_http_ai_gateway_hide_done(ctx, NULL);
+                return rc;
+            }
+
             /* the client takes more of our copies: when it has all, the
              * upstream's buffers they came from go back to proxy */
-            rc = ngx_http_next_body_filter(r, NULL);
-
             if (rc == NGX_ERROR
                 || ngx_http_ai_gateway_pledge(r, ctx, NULL, 0) != NGX_OK)
             {
@@ -399,7 +398,7 @@ ngx_http_ai_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_ai_gateway_hide(r, ctx, in);
     }
 
-    if (ctx->busy != NULL) {
+    if (ctx->hold) {
         /* the cut was given up (an event too large): the stream goes on
          * as it is, after our links */
         rc = ngx_http_next_body_filter(r, in);
@@ -505,6 +504,8 @@ ngx_http_ai_gateway_pledge(ngx_http_request_t *r,
             ctx->pledges->nelts = 0;
         }
 
+        ctx->hold = 0;
+
         return NGX_OK;
     }
 
@@ -530,6 +531,8 @@ ngx_http_ai_gateway_pledge(ngx_http_request_t *r,
         *p = taken[i];
         p->buf->pos = taken[i].pos;
     }
+
+    ctx->hold = (ctx->pledges->nelts != 0);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway: %ui upstream buffers kept busy until the "
@@ -1595,6 +1598,8 @@ ngx_http_ai_gateway_hide_done(ngx_http_ai_gateway_ctx_t *ctx,
             ctx->sfree = cl;
         }
     }
+
+    ctx->hold = (ctx->busy != NULL);
 }
 
 

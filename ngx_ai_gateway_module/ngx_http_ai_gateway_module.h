@@ -240,6 +240,10 @@ typedef struct {
     unsigned                     resp_done:1;     /* last buffer seen */
     unsigned                     resp_end_event:1;/* stream ended properly */
     unsigned                     resp_encoded:1;  /* gzip: not parsed */
+    unsigned                     hold:1;          /* links (busy) or kept
+                                                     buffers (pledges) wait
+                                                     for the client: read
+                                                     here, on a hot line */
     unsigned                     ttft_set:1;
     unsigned                     capture_overflow:1;
     unsigned                     logged:1;
