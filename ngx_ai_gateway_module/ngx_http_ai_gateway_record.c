@@ -53,7 +53,7 @@ static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
     ngx_str_t *payload);
 static ngx_int_t ngx_http_ai_gateway_find_secret(
     ngx_http_ai_gateway_redact_t *rd, ngx_str_t *secret);
-static ngx_int_t ngx_http_ai_gateway_cut_cmp(const void *one, const void *two);
+static int ngx_http_ai_gateway_cut_cmp(const void *one, const void *two);
 static ngx_int_t ngx_http_ai_gateway_cut(ngx_http_ai_gateway_redact_t *rd);
 
 static void ngx_http_ai_gateway_request_time(ngx_http_request_t *r,
@@ -144,6 +144,21 @@ ngx_http_ai_gateway_log_handler(ngx_http_request_t *r)
     }
 
     ctx->logged = 1;
+
+    if (ctx->early) {
+        /*
+         * The handler never took the ctx the rewrite phase made: a model
+         * request that nginx's own checks refused gets its record; one
+         * that a rewrite sent to a location without the gateway, where it
+         * was answered, is no model request there.  The user is read now:
+         * a variable read in the rewrite phase may not be set yet.
+         */
+        if (r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+            return NGX_OK;
+        }
+
+        (void) ngx_http_ai_gateway_user(r, ctx);
+    }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
 
@@ -376,7 +391,8 @@ ngx_http_ai_gateway_inference_record(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_ai_gateway_redact(r, &request) != NGX_OK
+    /* a payload left out (over max_payload) is not looked at */
+    if ((!req_over && ngx_http_ai_gateway_redact(r, &request) != NGX_OK)
         || ngx_http_ai_gateway_redact(r, &response) != NGX_OK)
     {
         return;
@@ -642,8 +658,9 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
     ngx_str_t *secret)
 {
     u_char                     *p, *last, *e;
+    size_t                      start;
     ngx_str_t                   form;
-    ngx_uint_t                  k;
+    ngx_uint_t                  k, first;
     ngx_http_ai_gateway_cut_t  *c;
 
     /* short values would match innocent text */
@@ -674,6 +691,7 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
         }
 
         last = rd->payload->data + rd->payload->len;
+        first = rd->cuts ? rd->cuts->nelts : 0;
 
         for (p = rd->payload->data;
              (p = (u_char *) ngx_http_ai_gateway_prefilter_find(p, last - p,
@@ -681,6 +699,21 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
              != NULL;
              p++)
         {
+            start = p - rd->payload->data;
+
+            /* a form's matches come in order: one that overlaps or
+             * touches the last one extends it, so that a payload of
+             * repeats makes one cut, not one a byte */
+            if (rd->cuts != NULL && rd->cuts->nelts > first) {
+                c = (ngx_http_ai_gateway_cut_t *) rd->cuts->elts
+                    + rd->cuts->nelts - 1;
+
+                if (start <= c->end) {
+                    c->end = start + form.len;
+                    continue;
+                }
+            }
+
             if (rd->cuts == NULL) {
                 rd->cuts = ngx_array_create(rd->request->pool, 4,
                                             sizeof(ngx_http_ai_gateway_cut_t));
@@ -694,8 +727,8 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
                 return NGX_ERROR;
             }
 
-            c->start = p - rd->payload->data;
-            c->end = c->start + form.len;
+            c->start = start;
+            c->end = start + form.len;
         }
     }
 
@@ -703,7 +736,7 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
 }
 
 
-static ngx_int_t
+static int
 ngx_http_ai_gateway_cut_cmp(const void *one, const void *two)
 {
     const ngx_http_ai_gateway_cut_t  *a = one, *b = two;
@@ -727,8 +760,9 @@ ngx_http_ai_gateway_cut(ngx_http_ai_gateway_redact_t *rd)
     c = rd->cuts->elts;
     n = rd->cuts->nelts;
 
-    ngx_sort(c, n, sizeof(ngx_http_ai_gateway_cut_t),
-             ngx_http_ai_gateway_cut_cmp);
+    /* the forms' runs, each in order, merged by one O(n log n) sort */
+    ngx_qsort(c, n, sizeof(ngx_http_ai_gateway_cut_t),
+              ngx_http_ai_gateway_cut_cmp);
 
     /* at most one "[REDACTED]" a cut */
     copy = ngx_pnalloc(rd->request->pool,

@@ -137,7 +137,15 @@ ngx_http_ai_gateway_mark(ngx_http_request_t *r)
         ctx->endpoint = clcf->name;
     }
 
-    (void) ngx_http_ai_gateway_user(r, ctx);
+    /*
+     * A user header is read now (an error_page may take the request to a
+     * location without ai_gateway_user); a user made of variables only
+     * at the end (a map of a variable that "set" has not set yet would be
+     * cached empty).
+     */
+    if (lcf->user_header.len) {
+        (void) ngx_http_ai_gateway_user(r, ctx);
+    }
 
     return NGX_DECLINED;
 }
@@ -250,6 +258,7 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
         /* made in the rewrite phase: this location's from here on */
         ctx->early = 0;
         ctx->user_evaluated = 0;
+        ngx_str_null(&ctx->user);
     }
 
     /* rejected requests get records too */

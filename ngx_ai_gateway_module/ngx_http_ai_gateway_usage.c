@@ -514,7 +514,8 @@ value_c:
 
     case '{':
         if (w->depth == 2
-            && w->path[1] == NGX_HTTP_AI_GATEWAY_WK_CHOICES)
+            && w->path[0] == NGX_HTTP_AI_GATEWAY_WK_CHOICES
+            && !ngx_http_ai_gateway_walk_object(w, 2))
         {
             /* an element of the top-level "choices": a chunk with
              * something for the client, not the usage chunk alone */

@@ -953,3 +953,56 @@ in review (a first version wrote one for it).
 --- ignore_response_body
 --- no_error_log
 "status_code":505
+
+
+
+=== TEST 37: ai_gateway_user over a map of a variable "set" in the location: the requester is the header's value (read after the rewrite phase)
+Found in review: the rewrite-phase ctx read the user before "set" ran, and
+the map was cached empty.
+--- http_config eval
+$::http_config . "    map \$u \$who { default \"team-\$u\"; }\n"
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        set $u $http_x_user;
+        ai_gateway_user $who;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- more_headers
+X-User: alice
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/"requester":"team-alice"/]
+
+
+
+=== TEST 38: a POST that a rewrite sends to a location without the gateway, answered there: no usage record
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        rewrite ^/v1/files(.*)$ /plain$1 last;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /plain {
+        return 200 "plain\n";
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/usage.jsonl;
+    }
+--- pipelined_requests eval
+["POST /v1/files/upload\nxxxx",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+["plain\n", ""]

@@ -305,3 +305,30 @@ pass"word-0123
  qr/\\"x-b\\":\\"\[REDACTED\]\\"[^\n]*\\"x-ac\\":\\"\[REDACTED\]-tail\\"[^\n]*\\"x-q\\":\\"\[REDACTED\]\\"/]
 --- response_body_unlike eval
 [qr/^$/, qr/AAAA|BBBB|CCCC|word-0123/]
+
+
+
+=== TEST 12: a credential that matches everywhere in a large body (8 backslashes, 60,000 of them in the body): redacted at once, in linear time
+Found in review: one cut a matching byte, sorted by insertion, took seconds
+to minutes for one request (a 3 s client timeout here).
+--- http_config
+    ai_gateway_inference_log logs/inference.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_inference_table on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /records {
+        default_type text/plain;
+        alias logs/inference.jsonl;
+    }
+--- more_headers
+x-api-key: \\\\\\\\
+--- timeout: 3
+--- pipelined_requests eval
+["POST /v1/chat/completions\n{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"" . ("\\\\" x 30000) . "\"}]}",
+ "GET /records"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/chat\.completion/, qr/"request":"\{\\"model\\":\\"m\\",\\"messages\\":\[\{\\"role\\":\\"user\\",\\"content\\":\\"\[REDACTED\]\\"\}\]\}"/]

@@ -1172,7 +1172,7 @@ test_long_key(void)
 static void
 test_choice_seen(void)
 {
-    int                        i, k, seen[4], usage[4];
+    int                        i, k, seen[6], usage[6];
     size_t                     j, len;
     ngx_http_ai_gateway_walk_t  *w;
     static const char *const   docs[] = {
@@ -1181,15 +1181,17 @@ test_choice_seen(void)
             "\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":3}}",
         "{\"id\":\"c\",\"choices\":[],\"usage\":{\"total_tokens\":3}}",
         "{\"id\":\"c\",\"usage\":{\"total_tokens\":3},\"x\":{\"choices\":[{}]}}",
+        "{\"id\":\"c\",\"usage\":{\"total_tokens\":3},\"x\":{\"choices\":{}}}",
+        "{\"id\":\"c\",\"choices\":{\"a\":{}},\"usage\":{\"total_tokens\":3}}",
     };
-    static const int  want_seen[4] = { 1, 1, 0, 0 };
+    static const int  want_seen[6] = { 1, 1, 0, 0, 0, 0 };
 
     w = malloc(sizeof(ngx_http_ai_gateway_walk_t));
 
     for (k = 0; k < 2; k++) {
         ngx_http_ai_gateway_walk_init(w, SSE, NULL, NULL);
 
-        for (i = 0; i < 4; i++) {
+        for (i = 0; i < 6; i++) {
             len = strlen(docs[i]);
 
             if (k == 0) {
