@@ -1132,6 +1132,15 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
         i--;
     }
 
+    /*
+     * Held at most NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes: where that cut a
+     * UTF-8 character (text without spaces, as Chinese or Japanese is),
+     * the character goes out whole, so that no event carries half of one
+     */
+    while (i < len && (p[i] & 0xc0) == 0x80) {
+        i++;
+    }
+
     /* a group without digits before the space ends the number */
     while (i < len && p[i] == ' ') {
         i++;

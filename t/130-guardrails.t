@@ -4,6 +4,7 @@
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use MockProvider;
+use JSON::PP ();
 
 our $keywords = "# words the gateway refuses\nforbidden topic\nexploit\n";
 our $deny = "# one PCRE2 pattern a line\n(?i)ignore (all )?previous instructions\n\\bDROP\\s+TABLE\\b\n";
@@ -1034,3 +1035,42 @@ sub {
 }
 --- response_body
 Mail me at [REDACTED_EMAIL] now
+
+
+
+=== TEST 45: text without spaces (Chinese) longer than the hold-back: held text is cut between characters, never inside one
+Found in review: the 256-byte hold cut a 3-byte character, the event could
+not be written, and the client got an empty reply.
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s;
+        proxy_buffering off;
+    }
+    location = /s {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+--- user_files eval
+">>> s.sse\n" . CORE::join('', map { qq|data: {"choices":[{"index":0,"delta":{"content":"| . ("\xe6\xbc\xa2\xe5\xad\x97" x 7) . qq|"}}]}\n\n| } 1 .. 60)
+. qq|data: {"choices":[{"index":0,"delta":{"content":"\xe7\xb5\x82"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 200
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my ($text, $bad) = ('', 0);
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = eval { JSON::PP::decode_json($l) };
+        if (!$j) { $bad++; next }
+        $text .= $j->{choices}[0]{delta}{content} // '';
+    }
+    utf8::encode($text);
+    ($text eq ("\xe6\xbc\xa2\xe5\xad\x97" x 420) . "\xe7\xb5\x82" ? 'text whole' : 'text ' . length($text))
+        . "|$bad bad events|" . ($body =~ /data: \[DONE\]\n\n\z/ ? 'DONE' : 'no end') . "\n";
+}
+--- response_body
+text whole|0 bad events|DONE
