@@ -723,6 +723,12 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     {
         /* OpenAI chat and completions chunks */
         json_array_foreach(choices, i, c) {
+            if (rc != NGX_OK) {
+                /* a block (or an error) in one choice ends the chunk: the
+                 * next choice must not clear it */
+                break;
+            }
+
             n = (size_t) json_integer_value(json_object_get(c, "index"));
             ngx_snprintf((u_char *) key, sizeof(key), "c%uz%Z", n);
 

@@ -1074,3 +1074,31 @@ sub {
 }
 --- response_body
 text whole|0 bad events|DONE
+
+
+
+=== TEST 46: a keyword in the first of two choices of a chunk (n=2) blocks the stream; the clean second choice does not undo it
+Found in review: each choice's verdict replaced the one before.
+--- user_files eval
+[["keywords.txt", $::keywords],
+ ["s.sse", qq|data: {"choices":[{"index":0,"delta":{"content":"how to exploit it "}},{"index":1,"delta":{"content":"fine text "}}]}\n\ndata: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|]]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output invalid_keywords=$TEST_NGINX_HTML_DIR/keywords.txt;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s;
+        proxy_buffering off;
+    }
+    location = /s {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"n":2,"messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 200
+--- response_body_like eval
+qr/data: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
+--- response_body_unlike: exploit
+--- error_log
+ai_gateway: guardrail_blocked: output invalid_keyword
