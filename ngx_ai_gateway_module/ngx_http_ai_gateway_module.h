@@ -152,6 +152,7 @@ typedef enum {
 typedef struct {
     ngx_str_t                   name;
     ngx_str_t                   value;
+    ngx_str_t                   escaped;         /* as in a JSON string */
 } ngx_http_ai_gateway_secret_t;
 
 
@@ -389,6 +390,8 @@ ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_user_header(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *name);
 void ngx_http_ai_gateway_tree_exit(void);
+ngx_str_t ngx_http_ai_gateway_endpoint_name(ngx_http_request_t *r,
+    ngx_http_ai_gateway_loc_conf_t *lcf);
 ngx_str_t *ngx_http_ai_gateway_user(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 uint64_t ngx_http_ai_gateway_input_chars(ngx_http_ai_gateway_ctx_t *ctx);

@@ -189,6 +189,18 @@ ngx_http_ai_gateway_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* as a JSON string writes it, for the records' redaction: once here,
+     * rather than for every payload of every record */
+    p = ngx_pnalloc(cf->pool, 6 * s->value.len + 16);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    s->escaped.data = p;
+    s->escaped.len = ngx_http_ai_gateway_json_escape(p, s->value.data,
+                                                     s->value.len)
+                     - p;
+
     name.len = ngx_http_ai_gateway_secret_prefix.len + value[1].len;
     name.data = ngx_pnalloc(cf->pool, name.len);
     if (name.data == NULL) {

@@ -52,7 +52,7 @@ static ngx_int_t ngx_http_ai_gateway_assemble(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_redact(ngx_http_request_t *r,
     ngx_str_t *payload);
 static ngx_int_t ngx_http_ai_gateway_find_secret(
-    ngx_http_ai_gateway_redact_t *rd, ngx_str_t *secret);
+    ngx_http_ai_gateway_redact_t *rd, ngx_str_t *secret, ngx_str_t *escaped);
 static int ngx_http_ai_gateway_cut_cmp(const void *one, const void *two);
 static ngx_int_t ngx_http_ai_gateway_cut(ngx_http_ai_gateway_redact_t *rd);
 
@@ -630,7 +630,7 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
             secret.data = p + 1;
         }
 
-        if (ngx_http_ai_gateway_find_secret(&rd, &secret) != NGX_OK) {
+        if (ngx_http_ai_gateway_find_secret(&rd, &secret, NULL) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -641,7 +641,10 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
         s = mcf->secrets->elts;
 
         for (i = 0; i < mcf->secrets->nelts; i++) {
-            if (ngx_http_ai_gateway_find_secret(&rd, &s[i].value) != NGX_OK) {
+            if (ngx_http_ai_gateway_find_secret(&rd, &s[i].value,
+                                                &s[i].escaped)
+                != NGX_OK)
+            {
                 return NGX_ERROR;
             }
         }
@@ -651,11 +654,12 @@ ngx_http_ai_gateway_redact(ngx_http_request_t *r, ngx_str_t *payload)
 }
 
 
-/* the stretches of the payload that secret covers, as it is and escaped */
+/* the stretches of the payload that secret covers, as it is and escaped
+ * (escaped: made here when NULL) */
 
 static ngx_int_t
 ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
-    ngx_str_t *secret)
+    ngx_str_t *secret, ngx_str_t *escaped)
 {
     u_char                     *p, *last, *e;
     size_t                      start;
@@ -675,15 +679,20 @@ ngx_http_ai_gateway_find_secret(ngx_http_ai_gateway_redact_t *rd,
         if (k == 1) {
             /* as a JSON string has it ('"', '\\' and control bytes
              * escaped): looked for only when that differs */
-            e = ngx_pnalloc(rd->request->pool, 6 * secret->len + 16);
-            if (e == NULL) {
-                return NGX_ERROR;
-            }
+            if (escaped != NULL) {
+                form = *escaped;
 
-            form.data = e;
-            form.len = ngx_http_ai_gateway_json_escape(e, secret->data,
-                                                       secret->len)
-                       - e;
+            } else {
+                e = ngx_pnalloc(rd->request->pool, 6 * secret->len + 16);
+                if (e == NULL) {
+                    return NGX_ERROR;
+                }
+
+                form.data = e;
+                form.len = ngx_http_ai_gateway_json_escape(e, secret->data,
+                                                           secret->len)
+                           - e;
+            }
 
             if (form.len == secret->len) {
                 break;

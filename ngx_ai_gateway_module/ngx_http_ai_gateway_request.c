@@ -104,11 +104,28 @@ static ngx_str_t  ngx_http_ai_gateway_databricks_suffix =
  * gets that far.  Other methods (GET /v1/models) are no model requests.
  */
 
+/* the location's endpoint name: ai_gateway_endpoint, or its own name */
+
+ngx_str_t
+ngx_http_ai_gateway_endpoint_name(ngx_http_request_t *r,
+    ngx_http_ai_gateway_loc_conf_t *lcf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->endpoint.len) {
+        return lcf->endpoint;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    return clcf->name;
+}
+
+
 ngx_int_t
 ngx_http_ai_gateway_mark(ngx_http_request_t *r)
 {
     ngx_http_ai_gateway_ctx_t       *ctx;
-    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ai_gateway_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
@@ -128,14 +145,7 @@ ngx_http_ai_gateway_mark(ngx_http_request_t *r)
 
     ctx->early = 1;
     ctx->track = 1;
-
-    if (lcf->endpoint.len) {
-        ctx->endpoint = lcf->endpoint;
-
-    } else {
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-        ctx->endpoint = clcf->name;
-    }
+    ctx->endpoint = ngx_http_ai_gateway_endpoint_name(r, lcf);
 
     /*
      * A user header is read now (an error_page may take the request to a
@@ -156,7 +166,6 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_http_ai_gateway_ctx_t       *ctx;
-    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ai_gateway_loc_conf_t  *lcf;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
@@ -264,14 +273,7 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     /* rejected requests get records too */
     ctx->track = lcf->usage_tracking;
     ctx->infer = lcf->inference_table;
-
-    if (lcf->endpoint.len) {
-        ctx->endpoint = lcf->endpoint;
-
-    } else {
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-        ctx->endpoint = clcf->name;
-    }
+    ctx->endpoint = ngx_http_ai_gateway_endpoint_name(r, lcf);
 
     /* a key before anything else: nothing is read for an unknown one */
 

@@ -318,7 +318,6 @@ static ngx_int_t
 ngx_http_ai_gateway_endpoint_variable(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *value)
 {
-    ngx_http_core_loc_conf_t        *clcf;
     ngx_http_ai_gateway_loc_conf_t  *lcf;
 
     if (ctx != NULL && ctx->endpoint.len) {
@@ -332,13 +331,7 @@ ngx_http_ai_gateway_endpoint_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (lcf->endpoint.len) {
-        *value = lcf->endpoint;
-        return NGX_OK;
-    }
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-    *value = clcf->name;
+    *value = ngx_http_ai_gateway_endpoint_name(r, lcf);
 
     return NGX_OK;
 }
