@@ -231,6 +231,12 @@ ngx_http_ai_gateway_guardrails(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    /* the scan's tables for these types, made here so that the workers
+     * inherit them */
+    if (g->pii != NGX_HTTP_AI_GATEWAY_GUARD_NONE) {
+        ngx_http_ai_gateway_pii_prepare(g->pii_types);
+    }
+
     *slot = g;
 
     return NGX_CONF_OK;

@@ -46,6 +46,13 @@
 #include <emmintrin.h>
 #endif
 
+/* AVX2, in functions compiled for it and called only when the CPU has it */
+#if (NGX_HTTP_AI_GATEWAY_PII_SSE2) && defined(__GNUC__)                       \
+    && defined(__x86_64__)
+#define NGX_HTTP_AI_GATEWAY_PII_AVX2  1
+#include <immintrin.h>
+#endif
+
 
 /* byte classes */
 #define NGX_HTTP_AI_GATEWAY_PII_DIGIT  0x01
@@ -120,6 +127,22 @@ static size_t ngx_http_ai_gateway_pii_skip(ngx_http_ai_gateway_pii_scan_t *s,
     size_t i, unsigned types);
 static ngx_http_ai_gateway_pii_noinline size_t ngx_http_ai_gateway_pii_next(
     const unsigned char *p, size_t len, size_t i, size_t lim, unsigned types);
+static ngx_http_ai_gateway_pii_inline int ngx_http_ai_gateway_pii_cand(
+    const unsigned char *p, size_t len, size_t j, unsigned types);
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+static size_t ngx_http_ai_gateway_pii_next32(const unsigned char *p,
+    size_t len, size_t *at, size_t lim, unsigned types);
+#endif
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+typedef struct ngx_http_ai_gateway_pii_pairs_s  ngx_http_ai_gateway_pii_pairs_t;
+static const ngx_http_ai_gateway_pii_pairs_t *ngx_http_ai_gateway_pii_pairs(
+    unsigned types);
+#endif
+
+/* -1: not asked of the CPU yet */
+static int  ngx_http_ai_gateway_pii_avx2 = -1;
+
 static ngx_http_ai_gateway_pii_inline size_t ngx_http_ai_gateway_pii_bytes(
     const unsigned char *p, size_t len, size_t i, size_t lim, unsigned types);
 #if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
@@ -393,6 +416,39 @@ ngx_http_ai_gateway_pii_label(int type)
 }
 
 
+void
+ngx_http_ai_gateway_pii_simd(int on)
+{
+    (void) on;
+
+    ngx_http_ai_gateway_pii_avx2 = 0;
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+    if (on) {
+        __builtin_cpu_init();
+        ngx_http_ai_gateway_pii_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+#endif
+}
+
+
+void
+ngx_http_ai_gateway_pii_prepare(unsigned types)
+{
+    (void) types;
+
+    if (ngx_http_ai_gateway_pii_avx2 < 0) {
+        ngx_http_ai_gateway_pii_simd(1);
+    }
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+    if (ngx_http_ai_gateway_pii_avx2) {
+        (void) ngx_http_ai_gateway_pii_pairs(types);
+    }
+#endif
+}
+
+
 int
 ngx_http_ai_gateway_pii_scan(const unsigned char *p, size_t len,
     unsigned types, ngx_http_ai_gateway_pii_pt cb, void *data)
@@ -402,6 +458,10 @@ ngx_http_ai_gateway_pii_scan(const unsigned char *p, size_t len,
     unsigned                         c, m, type;
     ngx_http_ai_gateway_pii_scan_t   s;
     ngx_http_ai_gateway_pii_match_t  match;
+
+    if (ngx_http_ai_gateway_pii_avx2 < 0) {
+        ngx_http_ai_gateway_pii_simd(1);
+    }
 
     s.p = p;
     s.len = len;
@@ -588,7 +648,16 @@ ngx_http_ai_gateway_pii_next(const unsigned char *p, size_t len, size_t i,
 #if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
     size_t    j;
     uint32_t  x, w, lead, punct, cand, cin;
-    unsigned  c, d, m;
+    unsigned  m;
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+    if (ngx_http_ai_gateway_pii_avx2) {
+        j = ngx_http_ai_gateway_pii_next32(p, len, &i, lim, types);
+        if (j < len) {
+            return j;
+        }
+    }
+#endif
 
     cin = ngx_http_ai_gateway_pii_isword(p[i - 1]) ? 1 : 0;
 
@@ -607,24 +676,9 @@ ngx_http_ai_gateway_pii_next(const unsigned char *p, size_t len, size_t i,
 
         while (cand) {
             j = i + __builtin_ctz(cand);
-            c = p[j];
-            d = p[j + 1];
-            m = ngx_http_ai_gateway_pii_pair(c, d, types);
 
-            if (m && ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
-
-                x = 1;
-
-                if (m == NGX_HTTP_AI_GATEWAY_PII_T(IPV6) && len - j >= 5) {
-                    /* a ':' in the next 4 bytes: a zero byte of x */
-                    memcpy(&x, p + j + 1, 4);
-                    x ^= 0x3a3a3a3a;
-                    x = (x - 0x01010101) & ~x & 0x80808080;
-                }
-
-                if (x && ngx_http_ai_gateway_pii_maybe(p, len, j, m)) {
-                    return j;
-                }
+            if (ngx_http_ai_gateway_pii_cand(p, len, j, types)) {
+                return j;
             }
 
             cand &= cand - 1;
@@ -636,6 +690,194 @@ ngx_http_ai_gateway_pii_next(const unsigned char *p, size_t len, size_t i,
 
     return ngx_http_ai_gateway_pii_bytes(p, len, i, lim, types);
 }
+
+
+/* whether a candidate j of the SIMD steps (with a next byte) can start a
+ * match of types */
+
+static ngx_http_ai_gateway_pii_inline int
+ngx_http_ai_gateway_pii_cand(const unsigned char *p, size_t len, size_t j,
+    unsigned types)
+{
+    uint32_t  x;
+    unsigned  c, d, m;
+
+    c = p[j];
+    d = p[j + 1];
+    m = ngx_http_ai_gateway_pii_pair(c, d, types);
+
+    if (m == 0 || !ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
+        return 0;
+    }
+
+    x = 1;
+
+    if (m == NGX_HTTP_AI_GATEWAY_PII_T(IPV6) && len - j >= 5) {
+        /* a ':' in the next 4 bytes: a zero byte of x */
+        memcpy(&x, p + j + 1, 4);
+        x ^= 0x3a3a3a3a;
+        x = (x - 0x01010101) & ~x & 0x80808080;
+    }
+
+    return x && ngx_http_ai_gateway_pii_maybe(p, len, j, m);
+}
+
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+
+/*
+ * The pairs of bytes c d that pass ngx_http_ai_gateway_pii_cand()'s first
+ * test for types, as nibble tables (the "Teddy" scheme of the guard's
+ * literal prefilter, _prefilter.c): bit b of lo[j][x] says that a pair
+ * of bucket b (by its first byte: digits, upper case letters, four groups
+ * of lower case ones, two of the rest) has a byte j with the low nibble
+ * x.  A superset of the pairs: made once a process for each set of types
+ * asked for, on first use.
+ */
+
+struct ngx_http_ai_gateway_pii_pairs_s {
+    unsigned char  lo[2][16];
+    unsigned char  hi[2][16];
+    unsigned char  made;
+};
+
+static ngx_http_ai_gateway_pii_pairs_t
+    ngx_http_ai_gateway_pii_pairs_of[NGX_HTTP_AI_GATEWAY_PII_ALL + 1];
+
+
+static const ngx_http_ai_gateway_pii_pairs_t *
+ngx_http_ai_gateway_pii_pairs(unsigned types)
+{
+    unsigned                          c, d, m, bit;
+    ngx_http_ai_gateway_pii_pairs_t  *t;
+
+    t = &ngx_http_ai_gateway_pii_pairs_of[types & NGX_HTTP_AI_GATEWAY_PII_ALL];
+
+    if (t->made) {
+        return t;
+    }
+
+    for (c = 0; c < 256; c++) {
+        bit = (c >= '0' && c <= '9') ? 0
+              : (c >= 'A' && c <= 'Z') ? 1
+              : (c >= 'a' && c <= 'z') ? 2 + (c & 3)
+              : 6 + (c & 1);
+        bit = 1u << bit;
+
+        for (d = 0; d < 256; d++) {
+            m = ngx_http_ai_gateway_pii_pair(c, d, types);
+
+            if (m && ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
+                t->lo[0][c & 0x0f] |= bit;
+                t->hi[0][c >> 4] |= bit;
+                t->lo[1][d & 0x0f] |= bit;
+                t->hi[1][d >> 4] |= bit;
+            }
+        }
+    }
+
+    t->made = 1;
+
+    return t;
+}
+
+
+#define ngx_http_ai_gateway_pii_nibbles(lo, hi, v)                             \
+    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
+                     _mm256_shuffle_epi8(hi,                                  \
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
+
+#define ngx_http_ai_gateway_pii_table(t)                                      \
+    _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (t)))
+
+/* x + 0x80 - lo < -0x80 + n, signed, for lo <= x < lo + n */
+#define ngx_http_ai_gateway_pii_range(v, lo, n)                               \
+    _mm256_cmpgt_epi8(_mm256_set1_epi8((char) (-0x80 + (n))),                 \
+                      _mm256_add_epi8(v, _mm256_set1_epi8((char) (0x80 - (lo)))))
+
+
+/*
+ * ngx_http_ai_gateway_pii_next()'s steps with AVX2, from *at: the same
+ * candidates, of which only those whose pair passes the tables are looked
+ * at.  Returns the first that can start a match, or len with *at where
+ * the steps stopped.
+ */
+
+__attribute__((target("avx2")))
+static size_t
+ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
+    size_t *at, size_t lim, unsigned types)
+{
+    size_t                                  i, j;
+    uint32_t                                w, lead, punct, cand, cin, pass;
+    __m256i                                 v, nib, r, lo0, hi0, lo1, hi1;
+    const ngx_http_ai_gateway_pii_pairs_t  *t;
+
+    t = ngx_http_ai_gateway_pii_pairs(types);
+
+    lo0 = ngx_http_ai_gateway_pii_table(t->lo[0]);
+    hi0 = ngx_http_ai_gateway_pii_table(t->hi[0]);
+    lo1 = ngx_http_ai_gateway_pii_table(t->lo[1]);
+    hi1 = ngx_http_ai_gateway_pii_table(t->hi[1]);
+    nib = _mm256_set1_epi8(0x0f);
+
+    i = *at;
+    cin = ngx_http_ai_gateway_pii_isword(p[i - 1]) ? 1 : 0;
+
+    /* more than 32 bytes: each candidate has a next byte */
+
+    for ( /* void */ ; lim - i > 32; i += 32) {
+        v = _mm256_loadu_si256((const __m256i *) (p + i));
+
+        /* as ngx_http_ai_gateway_pii_classify() */
+
+        w = (uint32_t) _mm256_movemask_epi8(
+                _mm256_or_si256(
+                    _mm256_or_si256(ngx_http_ai_gateway_pii_range(v, '0', 10),
+                                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_'))),
+                    ngx_http_ai_gateway_pii_range(
+                        _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26)));
+
+        lead = (uint32_t) _mm256_movemask_epi8(
+                _mm256_or_si256(
+                    ngx_http_ai_gateway_pii_range(v, '0', 'g' + 1 - '0'),
+                    _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('s')),
+                                    _mm256_cmpeq_epi8(v,
+                                                      _mm256_set1_epi8('x')))));
+
+        punct = (uint32_t) _mm256_movemask_epi8(
+                    ngx_http_ai_gateway_pii_range(v, '(', '-' + 1 - '('));
+
+        cand = (lead & ~((w << 1) | cin)) | punct;
+        cin = w >> 31;
+
+        if (cand == 0) {
+            continue;
+        }
+
+        r = _mm256_and_si256(ngx_http_ai_gateway_pii_nibbles(lo0, hi0, v),
+                             ngx_http_ai_gateway_pii_nibbles(lo1, hi1,
+                                 _mm256_loadu_si256((const __m256i *)
+                                                    (p + i + 1))));
+
+        pass = ~(uint32_t) _mm256_movemask_epi8(
+                               _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+
+        for (cand &= pass; cand; cand &= cand - 1) {
+            j = i + __builtin_ctz(cand);
+
+            if (ngx_http_ai_gateway_pii_cand(p, len, j, types)) {
+                return j;
+            }
+        }
+    }
+
+    *at = i;
+
+    return len;
+}
+
+#endif
 
 
 #if (NGX_HTTP_AI_GATEWAY_PII_SSE2)
@@ -2234,10 +2476,22 @@ struct ngx_http_ai_gateway_kw_s {
     unsigned char                       *tri;
     unsigned char                        lead[256];
     unsigned char                        punct[4];
+
+    /*
+     * The same triples as nibble tables (the "Teddy" scheme of the guard's
+     * literal prefilter, _prefilter.c): bit b of tlo[j][x] says that a
+     * triple whose first byte is b modulo 8 has a byte j with the low
+     * nibble x.  A superset of tri[]: with AVX2 32 places a step pass or
+     * fail at once, and only those that pass are hashed.
+     */
+    unsigned char                        tlo[3][16];
+    unsigned char                        thi[3][16];
+
     unsigned                             npunct:3;
     unsigned                             high:1;
     unsigned                             other:1;
     unsigned                             compiled:1;
+    unsigned                             avx2:1;
 };
 
 
@@ -2569,7 +2823,25 @@ ngx_http_ai_gateway_kw_compile(ngx_http_ai_gateway_kw_t *kw)
 
     ngx_http_ai_gateway_kw_prefilter(kw);
 
+    ngx_http_ai_gateway_kw_simd(kw, 1);
+
     return 0;
+}
+
+
+void
+ngx_http_ai_gateway_kw_simd(ngx_http_ai_gateway_kw_t *kw, int on)
+{
+    (void) on;
+
+    kw->avx2 = 0;
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+    if (on) {
+        __builtin_cpu_init();
+        kw->avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+#endif
 }
 
 
@@ -2784,12 +3056,14 @@ static void
 ngx_http_ai_gateway_kw_prefilter(ngx_http_ai_gateway_kw_t *kw)
 {
     uint32_t         s1, s2, s3, h;
-    unsigned         c1, c2, c3, all;
+    unsigned         c1, c2, c3, all, bit;
     const uint32_t  *dfa;
 
     dfa = kw->dfa;
 
     memset(kw->tri, 0, NGX_HTTP_AI_GATEWAY_KW_TRI);
+    memset(kw->tlo, 0, sizeof(kw->tlo));
+    memset(kw->thi, 0, sizeof(kw->thi));
 
     for (c1 = 0; c1 < 256; c1++) {
         s1 = ngx_http_ai_gateway_pii_isword(c1) ? dfa[kw->mark] : 0;
@@ -2819,6 +3093,15 @@ ngx_http_ai_gateway_kw_prefilter(ngx_http_ai_gateway_kw_t *kw)
                 if (s3) {
                     h = ngx_http_ai_gateway_kw_hash(c1 | c2 << 8 | c3 << 16);
                     kw->tri[h] = 1;
+
+                    /* the bucket of c1 (a letter's cases share it) */
+                    bit = 1u << (c1 & 7);
+                    kw->tlo[0][c1 & 0x0f] |= bit;
+                    kw->thi[0][c1 >> 4] |= bit;
+                    kw->tlo[1][c2 & 0x0f] |= bit;
+                    kw->thi[1][c2 >> 4] |= bit;
+                    kw->tlo[2][c3 & 0x0f] |= bit;
+                    kw->thi[2][c3 >> 4] |= bit;
                 }
             }
         }
@@ -2935,6 +3218,119 @@ ngx_http_ai_gateway_kw_skip(const ngx_http_ai_gateway_kw_t *kw,
 }
 
 
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+
+/*
+ * The prefilter with AVX2, 32 places a step, from *at: the candidates of
+ * the 16-byte steps below (word starts, the leading bytes that need none)
+ * that also pass the nibble tables of their three bytes are hashed.
+ * Returns the first that passes tri[], or len with *at where the steps
+ * stopped (fewer than 32 + 3 bytes left).
+ */
+
+#define ngx_http_ai_gateway_kw_nibbles(lo, hi, v)                              \
+    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
+                     _mm256_shuffle_epi8(hi,                                  \
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
+
+#define ngx_http_ai_gateway_kw_table(t)                                       \
+    _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (t)))
+
+/* x + 0x80 - lo < -0x80 + n, signed, for lo <= x < lo + n */
+#define ngx_http_ai_gateway_kw_range(v, lo, n)                                \
+    _mm256_cmpgt_epi8(_mm256_set1_epi8((char) (-0x80 + (n))),                 \
+                      _mm256_add_epi8(v, _mm256_set1_epi8((char) (0x80 - (lo)))))
+
+__attribute__((target("avx2")))
+static size_t
+ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
+    const unsigned char *p, size_t len, size_t *at)
+{
+    size_t    i, j;
+    uint32_t  x, w, h, cand, cin, pass;
+    unsigned  k, n;
+    __m256i   v, word, nib, r, lo[3], hi[3];
+
+    for (k = 0; k < 3; k++) {
+        lo[k] = ngx_http_ai_gateway_kw_table(kw->tlo[k]);
+        hi[k] = ngx_http_ai_gateway_kw_table(kw->thi[k]);
+    }
+
+    nib = _mm256_set1_epi8(0x0f);
+    n = kw->npunct;
+    i = *at;
+
+    cin = (i > 0 && ngx_http_ai_gateway_kw_wordbyte(p[i - 1]));
+
+    /* each place has its next two bytes, and a fourth one for the hash */
+
+    for ( /* void */ ; len - i >= 32 + 3; i += 32) {
+        v = _mm256_loadu_si256((const __m256i *) (p + i));
+
+        word = _mm256_or_si256(
+                   _mm256_or_si256(
+                       ngx_http_ai_gateway_kw_range(
+                           _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26),
+                       ngx_http_ai_gateway_kw_range(v, '0', 10)),
+                   _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_')));
+
+        w = (uint32_t) _mm256_movemask_epi8(word);
+        h = (uint32_t) _mm256_movemask_epi8(v);
+
+        /* word bytes after no word byte, as the 16-byte steps */
+        cand = w & ~(((w | h) << 1) | cin);
+
+        if (kw->high) {
+            cand |= h;
+        }
+
+        if (kw->other) {
+            cand |= ~(w | h);
+        }
+
+        for (k = 0; k < n; k++) {
+            cand |= (uint32_t) _mm256_movemask_epi8(
+                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8(
+                                                   (char) kw->punct[k])));
+        }
+
+        cin = (w | h) >> 31;
+
+        if (cand == 0) {
+            continue;
+        }
+
+        r = _mm256_and_si256(
+                _mm256_and_si256(
+                    ngx_http_ai_gateway_kw_nibbles(lo[0], hi[0], v),
+                    ngx_http_ai_gateway_kw_nibbles(lo[1], hi[1],
+                        _mm256_loadu_si256((const __m256i *) (p + i + 1)))),
+                ngx_http_ai_gateway_kw_nibbles(lo[2], hi[2],
+                        _mm256_loadu_si256((const __m256i *) (p + i + 2))));
+
+        pass = ~(uint32_t) _mm256_movemask_epi8(
+                               _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+
+        for (cand &= pass; cand; cand &= cand - 1) {
+            j = i + __builtin_ctz(cand);
+
+            memcpy(&x, p + j, 4);
+            x = ngx_http_ai_gateway_kw_hash(x & 0xffffff);
+
+            if (kw->tri[x]) {
+                return j;
+            }
+        }
+    }
+
+    *at = i;
+
+    return len;
+}
+
+#endif
+
+
 /*
  * The prefilter: from i, the first byte where an occurrence may start by
  * lead[] and tri[], or len.  With SSE2 16 bytes a step give the word
@@ -2953,6 +3349,15 @@ ngx_http_ai_gateway_kw_lead(const ngx_http_ai_gateway_kw_t *kw,
     size_t    j;
     unsigned  k, n, w, h, cand, cin, extra;
     __m128i   v, word, alpha, digit, punct[4];
+
+#if (NGX_HTTP_AI_GATEWAY_PII_AVX2)
+    if (kw->avx2) {
+        j = ngx_http_ai_gateway_kw_lead32(kw, p, len, &i);
+        if (j < len) {
+            return j;
+        }
+    }
+#endif
 
     n = kw->npunct;
     extra = kw->high || kw->other || n;

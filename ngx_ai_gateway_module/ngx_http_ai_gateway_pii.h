@@ -118,6 +118,15 @@ const char *ngx_http_ai_gateway_pii_name(int type);
 const char *ngx_http_ai_gateway_pii_label(int type);
 
 /*
+ * Makes the scan's tables for types ahead of its first use (it makes them
+ * itself otherwise); _simd(0) turns the AVX2 steps off (the 16-byte ones
+ * remain), _simd(1) back on where the CPU has AVX2: for the tests, which
+ * check both.
+ */
+void ngx_http_ai_gateway_pii_prepare(unsigned types);
+void ngx_http_ai_gateway_pii_simd(int on);
+
+/*
  * Reports the matches of the types in the bitmask, left to right and not
  * overlapping: at each position the longest match that starts there wins,
  * on a tie the type that comes first in the enum; the scan goes on after
@@ -194,6 +203,11 @@ int ngx_http_ai_gateway_kw_add(ngx_http_ai_gateway_kw_t *kw,
 
 /* returns 0, or NGX_HTTP_AI_GATEWAY_KW_NOMEM or _TOO_MANY */
 int ngx_http_ai_gateway_kw_compile(ngx_http_ai_gateway_kw_t *kw);
+
+/* after _compile(): 0 turns the AVX2 steps of the prefilter off (the
+ * 16-byte ones remain), 1 back on where the CPU has AVX2; for the tests,
+ * which check both against a reference */
+void ngx_http_ai_gateway_kw_simd(ngx_http_ai_gateway_kw_t *kw, int on);
 
 /*
  * The leftmost occurrence (the longest of those that start there): returns

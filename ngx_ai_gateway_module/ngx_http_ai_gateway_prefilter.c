@@ -25,7 +25,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))         \
     && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
 #define NGX_HTTP_AI_GATEWAY_PF_TEDDY  1
-#include <tmmintrin.h>
+#include <immintrin.h>
 #endif
 
 #include "ngx_http_ai_gateway_prefilter.h"
@@ -65,6 +65,10 @@ static int ngx_http_ai_gateway_pf_find(const unsigned char *text, size_t len,
     const unsigned char *lit, size_t n);
 #if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
 static uint64_t ngx_http_ai_gateway_pf_teddy(
+    const ngx_http_ai_gateway_prefilter_multi_t *m, const unsigned char *text,
+    size_t len, size_t i, uint64_t found, uint64_t all,
+    unsigned char lo[4][16], unsigned char hi[4][16]);
+static uint64_t ngx_http_ai_gateway_pf_teddy32(
     const ngx_http_ai_gateway_prefilter_multi_t *m, const unsigned char *text,
     size_t len, uint64_t all);
 #endif
@@ -934,12 +938,21 @@ ngx_http_ai_gateway_pf_nibbles_of(
     unsigned char hi[4][16], unsigned i, unsigned b)
 {
     unsigned  k, c;
+    uint64_t  x, all;
 
     for (k = 0; k < m->width; k++) {
         if (k == 3 && m->len[i] == 3) {
-            for (c = 0; c < 16; c++) {
-                lo[3][c] |= (unsigned char) (1 << b);
-                hi[3][c] |= (unsigned char) (1 << b);
+            /* the bit in all 16 entries of both tables, a word a step */
+            all = 0x0101010101010101ULL << b;
+
+            for (c = 0; c < 16; c += 8) {
+                memcpy(&x, &lo[3][c], 8);
+                x |= all;
+                memcpy(&lo[3][c], &x, 8);
+
+                memcpy(&x, &hi[3][c], 8);
+                x |= all;
+                memcpy(&hi[3][c], &x, 8);
             }
 
             return;
@@ -1026,7 +1039,8 @@ ngx_http_ai_gateway_prefilter_multi_compile(
 
 #if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
     __builtin_cpu_init();
-    m->simd = __builtin_cpu_supports("ssse3") ? 1 : 0;
+    m->simd = __builtin_cpu_supports("avx2") ? 2
+              : __builtin_cpu_supports("ssse3") ? 1 : 0;
 #endif
 }
 
@@ -1036,8 +1050,11 @@ ngx_http_ai_gateway_prefilter_multi_scan(
     const ngx_http_ai_gateway_prefilter_multi_t *m,
     const unsigned char *lower, size_t len)
 {
-    unsigned  i;
-    uint64_t  found;
+    unsigned       i;
+    uint64_t       found;
+#if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
+    unsigned char  lo[4][16], hi[4][16];
+#endif
 
     if (m->n == 0 || len < NGX_HTTP_AI_GATEWAY_PREFILTER_MIN) {
         return 0;
@@ -1045,9 +1062,17 @@ ngx_http_ai_gateway_prefilter_multi_scan(
 
 #if (NGX_HTTP_AI_GATEWAY_PF_TEDDY)
     if (m->simd) {
-        return ngx_http_ai_gateway_pf_teddy(m, lower, len,
-                                  (m->n == 64) ? ~(uint64_t) 0
-                                               : ((uint64_t) 1 << m->n) - 1);
+        found = (m->n == 64) ? ~(uint64_t) 0 : ((uint64_t) 1 << m->n) - 1;
+
+        if (m->simd == 2) {
+            return ngx_http_ai_gateway_pf_teddy32(m, lower, len, found);
+        }
+
+        memcpy(lo, m->lo, sizeof(lo));
+        memcpy(hi, m->hi, sizeof(hi));
+
+        return ngx_http_ai_gateway_pf_teddy(m, lower, len, 0, 0, found, lo,
+                                            hi);
     }
 #endif
 
@@ -1160,21 +1185,35 @@ ngx_http_ai_gateway_pf_drop(const ngx_http_ai_gateway_prefilter_multi_t *m,
     unsigned char lo[4][16], unsigned char hi[4][16], uint64_t gone,
     uint64_t found)
 {
-    unsigned  b, j, c, bit;
-    uint64_t  left;
+    unsigned   b, j, bits;
+    uint64_t   left, keep, x;
+
+    bits = 0;
 
     for (b = 0; b < 8; b++) {
-        if (!(m->bucket[b] & gone)) {
-            continue;
+        if (m->bucket[b] & gone) {
+            bits |= 1u << b;
         }
+    }
 
-        bit = 1u << b;
+    /* the buckets' bits cleared in every entry, a word a step (this runs
+     * on every literal found, in the middle of a scan) */
 
-        for (j = 0; j < 4; j++) {
-            for (c = 0; c < 16; c++) {
-                lo[j][c] &= (unsigned char) ~bit;
-                hi[j][c] &= (unsigned char) ~bit;
-            }
+    keep = 0x0101010101010101ULL * (unsigned char) ~bits;
+
+    for (j = 0; j < sizeof(lo[0]) * 4; j += 8) {
+        memcpy(&x, (unsigned char *) lo + j, 8);
+        x &= keep;
+        memcpy((unsigned char *) lo + j, &x, 8);
+
+        memcpy(&x, (unsigned char *) hi + j, 8);
+        x &= keep;
+        memcpy((unsigned char *) hi + j, &x, 8);
+    }
+
+    for (b = 0; b < 8; b++) {
+        if (!(bits & (1u << b))) {
+            continue;
         }
 
         for (left = m->bucket[b] & ~found; left; left &= left - 1) {
@@ -1185,21 +1224,22 @@ ngx_http_ai_gateway_pf_drop(const ngx_http_ai_gateway_prefilter_multi_t *m,
 }
 
 
+/*
+ * From i on, with the literals of found found already, and the tables lo,
+ * hi (a copy of m's) without them.
+ */
+
 __attribute__((target("ssse3")))
 static uint64_t
 ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
-    const unsigned char *text, size_t len, uint64_t all)
+    const unsigned char *text, size_t len, size_t i, uint64_t found,
+    uint64_t all, unsigned char lo[4][16], unsigned char hi[4][16])
 {
-    size_t         i;
     __m128i        t[8], r;
     unsigned       mask, w;
-    uint64_t       found, more;
+    uint64_t       more;
     unsigned char  buckets[16];
     unsigned char  tail[16 + 3];
-    unsigned char  lo[4][16], hi[4][16];
-
-    memcpy(lo, m->lo, sizeof(lo));
-    memcpy(hi, m->hi, sizeof(hi));
 
     for (w = 0; w < 4; w++) {
         t[w] = _mm_loadu_si128((const __m128i *) lo[w]);
@@ -1207,9 +1247,8 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
     }
 
     w = m->width;
-    found = 0;
 
-    for (i = 0; i + 19 <= len; i += 16) {
+    for ( /* void */ ; i + 19 <= len; i += 16) {
         r = ngx_http_ai_gateway_pf_block(t, text + i, w);
         mask = 0xffff ^ (unsigned) _mm_movemask_epi8(
                                  _mm_cmpeq_epi8(r, _mm_setzero_si128()));
@@ -1260,6 +1299,96 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
 
     return found;
 }
+
+/*
+ * The same with AVX2, 32 places a step (the tables in both lanes); the
+ * last places are left to the 16-byte steps, with what was found.
+ */
+
+#define ngx_http_ai_gateway_pf_nibbles32(lo, hi, v)                           \
+    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
+                     _mm256_shuffle_epi8(hi,                                  \
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
+
+#define ngx_http_ai_gateway_pf_load32(p)                                      \
+    _mm256_loadu_si256((const __m256i *) (p))
+
+__attribute__((target("avx2")))
+static uint64_t
+ngx_http_ai_gateway_pf_teddy32(const ngx_http_ai_gateway_prefilter_multi_t *m,
+    const unsigned char *text, size_t len, uint64_t all)
+{
+    size_t         i;
+    __m256i        t[8], r, nib;
+    unsigned       mask, w;
+    uint64_t       found, more;
+    unsigned char  buckets[32];
+    unsigned char  lo[4][16], hi[4][16];
+
+    memcpy(lo, m->lo, sizeof(lo));
+    memcpy(hi, m->hi, sizeof(hi));
+
+    for (w = 0; w < 4; w++) {
+        t[w] = _mm256_broadcastsi128_si256(
+                                _mm_loadu_si128((const __m128i *) lo[w]));
+        t[4 + w] = _mm256_broadcastsi128_si256(
+                                _mm_loadu_si128((const __m128i *) hi[w]));
+    }
+
+    nib = _mm256_set1_epi8(0x0f);
+    w = m->width;
+    found = 0;
+
+    /* 32 places, each with its next three bytes */
+
+    for (i = 0; i + 32 + 3 <= len; i += 32) {
+        r = ngx_http_ai_gateway_pf_nibbles32(t[0], t[4],
+                               ngx_http_ai_gateway_pf_load32(text + i));
+        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_nibbles32(t[1], t[5],
+                               ngx_http_ai_gateway_pf_load32(text + i + 1)));
+        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_nibbles32(t[2], t[6],
+                               ngx_http_ai_gateway_pf_load32(text + i + 2)));
+
+        if (w == 4) {
+            r = _mm256_and_si256(r,
+                        ngx_http_ai_gateway_pf_nibbles32(t[3], t[7],
+                               ngx_http_ai_gateway_pf_load32(text + i + 3)));
+        }
+
+        mask = ~(unsigned) _mm256_movemask_epi8(
+                               _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
+
+        if (mask == 0) {
+            continue;
+        }
+
+        _mm256_storeu_si256((__m256i *) buckets, r);
+        more = ngx_http_ai_gateway_pf_verify(m, text, len, i, buckets, mask,
+                                             found);
+        if (more == found) {
+            continue;
+        }
+
+        if (more == all) {
+            return more;
+        }
+
+        ngx_http_ai_gateway_pf_drop(m, lo, hi, more & ~found, more);
+        found = more;
+
+        for (w = 0; w < 4; w++) {
+            t[w] = _mm256_broadcastsi128_si256(
+                                _mm_loadu_si128((const __m128i *) lo[w]));
+            t[4 + w] = _mm256_broadcastsi128_si256(
+                                _mm_loadu_si128((const __m128i *) hi[w]));
+        }
+
+        w = m->width;
+    }
+
+    return ngx_http_ai_gateway_pf_teddy(m, text, len, i, found, all, lo, hi);
+}
+
 
 #endif
 

@@ -84,7 +84,7 @@ typedef struct {
     uint32_t       head_mask[NGX_HTTP_AI_GATEWAY_PREFILTER_MULTI];
     /* the bytes looked up: four when every literal has four */
     unsigned       width;
-    unsigned       simd:1;
+    unsigned       simd:2;   /* 2: AVX2, 1: SSSE3, 0: neither */
 } ngx_http_ai_gateway_prefilter_multi_t;
 
 

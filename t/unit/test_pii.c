@@ -1294,6 +1294,10 @@ test_keywords_random(const char **alpha, size_t nalpha, size_t tokens)
         CHECK(ngx_http_ai_gateway_kw_compile(kw) == 0, "compile");
 
         for (j = 0; j < 10; j++) {
+            /* the AVX2 steps (where the CPU has them) and the 16-byte
+             * ones, on alternate texts */
+            ngx_http_ai_gateway_kw_simd(kw, j % 2 == 0);
+
             tl = 0;
             n = rng() % tokens;
 
@@ -2020,7 +2024,7 @@ test_random(void)
     size_t                            plant_start[8], plant_end[8];
     int                               plant_type[8];
     buf_t                             b;
-    matches_t                         r;
+    matches_t                         r, r2;
     unsigned                          types;
     unsigned char                    *out;
     size_t                            ntrue, masked, measured, found;
@@ -2028,6 +2032,7 @@ test_random(void)
 
     memset(&b, 0, sizeof(b));
     memset(&r, 0, sizeof(r));
+    memset(&r2, 0, sizeof(r2));
 
     ntrue = sizeof(true_cases) / sizeof(true_cases[0]);
     total_matches = 0;
@@ -2059,7 +2064,22 @@ test_random(void)
         len = b.len;
         types = (round % 5 == 0) ? (unsigned) (rng() & ALL) : ALL;
 
+        /* without the AVX2 steps first: the same matches with them */
+        ngx_http_ai_gateway_pii_simd(0);
         scan(b.p, len, types, &r);
+        ngx_http_ai_gateway_pii_simd(1);
+        scan(b.p, len, types, &r2);
+
+        ok = (r.n == r2.n);
+
+        for (k = 0; ok && k < r.n; k++) {
+            ok = r.m[k].start == r2.m[k].start && r.m[k].end == r2.m[k].end
+                 && r.m[k].type == r2.m[k].type;
+        }
+
+        CHECK(ok, "random %zu: %zu matches with AVX2, %zu without", round,
+              r2.n, r.n);
+
         total_matches += r.n;
 
         for (k = 0; k < r.n; k++) {
@@ -2128,6 +2148,7 @@ test_random(void)
 
     buf_free(&b);
     free(r.m);
+    free(r2.m);
 }
 
 
