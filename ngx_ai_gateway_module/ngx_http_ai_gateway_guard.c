@@ -54,18 +54,10 @@ static u_char  *ngx_http_ai_gateway_guard_scratch;
 static size_t   ngx_http_ai_gateway_guard_scratch_size;
 
 
-/* the keys whose string values the model reads, and subtrees it does not */
-static ngx_str_t  ngx_http_ai_gateway_guard_text_keys[] = {
-    ngx_string("content"), ngx_string("text"), ngx_string("prompt"),
-    ngx_string("input"), ngx_string("instructions"), ngx_string("system"),
-    ngx_string("arguments"), ngx_string("partial_json"), ngx_null_string
-};
-
-static ngx_str_t  ngx_http_ai_gateway_guard_skip_keys[] = {
-    ngx_string("tools"), ngx_string("tool_choice"),
-    ngx_string("response_format"), ngx_string("metadata"),
-    ngx_string("stream_options"), ngx_string("functions"), ngx_null_string
-};
+/* what a key says of its value (ngx_http_ai_gateway_guard_key()) */
+#define NGX_HTTP_AI_GATEWAY_GUARD_KEY_OTHER  0
+#define NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT   1    /* the model reads it */
+#define NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP   2    /* a subtree it does not */
 
 
 static ngx_conf_enum_t  ngx_http_ai_gateway_guard_pii_modes[] = {
@@ -790,8 +782,7 @@ static ngx_int_t ngx_http_ai_gateway_guard_string(
     const u_char **end, ngx_uint_t *escaped);
 static ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool,
     const u_char *p, const u_char *end, ngx_str_t *out);
-static ngx_uint_t ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
-    ngx_str_t *keys);
+static ngx_uint_t ngx_http_ai_gateway_guard_key(const u_char *p, size_t len);
 
 
 static void
@@ -813,7 +804,7 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
     u_char                            *t;
     ngx_int_t                          rc;
     ngx_str_t                          str;
-    ngx_uint_t                         escaped, child;
+    ngx_uint_t                         escaped, child, key;
     const u_char                      *a, *b;
     ngx_http_ai_gateway_guard_edit_t  *e;
 
@@ -849,18 +840,15 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
             }
 
             /* keys with escapes are not ours (ours are plain words) */
-            if (escaped) {
-                child = 0;
+            key = escaped ? NGX_HTTP_AI_GATEWAY_GUARD_KEY_OTHER
+                          : ngx_http_ai_gateway_guard_key(a, b - a);
 
-            } else if (ngx_http_ai_gateway_guard_key_in(a, b - a,
-                                     ngx_http_ai_gateway_guard_skip_keys))
-            {
-                child = 2;
+            /* 3: in a skipped subtree, whatever the keys below say */
+            if (text == 3 || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP) {
+                child = 3;
 
             } else {
-                child = text
-                        || ngx_http_ai_gateway_guard_key_in(a, b - a,
-                                     ngx_http_ai_gateway_guard_text_keys);
+                child = text || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
             }
 
             ngx_http_ai_gateway_guard_ws(w);
@@ -870,7 +858,7 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
             }
 
             /* a skipped subtree is still walked, only not inspected */
-            rc = ngx_http_ai_gateway_guard_value(w, child == 2 ? 3 : child);
+            rc = ngx_http_ai_gateway_guard_value(w, child);
             if (rc != NGX_OK) {
                 return rc;
             }
@@ -1156,21 +1144,94 @@ ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
 }
 
 
+/*
+ * The keys whose string values the model reads, and those of subtrees it
+ * does not; every key of a document is looked up, by its length first
+ */
+
 static ngx_uint_t
-ngx_http_ai_gateway_guard_key_in(const u_char *p, size_t len,
-    ngx_str_t *keys)
+ngx_http_ai_gateway_guard_key(const u_char *p, size_t len)
 {
-    /* every key of a document is looked up: the first byte spares most
-     * of them a call */
-    for ( ; keys->len; keys++) {
-        if (keys->len == len && keys->data[0] == p[0]
-            && ngx_memcmp(keys->data, p, len) == 0)
-        {
-            return 1;
+#define ngx_http_ai_gateway_guard_is(key)  (ngx_memcmp(p, key, len) == 0)
+
+    switch (len) {
+
+    case 4:
+        if (ngx_http_ai_gateway_guard_is("text")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
         }
+        break;
+
+    case 5:
+        if (ngx_http_ai_gateway_guard_is("input")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+
+        if (ngx_http_ai_gateway_guard_is("tools")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
+
+    case 6:
+        if (ngx_http_ai_gateway_guard_is("prompt")
+            || ngx_http_ai_gateway_guard_is("system"))
+        {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+        break;
+
+    case 7:
+        if (ngx_http_ai_gateway_guard_is("content")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+        break;
+
+    case 8:
+        if (ngx_http_ai_gateway_guard_is("metadata")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
+
+    case 9:
+        if (ngx_http_ai_gateway_guard_is("arguments")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+
+        if (ngx_http_ai_gateway_guard_is("functions")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
+
+    case 11:
+        if (ngx_http_ai_gateway_guard_is("tool_choice")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
+
+    case 12:
+        if (ngx_http_ai_gateway_guard_is("instructions")
+            || ngx_http_ai_gateway_guard_is("partial_json"))
+        {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+        break;
+
+    case 14:
+        if (ngx_http_ai_gateway_guard_is("stream_options")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
+
+    case 15:
+        if (ngx_http_ai_gateway_guard_is("response_format")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP;
+        }
+        break;
     }
 
-    return 0;
+#undef ngx_http_ai_gateway_guard_is
+
+    return NGX_HTTP_AI_GATEWAY_GUARD_KEY_OTHER;
 }
 
 

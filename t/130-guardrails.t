@@ -16,6 +16,30 @@ our $pii_body = chat('Mail me at john.doe@example.com or call +1 415 555 0134.')
 # an answer of 250 addresses, one SSE delta each: 250 masks in one stream
 our $mails = CORE::join ' ', map { "u$_\@corp.example" } 1 .. 250;
 
+# TEST 47: an address under each key the input guard knows, and under
+# look-alike keys: [expected status, body]
+our @key_cases = map { my ($st, $json) = @$_;
+    [$st, qq({"model":"m","messages":[{"role":"user","content":"hi"}],$json})] }
+    [200, '"metadata":{"content":"a@corp.example"}'],
+    [200, '"tools":[{"content":"a@corp.example"}]'],
+    [200, '"tool_choice":{"content":"a@corp.example"}'],
+    [200, '"response_format":{"content":"a@corp.example"}'],
+    [200, '"stream_options":{"content":"a@corp.example"}'],
+    [200, '"functions":[{"content":"a@corp.example"}]'],
+    [200, '"contend":"a@corp.example"'],
+    [200, '"Content":"a@corp.example"'],
+    [200, '"inputs":"a@corp.example"'],
+    [200, '"tools_x":"a@corp.example"'],
+    [200, '"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"text":{"type":"string","description":"a@corp.example"}}}}}]'],
+    [400, '"input":"a@corp.example"'],
+    [400, '"prompt":"a@corp.example"'],
+    [400, '"system":"a@corp.example"'],
+    [400, '"text":"a@corp.example"'],
+    [400, '"instructions":"a@corp.example"'],
+    [400, '"arguments":"a@corp.example"'],
+    [400, '"partial_json":"a@corp.example"'],
+    [400, '"extra":{"content":"a@corp.example"}'],
+    [400, '"toolz":[{"content":"a@corp.example"}]'];
 no_shuffle();
 run_tests();
 
@@ -1102,3 +1126,19 @@ qr/data: \{"error":\{"message":"The response was blocked by the output guardrail
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword
+
+
+
+=== TEST 47: the keys whose values the model reads are inspected, the subtrees it does not (tools, metadata, ...) are not, and look-alike keys are neither
+Found while replacing the key lookup: a text key nested in a skipped subtree
+(a tool's parameter named "text") was inspected.
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=block pii_types=email;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+[map { "POST /v1/chat/completions\n$_->[1]" } @::key_cases]
+--- error_code eval
+[map { $_->[0] } @::key_cases]
