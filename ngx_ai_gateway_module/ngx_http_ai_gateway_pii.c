@@ -730,7 +730,9 @@ ngx_http_ai_gateway_pii_cand(const unsigned char *p, size_t len, size_t j,
  * test for types, as nibble tables (the "Teddy" scheme of the guard's
  * literal prefilter, _prefilter.c): bit b of lo[j][x] says that a pair
  * of bucket b (by its first byte: digits, upper case letters, four groups
- * of lower case ones, two of the rest) has a byte j with the low nibble
+ * of lower case ones: a-f, the hex digits of IPv6 addresses, apart from
+ * the letters of few pairs, so that prose passes less; three of the rest)
+ * has a byte j with the low nibble
  * x.  A superset of the pairs: made once a process for each set of types
  * asked for, on first use.
  */
@@ -748,7 +750,7 @@ static ngx_http_ai_gateway_pii_pairs_t
 static const ngx_http_ai_gateway_pii_pairs_t *
 ngx_http_ai_gateway_pii_pairs(unsigned types)
 {
-    unsigned                          c, d, m, bit;
+    unsigned                          c, d, k, m, bit, lower;
     ngx_http_ai_gateway_pii_pairs_t  *t;
 
     t = &ngx_http_ai_gateway_pii_pairs_of[types & NGX_HTTP_AI_GATEWAY_PII_ALL];
@@ -758,16 +760,33 @@ ngx_http_ai_gateway_pii_pairs(unsigned types)
     }
 
     for (c = 0; c < 256; c++) {
-        bit = (c >= '0' && c <= '9') ? 0
-              : (c >= 'A' && c <= 'Z') ? 1
-              : (c >= 'a' && c <= 'z') ? 2 + (c & 3)
-              : 6 + (c & 1);
-        bit = 1u << bit;
-
         for (d = 0; d < 256; d++) {
             m = ngx_http_ai_gateway_pii_pair(c, d, types);
 
-            if (m && ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
+            if (m == 0 || !ngx_http_ai_gateway_pii_pair_ok(m, c, d)) {
+                continue;
+            }
+
+            /*
+             * The bucket by the type and the first byte: the pairs of a
+             * type are alike, and a bucket of mixed ones would pass their
+             * crossings (IPv6's "e" and hex digits with the secrets' "y"
+             * pass "er", "ex", "es")
+             */
+            for (k = 0; k < NGX_HTTP_AI_GATEWAY_PII_NTYPES; k++) {
+                if (!(m & NGX_HTTP_AI_GATEWAY_PII_BIT(k))) {
+                    continue;
+                }
+
+                lower = (c >= 'a' && c <= 'z');
+
+                bit = (k == NGX_HTTP_AI_GATEWAY_PII_IPV6) ? 2 + lower
+                      : (k == NGX_HTTP_AI_GATEWAY_PII_SECRET) ? 4 + lower
+                      : (k == NGX_HTTP_AI_GATEWAY_PII_IBAN) ? 6
+                      : (c >= '0' && c <= '9') ? 0
+                      : (c >= 'A' && c <= 'Z') ? 7 : 1;
+                bit = 1u << bit;
+
                 t->lo[0][c & 0x0f] |= bit;
                 t->hi[0][c >> 4] |= bit;
                 t->lo[1][d & 0x0f] |= bit;
@@ -809,7 +828,7 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
     size_t *at, size_t lim, unsigned types)
 {
     size_t                                  i, j;
-    uint32_t                                w, lead, punct, cand, cin, pass;
+    uint32_t                                w, punct, cand, cin, pass;
     __m256i                                 v, nib, r, lo0, hi0, lo1, hi1;
     const ngx_http_ai_gateway_pii_pairs_t  *t;
 
@@ -829,7 +848,7 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
     for ( /* void */ ; lim - i > 32; i += 32) {
         v = _mm256_loadu_si256((const __m256i *) (p + i));
 
-        /* as ngx_http_ai_gateway_pii_classify() */
+        /* word bytes and '('-'-', as ngx_http_ai_gateway_pii_classify() */
 
         w = (uint32_t) _mm256_movemask_epi8(
                 _mm256_or_si256(
@@ -838,23 +857,15 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
                     ngx_http_ai_gateway_pii_range(
                         _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26)));
 
-        lead = (uint32_t) _mm256_movemask_epi8(
-                _mm256_or_si256(
-                    ngx_http_ai_gateway_pii_range(v, '0', 'g' + 1 - '0'),
-                    _mm256_or_si256(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('s')),
-                                    _mm256_cmpeq_epi8(v,
-                                                      _mm256_set1_epi8('x')))));
-
         punct = (uint32_t) _mm256_movemask_epi8(
                     ngx_http_ai_gateway_pii_range(v, '(', '-' + 1 - '('));
 
-        cand = (lead & ~((w << 1) | cin)) | punct;
-        cin = w >> 31;
-
-        if (cand == 0) {
-            continue;
-        }
-
+        /*
+         * The pairs that can start something, at word starts, and '(',
+         * '+', '-' anywhere: the 16-byte steps' candidates less those whose
+         * pair cannot (the tables know the first bytes, so the steps'
+         * test of them is not needed)
+         */
         r = _mm256_and_si256(ngx_http_ai_gateway_pii_nibbles(lo0, hi0, v),
                              ngx_http_ai_gateway_pii_nibbles(lo1, hi1,
                                  _mm256_loadu_si256((const __m256i *)
@@ -863,7 +874,10 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
         pass = ~(uint32_t) _mm256_movemask_epi8(
                                _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
 
-        for (cand &= pass; cand; cand &= cand - 1) {
+        cand = pass & (~((w << 1) | cin) | punct);
+        cin = w >> 31;
+
+        for ( /* void */ ; cand; cand &= cand - 1) {
             j = i + __builtin_ctz(cand);
 
             if (ngx_http_ai_gateway_pii_cand(p, len, j, types)) {
