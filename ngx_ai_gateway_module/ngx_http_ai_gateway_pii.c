@@ -50,7 +50,7 @@
 #if (NGX_HTTP_AI_GATEWAY_PII_SSE2) && defined(__GNUC__)                       \
     && defined(__x86_64__)
 #define NGX_HTTP_AI_GATEWAY_PII_AVX2  1
-#include <immintrin.h>
+#include "ngx_http_ai_gateway_simd.h"
 #endif
 
 
@@ -801,18 +801,6 @@ ngx_http_ai_gateway_pii_pairs(unsigned types)
 }
 
 
-#define ngx_http_ai_gateway_pii_nibbles(lo, hi, v)                             \
-    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
-                     _mm256_shuffle_epi8(hi,                                  \
-                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
-
-#define ngx_http_ai_gateway_pii_table(t)                                      \
-    _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (t)))
-
-/* x + 0x80 - lo < -0x80 + n, signed, for lo <= x < lo + n */
-#define ngx_http_ai_gateway_pii_range(v, lo, n)                               \
-    _mm256_cmpgt_epi8(_mm256_set1_epi8((char) (-0x80 + (n))),                 \
-                      _mm256_add_epi8(v, _mm256_set1_epi8((char) (0x80 - (lo)))))
 
 
 /*
@@ -829,15 +817,16 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
 {
     size_t                                  i, j;
     uint32_t                                w, punct, cand, cin, pass;
-    __m256i                                 v, nib, r, lo0, hi0, lo1, hi1;
+    __m256i                                 v, next, nib, r, lo0, hi0, lo1,
+                                            hi1;
     const ngx_http_ai_gateway_pii_pairs_t  *t;
 
     t = ngx_http_ai_gateway_pii_pairs(types);
 
-    lo0 = ngx_http_ai_gateway_pii_table(t->lo[0]);
-    hi0 = ngx_http_ai_gateway_pii_table(t->hi[0]);
-    lo1 = ngx_http_ai_gateway_pii_table(t->lo[1]);
-    hi1 = ngx_http_ai_gateway_pii_table(t->hi[1]);
+    lo0 = ngx_http_ai_gateway_simd_table(t->lo[0]);
+    hi0 = ngx_http_ai_gateway_simd_table(t->hi[0]);
+    lo1 = ngx_http_ai_gateway_simd_table(t->lo[1]);
+    hi1 = ngx_http_ai_gateway_simd_table(t->hi[1]);
     nib = _mm256_set1_epi8(0x0f);
 
     i = *at;
@@ -852,13 +841,14 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
 
         w = (uint32_t) _mm256_movemask_epi8(
                 _mm256_or_si256(
-                    _mm256_or_si256(ngx_http_ai_gateway_pii_range(v, '0', 10),
-                                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_'))),
-                    ngx_http_ai_gateway_pii_range(
+                    _mm256_or_si256(
+                        ngx_http_ai_gateway_simd_range(v, '0', 10),
+                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_'))),
+                    ngx_http_ai_gateway_simd_range(
                         _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26)));
 
         punct = (uint32_t) _mm256_movemask_epi8(
-                    ngx_http_ai_gateway_pii_range(v, '(', '-' + 1 - '('));
+                    ngx_http_ai_gateway_simd_range(v, '(', '-' + 1 - '('));
 
         /*
          * The pairs that can start something, at word starts, and '(',
@@ -866,10 +856,11 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
          * pair cannot (the tables know the first bytes, so the steps'
          * test of them is not needed)
          */
-        r = _mm256_and_si256(ngx_http_ai_gateway_pii_nibbles(lo0, hi0, v),
-                             ngx_http_ai_gateway_pii_nibbles(lo1, hi1,
-                                 _mm256_loadu_si256((const __m256i *)
-                                                    (p + i + 1))));
+        next = _mm256_loadu_si256((const __m256i *) (p + i + 1));
+
+        r = _mm256_and_si256(
+                ngx_http_ai_gateway_simd_nibbles(lo0, hi0, v, nib),
+                ngx_http_ai_gateway_simd_nibbles(lo1, hi1, next, nib));
 
         pass = ~(uint32_t) _mm256_movemask_epi8(
                                _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));
@@ -3242,18 +3233,6 @@ ngx_http_ai_gateway_kw_skip(const ngx_http_ai_gateway_kw_t *kw,
  * stopped (fewer than 32 + 3 bytes left).
  */
 
-#define ngx_http_ai_gateway_kw_nibbles(lo, hi, v)                              \
-    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
-                     _mm256_shuffle_epi8(hi,                                  \
-                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
-
-#define ngx_http_ai_gateway_kw_table(t)                                       \
-    _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (t)))
-
-/* x + 0x80 - lo < -0x80 + n, signed, for lo <= x < lo + n */
-#define ngx_http_ai_gateway_kw_range(v, lo, n)                                \
-    _mm256_cmpgt_epi8(_mm256_set1_epi8((char) (-0x80 + (n))),                 \
-                      _mm256_add_epi8(v, _mm256_set1_epi8((char) (0x80 - (lo)))))
 
 __attribute__((target("avx2")))
 static size_t
@@ -3263,11 +3242,11 @@ ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
     size_t    i, j;
     uint32_t  x, w, h, cand, cin, pass;
     unsigned  k, n;
-    __m256i   v, word, nib, r, lo[3], hi[3];
+    __m256i   v, v1, v2, word, nib, r, lo[3], hi[3];
 
     for (k = 0; k < 3; k++) {
-        lo[k] = ngx_http_ai_gateway_kw_table(kw->tlo[k]);
-        hi[k] = ngx_http_ai_gateway_kw_table(kw->thi[k]);
+        lo[k] = ngx_http_ai_gateway_simd_table(kw->tlo[k]);
+        hi[k] = ngx_http_ai_gateway_simd_table(kw->thi[k]);
     }
 
     nib = _mm256_set1_epi8(0x0f);
@@ -3283,9 +3262,9 @@ ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
 
         word = _mm256_or_si256(
                    _mm256_or_si256(
-                       ngx_http_ai_gateway_kw_range(
+                       ngx_http_ai_gateway_simd_range(
                            _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26),
-                       ngx_http_ai_gateway_kw_range(v, '0', 10)),
+                       ngx_http_ai_gateway_simd_range(v, '0', 10)),
                    _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_')));
 
         w = (uint32_t) _mm256_movemask_epi8(word);
@@ -3314,13 +3293,14 @@ ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
             continue;
         }
 
+        v1 = _mm256_loadu_si256((const __m256i *) (p + i + 1));
+        v2 = _mm256_loadu_si256((const __m256i *) (p + i + 2));
+
         r = _mm256_and_si256(
                 _mm256_and_si256(
-                    ngx_http_ai_gateway_kw_nibbles(lo[0], hi[0], v),
-                    ngx_http_ai_gateway_kw_nibbles(lo[1], hi[1],
-                        _mm256_loadu_si256((const __m256i *) (p + i + 1)))),
-                ngx_http_ai_gateway_kw_nibbles(lo[2], hi[2],
-                        _mm256_loadu_si256((const __m256i *) (p + i + 2))));
+                    ngx_http_ai_gateway_simd_nibbles(lo[0], hi[0], v, nib),
+                    ngx_http_ai_gateway_simd_nibbles(lo[1], hi[1], v1, nib)),
+                ngx_http_ai_gateway_simd_nibbles(lo[2], hi[2], v2, nib));
 
         pass = ~(uint32_t) _mm256_movemask_epi8(
                                _mm256_cmpeq_epi8(r, _mm256_setzero_si256()));

@@ -25,7 +25,8 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))         \
     && !defined(NGX_HTTP_AI_GATEWAY_PREFILTER_NO_SIMD)
 #define NGX_HTTP_AI_GATEWAY_PF_TEDDY  1
-#include <immintrin.h>
+#include <tmmintrin.h>
+#include "ngx_http_ai_gateway_simd.h"
 #endif
 
 #include "ngx_http_ai_gateway_prefilter.h"
@@ -1305,13 +1306,10 @@ ngx_http_ai_gateway_pf_teddy(const ngx_http_ai_gateway_prefilter_multi_t *m,
  * last places are left to the 16-byte steps, with what was found.
  */
 
-#define ngx_http_ai_gateway_pf_nibbles32(lo, hi, v)                           \
-    _mm256_and_si256(_mm256_shuffle_epi8(lo, _mm256_and_si256(v, nib)),       \
-                     _mm256_shuffle_epi8(hi,                                  \
-                            _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)))
-
-#define ngx_http_ai_gateway_pf_load32(p)                                      \
-    _mm256_loadu_si256((const __m256i *) (p))
+/* the buckets by the byte k of each of the 32 places from p */
+#define ngx_http_ai_gateway_pf_step32(t, k, p)                                \
+    ngx_http_ai_gateway_simd_nibbles(t[k], t[4 + k],                          \
+        _mm256_loadu_si256((const __m256i *) ((p) + (k))), nib)
 
 __attribute__((target("avx2")))
 static uint64_t
@@ -1329,10 +1327,8 @@ ngx_http_ai_gateway_pf_teddy32(const ngx_http_ai_gateway_prefilter_multi_t *m,
     memcpy(hi, m->hi, sizeof(hi));
 
     for (w = 0; w < 4; w++) {
-        t[w] = _mm256_broadcastsi128_si256(
-                                _mm_loadu_si128((const __m128i *) lo[w]));
-        t[4 + w] = _mm256_broadcastsi128_si256(
-                                _mm_loadu_si128((const __m128i *) hi[w]));
+        t[w] = ngx_http_ai_gateway_simd_table(lo[w]);
+        t[4 + w] = ngx_http_ai_gateway_simd_table(hi[w]);
     }
 
     nib = _mm256_set1_epi8(0x0f);
@@ -1342,17 +1338,13 @@ ngx_http_ai_gateway_pf_teddy32(const ngx_http_ai_gateway_prefilter_multi_t *m,
     /* 32 places, each with its next three bytes */
 
     for (i = 0; i + 32 + 3 <= len; i += 32) {
-        r = ngx_http_ai_gateway_pf_nibbles32(t[0], t[4],
-                               ngx_http_ai_gateway_pf_load32(text + i));
-        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_nibbles32(t[1], t[5],
-                               ngx_http_ai_gateway_pf_load32(text + i + 1)));
-        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_nibbles32(t[2], t[6],
-                               ngx_http_ai_gateway_pf_load32(text + i + 2)));
+        r = ngx_http_ai_gateway_pf_step32(t, 0, text + i);
+        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_step32(t, 1, text + i));
+        r = _mm256_and_si256(r, ngx_http_ai_gateway_pf_step32(t, 2, text + i));
 
         if (w == 4) {
             r = _mm256_and_si256(r,
-                        ngx_http_ai_gateway_pf_nibbles32(t[3], t[7],
-                               ngx_http_ai_gateway_pf_load32(text + i + 3)));
+                                 ngx_http_ai_gateway_pf_step32(t, 3, text + i));
         }
 
         mask = ~(unsigned) _mm256_movemask_epi8(
@@ -1377,10 +1369,8 @@ ngx_http_ai_gateway_pf_teddy32(const ngx_http_ai_gateway_prefilter_multi_t *m,
         found = more;
 
         for (w = 0; w < 4; w++) {
-            t[w] = _mm256_broadcastsi128_si256(
-                                _mm_loadu_si128((const __m128i *) lo[w]));
-            t[4 + w] = _mm256_broadcastsi128_si256(
-                                _mm_loadu_si128((const __m128i *) hi[w]));
+            t[w] = ngx_http_ai_gateway_simd_table(lo[w]);
+            t[4 + w] = ngx_http_ai_gateway_simd_table(hi[w]);
         }
 
         w = m->width;
