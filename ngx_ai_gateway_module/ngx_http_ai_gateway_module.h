@@ -387,6 +387,8 @@ ngx_int_t ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *message);
+/* the proxied request asks for uncompressed answers (they are read) */
+void ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_user_header(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *name);
 void ngx_http_ai_gateway_tree_exit(void);

@@ -1177,8 +1177,11 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
     ctx->translate_usage = req->include_usage;
     ctx->hide_usage = 0;
 
-    /* the answer must be read to be translated */
+    /* the answer must be read to be translated: not compressed, whatever
+     * the client accepts (the inspection asked for that only when it
+     * read the answer itself) */
     ctx->parse = 1;
+    ngx_http_ai_gateway_identity_encoding(r);
 
     return NGX_OK;
 }
@@ -1322,6 +1325,13 @@ ngx_http_ai_gateway_translate_header(ngx_http_request_t *r,
                                            r->pool);
 
     if (!ctx->resp_sse) {
+        /* the client gets our JSON (a chat.completion or an error in
+         * OpenAI's shape) whatever the upstream's was: nginx's own HTML
+         * 502 page, a text/plain 429 of a proxy in front of the provider */
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+        r->headers_out.charset.len = 0;
         return NGX_OK;
     }
 
@@ -1462,7 +1472,8 @@ void
 ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len)
 {
-    ngx_str_t  *model;
+    ngx_str_t   *model;
+    ngx_uint_t   status;
 
     ctx->translate_done = 1;
 
@@ -1484,9 +1495,24 @@ ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
 
     ctx->tout.len = 0;
 
+    /*
+     * An error answer keeps its status, and the error its type by it
+     * (a 429 without Anthropic's error object is still a rate limit); a
+     * success that cannot be read is the provider's failure, 502, which
+     * the held header can still say
+     */
+    status = ctx->resp_status;
+
+    if (status < NGX_HTTP_BAD_REQUEST) {
+        status = NGX_HTTP_BAD_GATEWAY;
+
+        if (!r->header_sent) {
+            r->headers_out.status = status;
+        }
+    }
+
     (void) ngx_http_ai_gateway_translate_error(p ? p : (u_char *) "",
-                                               p ? len : 0,
-                                               ngx_max(ctx->resp_status, 500),
+                                               p ? len : 0, status,
                                                &ctx->tout);
 }
 

@@ -55,7 +55,6 @@ static ngx_uint_t ngx_http_ai_gateway_token_budgets(
     ngx_http_ai_gateway_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ai_gateway_stream_options(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_json_facts_t *facts);
-static void ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r);
 static ngx_http_ai_gateway_api_e ngx_http_ai_gateway_detect_api(
     ngx_http_request_t *r, ngx_http_ai_gateway_json_facts_t *facts,
     ngx_str_t *uri_model);
@@ -1295,7 +1294,7 @@ ngx_http_ai_gateway_replace_body(ngx_http_request_t *r, u_char *body,
  * while nginx's gzip filter still sees what the client accepts.
  */
 
-static void
+void
 ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r)
 {
     ngx_table_elt_t                    *h, *copy;

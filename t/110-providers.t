@@ -742,3 +742,88 @@ x-mock-text: A longer answer, so that it spans several of the small buffers: one
 --- response_body_like eval
 [qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"A longer answer, so that it spans several of the small buffers: one, two, three, four, five, six, seven, eight, nine, ten\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":\d+,"total_tokens":\d+,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/,
  qr/^\{"id":"chatcmpl-[A-Za-z0-9]+","object":"chat\.completion",.*"content":"A longer answer, so that it spans several of the small buffers: one, two, three, four, five, six, seven, eight, nine, ten\."\},"logprobs":null,"finish_reason":"stop"\}\],"usage":\{"prompt_tokens":5,"completion_tokens":\d+,"total_tokens":\d+,"prompt_tokens_details":\{"cached_tokens":0\}\}\}$/]
+
+
+
+=== TEST 35: a client that accepts gzip still gets the translation: the Anthropic upstream is asked for identity (it gzips what it may), with no usage tracking to ask for it
+Found in review: only the answer's readers asked, so the raw compressed Messages answer reached the client.
+--- user_files
+>>> msg.json
+{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{"type":"text","text":"Hello from far away, hello again, and hello once more."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":7,"output_tokens":13}}
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_method GET;
+        proxy_http_version 1.1;
+        proxy_pass http://127.0.0.1:$server_port/msg;
+    }
+    location = /msg {
+        gzip on;
+        gzip_types application/json;
+        gzip_min_length 1;
+        default_type application/json;
+        alias html/msg.json;
+    }
+--- more_headers
+Accept-Encoding: gzip
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 200
+--- response_headers
+Content-Type: application/json
+!Content-Encoding
+--- response_body_like eval
+qr/^\{"id":"chatcmpl-01","object":"chat\.completion",.*"content":"Hello from far away, hello again, and hello once more\.".*"finish_reason":"stop".*"prompt_tokens":7,"completion_tokens":13,/
+
+
+
+=== TEST 36: error answers that are not Anthropic's JSON keep their status and get OpenAI's error shape as application/json: a text/plain 429 of a proxy in front, nginx's own HTML 502, an empty 401
+Found in review: all were "status 500" server errors, and the 502 went out as text/html.
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$server_port/up$http_x_case;
+    }
+    location = /up429 {
+        default_type text/plain;
+        return 429 "Too many requests";
+    }
+    location = /up401 {
+        return 401;
+    }
+    location = /up502 {
+        proxy_pass http://127.0.0.1:1;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers eval
+["X-Case: 429", "X-Case: 401", "X-Case: 502"]
+--- error_code eval
+[429, 401, 502]
+--- response_headers eval
+["Content-Type: application/json", "Content-Type: application/json", "Content-Type: application/json"]
+--- response_body eval
+['{"error":{"message":"the fallback provider failed with status 429","type":"rate_limit_error","code":"rate_limit_exceeded"}}',
+ '{"error":{"message":"the fallback provider failed with status 401","type":"authentication_error","code":"invalid_api_key"}}',
+ '{"error":{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"}}']
+
+
+
+=== TEST 37: a success that is no Messages answer is the provider's failure: 502, not 200 with an error body
+Found in review.
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$server_port/up;
+    }
+    location = /up {
+        default_type application/json;
+        return 200 '{"type":"error","error":{"type":"api_error","message":"Internal server error"}}';
+    }
+--- request eval
+"POST /v1/chat/completions\n$::body"
+--- error_code: 502
+--- response_headers
+Content-Type: application/json
+--- response_body chomp
+{"error":{"message":"Internal server error","type":"server_error","code":"api_error"}}
