@@ -27,6 +27,19 @@
  * body's size (a pathological "[1,1,...]" about 24 times) */
 #define NGX_HTTP_AI_GATEWAY_TREE_MAX    16384
 
+/* the forwarded request before its translation to Anthropic */
+typedef struct {
+    ngx_chain_t                 *bufs;
+    off_t                        content_length_n;
+    ngx_str_t                    content_length;
+    ngx_str_t                    uri;             /* the one it had */
+    ngx_str_t                    messages_uri;    /* the one it was given */
+    ngx_str_t                    upstream_model;
+    unsigned                     valid_unparsed_uri:1;
+    unsigned                     hide_usage:1;
+} ngx_http_ai_gateway_untranslate_t;
+
+
 typedef struct {
     ngx_http_ai_gateway_jtree_t        *root;
     ngx_http_ai_gateway_jtree_arena_t   arena;
@@ -337,6 +350,11 @@ typedef struct {
     ngx_str_t                    group;
     ngx_str_t                    upstream_model;
 
+    /* what the request was before its translation, for a redirect to a
+     * location that does not translate (error_page after an Anthropic
+     * primary): see ngx_http_ai_gateway_untranslate() */
+    ngx_http_ai_gateway_untranslate_t       *untranslate;
+
     /* an Anthropic answer translated for an OpenAI client */
     ngx_http_ai_gateway_translate_stream_t  *tstream;
     ngx_buf_t                   *tevent;          /* an event's data */
@@ -389,6 +407,8 @@ ngx_int_t ngx_http_ai_gateway_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code, ngx_str_t *message);
 /* the proxied request asks for uncompressed answers (they are read) */
 void ngx_http_ai_gateway_identity_encoding(ngx_http_request_t *r);
+void ngx_http_ai_gateway_untranslate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_user_header(ngx_conf_t *cf, ngx_str_t *value,
     ngx_str_t *name);
 void ngx_http_ai_gateway_tree_exit(void);

@@ -62,6 +62,8 @@ static ngx_int_t ngx_http_ai_gateway_rename_model(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *to);
 static ngx_int_t ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ai_gateway_untranslate_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_set_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_ai_gateway_messages_uri(ngx_http_request_t *r);
@@ -1155,7 +1157,9 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_ai_gateway_replace_body(r, out.p, out.len) != NGX_OK) {
+    if (ngx_http_ai_gateway_untranslate_save(r, ctx) != NGX_OK
+        || ngx_http_ai_gateway_replace_body(r, out.p, out.len) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -1173,6 +1177,8 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    ctx->untranslate->messages_uri = r->uri;
+
     ctx->translate = 1;
     ctx->translate_usage = req->include_usage;
     ctx->hide_usage = 0;
@@ -1184,6 +1190,115 @@ ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
     ngx_http_ai_gateway_identity_encoding(r);
 
     return NGX_OK;
+}
+
+
+/* what the translation is about to change, kept for a redirect */
+
+static ngx_int_t
+ngx_http_ai_gateway_untranslate_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_untranslate_t  *u;
+
+    u = ctx->untranslate;
+
+    if (u == NULL) {
+        u = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_untranslate_t));
+        if (u == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->untranslate = u;
+    }
+
+    u->bufs = r->request_body ? r->request_body->bufs : NULL;
+    u->content_length_n = r->headers_in.content_length_n;
+
+    if (r->headers_in.content_length) {
+        u->content_length = r->headers_in.content_length->value;
+
+    } else {
+        ngx_str_null(&u->content_length);
+    }
+
+    u->uri = r->uri;
+    u->valid_unparsed_uri = r->valid_unparsed_uri;
+    u->upstream_model = ctx->upstream_model;
+    u->hide_usage = ctx->hide_usage;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request that was translated for an Anthropic upstream and then went
+ * to another location (error_page, say, to an OpenAI provider) goes on as
+ * it was before: its body, its length, its URI (unless the redirect gave
+ * it another), and without the Anthropic key and version (renamed to
+ * Keep-Alive, which proxy_pass never forwards: see strip_credentials());
+ * its answer is no longer translated.  A location that translates again
+ * does so from the client's body.  The client's own credentials stay
+ * stripped.
+ */
+
+void
+ngx_http_ai_gateway_untranslate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_table_elt_t                    *h;
+    ngx_http_ai_gateway_untranslate_t  *u;
+    ngx_http_ai_gateway_header_iter_t   it;
+
+    static ngx_uint_t  hash;
+
+    u = ctx->untranslate;
+
+    if (!ctx->translate || u == NULL) {
+        return;
+    }
+
+    if (hash == 0) {
+        hash = ngx_hash_key((u_char *) "keep-alive", 10);
+    }
+
+    ctx->translate = 0;
+    ctx->translate_usage = 0;
+    ctx->hide_usage = u->hide_usage;
+    ctx->upstream_model = u->upstream_model;
+
+    if (r->request_body && u->bufs) {
+        r->request_body->bufs = u->bufs;
+    }
+
+    r->headers_in.content_length_n = u->content_length_n;
+
+    if (r->headers_in.content_length && u->content_length.data) {
+        r->headers_in.content_length->value = u->content_length;
+    }
+
+    if (r->uri.data == u->messages_uri.data
+        && r->uri.len == u->messages_uri.len)
+    {
+        r->uri = u->uri;
+        r->valid_unparsed_uri = u->valid_unparsed_uri;
+    }
+
+    it.part = NULL;
+
+    while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
+
+        if (ngx_http_ai_gateway_header_in_is(h, "x-api-key")
+            || ngx_http_ai_gateway_header_in_is(h, "anthropic-version"))
+        {
+            ngx_str_set(&h->key, "Keep-Alive");
+            h->lowcase_key = (u_char *) "keep-alive";
+            h->hash = hash;
+        }
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway: a translated request goes on untranslated");
 }
 
 

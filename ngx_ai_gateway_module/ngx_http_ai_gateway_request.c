@@ -170,11 +170,24 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
     /* a subrequest (the safety model's, say) is not a model request */
-    if (!lcf->enable || r != r->main) {
+    if (r != r->main) {
         return NGX_DECLINED;
     }
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
+
+    /*
+     * The phases run again after a translation only in another location
+     * (an error_page after the Anthropic upstream failed): it starts from
+     * the request as it was, also where the gateway is off
+     */
+    if (ctx != NULL && ctx->translate) {
+        ngx_http_ai_gateway_untranslate(r, ctx);
+    }
+
+    if (!lcf->enable) {
+        return NGX_DECLINED;
+    }
 
     if (ctx != NULL && !ctx->early) {
 

@@ -827,3 +827,43 @@ Found in review.
 Content-Type: application/json
 --- response_body chomp
 {"error":{"message":"Internal server error","type":"server_error","code":"api_error"}}
+
+
+
+=== TEST 38: an Anthropic primary that fails over (error_page) to a location that does not translate: that upstream gets the client's OpenAI request, its URI, no Anthropic key or version, and its answer reaches the client untranslated; with the gateway on or off there
+Found in review: the fallback was sent the Messages body and the Anthropic key, and its answer was "translated" into an error.
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+    ai_gateway_secret openai env=AIGW_TEST_OPENAI_KEY;
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        ai_gateway_model_map gpt-4o claude-sonnet-4;
+        proxy_set_header x-mock-status 529;
+        proxy_intercept_errors on;
+        error_page 529 = @openai$http_x_gateway;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @openaion {
+        proxy_set_header x-mock-status "";
+        proxy_set_header x-mock-echo 1;
+        proxy_set_header Authorization "Bearer $ai_secret_openai";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @openaioff {
+        ai_gateway off;
+        proxy_set_header x-mock-status "";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers eval
+["X-Gateway: on", "X-Gateway: off"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr{^(?=.*"url":"/v1/chat/completions")(?=.*"authorization":"Bearer sk-test-openai-secret-4242424242").*"body":"\{\\"model\\":\\"gpt-4o\\",\\"messages\\":\[\{\\"role\\":\\"system\\",\\"content\\":\\"Be terse\.\\"\},\{\\"role\\":\\"user\\",\\"content\\":\\"Hello there\\"\}\]\}"}s,
+ qr{^(?=.*"url":"/v1/chat/completions").*"body":"\{\\"model\\":\\"gpt-4o\\",\\"messages\\":\[\{\\"role\\":\\"system\\",\\"content\\":\\"Be terse\.\\"\},\{\\"role\\":\\"user\\",\\"content\\":\\"Hello there\\"\}\]\}"}s]
+--- response_body_unlike eval
+[qr/sk-ant-test|anthropic-version|x-api-key|claude/, qr/sk-ant-test|anthropic-version|x-api-key|claude/]
