@@ -233,6 +233,9 @@ static int ngx_http_ai_gateway_translate_block_delta(
     ngx_http_ai_gateway_translate_stream_t *st,
     ngx_http_ai_gateway_jtree_t *root,
     ngx_http_ai_gateway_translate_buf_t *b);
+static void ngx_http_ai_gateway_translate_block_stop(
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_translate_buf_t *b);
 static int ngx_http_ai_gateway_translate_message_delta(
     ngx_http_ai_gateway_translate_stream_t *st,
     ngx_http_ai_gateway_jtree_t *root,
@@ -3296,9 +3299,14 @@ ngx_http_ai_gateway_translate_stream_feed(
 
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_OTHER:
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_PING:
-    case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_BLOCK_STOP:
         ngx_http_ai_gateway_jtree_arena_free(&a);
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
+
+    case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_BLOCK_STOP:
+        ngx_http_ai_gateway_jtree_arena_free(&a);
+        ngx_http_ai_gateway_translate_block_stop(st, out);
+        return ngx_http_ai_gateway_translate_end(out, len0,
+                                           NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
 
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_MESSAGE_STOP:
         ngx_http_ai_gateway_jtree_arena_free(&a);
@@ -3577,6 +3585,7 @@ ngx_http_ai_gateway_translate_block_start(
          */
 
         st->in_tool = 1;
+        st->tool_args = 0;
         st->tool_block = ngx_http_ai_gateway_jtree_integer(
                              ngx_http_ai_gateway_jtree_get(root, "index"));
         st->tool_index = st->tools++;
@@ -3700,6 +3709,8 @@ ngx_http_ai_gateway_translate_fast_delta(
     if (!st->in_tool || index != st->tool_block) {
         return 1;
     }
+
+    st->tool_args = 1;
 
     ngx_http_ai_gateway_translate_delta(st, b);
     ngx_http_ai_gateway_translate_lit(b, "{\"tool_calls\":[{\"index\":");
@@ -3867,6 +3878,8 @@ ngx_http_ai_gateway_translate_block_delta(
             return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
         }
 
+        st->tool_args = 1;
+
         ngx_http_ai_gateway_translate_delta(st, b);
         ngx_http_ai_gateway_translate_lit(b, "{\"tool_calls\":[{\"index\":");
         ngx_http_ai_gateway_translate_uint(b, st->tool_index);
@@ -3879,6 +3892,32 @@ ngx_http_ai_gateway_translate_block_delta(
     /* thinking_delta, signature_delta, citations_delta: nothing */
 
     return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
+}
+
+
+/*
+ * A tool block ends: a tool without input streamed only empty pieces,
+ * and an OpenAI client parses the arguments it put together, so they
+ * are "{}", as in a JSON answer, not ""
+ */
+
+static void
+ngx_http_ai_gateway_translate_block_stop(
+    ngx_http_ai_gateway_translate_stream_t *st,
+    ngx_http_ai_gateway_translate_buf_t *b)
+{
+    if (!st->in_tool || st->tool_args) {
+        return;
+    }
+
+    st->tool_args = 1;
+
+    ngx_http_ai_gateway_translate_delta(st, b);
+    ngx_http_ai_gateway_translate_lit(b, "{\"tool_calls\":[{\"index\":");
+    ngx_http_ai_gateway_translate_uint(b, st->tool_index);
+    ngx_http_ai_gateway_translate_lit(b,
+                                  ",\"function\":{\"arguments\":\"{}\"}}]}");
+    ngx_http_ai_gateway_translate_delta_end(b, NULL);
 }
 
 

@@ -261,6 +261,7 @@ typedef struct {
     unsigned char     model[NGX_HTTP_AI_GATEWAY_TRANSLATE_MODEL_MAX];
     unsigned          include_usage:1;
     unsigned          in_tool:1;
+    unsigned          tool_args:1;     /* the open tool's input began */
     unsigned          usage_found:1;
     /* message_stop or an error was translated: "[DONE]" was written */
     unsigned          done:1;

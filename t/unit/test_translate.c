@@ -1609,6 +1609,97 @@ test_stream_tools(void)
 }
 
 
+/*
+ * A tool without input streams only an empty piece: its arguments are
+ * "{}" when the block ends, as in a JSON answer, where "" broke clients
+ * that parse them (found in review); one with input gets no extra piece
+ */
+
+static const event_t  noinput_stream[] = {
+    MSG_START("msg_N", "10", "0"),
+    { "content_block_start", "{'type':'content_block_start','index':0,"
+      "'content_block':{'type':'tool_use','id':'toolu_N','name':'now',"
+      "'input':{}}}" },
+    JSON_DELTA("0", ""),
+    BLOCK_STOP("0"),
+    { "content_block_start", "{'type':'content_block_start','index':1,"
+      "'content_block':{'type':'tool_use','id':'toolu_M','name':'add',"
+      "'input':{}}}" },
+    JSON_DELTA("1", ""),
+    JSON_DELTA("1", "{\\\"a\\\": 1}"),
+    BLOCK_STOP("1"),
+    { "message_delta", "{'type':'message_delta','delta':{'stop_reason':"
+      "'tool_use','stop_sequence':null},'usage':{'output_tokens':9}}" },
+    MSG_STOP
+};
+
+
+static void
+test_stream_tool_no_input(void)
+{
+    size_t        i, k, j, pieces[2];
+    json_t       *c, *calls, *call, *v, *got;
+    buf_t         args[2];
+    tbuf_t        out;
+    chunks_t      ch;
+    tstream_t     st;
+    json_error_t  err;
+
+    static const char  *expect[] = { "{}", "{'a': 1}" };
+
+    ngx_http_ai_gateway_translate_buf_init(&out, NULL, NULL);
+    ngx_http_ai_gateway_translate_stream_init(&st, CREATED, 0, NULL, 0);
+
+    feed_all(__LINE__, &st, noinput_stream, NELTS(noinput_stream), &out);
+
+    memset(args, 0, sizeof(args));
+    memset(pieces, 0, sizeof(pieces));
+    chunks_split(&ch, out.p, out.len);
+
+    for (i = 0; i < ch.n; i++) {
+        c = json_loads(ch.chunk[i], 0, &err);
+
+        if (c == NULL) {
+            continue;
+        }
+
+        calls = json_object_get(json_object_get(json_array_get(
+                    json_object_get(c, "choices"), 0), "delta"),
+                    "tool_calls");
+
+        json_array_foreach(calls, k, call) {
+            j = json_integer_value(json_object_get(call, "index"));
+            v = json_object_get(json_object_get(call, "function"),
+                                "arguments");
+
+            if (j < 2 && json_is_string(v) && json_string_length(v)) {
+                buf_add(&args[j], json_string_value(v),
+                        json_string_length(v));
+                pieces[j]++;
+            }
+        }
+
+        json_decref(c);
+    }
+
+    for (j = 0; j < 2; j++) {
+        v = load_q(expect[j], __LINE__);
+        got = args[j].p ? json_loads(args[j].p, 0, &err) : NULL;
+
+        CHECK(got != NULL && json_equal(got, v) && pieces[j] == 1,
+              "tool without input %zu: arguments \"%s\" in %zu pieces", j,
+              args[j].p ? args[j].p : "", pieces[j]);
+
+        json_decref(got);
+        json_decref(v);
+        buf_free(&args[j]);
+    }
+
+    chunks_free(&ch);
+    ngx_http_ai_gateway_translate_buf_free(&out);
+}
+
+
 /* events without names: the data's type says; unknown events ignored */
 
 static void
@@ -2521,6 +2612,7 @@ main(void)
 
     test_stream_text();
     test_stream_tools();
+    test_stream_tool_no_input();
     test_stream_unnamed();
     test_stream_error();
     test_stream_malformed();
