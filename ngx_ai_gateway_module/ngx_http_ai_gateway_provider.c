@@ -1530,18 +1530,39 @@ ngx_http_ai_gateway_translate_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out)
 {
     ngx_buf_t     *json;
-    ngx_uint_t     last;
+    ngx_uint_t     last, flush;
     ngx_chain_t   *cl;
 
     last = 0;
+    flush = 0;
 
     for (cl = in; cl; cl = cl->next) {
         if (cl->buf->last_buf) {
             last = 1;
         }
 
+        if (cl->buf->flush) {
+            flush = 1;
+        }
+
         cl->buf->pos = cl->buf->last;
         cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    /*
+     * An upstream that failed after its answer began (a reset) is ended
+     * by nginx with a flush, not the last buffer, once the upstream
+     * connection is closed: the client's answer ends there too, as an
+     * error (a stream's error event and [DONE], a JSON answer's 502),
+     * not an unterminated body
+     */
+    if (!last && flush && r->upstream != NULL
+        && r->upstream->peer.connection == NULL)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway: the Anthropic answer ended with an "
+                      "upstream error: the translation ends it as an error");
+        last = 1;
     }
 
     if (last && !ctx->translate_last) {

@@ -867,3 +867,29 @@ Found in review: the fallback was sent the Messages body and the Anthropic key, 
  qr{^(?=.*"url":"/v1/chat/completions").*"body":"\{\\"model\\":\\"gpt-4o\\",\\"messages\\":\[\{\\"role\\":\\"system\\",\\"content\\":\\"Be terse\.\\"\},\{\\"role\\":\\"user\\",\\"content\\":\\"Hello there\\"\}\]\}"}s]
 --- response_body_unlike eval
 [qr/sk-ant-test|anthropic-version|x-api-key|claude/, qr/sk-ant-test|anthropic-version|x-api-key|claude/]
+
+
+
+=== TEST 39: an Anthropic stream whose upstream resets mid-way ends, translated, with the error event and [DONE] in a complete chunked body; a JSON answer reset mid-way is a 502 in OpenAI's shape
+Found in review: nginx ends such an answer with a flush, not the last buffer, and the client got an unterminated body (or, for JSON, no status line).
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        ai_gateway_model_map gpt-4o claude-sonnet-4;
+        proxy_set_header x-mock-reset-after $http_x_reset;
+        proxy_buffering off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::stream", "POST /v1/chat/completions\n$::body"]
+--- more_headers eval
+["X-Reset: 4", "X-Reset: 1"]
+--- error_code eval
+[200, 502]
+--- response_body_like eval
+[qr/^data: \{"id":"chatcmpl-.*"role":"assistant".*\n\ndata: \{"error":\{"message":"The fallback provider's stream ended early\.","type":"server_error","code":"upstream_error"\}\}\n\ndata: \[DONE\]\n\n\z/s,
+ qr/^\{"error":\{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"\}\}\z/]
+--- error_log
+the translation ends it as an error
