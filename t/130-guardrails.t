@@ -1142,3 +1142,18 @@ Found while replacing the key lookup: a text key nested in a skipped subtree
 [map { "POST /v1/chat/completions\n$_->[1]" } @::key_cases]
 --- error_code eval
 [map { $_->[0] } @::key_cases]
+
+
+
+=== TEST 48: a Chinese prompt, long and with escapes, is walked whole: the address after it is masked, the text around it kept byte for byte
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=mask pii_types=email;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"gpt-4o","messages":[{"role":"user","content":"' . ("\xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c" x 40) . '\"' . "\xe5\xbc\x95\xe7\x94\xa8" . '\"\n' . "\xe9\x82\xae\xe7\xae\xb1 jane\@corp.example \xe8\xb0\xa2\xe8\xb0\xa2" . '"}]}'
+--- error_code: 200
+--- response_body_like eval
+qr/\\"content\\":\\"(?:\xe4\xbd\xa0\xe5\xa5\xbd\xef\xbc\x8c\xe4\xb8\x96\xe7\x95\x8c){40}\\\\\\"\xe5\xbc\x95\xe7\x94\xa8\\\\\\"\\\\n\xe9\x82\xae\xe7\xae\xb1 \[REDACTED_EMAIL\] \xe8\xb0\xa2\xe8\xb0\xa2\\"/
