@@ -549,17 +549,41 @@ ngx_http_ai_gateway_json_string(ngx_http_ai_gateway_json_scanner_t *s,
             continue;
         }
 
-        /* a multi-byte UTF-8 sequence */
+        /*
+         * Multi-byte UTF-8 sequences, one after the other (Chinese or
+         * Japanese text is all of them: going back to the ASCII scan
+         * after each cost more than the check).  The forms that cannot be
+         * overlong or surrogates are checked here: two bytes led by
+         * C2-DF, three led by E1-EC or EE-EF; the others by utf8_char().
+         */
 
-        need = ngx_http_ai_gateway_json_utf8_char(p, end);
+        do {
+            c = *p;
 
-        if (need == 0) {
-            s->p = p;
-            return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
-        }
+            if (c >= 0xe1 && c <= 0xef && c != 0xed && end - p >= 3
+                && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80)
+            {
+                p += 3;
 
-        p += need;
-        n++;
+            } else if (c >= 0xc2 && c <= 0xdf && end - p >= 2
+                       && (p[1] & 0xc0) == 0x80)
+            {
+                p += 2;
+
+            } else {
+                need = ngx_http_ai_gateway_json_utf8_char(p, end);
+
+                if (need == 0) {
+                    s->p = p;
+                    return ngx_http_ai_gateway_json_fail(s, "invalid UTF-8");
+                }
+
+                p += need;
+            }
+
+            n++;
+
+        } while (p < end && *p >= 0x80);
     }
 
     v->len = p - v->str;
