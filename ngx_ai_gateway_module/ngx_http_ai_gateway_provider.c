@@ -1644,6 +1644,9 @@ ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
 
         if (!r->header_sent) {
             r->headers_out.status = status;
+
+            /* a redirect's target means nothing on a 502 */
+            ngx_http_clear_location(r);
         }
     }
 

@@ -129,6 +129,21 @@ ngx_http_ai_gateway_mark(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
+    /*
+     * A translated request in another location (an error_page after the
+     * Anthropic upstream failed): it goes on as it was, before that
+     * location's rewrites see its URI and whatever answers it ("return",
+     * a static file) is taken for an Anthropic answer; this handler runs
+     * before the rewrite module's
+     */
+    if (r == r->main) {
+        ctx = ngx_http_ai_gateway_get_ctx(r);
+
+        if (ctx != NULL && ctx->translate) {
+            ngx_http_ai_gateway_untranslate(r, ctx);
+        }
+    }
+
     if (!lcf->enable || !lcf->usage_tracking || r != r->main
         || r->method != NGX_HTTP_POST
         || ngx_http_ai_gateway_get_ctx(r) != NULL)

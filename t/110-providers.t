@@ -893,3 +893,47 @@ Found in review: nginx ends such an answer with a flush, not the last buffer, an
  qr/^\{"error":\{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"\}\}\z/]
 --- error_log
 the translation ends it as an error
+
+
+
+=== TEST 40: after an Anthropic primary fails, a fallback location that answers itself ("return") is not translated, and its rewrites see the client's URI; a redirect from the Anthropic upstream is a 502 without its Location
+Found by the second review: untranslating in the precontent phase came after the fallback's rewrite phase.
+--- http_config
+    ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages secret=anthropic;
+        proxy_set_header x-mock-status 529;
+        proxy_intercept_errors on;
+        error_page 529 = @$http_x_fallback;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @static {
+        default_type application/json;
+        return 200 '{"id":"chatcmpl-static","object":"chat.completion","choices":[]}';
+    }
+    location @rewrite {
+        rewrite ^/v1/(.*)$ /openai/v1/$1 break;
+        proxy_set_header x-mock-status "";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /r/ {
+        ai_gateway_upstream_api anthropic_messages;
+        proxy_pass http://127.0.0.1:$server_port/moved;
+    }
+    location = /moved {
+        return 302 http://example.com/x;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body", "POST /r/chat/completions\n$::body"]
+--- more_headers eval
+["X-Fallback: static", "X-Fallback: rewrite", ""]
+--- error_code eval
+[200, 200, 502]
+--- response_body_like eval
+[qr/^\{"id":"chatcmpl-static","object":"chat\.completion","choices":\[\]\}\z/,
+ qr{"url":"/openai/v1/chat/completions"},
+ qr/^\{"error":\{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"\}\}\z/]
+--- response_headers eval
+["", "", "!Location"]
