@@ -1019,18 +1019,32 @@ ngx_http_ai_gateway_guard_skip(const u_char *p, const u_char *end)
 {
 #if (NGX_HTTP_AI_GATEWAY_GUARD_SSE2)
     unsigned  m;
-    __m128i   v;
 
-    while (end - p >= 16) {
-        v = _mm_loadu_si128((const __m128i *) p);
+    /* bytes <= 0x1f: those that max(v, 0x1f) leaves at 0x1f */
+#define ngx_http_ai_gateway_guard_stops(at)                                   \
+    ngx_http_ai_gateway_guard_stops16(_mm_loadu_si128((const __m128i *) (at)))
+#define ngx_http_ai_gateway_guard_stops16(v)                                  \
+    (unsigned) _mm_movemask_epi8(                                             \
+        _mm_or_si128(                                                         \
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),               \
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),             \
+            _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)),              \
+                           _mm_set1_epi8(0x1f))))
 
-        /* bytes <= 0x1f: those that max(v, 0x1f) leaves at 0x1f */
-        m = (unsigned) _mm_movemask_epi8(
-                _mm_or_si128(
-                    _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                    _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)),
-                                   _mm_set1_epi8(0x1f))));
+    /* texts: 32 bytes a step */
+    while (end - p >= 32) {
+        m = ngx_http_ai_gateway_guard_stops(p)
+            | ngx_http_ai_gateway_guard_stops(p + 16) << 16;
+
+        if (m) {
+            return p + __builtin_ctz(m);
+        }
+
+        p += 32;
+    }
+
+    if (end - p >= 16) {
+        m = ngx_http_ai_gateway_guard_stops(p);
 
         if (m) {
             return p + __builtin_ctz(m);
@@ -1038,6 +1052,9 @@ ngx_http_ai_gateway_guard_skip(const u_char *p, const u_char *end)
 
         p += 16;
     }
+
+#undef ngx_http_ai_gateway_guard_stops
+#undef ngx_http_ai_gateway_guard_stops16
 #endif
 
     while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
