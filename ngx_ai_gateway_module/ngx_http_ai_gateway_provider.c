@@ -62,6 +62,7 @@ static ngx_int_t ngx_http_ai_gateway_rename_model(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_str_t *to);
 static ngx_int_t ngx_http_ai_gateway_to_anthropic(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_loc_conf_t *lcf);
+static void ngx_http_ai_gateway_hide_header(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_ai_gateway_untranslate_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_set_header(ngx_http_request_t *r,
@@ -265,12 +266,6 @@ ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r)
     ngx_table_elt_t                    *h;
     ngx_http_ai_gateway_header_iter_t   it;
 
-    static ngx_uint_t  hash;
-
-    if (hash == 0) {
-        hash = ngx_hash_key((u_char *) "keep-alive", 10);
-    }
-
     it.part = NULL;
 
     while ((h = ngx_http_ai_gateway_header_next(&r->headers_in.headers, &it))) {
@@ -279,11 +274,26 @@ ngx_http_ai_gateway_strip_credentials(ngx_http_request_t *r)
             || ngx_http_ai_gateway_header_in_is(h, "x-api-key")
             || ngx_http_ai_gateway_header_in_is(h, "api-key"))
         {
-            ngx_str_set(&h->key, "Keep-Alive");
-            h->lowcase_key = (u_char *) "keep-alive";
-            h->hash = hash;
+            ngx_http_ai_gateway_hide_header(h);
         }
     }
+}
+
+
+/* a request header proxy_pass will not forward (see above) */
+
+static void
+ngx_http_ai_gateway_hide_header(ngx_table_elt_t *h)
+{
+    static ngx_uint_t  hash;
+
+    if (hash == 0) {
+        hash = ngx_hash_key((u_char *) "keep-alive", 10);
+    }
+
+    ngx_str_set(&h->key, "Keep-Alive");
+    h->lowcase_key = (u_char *) "keep-alive";
+    h->hash = hash;
 }
 
 
@@ -1236,7 +1246,7 @@ ngx_http_ai_gateway_untranslate_save(ngx_http_request_t *r,
  * to another location (error_page, say, to an OpenAI provider) goes on as
  * it was before: its body, its length, its URI (unless the redirect gave
  * it another), and without the Anthropic key and version (renamed to
- * Keep-Alive, which proxy_pass never forwards: see strip_credentials());
+ * Keep-Alive, which proxy_pass never forwards: hide_header());
  * its answer is no longer translated.  A location that translates again
  * does so from the client's body.  The client's own credentials stay
  * stripped.
@@ -1250,16 +1260,10 @@ ngx_http_ai_gateway_untranslate(ngx_http_request_t *r,
     ngx_http_ai_gateway_untranslate_t  *u;
     ngx_http_ai_gateway_header_iter_t   it;
 
-    static ngx_uint_t  hash;
-
     u = ctx->untranslate;
 
     if (!ctx->translate || u == NULL) {
         return;
-    }
-
-    if (hash == 0) {
-        hash = ngx_hash_key((u_char *) "keep-alive", 10);
     }
 
     ctx->translate = 0;
@@ -1291,9 +1295,7 @@ ngx_http_ai_gateway_untranslate(ngx_http_request_t *r,
         if (ngx_http_ai_gateway_header_in_is(h, "x-api-key")
             || ngx_http_ai_gateway_header_in_is(h, "anthropic-version"))
         {
-            ngx_str_set(&h->key, "Keep-Alive");
-            h->lowcase_key = (u_char *) "keep-alive";
-            h->hash = hash;
+            ngx_http_ai_gateway_hide_header(h);
         }
     }
 

@@ -133,8 +133,8 @@ ngx_http_ai_gateway_mark(ngx_http_request_t *r)
      * A translated request in another location (an error_page after the
      * Anthropic upstream failed): it goes on as it was, before that
      * location's rewrites see its URI and whatever answers it ("return",
-     * a static file) is taken for an Anthropic answer; this handler runs
-     * before the rewrite module's
+     * a static file) is taken for an Anthropic answer.  Every location
+     * runs this phase, and this handler before the rewrite module's.
      */
     if (r == r->main) {
         ctx = ngx_http_ai_gateway_get_ctx(r);
@@ -185,24 +185,11 @@ ngx_http_ai_gateway_handler(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
     /* a subrequest (the safety model's, say) is not a model request */
-    if (r != r->main) {
+    if (!lcf->enable || r != r->main) {
         return NGX_DECLINED;
     }
 
     ctx = ngx_http_ai_gateway_get_ctx(r);
-
-    /*
-     * The phases run again after a translation only in another location
-     * (an error_page after the Anthropic upstream failed): it starts from
-     * the request as it was, also where the gateway is off
-     */
-    if (ctx != NULL && ctx->translate) {
-        ngx_http_ai_gateway_untranslate(r, ctx);
-    }
-
-    if (!lcf->enable) {
-        return NGX_DECLINED;
-    }
 
     if (ctx != NULL && !ctx->early) {
 
