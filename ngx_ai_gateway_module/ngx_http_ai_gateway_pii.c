@@ -839,13 +839,7 @@ ngx_http_ai_gateway_pii_next32(const unsigned char *p, size_t len,
 
         /* word bytes and '('-'-', as ngx_http_ai_gateway_pii_classify() */
 
-        w = (uint32_t) _mm256_movemask_epi8(
-                _mm256_or_si256(
-                    _mm256_or_si256(
-                        ngx_http_ai_gateway_simd_range(v, '0', 10),
-                        _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_'))),
-                    ngx_http_ai_gateway_simd_range(
-                        _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26)));
+        w = (uint32_t) _mm256_movemask_epi8(ngx_http_ai_gateway_simd_word(v));
 
         punct = (uint32_t) _mm256_movemask_epi8(
                     ngx_http_ai_gateway_simd_range(v, '(', '-' + 1 - '('));
@@ -3242,7 +3236,7 @@ ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
     size_t    i, j;
     uint32_t  x, w, h, cand, cin, pass;
     unsigned  k, n;
-    __m256i   v, v1, v2, word, nib, r, lo[3], hi[3];
+    __m256i   v, v1, v2, nib, r, lo[3], hi[3];
 
     for (k = 0; k < 3; k++) {
         lo[k] = ngx_http_ai_gateway_simd_table(kw->tlo[k]);
@@ -3260,14 +3254,7 @@ ngx_http_ai_gateway_kw_lead32(const ngx_http_ai_gateway_kw_t *kw,
     for ( /* void */ ; len - i >= 32 + 3; i += 32) {
         v = _mm256_loadu_si256((const __m256i *) (p + i));
 
-        word = _mm256_or_si256(
-                   _mm256_or_si256(
-                       ngx_http_ai_gateway_simd_range(
-                           _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26),
-                       ngx_http_ai_gateway_simd_range(v, '0', 10)),
-                   _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_')));
-
-        w = (uint32_t) _mm256_movemask_epi8(word);
+        w = (uint32_t) _mm256_movemask_epi8(ngx_http_ai_gateway_simd_word(v));
         h = (uint32_t) _mm256_movemask_epi8(v);
 
         /* word bytes after no word byte, as the 16-byte steps */

@@ -36,4 +36,14 @@
                                       _mm256_set1_epi8((char) (0x80 - (lo)))))
 
 
+/* the word bytes of v: [A-Za-z0-9_] */
+#define ngx_http_ai_gateway_simd_word(v)                                      \
+    _mm256_or_si256(                                                          \
+        _mm256_or_si256(                                                      \
+            ngx_http_ai_gateway_simd_range(                                   \
+                _mm256_or_si256(v, _mm256_set1_epi8(0x20)), 'a', 26),         \
+            ngx_http_ai_gateway_simd_range(v, '0', 10)),                      \
+        _mm256_cmpeq_epi8(v, _mm256_set1_epi8('_')))
+
+
 #endif /* _NGX_HTTP_AI_GATEWAY_SIMD_H_INCLUDED_ */
