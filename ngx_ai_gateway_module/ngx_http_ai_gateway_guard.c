@@ -26,11 +26,6 @@
 #include "ngx_http_ai_gateway_guard.h"
 #include "ngx_http_ai_gateway_json.h"
 
-#if defined(__SSE2__)
-#define NGX_HTTP_AI_GATEWAY_GUARD_SSE2  1
-#include <emmintrin.h>
-#endif
-
 
 static char *ngx_http_ai_gateway_guard_file(ngx_conf_t *cf,
     ngx_http_ai_gateway_guard_t *g, ngx_str_t *name, ngx_str_t *path);
@@ -782,8 +777,6 @@ typedef struct {
 
 static ngx_int_t ngx_http_ai_gateway_guard_value(
     ngx_http_ai_gateway_guard_walk_t *w, ngx_uint_t text);
-static const u_char *ngx_http_ai_gateway_guard_skip(const u_char *p,
-    const u_char *end);
 static ngx_int_t ngx_http_ai_gateway_guard_string(
     ngx_http_ai_gateway_guard_walk_t *w, const u_char **start,
     const u_char **end, ngx_uint_t *escaped);
@@ -1007,64 +1000,6 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
 }
 
 
-/*
- * The first quote, backslash or control byte at or after p, or end.
- * Unlike the scanner's runs, bytes >= 0x80 go by too: the walk checks no
- * encoding (the inspection did), and a Chinese or Japanese text would
- * otherwise cost a step a byte.
- */
-
-static const u_char *
-ngx_http_ai_gateway_guard_skip(const u_char *p, const u_char *end)
-{
-#if (NGX_HTTP_AI_GATEWAY_GUARD_SSE2)
-    unsigned  m;
-
-    /* bytes <= 0x1f: those that max(v, 0x1f) leaves at 0x1f */
-#define ngx_http_ai_gateway_guard_stops(at)                                   \
-    ngx_http_ai_gateway_guard_stops16(_mm_loadu_si128((const __m128i *) (at)))
-#define ngx_http_ai_gateway_guard_stops16(v)                                  \
-    (unsigned) _mm_movemask_epi8(                                             \
-        _mm_or_si128(                                                         \
-            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),               \
-                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),             \
-            _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)),              \
-                           _mm_set1_epi8(0x1f))))
-
-    /* texts: 32 bytes a step */
-    while (end - p >= 32) {
-        m = ngx_http_ai_gateway_guard_stops(p)
-            | ngx_http_ai_gateway_guard_stops(p + 16) << 16;
-
-        if (m) {
-            return p + __builtin_ctz(m);
-        }
-
-        p += 32;
-    }
-
-    if (end - p >= 16) {
-        m = ngx_http_ai_gateway_guard_stops(p);
-
-        if (m) {
-            return p + __builtin_ctz(m);
-        }
-
-        p += 16;
-    }
-
-#undef ngx_http_ai_gateway_guard_stops
-#undef ngx_http_ai_gateway_guard_stops16
-#endif
-
-    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
-        p++;
-    }
-
-    return p;
-}
-
-
 /* a string's raw bytes, between its quotes; w->p goes past it */
 
 static ngx_int_t
@@ -1082,7 +1017,9 @@ ngx_http_ai_gateway_guard_string(ngx_http_ai_gateway_guard_walk_t *w,
     *escaped = 0;
 
     for ( ;; ) {
-        p = ngx_http_ai_gateway_guard_skip(p, w->end);
+        /* the walk checks no encoding (the inspection did): UTF-8 text
+         * goes by whole, not a step a byte */
+        p = ngx_http_ai_gateway_json_skip_text(p, w->end);
 
         if (p >= w->end) {
             return NGX_ERROR;

@@ -284,6 +284,64 @@ ngx_http_ai_gateway_json_skip_plain(const unsigned char *p,
 #undef NGX_HTTP_AI_GATEWAY_JSON_ONES
 #undef NGX_HTTP_AI_GATEWAY_JSON_HIGH
 
+
+/*
+ * The first quote, backslash or control byte at or after p, or end: the
+ * same runs as ngx_http_ai_gateway_json_skip_plain(), bytes >= 0x80
+ * included, for a reader that does not check the encoding (the guard's
+ * walk, after the inspection did): Chinese or Japanese text would
+ * otherwise cost a step a byte.
+ */
+static inline const unsigned char *
+ngx_http_ai_gateway_json_skip_text(const unsigned char *p,
+    const unsigned char *end)
+{
+#if defined(__SSE2__) && !defined(NGX_HTTP_AI_GATEWAY_JSON_NO_SIMD)
+    unsigned  mask;
+
+    /* bytes <= 0x1f: those that max(v, 0x1f) leaves at 0x1f */
+#define ngx_http_ai_gateway_json_text_stops(at)                               \
+    ngx_http_ai_gateway_json_text_stops16(                                    \
+        _mm_loadu_si128((const __m128i *) (at)))
+#define ngx_http_ai_gateway_json_text_stops16(v)                              \
+    (unsigned) _mm_movemask_epi8(                                             \
+        _mm_or_si128(ngx_http_ai_gateway_json_quotes(v),                      \
+                     _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)),     \
+                                    _mm_set1_epi8(0x1f))))
+
+    /* texts: 32 bytes a step */
+    while (end - p >= 32) {
+        mask = ngx_http_ai_gateway_json_text_stops(p)
+               | ngx_http_ai_gateway_json_text_stops(p + 16) << 16;
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 32;
+    }
+
+    if (end - p >= 16) {
+        mask = ngx_http_ai_gateway_json_text_stops(p);
+
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+
+#undef ngx_http_ai_gateway_json_text_stops
+#undef ngx_http_ai_gateway_json_text_stops16
+#endif
+
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
+        p++;
+    }
+
+    return p;
+}
+
 /*
  * The length of the valid UTF-8 character at p (its first byte >= 0x80),
  * or 0: no overlong form, surrogate or code point past U+10FFFF, and all

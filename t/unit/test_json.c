@@ -588,6 +588,50 @@ test_escape(void)
 }
 
 
+/*
+ * The guard walk's text runs: the first quote, backslash or control byte,
+ * bytes >= 0x80 passed over, against a byte-at-a-time reference, at every
+ * length and offset around the 16- and 32-byte steps
+ */
+
+static void
+test_skip_text(void)
+{
+    size_t                i, len, at, k;
+    unsigned char         buf[100];
+    const unsigned char  *got, *want;
+
+    static const unsigned char  bytes[] = {
+        'a', ' ', 0x80, 0xe4, 0xff, 0x7f, 0x20, '"', '\\', 0x1f, 0x00, '\n'
+    };
+
+    for (i = 0; i < 20000; i++) {
+        len = rnd() % sizeof(buf);
+
+        for (k = 0; k < len; k++) {
+            /* mostly text, with a stop now and then */
+            buf[k] = bytes[(rnd() % 8) ? rnd() % 7 : rnd() % 12];
+        }
+
+        at = len ? rnd() % len : 0;
+
+        want = buf + at;
+
+        while (want < buf + len && *want != '"' && *want != '\\'
+               && *want >= 0x20)
+        {
+            want++;
+        }
+
+        got = ngx_http_ai_gateway_json_skip_text(buf + at, buf + len);
+
+        CHECK(got == want, "skip_text: %zu bytes from %zu: stopped at %zu, "
+              "expected %zu", len, at, (size_t) (got - buf),
+              (size_t) (want - buf));
+    }
+}
+
+
 int
 main(void)
 {
@@ -599,6 +643,7 @@ main(void)
     test_escape();
     test_long_strings();
     test_mutations();
+    test_skip_text();
 
     printf("%d passed, %d failed\n", checks - failures, failures);
 
