@@ -1642,6 +1642,11 @@ ngx_http_ai_gateway_translate_json(ngx_http_request_t *r,
     status = ctx->resp_status;
 
     if (status < NGX_HTTP_BAD_REQUEST) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ai_gateway: the Anthropic answer with status %ui is "
+                      "no Messages answer: 502 to the client",
+                      ctx->resp_status);
+
         status = NGX_HTTP_BAD_GATEWAY;
 
         if (!r->header_sent) {

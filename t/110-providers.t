@@ -827,6 +827,8 @@ Found in review.
 Content-Type: application/json
 --- response_body chomp
 {"error":{"message":"Internal server error","type":"server_error","code":"api_error"}}
+--- error_log
+the Anthropic answer with status 200 is no Messages answer: 502 to the client
 
 
 
@@ -896,7 +898,7 @@ the translation ends it as an error
 
 
 
-=== TEST 40: after an Anthropic primary fails, a fallback location that answers itself ("return") is not translated, and its rewrites see the client's URI; a redirect from the Anthropic upstream is a 502 without its Location
+=== TEST 40: after an Anthropic primary fails, a fallback location that answers itself ("return") is not translated, and its rewrites see the client's URI
 Found by the second review: untranslating in the precontent phase came after the fallback's rewrite phase.
 --- http_config
     ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
@@ -918,6 +920,21 @@ Found by the second review: untranslating in the precontent phase came after the
         proxy_set_header x-mock-echo 1;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
+--- request eval
+["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body"]
+--- more_headers eval
+["X-Fallback: static", "X-Fallback: rewrite"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/^\{"id":"chatcmpl-static","object":"chat\.completion","choices":\[\]\}\z/,
+ qr{"url":"/openai/v1/chat/completions"}]
+
+
+
+=== TEST 41: a redirect from the Anthropic upstream is the provider's failure: a 502 without its Location, and a line in the log
+Found by the second review.
+--- config
     location /r/ {
         ai_gateway_upstream_api anthropic_messages;
         proxy_pass http://127.0.0.1:$server_port/moved;
@@ -926,14 +943,12 @@ Found by the second review: untranslating in the precontent phase came after the
         return 302 http://example.com/x;
     }
 --- request eval
-["POST /v1/chat/completions\n$::body", "POST /v1/chat/completions\n$::body", "POST /r/chat/completions\n$::body"]
---- more_headers eval
-["X-Fallback: static", "X-Fallback: rewrite", ""]
---- error_code eval
-[200, 200, 502]
---- response_body_like eval
-[qr/^\{"id":"chatcmpl-static","object":"chat\.completion","choices":\[\]\}\z/,
- qr{"url":"/openai/v1/chat/completions"},
- qr/^\{"error":\{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"\}\}\z/]
---- response_headers eval
-["", "", "!Location"]
+"POST /r/chat/completions\n$::body"
+--- error_code: 502
+--- response_body chomp
+{"error":{"message":"the fallback provider failed with status 502","type":"server_error","code":"upstream_error"}}
+--- response_headers
+!Location
+Content-Type: application/json
+--- error_log
+the Anthropic answer with status 302 is no Messages answer: 502 to the client
