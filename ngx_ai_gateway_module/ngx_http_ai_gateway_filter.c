@@ -179,6 +179,20 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
                       "ai_gateway: response in \"%V\" encoding, "
                       "tokens are estimated", &h->value);
         ctx->resp_encoded = 1;
+
+        /* the output guardrail cannot read it: on_error=deny refuses it */
+        rc = ngx_http_ai_gateway_guard_header(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DONE) {
+            ctx->resp_active = 1;
+            r->filter_need_in_memory = 1;
+            return NGX_OK;
+        }
+
         return ngx_http_next_header_filter(r);
     }
 

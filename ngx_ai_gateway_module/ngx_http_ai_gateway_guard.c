@@ -756,7 +756,10 @@ ngx_http_ai_gateway_guard_pii_category(int type)
  * error, not a wrong read.
  */
 
-#define NGX_HTTP_AI_GATEWAY_GUARD_MAX_DEPTH  512
+/* as deep as the request's inspection (jansson's limit) lets a document
+ * be: a deeper limit here would let a nested array switch the guard off
+ * (on_error=allow) for a body the upstream reads as usual */
+#define NGX_HTTP_AI_GATEWAY_GUARD_MAX_DEPTH  NGX_HTTP_AI_GATEWAY_JSON_MAX_DEPTH
 
 
 typedef struct {
@@ -782,6 +785,8 @@ static ngx_int_t ngx_http_ai_gateway_guard_string(
     const u_char **end, ngx_uint_t *escaped);
 static ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool,
     const u_char *p, const u_char *end, ngx_str_t *out);
+static void ngx_http_ai_gateway_guard_record_masked(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_guard_t *guard);
 static ngx_uint_t ngx_http_ai_gateway_guard_key(const u_char *p, size_t len);
 
 
@@ -839,9 +844,19 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
                 return NGX_ERROR;
             }
 
-            /* keys with escapes are not ours (ours are plain words) */
-            key = escaped ? NGX_HTTP_AI_GATEWAY_GUARD_KEY_OTHER
-                          : ngx_http_ai_gateway_guard_key(a, b - a);
+            if (escaped) {
+                /* "cont\u0065nt" is "content" to every JSON reader */
+                if (ngx_http_ai_gateway_guard_decode(w->s->pool, a, b, &str)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                a = str.data;
+                b = str.data + str.len;
+            }
+
+            key = ngx_http_ai_gateway_guard_key(a, b - a);
 
             /* 3: in a skipped subtree, whatever the keys below say */
             if (text == 3 || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP) {
@@ -1325,8 +1340,9 @@ ngx_int_t
 ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx)
 {
+    u_char                            line_buf[NGX_INT_T_LEN + 16];
     ngx_int_t                         rc;
-    ngx_str_t                         msg;
+    ngx_str_t                         msg, line;
     ngx_http_ai_gateway_loc_conf_t   *lcf;
     ngx_http_ai_gateway_guard_scan_t  s;
 
@@ -1363,10 +1379,18 @@ ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
 
     if (rc == NGX_ERROR && s.guard->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW)
     {
+        ngx_str_null(&line);
+
+        if (s.line) {
+            line.data = line_buf;
+            line.len = ngx_sprintf(line_buf, ", pattern line %ui", s.line)
+                       - line_buf;
+        }
+
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ai_gateway: the input guardrail could not inspect the "
-                      "request (%s%s%ui): let through (on_error=allow)",
-                      s.category, s.line ? ", pattern line " : "", s.line);
+                      "request (%s%V): let through (on_error=allow)",
+                      s.category, &line);
         ngx_http_ai_gateway_guard_note(r, ctx, "input", s.category, "error");
         return NGX_OK;
     }
@@ -1387,6 +1411,10 @@ ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "ai_gateway: 400 guardrail_blocked: input %s",
                       s.category);
+
+        if (ctx->infer && s.guard->pii != NGX_HTTP_AI_GATEWAY_GUARD_NONE) {
+            ngx_http_ai_gateway_guard_record_masked(r, ctx, s.guard);
+        }
 
         ctx->status = NGX_HTTP_BAD_REQUEST;
         ctx->error_type = "invalid_request_error";
@@ -1409,6 +1437,45 @@ ngx_http_ai_gateway_guard_input(ngx_http_request_t *r,
 
     return ngx_http_ai_gateway_replace_body(r, s.document.data,
                                             s.document.len);
+}
+
+
+/*
+ * A blocked request is still recorded (inference tables), but with the
+ * PII the guard looks for masked, as a masking guard would have forwarded
+ * it: the record never keeps what the guard was there to keep out.  A body
+ * that cannot be masked is left out of the record.
+ */
+
+static void
+ngx_http_ai_gateway_guard_record_masked(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_guard_t *guard)
+{
+    ngx_int_t                         rc;
+    ngx_http_ai_gateway_guard_t       g;
+    ngx_http_ai_gateway_guard_scan_t  s;
+
+    ngx_memzero(&g, sizeof(ngx_http_ai_gateway_guard_t));
+    g.pii = NGX_HTTP_AI_GATEWAY_GUARD_MASK;
+    g.pii_types = guard->pii_types;
+    g.on_error = NGX_HTTP_AI_GATEWAY_GUARD_DENY;
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = &g;
+    s.pool = r->pool;
+
+    rc = ngx_http_ai_gateway_guard_json(&s, ctx->body, ctx->body_len);
+
+    if (rc != NGX_OK) {
+        ctx->body = NULL;
+        ctx->body_len = 0;
+        return;
+    }
+
+    if (s.masks) {
+        ctx->body = s.document.data;
+        ctx->body_len = s.document.len;
+    }
 }
 
 

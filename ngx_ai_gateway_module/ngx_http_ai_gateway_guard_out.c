@@ -49,7 +49,11 @@
 #define NGX_HTTP_AI_GATEWAY_GUARD_EVENT_MAX  (1024 * 1024)
 #define NGX_HTTP_AI_GATEWAY_GUARD_HOLD       256
 #define NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK   256
+/* texts of a stream followed at once: places for 8 are made at first */
 #define NGX_HTTP_AI_GATEWAY_GUARD_TEXTS      8
+#define NGX_HTTP_AI_GATEWAY_GUARD_TEXTS_MAX  256
+/* a JWT is held whole up to this, until it is known to be one */
+#define NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD  (16 * 1024)
 
 /* r->buffered while a JSON answer waits for the safety model (the bits
  * 0x01, 0x02 and 0x04 are the SSI, sub and copy filters'; the image
@@ -71,13 +75,29 @@ static u_char  ngx_http_ai_gateway_gout_tag;
 #define NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH  3
 
 
-/* one text being streamed: a choice, a content block */
+/* the events a text comes in (for the rest sent at the stream's end) */
+#define NGX_HTTP_AI_GATEWAY_GOUT_CHAT        0   /* choices[].delta.content */
+#define NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION  1   /* choices[].text */
+#define NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC   2   /* content_block_delta */
+#define NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES   3   /* response.output_text.delta */
+#define NGX_HTTP_AI_GATEWAY_GOUT_TOOL        4   /* arguments: not held */
+
+/* a secret being dropped: the rest of a PEM block, of a token (a JWT) */
+#define NGX_HTTP_AI_GATEWAY_GOUT_PEM         1
+#define NGX_HTTP_AI_GATEWAY_GOUT_TOKEN       2
+
+
+/* one text being streamed: a choice, a content block; key_len 0: free */
 typedef struct {
     u_char                        key[24];
     size_t                        key_len;
     ngx_buf_t                    *held;
     u_char                        back[NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK];
     size_t                        back_len;
+    json_int_t                    index;
+    json_int_t                    index2;
+    unsigned                      kind:3;
+    unsigned                      secret:2;
 } ngx_http_ai_gateway_guard_text_t;
 
 
@@ -92,6 +112,10 @@ typedef struct {
      * a JSON answer does without */
     ngx_http_ai_gateway_guard_text_t    *texts;
     ngx_uint_t                    ntexts;
+    ngx_uint_t                    nalloc;
+    /* an OpenAI chunk's fields but its choices: for the rest of a text
+     * sent at the stream's end */
+    json_t                       *chunk;
     /* a delta's working copies, reused: see gout_scratch() */
     u_char                       *scratch[NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH];
     size_t                        scratch_size[NGX_HTTP_AI_GATEWAY_GOUT_SCRATCH];
@@ -102,6 +126,7 @@ typedef struct {
     unsigned                      blocked:1;
     unsigned                      last:1;
     unsigned                      waiting:1;     /* for the safety model */
+    unsigned                      encoded:1;     /* refused: compressed */
     ngx_http_ai_gateway_safety_t  safety;
     ngx_str_t                     safety_body;
     ngx_str_t                     answer;        /* to send if it passes */
@@ -119,6 +144,9 @@ static ngx_int_t ngx_http_ai_gateway_gout_answer(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_chain_t **out);
+static ngx_int_t ngx_http_ai_gateway_gout_encoded(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t **out);
 static ngx_int_t ngx_http_ai_gateway_gout_refuse(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_uint_t status, ngx_chain_t **out);
@@ -126,16 +154,52 @@ static ngx_int_t ngx_http_ai_gateway_gout_append(ngx_http_request_t *r,
     json_t *owner, const char *field, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
-    json_t *owner, const char *field, const char *key, ngx_uint_t hold);
+    json_t *owner, const char *field, const char *key, ngx_uint_t kind,
+    json_int_t index, json_int_t index2);
+static ngx_int_t ngx_http_ai_gateway_gout_too_many(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     const char *key, ngx_str_t *text);
+static ngx_int_t ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, ngx_str_t *text);
+static ngx_int_t ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go);
+static json_t *ngx_http_ai_gateway_gout_rest_event(
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t kind, json_int_t index,
+    json_int_t index2, ngx_str_t *rest);
+static ngx_int_t ngx_http_ai_gateway_gout_remember_chunk(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, json_t *root);
+static void ngx_http_ai_gateway_gout_chunk_cleanup(void *data);
 static ngx_http_ai_gateway_guard_text_t *ngx_http_ai_gateway_gout_text(
-    ngx_http_ai_gateway_gout_t *go, const char *key);
+    ngx_http_request_t *r, ngx_http_ai_gateway_gout_t *go, const char *key,
+    ngx_uint_t kind);
 static size_t ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len);
+static ngx_uint_t ngx_http_ai_gateway_gout_sep(u_char c);
+static ngx_uint_t ngx_http_ai_gateway_gout_numberish(const u_char *p,
+    size_t len);
+static size_t ngx_http_ai_gateway_gout_pem_open(const u_char *p, size_t len);
+static size_t ngx_http_ai_gateway_gout_secret_start(const u_char *p,
+    size_t len, ngx_uint_t *secret);
+static const u_char *ngx_http_ai_gateway_gout_find(const u_char *p,
+    size_t len, const char *lit, size_t n);
+static int ngx_http_ai_gateway_gout_open(void *data,
+    ngx_http_ai_gateway_pii_match_t *m);
+static size_t ngx_http_ai_gateway_gout_secret_drop(
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_gout_detect(
     ngx_http_ai_gateway_guard_scan_t *s, ngx_http_ai_gateway_guard_text_t *t,
-    const u_char *p, size_t len, u_char *all);
+    const u_char *p, size_t len, u_char *all, ngx_uint_t hold);
+static ngx_int_t ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field);
+static ngx_int_t ngx_http_ai_gateway_gout_mask_item(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *item);
+static ngx_int_t ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *type, json_t *root);
 static u_char *ngx_http_ai_gateway_gout_scratch(ngx_pool_t *pool,
     ngx_http_ai_gateway_gout_t *go, ngx_uint_t which, size_t size);
 static ngx_int_t ngx_http_ai_gateway_gout_emit(ngx_http_ai_gateway_gout_t *go,
@@ -168,10 +232,20 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
 
-    if (lcf->guard_out == NULL || ctx->resp_encoded
+    if (lcf->guard_out == NULL
         || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
         || r->headers_out.status < NGX_HTTP_OK)
     {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->resp_encoded
+        && lcf->guard_out->on_error == NGX_HTTP_AI_GATEWAY_GUARD_ALLOW)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway: the output guardrail cannot inspect a "
+                      "compressed answer: sent as it is (on_error=allow)");
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", "encoded", "error");
         return NGX_DECLINED;
     }
 
@@ -181,6 +255,22 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
     }
 
     go->guard = lcf->guard_out;
+
+    if (ctx->resp_encoded) {
+        /* refused whole, a stream too: its events cannot be read */
+        go->encoded = 1;
+        go->header_held = 1;
+        ctx->gout = go;
+        ctx->drops = NULL;
+
+        ngx_http_ai_gateway_translate_buf_init(&go->out,
+                                               ngx_http_ai_gateway_pool_resize,
+                                               r->pool);
+        ngx_http_clear_content_length(r);
+        ngx_http_clear_accept_ranges(r);
+
+        return NGX_DONE;
+    }
     go->sse = ctx->resp_sse;
     go->anthropic = (ctx->api == NGX_HTTP_AI_GATEWAY_API_ANTHROPIC_MESSAGES);
 
@@ -203,6 +293,8 @@ ngx_http_ai_gateway_guard_header(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
+        go->nalloc = NGX_HTTP_AI_GATEWAY_GUARD_TEXTS;
+
         return NGX_OK;
     }
 
@@ -218,6 +310,7 @@ ngx_int_t
 ngx_http_ai_gateway_guard_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t **out)
 {
+    ngx_int_t                    rc;
     ngx_uint_t                   last;
     ngx_chain_t                 *cl;
     ngx_http_ai_gateway_gout_t  *go;
@@ -237,6 +330,20 @@ ngx_http_ai_gateway_guard_body(ngx_http_request_t *r,
 
         cl->buf->pos = cl->buf->last;
         cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (last && !go->blocked) {
+        /* a stream that ended without [DONE]: what is held goes out */
+        rc = ngx_http_ai_gateway_gout_flush_all(r, ctx, go);
+
+        if (rc == NGX_DECLINED) {
+            rc = ngx_http_ai_gateway_gout_block(r, ctx, go,
+                                                ctx->gout_category);
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_ai_gateway_gout_chain(r, go, last, out);
@@ -270,6 +377,13 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
             last = 1;
         }
 
+        if (go->encoded) {
+            /* dropped: see gout_encoded() */
+            cl->buf->pos = cl->buf->last;
+            cl->buf->file_pos = cl->buf->file_last;
+            continue;
+        }
+
         if (ngx_buf_in_memory(cl->buf)
             && ngx_http_ai_gateway_append(r, &go->json, cl->buf->pos,
                                           cl->buf->last - cl->buf->pos,
@@ -285,6 +399,10 @@ ngx_http_ai_gateway_gout_json(ngx_http_request_t *r,
 
     if (!last) {
         return NGX_OK;
+    }
+
+    if (go->encoded) {
+        return ngx_http_ai_gateway_gout_encoded(r, ctx, go, out);
     }
 
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
@@ -520,6 +638,51 @@ ngx_http_ai_gateway_gout_verdict(ngx_http_request_t *r,
 }
 
 
+/*
+ * A compressed answer (an upstream that ignored "Accept-Encoding:
+ * identity") with on_error=deny: the output guardrail cannot read it, so
+ * the client gets a 502 instead, as for a safety model that failed.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_encoded(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_chain_t **out)
+{
+    u_char  *m;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "ai_gateway: 502 guardrail_unavailable: the output "
+                  "guardrail cannot inspect a compressed answer "
+                  "(on_error=deny)");
+    ngx_http_ai_gateway_guard_note(r, ctx, "output", "encoded", "error");
+
+    if (r->headers_out.content_encoding) {
+        r->headers_out.content_encoding->hash = 0;
+        r->headers_out.content_encoding = NULL;
+    }
+
+    go->out.len = 0;
+    m = (u_char *) "The upstream's answer could not be inspected.";
+
+    if (ngx_http_ai_gateway_translate_error_json(&go->out, (char *) m,
+                                                 ngx_strlen(m),
+                                                 "server_error",
+                                                 "guardrail_unavailable")
+            != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK
+        || ngx_http_ai_gateway_translate_buf_room(&go->out, 1)
+           != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    go->out.p[go->out.len++] = LF;
+
+    return ngx_http_ai_gateway_gout_refuse(r, ctx, go, NGX_HTTP_BAD_GATEWAY,
+                                           out);
+}
+
+
 /* the error in go->out instead of the answer */
 
 static ngx_int_t
@@ -614,6 +777,7 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     size_t                      len;
     ngx_int_t                   rc;
     ngx_str_t                   rest;
+    json_int_t                  index, index2;
     const char                 *type;
     ngx_http_ai_gateway_gout_t  *go;
 
@@ -630,10 +794,22 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     }
 
     if (len == 6 && ngx_strncmp(p, "[DONE]", 6) == 0) {
+        /* texts that no finish_reason chunk ended: their rest first */
+        rc = ngx_http_ai_gateway_gout_flush_all(r, ctx, go);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_ai_gateway_gout_block(r, ctx, go,
+                                                  ctx->gout_category);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
         return ngx_http_ai_gateway_gout_emit_raw(go, name, name_len, p, len);
     }
 
-    root = json_loadb((const char *) p, len, 0, NULL);
+    root = json_loadb((const char *) p, len, JSON_ALLOW_NUL, NULL);
 
     if (root == NULL || !json_is_object(root)) {
         json_decref(root);
@@ -646,31 +822,32 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
 
     if (type && ngx_strcmp(type, "content_block_delta") == 0) {
         /* Anthropic */
-        n = (size_t) json_integer_value(json_object_get(root, "index"));
+        index = json_integer_value(json_object_get(root, "index"));
         delta = json_object_get(root, "delta");
-        ngx_snprintf((u_char *) key, sizeof(key), "a%uz%Z", n);
+        ngx_snprintf((u_char *) key, sizeof(key), "a%L%Z", (int64_t) index);
 
         if (json_object_get(delta, "text")) {
             rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta, "text",
-                                                key, 1);
+                                       key, NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC,
+                                       index, 0);
 
         } else if (json_object_get(delta, "partial_json")) {
             rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta,
-                                                "partial_json", key, 0);
+                                       "partial_json", key,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL, index, 0);
         }
 
     } else if (type && ngx_strcmp(type, "content_block_stop") == 0) {
-        n = (size_t) json_integer_value(json_object_get(root, "index"));
-        ngx_snprintf((u_char *) key, sizeof(key), "a%uz%Z", n);
+        index = json_integer_value(json_object_get(root, "index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "a%L%Z", (int64_t) index);
 
         rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
         if (rc == NGX_OK && rest.len) {
             /* what was held back goes out before the block ends */
-            e = json_pack("{s:s,s:i,s:{s:s,s:s%}}", "type",
-                          "content_block_delta", "index", (json_int_t) n,
-                          "delta", "type", "text_delta", "text",
-                          rest.data, rest.len);
+            e = ngx_http_ai_gateway_gout_rest_event(go,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC,
+                                       index, 0, &rest);
             if (e == NULL) {
                 rc = NGX_ERROR;
 
@@ -683,29 +860,27 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
         }
 
     } else if (type && ngx_strcmp(type, "response.output_text.delta") == 0) {
-        ngx_snprintf((u_char *) key, sizeof(key), "r%uz.%uz%Z",
-                     (size_t) json_integer_value(json_object_get(root,
-                                                         "output_index")),
-                     (size_t) json_integer_value(json_object_get(root,
-                                                         "content_index")));
-        rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, root, "delta", key, 1);
+        index = json_integer_value(json_object_get(root, "output_index"));
+        index2 = json_integer_value(json_object_get(root, "content_index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "r%L.%L%Z", (int64_t) index,
+                     (int64_t) index2);
+
+        rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, root, "delta", key,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES,
+                                       index, index2);
 
     } else if (type && ngx_strcmp(type, "response.output_text.done") == 0) {
-        ngx_snprintf((u_char *) key, sizeof(key), "r%uz.%uz%Z",
-                     (size_t) json_integer_value(json_object_get(root,
-                                                         "output_index")),
-                     (size_t) json_integer_value(json_object_get(root,
-                                                         "content_index")));
+        index = json_integer_value(json_object_get(root, "output_index"));
+        index2 = json_integer_value(json_object_get(root, "content_index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "r%L.%L%Z", (int64_t) index,
+                     (int64_t) index2);
 
         rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
         if (rc == NGX_OK && rest.len) {
-            e = json_pack("{s:s,s:O,s:O,s:s%}", "type",
-                          "response.output_text.delta", "output_index",
-                          json_object_get(root, "output_index"),
-                          "content_index",
-                          json_object_get(root, "content_index"),
-                          "delta", rest.data, rest.len);
+            e = ngx_http_ai_gateway_gout_rest_event(go,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES,
+                                       index, index2, &rest);
             if (e == NULL) {
                 rc = NGX_ERROR;
 
@@ -718,10 +893,23 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
             }
         }
 
+        /* the whole text again: masked as the deltas were */
+        if (rc == NGX_OK) {
+            rc = ngx_http_ai_gateway_gout_mask_string(r, ctx, go, root,
+                                                      "text");
+        }
+
+    } else if (type && ngx_strncmp(type, "response.", 9) == 0) {
+        rc = ngx_http_ai_gateway_gout_responses(r, ctx, go, type, root);
+
     } else if ((choices = json_object_get(root, "choices"))
                && json_is_array(choices))
     {
         /* OpenAI chat and completions chunks */
+        if (ngx_http_ai_gateway_gout_remember_chunk(r, go, root) != NGX_OK) {
+            rc = NGX_ERROR;
+        }
+
         json_array_foreach(choices, i, c) {
             if (rc != NGX_OK) {
                 /* a block (or an error) in one choice ends the chunk: the
@@ -729,18 +917,23 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
                 break;
             }
 
-            n = (size_t) json_integer_value(json_object_get(c, "index"));
-            ngx_snprintf((u_char *) key, sizeof(key), "c%uz%Z", n);
+            index = json_integer_value(json_object_get(c, "index"));
+            ngx_snprintf((u_char *) key, sizeof(key), "c%L%Z",
+                         (int64_t) index);
 
             delta = json_object_get(c, "delta");
 
             if (delta && json_is_string(json_object_get(delta, "content"))) {
                 rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta,
-                                                    "content", key, 1);
+                                       "content", key,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_CHAT, index,
+                                       0);
 
             } else if (json_is_string(json_object_get(c, "text"))) {
                 rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, c, "text",
-                                                    key, 1);
+                                       key,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION,
+                                       index, 0);
             }
 
             json_array_foreach(json_object_get(delta, "tool_calls"), n, tc) {
@@ -748,8 +941,8 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
 
                 if (rc == NGX_OK && json_object_get(fn, "arguments")) {
                     rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, fn,
-                                                        "arguments", "tool",
-                                                        0);
+                                       "arguments", "tool",
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL, 0, 0);
                 }
             }
 
@@ -785,6 +978,142 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     json_decref(root);
 
     return rc;
+}
+
+
+/*
+ * The Responses API's other events repeat what the deltas streamed: the
+ * whole text of a part ("response.content_part.done"), of an output item
+ * ("response.output_item.done"), of the answer ("response.completed"),
+ * and a function call's arguments, which come as deltas of their own.
+ * Each text there is masked (or blocks) as a JSON answer's would.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const char *type, json_t *root)
+{
+    char        key[24];
+    size_t      i;
+    json_t     *v, *item;
+    ngx_int_t   rc;
+    json_int_t  index;
+
+    if (ngx_strcmp(type, "response.function_call_arguments.delta") == 0) {
+        index = json_integer_value(json_object_get(root, "output_index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "f%L%Z", (int64_t) index);
+
+        return ngx_http_ai_gateway_gout_delta(r, ctx, go, root, "delta", key,
+                                              NGX_HTTP_AI_GATEWAY_GOUT_TOOL,
+                                              index, 0);
+    }
+
+    if (ngx_strcmp(type, "response.function_call_arguments.done") == 0) {
+        return ngx_http_ai_gateway_gout_mask_string(r, ctx, go, root,
+                                                    "arguments");
+    }
+
+    v = json_object_get(root, "part");
+
+    if (json_is_object(v)) {
+        return ngx_http_ai_gateway_gout_mask_string(r, ctx, go, v, "text");
+    }
+
+    v = json_object_get(root, "item");
+
+    if (json_is_object(v)) {
+        return ngx_http_ai_gateway_gout_mask_item(r, ctx, go, v);
+    }
+
+    v = json_object_get(json_object_get(root, "response"), "output");
+
+    json_array_foreach(v, i, item) {
+        rc = ngx_http_ai_gateway_gout_mask_item(r, ctx, go, item);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* an output item: a message's text parts, a function call's arguments */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_mask_item(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *item)
+{
+    size_t      i;
+    json_t     *part;
+    ngx_int_t   rc;
+
+    rc = ngx_http_ai_gateway_gout_mask_string(r, ctx, go, item, "arguments");
+
+    json_array_foreach(json_object_get(item, "content"), i, part) {
+        if (rc == NGX_OK) {
+            rc = ngx_http_ai_gateway_gout_mask_string(r, ctx, go, part,
+                                                      "text");
+        }
+    }
+
+    return rc;
+}
+
+
+/* owner[field], a whole text: PII masked, or NGX_DECLINED (pii=block) */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field)
+{
+    u_char        *out;
+    size_t         len, count;
+    json_t        *v;
+    unsigned       types;
+    const u_char  *p;
+
+    v = json_object_get(owner, field);
+
+    if (!json_is_string(v) || go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_NONE)
+    {
+        return NGX_OK;
+    }
+
+    p = (const u_char *) json_string_value(v);
+    len = json_string_length(v);
+
+    types = ngx_http_ai_gateway_guard_mask_types(p, len, go->guard->pii_types);
+
+    if (types == 0) {
+        return NGX_OK;
+    }
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+        ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                                              ffs(types) - 1);
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", ctx->gout_category,
+                                       "block");
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ai_gateway_guard_mask_note(r, ctx, "output", types);
+
+    out = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(len));
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_http_ai_gateway_pii_mask(p, len, go->guard->pii_types, out,
+                                       &count);
+
+    return json_object_set_new(owner, field,
+                               json_stringn_nocheck((char *) out, len)) == 0
+           ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -825,19 +1154,24 @@ ngx_http_ai_gateway_gout_append(ngx_http_request_t *r, json_t *owner,
 
 /*
  * A text delta: detection over what was sent before and what is new;
- * with hold, what may still become a match waits for the next delta.
- * NGX_DECLINED: blocked (ctx->gout_category says why).
+ * unless it is a tool's arguments, what may still become a match waits
+ * for the next delta.  A PEM block or a JWT that runs to the text's end is
+ * a secret at once: "[REDACTED_SECRET]" goes out for it, and the rest of
+ * it is dropped as it comes (gout_secret_drop()), so that a long key needs
+ * no long hold.  NGX_DECLINED: blocked (ctx->gout_category says why).
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
-    json_t *owner, const char *field, const char *key, ngx_uint_t hold)
+    json_t *owner, const char *field, const char *key, ngx_uint_t kind,
+    json_int_t index, json_int_t index2)
 {
-    u_char                            *p, *all, *scan;
-    size_t                             len, held, keep, n, count;
+    u_char                            *p, *all, *scan, *out;
+    size_t                             len, held, keep, n, count, start, d;
     json_t                            *v;
     ngx_int_t                          rc;
+    ngx_uint_t                         hold, secret;
     ngx_http_ai_gateway_guard_scan_t   s;
     ngx_http_ai_gateway_guard_text_t  *t;
 
@@ -846,11 +1180,15 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    t = ngx_http_ai_gateway_gout_text(go, key);
+    t = ngx_http_ai_gateway_gout_text(r, go, key, kind);
     if (t == NULL) {
-        return NGX_ERROR;
+        return ngx_http_ai_gateway_gout_too_many(r, ctx);
     }
 
+    t->index = index;
+    t->index2 = index2;
+
+    hold = (kind != NGX_HTTP_AI_GATEWAY_GOUT_TOOL);
     held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
     len = json_string_length(v);
 
@@ -871,11 +1209,37 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     p = ngx_cpymem(p, json_string_value(v), len);
     len = p - all;
 
+    if (t->held) {
+        t->held->last = t->held->pos;
+    }
+
+    if (t->secret) {
+        /* the rest of a secret already masked: dropped */
+        d = ngx_http_ai_gateway_gout_secret_drop(t, all, len);
+
+        if (t->secret) {
+            /* what may be the start of its end waits */
+            if (len > d
+                && ngx_http_ai_gateway_append(r, &t->held, all + d, len - d,
+                                              NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return json_object_set_new(owner, field, json_string("")) == 0
+                   ? NGX_OK : NGX_ERROR;
+        }
+
+        all += d;
+        len -= d;
+    }
+
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
     s.guard = go->guard;
     s.pool = r->pool;
 
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan);
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, hold);
 
     if (rc != NGX_OK) {
         ctx->gout_category = s.category;
@@ -885,15 +1249,35 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     }
 
     keep = hold ? ngx_http_ai_gateway_gout_hold(all, len) : 0;
-    n = len - keep;
+    secret = 0;
 
-    if (t->held) {
-        t->held->last = t->held->pos;
+    if (hold && (go->guard->pii_types
+                 & NGX_HTTP_AI_GATEWAY_PII_BIT(NGX_HTTP_AI_GATEWAY_PII_SECRET))
+        && go->guard->pii != NGX_HTTP_AI_GATEWAY_GUARD_NONE)
+    {
+        start = ngx_http_ai_gateway_gout_secret_start(all, len, &secret);
+
+        if (secret) {
+            if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                         NGX_HTTP_AI_GATEWAY_PII_SECRET);
+                ngx_http_ai_gateway_guard_note(r, ctx, "output",
+                                               ctx->gout_category, "block");
+                return NGX_DECLINED;
+            }
+
+            /* the secret from start on is masked now, what follows it is
+             * dropped: nothing waits */
+            keep = len - start;
+        }
     }
 
-    if (keep
+    n = len - keep;
+
+    if (keep && !secret
         && ngx_http_ai_gateway_append(r, &t->held, all + n, keep,
-                                      NGX_HTTP_AI_GATEWAY_GUARD_HOLD * 2)
+                                      NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD
+                                      + NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -901,52 +1285,88 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
 
     /* the part that goes out now, masked */
 
-    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK && n) {
+    out = all;
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK && (n || secret)) {
         count = 0;
-        (void) ngx_http_ai_gateway_pii_mask(all, n, go->guard->pii_types,
-                                            NULL, &count);
 
-        if (count) {
+        if (n) {
+            (void) ngx_http_ai_gateway_pii_mask(all, n, go->guard->pii_types,
+                                                NULL, &count);
+        }
+
+        if (count || secret) {
             ngx_http_ai_gateway_guard_mask_note(r, ctx, "output",
-                          ngx_http_ai_gateway_guard_mask_types(all, n,
-                                                     go->guard->pii_types));
+                          (n ? ngx_http_ai_gateway_guard_mask_types(all, n,
+                                                     go->guard->pii_types)
+                             : 0)
+                          | (secret ? NGX_HTTP_AI_GATEWAY_PII_BIT(
+                                          NGX_HTTP_AI_GATEWAY_PII_SECRET)
+                                    : 0));
 
-            p = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+            out = ngx_http_ai_gateway_gout_scratch(r->pool, go,
                                          NGX_HTTP_AI_GATEWAY_GOUT_MASKED,
-                                         NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(n));
-            if (p == NULL) {
+                                         NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(n)
+                                         + sizeof("[REDACTED_SECRET]"));
+            if (out == NULL) {
                 return NGX_ERROR;
             }
 
-            n = ngx_http_ai_gateway_pii_mask(all, n, go->guard->pii_types, p,
-                                             NULL);
-            all = p;
+            n = count ? ngx_http_ai_gateway_pii_mask(all, n,
+                                                     go->guard->pii_types,
+                                                     out, NULL)
+                      : (size_t) (ngx_cpymem(out, all, n) - out);
+
+            if (secret) {
+                n = ngx_cpymem(out + n, "[REDACTED_SECRET]",
+                               sizeof("[REDACTED_SECRET]") - 1) - out;
+                t->secret = secret;
+            }
         }
     }
 
     /* what was sent, for keywords and patterns across deltas */
     if (n >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
-        ngx_memcpy(t->back, all + n - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
+        ngx_memcpy(t->back, out + n - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
                    NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
         t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
 
     } else {
         keep = ngx_min(t->back_len, NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - n);
         ngx_memmove(t->back, t->back + t->back_len - keep, keep);
-        ngx_memcpy(t->back + keep, all, n);
+        ngx_memcpy(t->back + keep, out, n);
         t->back_len = keep + n;
     }
 
     if (hold) {
-        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, all, n);
+        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, out, n);
 
     } else {
-        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture_args, all, n);
+        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture_args, out, n);
     }
 
     return json_object_set_new(owner, field,
-                               json_stringn_nocheck((char *) all, n)) == 0
+                               json_stringn_nocheck((char *) out, n)) == 0
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/* more texts at once than we follow: the stream ends, as for a block */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_too_many(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "ai_gateway: the output guardrail follows at most %d "
+                  "texts of a stream at once: the stream is ended",
+                  NGX_HTTP_AI_GATEWAY_GUARD_TEXTS_MAX);
+
+    ctx->gout_category = "too_many_texts";
+    ngx_http_ai_gateway_guard_note(r, ctx, "output", ctx->gout_category,
+                                   "error");
+
+    return NGX_DECLINED;
 }
 
 
@@ -988,28 +1408,72 @@ ngx_http_ai_gateway_gout_scratch(ngx_pool_t *pool,
 }
 
 
-/* the end of a text: what is held goes out, masked */
+/*
+ * The end of a text: what is held goes out, masked, or blocks; the text's
+ * place is free again.  The rest of a secret being dropped is dropped.
+ */
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     const char *key, ngx_str_t *text)
 {
-    u_char                            *p;
-    size_t                             len, count;
     ngx_http_ai_gateway_guard_text_t  *t;
 
     ngx_str_null(text);
 
-    t = ngx_http_ai_gateway_gout_text(go, key);
-
-    if (t == NULL || t->held == NULL || t->held->last == t->held->pos) {
+    t = ngx_http_ai_gateway_gout_text(r, go, key, NGX_HTTP_AI_GATEWAY_GOUT_TOOL
+                                                  + 1);
+    if (t == NULL) {
         return NGX_OK;
     }
 
-    p = t->held->pos;
-    len = t->held->last - t->held->pos;
-    t->held->last = t->held->pos;
+    return ngx_http_ai_gateway_gout_flush(r, ctx, go, t, text);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, ngx_str_t *text)
+{
+    u_char    *p;
+    size_t     len, count;
+    unsigned   types;
+
+    ngx_str_null(text);
+
+    p = t->held ? t->held->pos : NULL;
+    len = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
+
+    if (t->held) {
+        t->held->last = t->held->pos;
+    }
+
+    if (t->secret) {
+        len = 0;
+    }
+
+    /* free: the buffer stays for the next text in this place */
+    t->key_len = 0;
+    t->back_len = 0;
+    t->secret = 0;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+        types = ngx_http_ai_gateway_guard_mask_types(p, len,
+                                                     go->guard->pii_types);
+        if (types) {
+            ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                                              ffs(types) - 1);
+            ngx_http_ai_gateway_guard_note(r, ctx, "output",
+                                           ctx->gout_category, "block");
+            return NGX_DECLINED;
+        }
+    }
 
     if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_MASK) {
         count = 0;
@@ -1050,18 +1514,190 @@ ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
 }
 
 
+/*
+ * The stream ends ([DONE], or its last buffer) with texts that still hold
+ * bytes (no finish_reason chunk came, or no content_block_stop): each rest
+ * goes out in an event of its own, of the shape its text came in.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go)
+{
+    json_t                            *e;
+    ngx_int_t                          rc;
+    ngx_str_t                          rest;
+    ngx_uint_t                         i, kind;
+    json_int_t                         index, index2;
+    ngx_http_ai_gateway_guard_text_t  *t;
+
+    for (i = 0; i < go->ntexts; i++) {
+        t = &go->texts[i];
+
+        if (t->key_len == 0) {
+            continue;
+        }
+
+        kind = t->kind;
+        index = t->index;
+        index2 = t->index2;
+
+        rc = ngx_http_ai_gateway_gout_flush(r, ctx, go, t, &rest);
+
+        if (rc != NGX_OK || rest.len == 0) {
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        e = ngx_http_ai_gateway_gout_rest_event(go, kind, index, index2,
+                                                &rest);
+        if (e == NULL) {
+            return NGX_ERROR;
+        }
+
+        switch (kind) {
+
+        case NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC:
+            rc = ngx_http_ai_gateway_gout_emit(go,
+                                   (u_char *) "content_block_delta",
+                                   sizeof("content_block_delta") - 1, e);
+            break;
+
+        case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
+            rc = ngx_http_ai_gateway_gout_emit(go,
+                                   (u_char *) "response.output_text.delta",
+                                   sizeof("response.output_text.delta") - 1,
+                                   e);
+            break;
+
+        default:
+            rc = ngx_http_ai_gateway_gout_emit(go, NULL, 0, e);
+        }
+
+        json_decref(e);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* an event that carries the rest of a text */
+
+static json_t *
+ngx_http_ai_gateway_gout_rest_event(ngx_http_ai_gateway_gout_t *go,
+    ngx_uint_t kind, json_int_t index, json_int_t index2, ngx_str_t *rest)
+{
+    json_t  *e, *choices;
+
+    switch (kind) {
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC:
+        return json_pack("{s:s,s:I,s:{s:s,s:s%}}", "type",
+                         "content_block_delta", "index", index, "delta",
+                         "type", "text_delta", "text", rest->data, rest->len);
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
+        return json_pack("{s:s,s:I,s:I,s:s%}", "type",
+                         "response.output_text.delta", "output_index", index,
+                         "content_index", index2, "delta", rest->data,
+                         rest->len);
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION:
+        choices = json_pack("[{s:I,s:s%,s:n}]", "index", index, "text",
+                            rest->data, rest->len, "finish_reason");
+        break;
+
+    default: /* NGX_HTTP_AI_GATEWAY_GOUT_CHAT */
+        choices = json_pack("[{s:I,s:{s:s%},s:n}]", "index", index, "delta",
+                            "content", rest->data, rest->len,
+                            "finish_reason");
+        break;
+    }
+
+    if (choices == NULL) {
+        return NULL;
+    }
+
+    e = go->chunk ? json_copy(go->chunk) : json_object();
+
+    if (e == NULL || json_object_set_new(e, "choices", choices) != 0) {
+        json_decref(e);
+        return NULL;
+    }
+
+    return e;
+}
+
+
+/* the first OpenAI chunk's fields (id, model, ...), for gout_rest_event() */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_remember_chunk(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, json_t *root)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (go->chunk != NULL) {
+        return NGX_OK;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    go->chunk = json_copy(root);
+    if (go->chunk == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) json_object_del(go->chunk, "choices");
+    (void) json_object_del(go->chunk, "usage");
+
+    cln->handler = ngx_http_ai_gateway_gout_chunk_cleanup;
+    cln->data = go;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_gout_chunk_cleanup(void *data)
+{
+    ngx_http_ai_gateway_gout_t  *go = data;
+
+    json_decref(go->chunk);
+    go->chunk = NULL;
+}
+
+
+/*
+ * The text of key, or a place made for it when kind is a text's kind
+ * (NGX_HTTP_AI_GATEWAY_GOUT_TOOL + 1: only found).  Places are reused once
+ * their text ended; up to NGX_HTTP_AI_GATEWAY_GUARD_TEXTS_MAX at once.
+ */
+
 static ngx_http_ai_gateway_guard_text_t *
-ngx_http_ai_gateway_gout_text(ngx_http_ai_gateway_gout_t *go, const char *key)
+ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, const char *key, ngx_uint_t kind)
 {
     size_t                             len;
-    ngx_uint_t                         i;
-    ngx_http_ai_gateway_guard_text_t  *t;
+    ngx_uint_t                         i, n;
+    ngx_http_ai_gateway_guard_text_t  *t, *free, *texts;
 
     if (go->texts == NULL) {
         return NULL;
     }
 
     len = ngx_strlen(key);
+    free = NULL;
 
     for (i = 0; i < go->ntexts; i++) {
         t = &go->texts[i];
@@ -1069,97 +1705,431 @@ ngx_http_ai_gateway_gout_text(ngx_http_ai_gateway_gout_t *go, const char *key)
         if (t->key_len == len && ngx_strncmp(t->key, key, len) == 0) {
             return t;
         }
+
+        if (t->key_len == 0 && free == NULL) {
+            free = t;
+        }
     }
 
-    if (go->ntexts == NGX_HTTP_AI_GATEWAY_GUARD_TEXTS
-        || len > sizeof(go->texts[0].key))
-    {
+    if (kind > NGX_HTTP_AI_GATEWAY_GOUT_TOOL || len > sizeof(t->key)) {
         return NULL;
     }
 
-    t = &go->texts[go->ntexts++];
+    if (free == NULL) {
+        if (go->ntexts == go->nalloc) {
+            n = go->nalloc * 2;
+
+            if (n > NGX_HTTP_AI_GATEWAY_GUARD_TEXTS_MAX) {
+                return NULL;
+            }
+
+            texts = ngx_pcalloc(r->pool,
+                                n * sizeof(ngx_http_ai_gateway_guard_text_t));
+            if (texts == NULL) {
+                return NULL;
+            }
+
+            ngx_memcpy(texts, go->texts,
+                       go->ntexts * sizeof(ngx_http_ai_gateway_guard_text_t));
+            (void) ngx_pfree(r->pool, go->texts);
+
+            go->texts = texts;
+            go->nalloc = n;
+        }
+
+        free = &go->texts[go->ntexts++];
+    }
+
+    t = free;
     ngx_memcpy(t->key, key, len);
     t->key_len = len;
+    t->back_len = 0;
+    t->secret = 0;
+    t->kind = kind;
+    t->index = 0;
+    t->index2 = 0;
 
     return t;
 }
 
 
 /*
- * How many bytes at the end may still grow into a match: the last word
- * (no white space in it), and when it has digits (or the text ends in a
- * space after a digit), the groups of digits and letters before it that
- * single spaces separate ("+1 415 555", "DE89 3704").
+ * How many bytes at the end may still grow into a match:
+ *   - the last word (no white space in it), at most
+ *     NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes of it, but a whole JWT ("eyJ")
+ *     up to NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD: it is masked as a
+ *     secret as soon as its third segment begins (gout_secret_start());
+ *   - when that word is number-like (or the text ends in spaces after
+ *     one), the number-like groups before it that single spaces separate
+ *     ("+1 415 555", "(415) ", "GB82 WEST 1234");
+ *   - a PEM header not yet whole ("-----BEGIN RSA PRIV").
  */
 
 static size_t
 ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 {
-    size_t      i, groups, digits;
-    ngx_uint_t  space;
+    size_t      i, j, k, e, from, pem, groups;
+    ngx_uint_t  end_space;
+
+    pem = ngx_http_ai_gateway_gout_pem_open(p, len);
 
     i = len;
-    digits = 0;
 
     while (i > 0 && p[i - 1] == ' ') {
         i--;
     }
 
-    if (i < len && (i == 0 || !(p[i - 1] >= '0' && p[i - 1] <= '9'))) {
-        /* a finished word */
-        return 0;
+    end_space = (i < len);
+
+    /* the last word: [j, i) */
+
+    for (j = i;
+         j > 0 && !ngx_http_ai_gateway_gout_sep(p[j - 1])
+         && i - j <= NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD;
+         j--)
+    {
+        /* void */
     }
 
-    for (groups = 0; i > 0 && len - i < NGX_HTTP_AI_GATEWAY_GUARD_HOLD; ) {
+    if (i == j) {
+        return len - ngx_min(pem, len);
+    }
 
-        space = (p[i - 1] == ' ');
+    if (end_space && !ngx_http_ai_gateway_gout_numberish(p + j, i - j)) {
+        return len - pem;
+    }
 
-        if (space) {
-            if (!digits || groups >= 6 || i < 2 || p[i - 2] == ' '
-                || p[i - 2] == '\n' || p[i - 2] == '\t')
+    if (!end_space && i - j > NGX_HTTP_AI_GATEWAY_GUARD_HOLD
+        && !(i - j <= NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD
+             && (j == 0 || ngx_http_ai_gateway_gout_sep(p[j - 1]))
+             && i - j >= 3 && p[j] == 'e' && p[j + 1] == 'y'
+             && p[j + 2] == 'J'))
+    {
+        /*
+         * A long run without white space (Chinese or Japanese text): its
+         * last NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes, and where that cut a
+         * UTF-8 character, the character goes out whole, so that no event
+         * carries half of one
+         */
+        from = len - NGX_HTTP_AI_GATEWAY_GUARD_HOLD;
+
+        while (from < len && (p[from] & 0xc0) == 0x80) {
+            from++;
+        }
+
+        return len - ngx_min(from, pem);
+    }
+
+    from = j;
+
+    if (ngx_http_ai_gateway_gout_numberish(p + j, i - j)) {
+
+        for (groups = 1; groups < 12; groups++) {
+
+            /* a single space, and a group before it: [k, e) */
+
+            if (from < 2 || p[from - 1] != ' '
+                || ngx_http_ai_gateway_gout_sep(p[from - 2]))
             {
                 break;
             }
 
-            groups++;
-            digits = 0;
-            i--;
+            e = from - 1;
+
+            for (k = e; k > 0 && !ngx_http_ai_gateway_gout_sep(p[k - 1])
+                        && e - k <= 16; k--)
+            {
+                /* void */
+            }
+
+            if (e - k > 16 || !ngx_http_ai_gateway_gout_numberish(p + k, e - k)
+                || len - k > NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+            {
+                break;
+            }
+
+            from = k;
+        }
+    }
+
+    return len - ngx_min(from, pem);
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_sep(u_char c)
+{
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
+
+
+/*
+ * A group that may be part of a phone number, a card or an IBAN: with a
+ * digit, or 2 to 4 capitals and digits ("WEST", an IBAN's bank code), or
+ * only "()+-./" (the "(" of "(415)")
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_numberish(const u_char *p, size_t len)
+{
+    size_t      i;
+    ngx_uint_t  upper, punct;
+
+    upper = (len >= 2 && len <= 4);
+    punct = 1;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] >= '0' && p[i] <= '9') {
+            return 1;
+        }
+
+        if (!(p[i] >= 'A' && p[i] <= 'Z')) {
+            upper = 0;
+        }
+
+        if (ngx_strchr("()+-./", p[i]) == NULL || p[i] == '\0') {
+            punct = 0;
+        }
+    }
+
+    return upper || punct;
+}
+
+
+/*
+ * Where a PEM header begins that is not whole yet ("-----BEGIN RSA PRIV"
+ * at the end), within the last 64 bytes; len when there is none
+ */
+
+static size_t
+ngx_http_ai_gateway_gout_pem_open(const u_char *p, size_t len)
+{
+    size_t   i, k, from;
+
+    from = (len > 64) ? len - 64 : 0;
+
+    for (i = len; i > from; i--) {
+        if (p[i - 1] != '-' || i - 1 + 11 > len
+            || ngx_strncmp(p + i - 1, "-----BEGIN ", 11) != 0)
+        {
             continue;
         }
 
-        if (p[i - 1] == '\n' || p[i - 1] == '\t' || p[i - 1] == '\r') {
-            break;
+        /* the label: capitals, digits and spaces, up to "-----" */
+        for (k = i - 1 + 11; k < len; k++) {
+            if (p[k] == '-') {
+                /* "-----" closes it, whole or cut at the end */
+                return (len - k >= 5) ? len : i - 1;
+            }
+
+            if (!((p[k] >= 'A' && p[k] <= 'Z') || (p[k] >= '0' && p[k] <= '9')
+                  || p[k] == ' '))
+            {
+                return len;
+            }
         }
 
-        if (p[i - 1] >= '0' && p[i - 1] <= '9') {
-            digits++;
+        return i - 1;
+    }
+
+    return len;
+}
+
+
+/*
+ * Where a PEM block or a JWT begins that the detector matches up to the
+ * text's end, so that it may go on in the next delta; its kind goes to
+ * *secret (0: none, len returned).
+ */
+
+typedef struct {
+    const u_char  *p;
+    size_t         len;
+    size_t         start;
+    ngx_uint_t     secret;
+} ngx_http_ai_gateway_gout_open_t;
+
+
+static size_t
+ngx_http_ai_gateway_gout_secret_start(const u_char *p, size_t len,
+    ngx_uint_t *secret)
+{
+    ngx_http_ai_gateway_gout_open_t   o;
+
+    *secret = 0;
+
+    /* cheap first: a PEM header, or an "eyJ" */
+    if (ngx_http_ai_gateway_gout_find(p, len, "eyJ", 3) == NULL
+        && ngx_http_ai_gateway_gout_find(p, len, "-----BEGIN ", 11) == NULL)
+    {
+        return len;
+    }
+
+    o.p = p;
+    o.len = len;
+    o.start = len;
+    o.secret = 0;
+
+    (void) ngx_http_ai_gateway_pii_scan(p, len,
+                   NGX_HTTP_AI_GATEWAY_PII_BIT(NGX_HTTP_AI_GATEWAY_PII_SECRET),
+                   ngx_http_ai_gateway_gout_open, &o);
+
+    *secret = o.secret;
+
+    return o.start;
+}
+
+
+static const u_char *
+ngx_http_ai_gateway_gout_find(const u_char *p, size_t len, const char *lit,
+    size_t n)
+{
+    const u_char  *q, *end;
+
+    if (len < n) {
+        return NULL;
+    }
+
+    end = p + len - n + 1;
+
+    while (p < end) {
+        q = memchr(p, lit[0], end - p);
+
+        if (q == NULL) {
+            return NULL;
         }
 
-        i--;
+        if (ngx_memcmp(q, lit, n) == 0) {
+            return q;
+        }
+
+        p = q + 1;
     }
 
-    /*
-     * Held at most NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes: where that cut a
-     * UTF-8 character (text without spaces, as Chinese or Japanese is),
-     * the character goes out whole, so that no event carries half of one
-     */
-    while (i < len && (p[i] & 0xc0) == 0x80) {
-        i++;
+    return NULL;
+}
+
+
+static int
+ngx_http_ai_gateway_gout_open(void *data, ngx_http_ai_gateway_pii_match_t *m)
+{
+    ngx_http_ai_gateway_gout_open_t  *o = data;
+
+    if (m->end != o->len) {
+        return 0;
     }
 
-    /* a group without digits before the space ends the number */
-    while (i < len && p[i] == ' ') {
-        i++;
+    if (o->len - m->start >= 11
+        && ngx_strncmp(o->p + m->start, "-----BEGIN ", 11) == 0)
+    {
+        o->secret = NGX_HTTP_AI_GATEWAY_GOUT_PEM;
+
+    } else if (o->len - m->start >= 3
+               && ngx_strncmp(o->p + m->start, "eyJ", 3) == 0)
+    {
+        o->secret = NGX_HTTP_AI_GATEWAY_GOUT_TOKEN;
+
+    } else {
+        return 0;
     }
 
-    return len - i;
+    o->start = m->start;
+
+    return 1;
+}
+
+
+/*
+ * The rest of a masked secret, at the start of p: the bytes dropped are
+ * returned, and t->secret cleared when the secret ended there.  A PEM
+ * block ends with its "-----END ...-----" line; up to that, only what may
+ * be the start of that line is not dropped (it waits in t->held).  A JWT
+ * ends at the first byte that no token has.
+ */
+
+static size_t
+ngx_http_ai_gateway_gout_secret_drop(ngx_http_ai_gateway_guard_text_t *t,
+    const u_char *p, size_t len)
+{
+    size_t   i, k;
+
+    static const char  end[] = "-----END ";
+
+    if (t->secret == NGX_HTTP_AI_GATEWAY_GOUT_TOKEN) {
+        for (i = 0; i < len; i++) {
+            if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z')
+                  || (p[i] >= '0' && p[i] <= '9') || p[i] == '-'
+                  || p[i] == '_' || p[i] == '.' || p[i] == '=' || p[i] == '+'
+                  || p[i] == '/'))
+            {
+                t->secret = 0;
+                break;
+            }
+        }
+
+        return i;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (p[i] != '-') {
+            continue;
+        }
+
+        /* "-----END " and its label up to "-----", or a start of them */
+
+        for (k = 0; k < 9 && i + k < len; k++) {
+            if (p[i + k] != (u_char) end[k]) {
+                break;
+            }
+        }
+
+        if (i + k == len) {
+            /* cut at the end: it waits */
+            return i;
+        }
+
+        if (k < 9) {
+            continue;
+        }
+
+        for (k = i + 9; k < len && k - i < 9 + 41; k++) {
+            if (p[k] == '-') {
+                break;
+            }
+
+            if (!((p[k] >= 'A' && p[k] <= 'Z') || (p[k] >= '0' && p[k] <= '9')
+                  || p[k] == ' '))
+            {
+                break;
+            }
+        }
+
+        if (k == len) {
+            return i;
+        }
+
+        if (p[k] != '-') {
+            continue;
+        }
+
+        if (len - k < 5) {
+            return i;
+        }
+
+        if (ngx_strncmp(p + k, "-----", 5) == 0) {
+            t->secret = 0;
+            return k + 5;
+        }
+    }
+
+    return len;
 }
 
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
     ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
-    u_char *all)
+    u_char *all, ngx_uint_t hold)
 {
     u_char      *q;
     ngx_int_t    rc;
@@ -1183,7 +2153,9 @@ ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
     }
 
     /* a match that may still grow is judged when it is whole */
-    len -= ngx_http_ai_gateway_gout_hold(p, len);
+    if (hold) {
+        len -= ngx_http_ai_gateway_gout_hold(p, len);
+    }
 
     s->guard->pii = NGX_HTTP_AI_GATEWAY_GUARD_BLOCK;
     rc = (len && ngx_http_ai_gateway_guard_mask_types(p, len, s->guard->pii_types))

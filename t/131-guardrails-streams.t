@@ -1,0 +1,475 @@
+# Guardrails, found in a review (2026-11-27): escaped keys and deep nesting
+# on input; on output streams, the held-back text at a stream's end (blocked,
+# or sent when no finish_reason chunk comes), number groups with letters
+# (IBAN) and brackets (phones), PEM blocks and JWTs split over many deltas,
+# more than 8 texts at once, the Responses API's events that repeat the
+# text; a compressed answer under on_error=deny; a blocked request's record.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use MockProvider;
+use JSON::PP ();
+use IO::Compress::Gzip ();
+
+# an OpenAI chat stream of these deltas; $finish: a finish_reason chunk
+sub oa_stream {
+    my ($finish, @deltas) = @_;
+    my $s = '';
+    for my $d (@deltas) {
+        $s .= 'data: ' . JSON::PP->new->canonical->encode({id => 'c1', object => 'chat.completion.chunk',
+                 model => 'm', choices => [{index => 0, delta => {content => $d}, finish_reason => undef}]}) . "\n\n";
+    }
+    $s .= qq|data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n| if $finish;
+    return $s . "data: [DONE]\n\n";
+}
+
+# an Anthropic stream: one text block a list of deltas
+sub an_stream {
+    my (@blocks) = @_;
+    my $s = qq|event: message_start\ndata: {"type":"message_start","message":{"id":"m1","type":"message","role":"assistant","model":"claude","content":[],"usage":{"input_tokens":5,"output_tokens":1}}}\n\n|;
+    my $i = 0;
+    for my $b (@blocks) {
+        $s .= qq|event: content_block_start\ndata: {"type":"content_block_start","index":$i,"content_block":{"type":"text","text":""}}\n\n|;
+        for my $d (@$b) {
+            $s .= "event: content_block_delta\ndata: " . JSON::PP->new->canonical->encode({type => 'content_block_delta',
+                     index => $i, delta => {type => 'text_delta', text => $d}}) . "\n\n";
+        }
+        $s .= qq|event: content_block_stop\ndata: {"type":"content_block_stop","index":$i}\n\n|;
+        $i++;
+    }
+    return $s . qq|event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n|;
+}
+
+# pieces of n characters
+sub pieces { my ($t, $n) = @_; return $t =~ /(.{1,$n})/sg }
+
+# the text a client got from an OpenAI stream, and how it ended
+sub oa_text {
+    my ($body) = @_;
+    my ($text, $bad) = ('', 0);
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = eval { JSON::PP::decode_json($l) };
+        if (!$j) { $bad++; next }
+        return "$text|blocked ($j->{error}{message})" if $j->{error};
+        $text .= $_->{delta}{content} // $_->{text} // '' for @{ $j->{choices} };
+    }
+    return "$text|$bad bad|" . ($body =~ /data: \[DONE\]\n\n\z/ ? 'DONE' : 'no end');
+}
+
+sub an_text {
+    my ($body) = @_;
+    return oa_text($body) if $body !~ /^event: message_start$/m;
+    my %text;
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        return CORE::join('/', map { $text{$_} } sort { $a <=> $b } keys %text) . "|blocked ($j->{error}{message})"
+            if $j->{type} eq 'error';
+        $text{$j->{index}} .= $j->{delta}{text} // '' if $j->{type} eq 'content_block_delta';
+    }
+    return CORE::join('/', map { $text{$_} } sort { $a <=> $b } keys %text) . '|'
+        . ($body =~ /event: message_stop\ndata: \{"type":"message_stop"\}\n\n\z/ ? 'message_stop' : 'no end');
+}
+
+our $pem = "-----BEGIN RSA PRIVATE KEY-----\n" . CORE::join('', map { ('MIIEpAIBAAKCAQEA' x 4) . "\n" } 1 .. 13)
+    . "-----END RSA PRIVATE KEY-----";
+# a JWT of 763 bytes, as OIDC tokens are
+our $jwt = 'eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.' . ('eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0' x 12) . '.' . ('SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c' x 3);
+
+# the splits of TEST 7: [name, text, pieces]
+our @splits = (
+    ['IBAN a word a delta', 'IBAN GB82 WEST 1234 5698 7654 32 thanks', [map { " $_" } qw(IBAN GB82 WEST 1234 5698 7654 32 thanks)]],
+    ['NL IBAN in 3s', 'pay NL91 ABNA 0417 1643 00 now', [pieces('pay NL91 ABNA 0417 1643 00 now', 3)]],
+    ['phone cut after "(415) "', 'US: (415) 555-0134 ok', ['US: (415) ', '555-0134 ok']],
+    ['phone cut after "+49 ("', 'tel +49 (0)30 1234 5678 ok', ['tel +49 (', '0)30 1234 5678 ok']],
+    ['card in 2s', 'card 4111 1111 1111 1111 ok', [pieces('card 4111 1111 1111 1111 ok', 2)]],
+);
+our @split_files = map { ["s$_.sse", oa_stream(1, @{ $splits[$_][2] })] } 0 .. $#splits;
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: a key spelled with escapes is the key it decodes to: "cont\u0065nt" is inspected as "content"
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=block invalid_keywords=$TEST_NGINX_HTML_DIR/kw.txt;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- user_files
+>>> kw.txt
+exploit
+--- request eval
+['POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","cont\u0065nt":"mail john@example.com"}]}',
+'POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","\u0063ontent":"an exploit"}]}',
+'POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","c\u006fntent":"hello"}]}']
+--- error_code eval
+[400, 400, 200]
+--- response_body_like eval
+[qr/"code":"guardrail_blocked"/, qr/"code":"guardrail_blocked"/, qr/"body":/]
+
+
+
+=== TEST 2: nesting deeper than 512 levels elsewhere in the body does not switch the input guard off
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=block;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"m","metadata":{"x":' . ('[' x 1000) . (']' x 1000)
+    . '},"messages":[{"role":"user","content":"mail john@example.com"}]}'
+--- error_code: 400
+--- response_body_like: "message":"The request was blocked by the input guardrail \(pii_email\)\."
+--- no_error_log
+could not inspect
+
+
+
+=== TEST 3: pii=block on a stream judges the held-back last word too: an address that ends the text blocks (OpenAI)
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::oa_stream(1, "contact me at ", "john.doe\@example.com")],
+ ["b.sse", main::oa_stream(1, "call +1 415 555 0134")],
+ ["c.sse", main::oa_stream(1, "contact me at ", "john.doe\@example.com", " ok")]]
+--- request eval
+[map { "POST /v1/chat/completions?f=$_\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(a.sse b.sse c.sse)]
+--- response_body_filters eval
+\&main::oa_text
+--- response_body eval
+["contact me at |blocked (The response was blocked by the output guardrail (pii_email).)",
+ "call |blocked (The response was blocked by the output guardrail (pii_phone).)",
+ "contact me at |blocked (The response was blocked by the output guardrail (pii_email).)"]
+
+
+
+=== TEST 4: pii=block on an Anthropic stream: the last word, held back, is judged at content_block_stop
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::an_stream(["contact me at ", "john.doe\@example.com"])]]
+--- request
+POST /v1/messages
+{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+\&main::an_text
+--- response_body chomp
+contact me at |blocked (The response was blocked by the output guardrail (pii_email).)
+--- error_log
+ai_gateway: guardrail_blocked: output pii_email
+
+
+
+=== TEST 5: a stream without a finish_reason chunk: the held-back rest goes out, masked, before [DONE]; and a stream that ends without [DONE]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::oa_stream(0, "mail ", "john\@example.com")],
+ ["b.sse", main::oa_stream(0, "mail ", "john\@example.com") =~ s/data: \[DONE\]\n\n\z//r]]
+--- request eval
+[map { "POST /v1/chat/completions?f=$_\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(a.sse b.sse)]
+--- response_body_filters eval
+\&main::oa_text
+--- response_body eval
+["mail [REDACTED_EMAIL]|0 bad|DONE", "mail [REDACTED_EMAIL]|0 bad|no end"]
+
+
+
+=== TEST 6: ten texts at once (Anthropic blocks, OpenAI choices) are all followed: the streams end as they should
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::an_stream(map { ["block $_ ", "mail u$_\@corp.example"] } 0 .. 9)],
+ ["b.sse", CORE::join('', map { my $i = $_; map { qq|data: {"choices":[{"index":$i,"delta":{"content":"$_"}}]}\n\n| } ("c$i ", "u$i\@corp.example") } 0 .. 9)
+           . CORE::join('', map { qq|data: {"choices":[{"index":$_,"delta":{},"finish_reason":"stop"}]}\n\n| } 0 .. 9) . "data: [DONE]\n\n"]]
+--- request eval
+["POST /v1/messages?f=a.sse\n" . '{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/chat/completions?f=b.sse\n" . '{"model":"m","stream":true,"n":10,"messages":[{"role":"user","content":"Hi"}]}']
+--- response_body_filters eval
+\&main::an_text
+--- response_body eval
+[CORE::join('/', map { "block $_ mail [REDACTED_EMAIL]" } 0 .. 9) . "|message_stop",
+ CORE::join('', map { "c$_ [REDACTED_EMAIL]" } 0 .. 9) . "|0 bad|DONE"]
+
+
+
+=== TEST 7: numbers split over deltas: IBANs with groups of letters, phones with brackets, cards, all masked
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+\@::split_files
+--- request eval
+[map { "POST /v1/chat/completions?f=s$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } 0 .. $#::splits]
+--- response_body_filters eval
+\&main::oa_text
+--- response_body eval
+[" IBAN [REDACTED_IBAN] thanks|0 bad|DONE", "pay [REDACTED_IBAN] now|0 bad|DONE",
+ "US: [REDACTED_PHONE] ok|0 bad|DONE", "tel [REDACTED_PHONE] ok|0 bad|DONE", "card [REDACTED_CARD] ok|0 bad|DONE"]
+
+
+
+=== TEST 8: a private key and a long JWT in 4-byte deltas are masked whole (OpenAI and Anthropic), none of their bytes sent
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::oa_stream(1, main::pieces("Here is the key:\n$::pem\nDone.", 4))],
+ ["b.sse", main::an_stream([main::pieces("Here is the key:\n$::pem\nDone.", 4)])],
+ ["c.sse", main::oa_stream(1, main::pieces("token $::jwt and more", 4))],
+ ["d.sse", main::oa_stream(1, "Here is the key:\n-----BEGIN RSA PRIV", "ATE KEY-----\nMIIE", "pAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\nDone.")]]
+--- request eval
+["POST /v1/chat/completions?f=a.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/messages?f=b.sse\n" . '{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/chat/completions?f=c.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/chat/completions?f=d.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}']
+--- response_body_filters eval
+\&main::an_text
+--- response_body eval
+["Here is the key:\n[REDACTED_SECRET]\nDone.|0 bad|DONE", "Here is the key:\n[REDACTED_SECRET]\nDone.|message_stop",
+ "token [REDACTED_SECRET] and more|0 bad|DONE", "Here is the key:\n[REDACTED_SECRET]\nDone.|0 bad|DONE"]
+
+
+
+=== TEST 9: pii=block: a private key streamed in pieces blocks the stream before any of it is sent
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::oa_stream(1, main::pieces("Here is the key:\n$::pem\nDone.", 4))]]
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+\&main::oa_text
+--- response_body chomp
+Here is the key:
+|blocked (The response was blocked by the output guardrail (pii_secret).)
+
+
+
+=== TEST 10: a Responses API stream: the events that repeat the text (*.done, response.completed) are masked as the deltas are
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_buffering off;
+        proxy_set_header x-mock-text "Write to john.doe@example.com now";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/responses
+{"model":"gpt-4o","stream":true,"input":"hi"}
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my ($deltas, $done) = ('', 0);
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $deltas .= $j->{delta} if $j->{type} eq 'response.output_text.delta';
+        $done++ if $l =~ /Write to \[REDACTED_EMAIL\] now/ && $j->{type} ne 'response.output_text.delta';
+    }
+    "$deltas|" . ($done >= 4 ? 'repeats masked' : "$done repeats masked") . "\n";
+}
+--- response_body
+Write to [REDACTED_EMAIL] now|repeats masked
+--- response_body_unlike: john
+
+
+
+=== TEST 11: a Responses API stream's function call arguments are masked, in their deltas, their .done event and the completed response
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", qq|event: response.output_item.added\ndata: {"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","id":"fc1","call_id":"c1","name":"send","arguments":""}}\n\n|
+ . qq|event: response.function_call_arguments.delta\ndata: {"type":"response.function_call_arguments.delta","output_index":0,"item_id":"fc1","delta":"{\\"to\\":\\"john.doe\@example.com\\"}"}\n\n|
+ . qq|event: response.function_call_arguments.done\ndata: {"type":"response.function_call_arguments.done","output_index":0,"item_id":"fc1","arguments":"{\\"to\\":\\"john.doe\@example.com\\"}"}\n\n|
+ . qq|event: response.output_item.done\ndata: {"type":"response.output_item.done","output_index":0,"item":{"type":"function_call","id":"fc1","call_id":"c1","name":"send","arguments":"{\\"to\\":\\"john.doe\@example.com\\"}"}}\n\n|
+ . qq|event: response.completed\ndata: {"type":"response.completed","response":{"id":"r1","output":[{"type":"function_call","id":"fc1","call_id":"c1","name":"send","arguments":"{\\"to\\":\\"john.doe\@example.com\\"}"}],"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}}\n\n|]]
+--- request
+POST /v1/responses
+{"model":"gpt-4o","stream":true,"input":"hi"}
+--- response_body_filters eval
+sub { my ($b) = @_; my $n = () = $b =~ /\{\\"to\\":\\"\[REDACTED_EMAIL\]\\"\}/g; "$n masked\n" }
+--- response_body
+4 masked
+--- response_body_unlike: john
+
+
+
+=== TEST 12: an upstream that compresses its answer anyway: on_error=deny answers 502, on_error=allow sends it as it is
+--- config
+    location /deny/ {
+        ai_gateway_guardrails output pii=mask on_error=deny;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/gz;
+    }
+    location /allow/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/gz;
+    }
+    location = /gz {
+        default_type application/json;
+        add_header Content-Encoding gzip;
+        alias html/a.json.gz;
+    }
+--- user_files eval
+my $gz;
+IO::Compress::Gzip::gzip(\'{"choices":[{"index":0,"message":{"role":"assistant","content":"mail john@example.com"}}]}' => \$gz);
+[["a.json.gz", $gz]]
+--- request eval
+["POST /deny/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"Hi"}]}',
+ "POST /allow/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"Hi"}]}']
+--- error_code eval
+[502, 200]
+--- response_headers eval
+["Content-Encoding:\nContent-Type: application/json", "Content-Encoding: gzip"]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"The upstream's answer could not be inspected\.","type":"server_error","code":"guardrail_unavailable"\}\}\n\z/, qr/^\x1f\x8b/]
+
+
+
+=== TEST 13: a compressed answer under on_error=deny leaves a line in the error log
+--- config
+    location /deny/ {
+        ai_gateway_guardrails output pii=mask on_error=deny;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/gz;
+    }
+    location = /gz {
+        default_type application/json;
+        add_header Content-Encoding gzip;
+        alias html/a.json.gz;
+    }
+--- user_files eval
+my $gz;
+IO::Compress::Gzip::gzip(\'{"choices":[]}' => \$gz);
+[["a.json.gz", $gz]]
+--- request
+POST /deny/chat/completions
+{"model":"m","messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 502
+--- error_log
+502 guardrail_unavailable: the output guardrail cannot inspect a compressed answer (on_error=deny)
+
+
+
+=== TEST 14: a blocked request is recorded with its PII masked, never as it came
+--- http_config
+    ai_gateway_inference_log logs/inference.jsonl buffer=0;
+--- config
+    location /v1/ {
+        ai_gateway_inference_table on;
+        ai_gateway_guardrails input pii=block;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /inference {
+        default_type text/plain;
+        alias logs/inference.jsonl;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"mail jane@corp.example please"}]}', "GET /inference"]
+--- error_code eval
+[400, 200]
+--- response_body_like eval
+[qr/guardrail_blocked/, qr/"status_code":400,.*"request":"\{\\"model\\":\\"m\\",\\"messages\\":\[\{\\"role\\":\\"user\\",\\"content\\":\\"mail \[REDACTED_EMAIL\] please\\"\}\]\}"/]
+--- response_body_unlike eval
+[qr/jane/, qr/jane/]
+
+
+
+=== TEST 15: a delta with \u0000 (which jansson refuses by default) is still judged: its address is masked
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", qq|data: {"choices":[{"index":0,"delta":{"content":"mail john\@example.com \\u0000 ok"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|]]
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+sub { my $t = main::oa_text($_[0]); $t =~ s/\0/<NUL>/g; "$t\n" }
+--- response_body
+mail [REDACTED_EMAIL] <NUL> ok|0 bad|DONE
