@@ -1028,7 +1028,6 @@ ngx_http_ai_gateway_sse_event(void *data, const u_char *name, size_t name_len)
         (void) ngx_http_ai_gateway_translate_event(r, ctx, name, name_len);
     }
 
-    ctx->sse_event_end = ctx->sse->offset;
     ctx->sse_head_len = 0;
 
     ngx_http_ai_gateway_walk_reset(ctx->walk);
@@ -1053,7 +1052,6 @@ ngx_http_ai_gateway_sse_chunk(void *data)
         ngx_http_ai_gateway_set_ttft(r, ctx);
     }
 
-    ctx->sse_event_end = ctx->sse->offset;
 
     ngx_http_ai_gateway_walk_reset(ctx->walk);
 
@@ -1203,16 +1201,18 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     uint64_t      upto, in_start, o;
     ngx_int_t     rc;
     ngx_buf_t    *b;
-    ngx_uint_t    last_buf, last_in_chain, stop;
+    ngx_uint_t    last_buf, last_in_chain, flush, stop;
     ngx_chain_t  *cl, *out, **ll;
 
     last_buf = 0;
     last_in_chain = 0;
+    flush = 0;
     len = 0;
 
     for (cl = in; cl; cl = cl->next) {
         last_buf |= cl->buf->last_buf;
         last_in_chain |= cl->buf->last_in_chain;
+        flush |= cl->buf->flush;
 
         if (ngx_buf_in_memory(cl->buf)) {
             len += cl->buf->last - cl->buf->pos;
@@ -1222,11 +1222,15 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
     /* the feed has parsed all of in: it began at in_start */
     in_start = ctx->sse->offset - len;
 
-    upto = last_buf ? ctx->sse->offset : ctx->sse_event_end;
+    /* up to the last blank line: whole events, and blocks without data
+     * (keepalive comments) at once */
+    upto = last_buf ? ctx->sse->offset : ctx->sse->event_start;
     stop = 0;
 
     /* what is held: the partial event after the last whole one */
-    if (ctx->sse->offset - ctx->sse_event_end > NGX_HTTP_AI_GATEWAY_HOLD_MAX) {
+    if (ctx->sse->offset - ctx->sse->event_start
+        > NGX_HTTP_AI_GATEWAY_HOLD_MAX)
+    {
         /*
          * An event larger than we hold back (no usage chunk is): it goes
          * on as it is, and so does the rest of the stream.
@@ -1293,7 +1297,9 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
         ctx->drops = NULL;
     }
 
-    if (last_buf || last_in_chain) {
+    /* proxy's flush (after the header of an unbuffered answer, and with
+     * each read) goes on too: the header and keepalives are not held */
+    if (last_buf || last_in_chain || flush) {
         if (out == NULL) {
             if (ngx_http_ai_gateway_hide_link(r, ctx, &ll) == NULL) {
                 return NGX_ERROR;
@@ -1304,6 +1310,7 @@ ngx_http_ai_gateway_hide(ngx_http_request_t *r, ngx_http_ai_gateway_ctx_t *ctx,
 
         cl->buf->last_buf = last_buf;
         cl->buf->last_in_chain = last_in_chain;
+        cl->buf->flush |= flush;
     }
 
     rc = ngx_http_next_body_filter(r, out);

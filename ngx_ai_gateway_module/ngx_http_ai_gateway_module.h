@@ -328,7 +328,6 @@ typedef struct {
     ngx_buf_t                   *capture_args;    /* tool call arguments */
     ngx_buf_t                   *held;            /* a partial SSE event */
     uint64_t                     held_start;      /* its stream offset */
-    uint64_t                     sse_event_end;   /* of the last event */
     u_char                       sse_head[6];     /* "[DONE]"? */
     size_t                       sse_head_len;
     ngx_chain_t                 *free;            /* copies of held bytes */

@@ -19,10 +19,13 @@
  *     event (the next one starts after it, so that cutting it out leaves
  *     the line end before whole).  So [event_start, offset) of the events
  *     tile the stream but for that one byte.
- * event_start moves only when an event is dispatched: comments and blocks
- * without data (keepalives) before an event are part of its bytes.  A
- * UTF-8 BOM at the start of the stream is skipped as the spec says, and is
- * part of the first event's bytes.
+ * event_start moves at every blank line: a block without data (a comment
+ * as keepalive, "id:", "retry:") dispatches no event, but it is not part
+ * of the next event's bytes either, so that a caller that cuts an event
+ * out (the usage chunk) leaves the blocks around it, and one that passes
+ * whole blocks on passes keepalives at once.  Comments within an event's
+ * block are its bytes.  A UTF-8 BOM at the start of the stream is skipped
+ * as the spec says, and is part of the first block's bytes.
  *
  * Before a callback is called, the parser's state is that after the bytes
  * up to sse->offset: a caller that stops the parser may feed the rest of
@@ -461,6 +464,7 @@ ngx_http_ai_gateway_sse_dispatch(ngx_http_ai_gateway_sse_t *sse)
     sse->name_len = 0;
 
     if (!sse->has_data) {
+        sse->event_start = sse->offset;
         return 0;
     }
 

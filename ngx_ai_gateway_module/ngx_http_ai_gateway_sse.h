@@ -48,7 +48,8 @@ typedef struct {
 
     /* bytes consumed so far; during a callback, the current position */
     uint64_t                          offset;
-    /* stream offset of the first byte of the current event */
+    /* stream offset of the first byte of the current event: the end of
+     * the last blank line (of an event, or of a block without data) */
     uint64_t                          event_start;
 
     /* private */

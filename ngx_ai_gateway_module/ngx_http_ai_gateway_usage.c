@@ -158,6 +158,8 @@ static void ngx_http_ai_gateway_walk_capture(ngx_http_ai_gateway_walk_t *w,
     const unsigned char *p, size_t len);
 static void ngx_http_ai_gateway_walk_captured(ngx_http_ai_gateway_walk_t *w);
 static int ngx_http_ai_gateway_walk_fail(ngx_http_ai_gateway_walk_t *w);
+static unsigned ngx_http_ai_gateway_walk_type_delta(const unsigned char *s,
+    size_t len);
 static ngx_http_ai_gateway_walk_inline const unsigned char *
     ngx_http_ai_gateway_walk_skip_plain(const unsigned char *p,
     const unsigned char *end);
@@ -223,7 +225,7 @@ ngx_http_ai_gateway_walk_reset(ngx_http_ai_gateway_walk_t *w)
     w->escape = 0;
     w->key_other = 0;
     w->short_cut = 0;
-    w->type_arguments = 0;
+    w->type_delta = NGX_HTTP_AI_GATEWAY_DELTA_TEXT;
     w->capturing = 0;
     w->capture_overflow = 0;
     w->capture_len = 0;
@@ -1080,7 +1082,7 @@ ngx_http_ai_gateway_walk_remember(ngx_http_ai_gateway_walk_t *w,
     w->memo_depth = d;
     w->memo_nest = w->nest[0];
     memcpy(w->memo_path, w->path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
-    w->memo_type_arguments = w->type_arguments;
+    w->memo_type_delta = w->type_delta;
     w->memo_text_kind = w->text_kind;
 
     w->memo_model = w->model_set;
@@ -1115,7 +1117,7 @@ ngx_http_ai_gateway_walk_replay(ngx_http_ai_gateway_walk_t *w)
     w->depth = w->memo_depth;
     w->nest[0] = w->memo_nest;
     memcpy(w->path, w->memo_path, NGX_HTTP_AI_GATEWAY_WALK_DEPTH);
-    w->type_arguments = w->memo_type_arguments;
+    w->type_delta = w->memo_type_delta;
 
     /* (walk_chunk()'s documents need not: they carry no usage) */
     w->choice_seen = w->memo_choice;
@@ -1291,12 +1293,15 @@ ngx_http_ai_gateway_walk_string_start(ngx_http_ai_gateway_walk_t *w)
 
     case NGX_HTTP_AI_GATEWAY_WK_DELTA:
 
-        /* OpenAI responses "*.delta" events; "type" comes first there */
+        /* OpenAI responses "*.delta" events; "type" comes first there,
+         * and tells the answer's text from a reasoning summary's */
 
-        if (sse && d == 1 && obj) {
+        if (sse && d == 1 && obj
+            && w->type_delta != NGX_HTTP_AI_GATEWAY_DELTA_OTHER)
+        {
             mode = NGX_HTTP_AI_GATEWAY_STR_TEXT;
 
-            if (w->type_arguments) {
+            if (w->type_delta == NGX_HTTP_AI_GATEWAY_DELTA_ARGUMENTS) {
                 w->text_kind = NGX_HTTP_AI_GATEWAY_TEXT_ARGUMENTS;
             }
         }
@@ -1845,17 +1850,53 @@ ngx_http_ai_gateway_walk_short(ngx_http_ai_gateway_walk_t *w,
         break;
 
     default: /* NGX_HTTP_AI_GATEWAY_SHORT_TYPE */
-        w->type_arguments = 0;
-
-        for ( /* void */ ; len >= 9; s++, len--) {
-            if (memcmp(s, "arguments", 9) == 0) {
-                w->type_arguments = 1;
-                break;
-            }
-        }
-
+        w->type_delta = ngx_http_ai_gateway_walk_type_delta(s, len);
         break;
     }
+}
+
+
+/*
+ * A Responses event's "type": its "delta" is the answer's text
+ * ("response.output_text.delta", "response.refusal.delta"), a tool's
+ * arguments ("response.function_call_arguments.delta", a custom tool's
+ * input), or something else the client is not answered with: reasoning
+ * text and summaries, audio, transcripts.  Other APIs' types leave their
+ * deltas text, or arguments where the type says so.
+ */
+
+static unsigned
+ngx_http_ai_gateway_walk_type_delta(const unsigned char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i + 9 <= len; i++) {
+        if (memcmp(s + i, "arguments", 9) == 0) {
+            return NGX_HTTP_AI_GATEWAY_DELTA_ARGUMENTS;
+        }
+    }
+
+    if (len < 9 || memcmp(s, "response.", 9) != 0) {
+        return NGX_HTTP_AI_GATEWAY_DELTA_TEXT;
+    }
+
+#define ngx_http_ai_gateway_type_is(t)                                        \
+    (len == sizeof(t) - 1 && memcmp(s, t, sizeof(t) - 1) == 0)
+
+    if (ngx_http_ai_gateway_type_is("response.output_text.delta")
+        || ngx_http_ai_gateway_type_is("response.refusal.delta"))
+    {
+        return NGX_HTTP_AI_GATEWAY_DELTA_TEXT;
+    }
+
+    if (ngx_http_ai_gateway_type_is("response.custom_tool_call_input.delta"))
+    {
+        return NGX_HTTP_AI_GATEWAY_DELTA_ARGUMENTS;
+    }
+
+#undef ngx_http_ai_gateway_type_is
+
+    return NGX_HTTP_AI_GATEWAY_DELTA_OTHER;
 }
 
 

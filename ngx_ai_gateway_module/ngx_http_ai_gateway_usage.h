@@ -47,6 +47,10 @@
 
 
 #define NGX_HTTP_AI_GATEWAY_WALK_JSON      0
+
+#define NGX_HTTP_AI_GATEWAY_DELTA_TEXT       0
+#define NGX_HTTP_AI_GATEWAY_DELTA_ARGUMENTS  1
+#define NGX_HTTP_AI_GATEWAY_DELTA_OTHER      2
 #define NGX_HTTP_AI_GATEWAY_WALK_SSE       1
 
 /* deeper paths are walked but not matched */
@@ -120,8 +124,9 @@ typedef struct {
     unsigned                      escape:1;      /* after a backslash */
     unsigned                      key_other:1;   /* not a key of the table */
     unsigned                      short_cut:1;   /* the string was cut */
-    unsigned                      type_arguments:1;  /* "type" has
-                                                        "arguments" */
+    /* what a Responses event's "type" makes of its "delta": 0 text (or
+     * no type yet), 1 tool arguments, 2 neither (reasoning, audio) */
+    unsigned                      type_delta:2;
     unsigned                      capturing:1;
     unsigned                      capture_overflow:1;
     unsigned                      capture_depth;
@@ -146,7 +151,7 @@ typedef struct {
     unsigned                      memo_model:1;  /* written by the prefix */
     unsigned                      memo_finish:1;
     unsigned                      memo_choice:1;
-    unsigned                      memo_type_arguments:1;
+    unsigned                      memo_type_delta:2;
     unsigned                      memo_text_kind;    /* of its text */
     unsigned                      model_memo:1;  /* model is the memo's */
     size_t                        memo_pending;  /* bytes of the prefix

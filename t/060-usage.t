@@ -1006,3 +1006,47 @@ X-User: alice
 [200, 200]
 --- response_body eval
 ["plain\n", ""]
+
+
+
+=== TEST 39: a keepalive comment reaches the client at once, with the header, while the usage chunk we asked for is cut from the stream
+Found in review: nothing went out until the first event (the header
+included), so a provider's keepalives never reached the client.
+--- http_config eval: $::http_config
+--- config eval: $::config
+--- request
+POST /v1/chat/completions HTTP/1.0
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello there"}]}
+--- more_headers
+X-Mock-Keepalive: 2
+X-Mock-Stall-After: 0
+--- timeout: 0.5
+--- abort
+--- error_code: 200
+--- response_body eval
+": keepalive\n\n: keepalive\n\n"
+
+
+
+=== TEST 40: blocks without data just before the usage chunk (a comment, id:, retry:) stay in the stream; only the usage chunk is cut
+--- http_config eval: $::http_config
+--- config
+    location /v1/ {
+        ai_gateway_usage_tracking on;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s.sse;
+        proxy_buffering off;
+    }
+    location = /s.sse {
+        default_type text/event-stream;
+        alias html/s.sse;
+    }
+--- user_files eval
+">>> s.sse\n" . qq|data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n: ping\n\nid: 7\n\nretry: 100\n\n\n|
+. qq|data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n: after\n\ndata: [DONE]\n\n|
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hello there"}]}
+--- error_code: 200
+--- response_body eval
+qq|data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n: ping\n\nid: 7\n\nretry: 100\n\n\n: after\n\ndata: [DONE]\n\n|

@@ -327,6 +327,11 @@ class Sse {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
     }, headers || {}));
+    // keepalive comments before the first event (as providers send while a
+    // reasoning model thinks)
+    for (let i = 0; i < this.ctx.keepalive; i++) {
+      if (!(await writeAsync(this.res, ': keepalive\n\n'))) { this.dead = true; return false; }
+    }
     if (this.ctx.resetAfter !== null && this.ctx.resetAfter <= 0) {
       if (this.ctx.resetAfter === 0) { this.res.flushHeaders(); await sleep(20); }
       resetSocket(this.res);
@@ -942,6 +947,7 @@ async function handle(req, res, raw, opt) {
     resetAfter: ctl['reset-after'] !== undefined ? toInt(ctl['reset-after'], null) : null,
     stallAfter: ctl['stall-after'] !== undefined ? toInt(ctl['stall-after'], null) : null,
     stallMs: Math.max(0, toInt(ctl['stall-ms'], 10000)),
+    keepalive: Math.min(100, Math.max(0, toInt(ctl.keepalive, 0))),
   };
 
   if (opt.verbose) process.stderr.write(new Date().toISOString() + ' ' + req.method + ' ' + req.url + ' ' + JSON.stringify(ctl) + '\n');

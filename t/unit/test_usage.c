@@ -541,6 +541,25 @@ static const case_t  cases[] = {
       "Hi théré 😀", "{\"city\":\"Paris\"}", "gpt-4.1-2025-04-14",
       "completed", 37, 11, 48, 0, -1, 0, NULL },
 
+    /* a reasoning model's summary and audio deltas are no answer text; a
+     * refusal is; a custom tool's input is arguments */
+
+    { "openai responses reasoning deltas", SSE, {
+      "{\"type\":\"response.reasoning_summary_text.delta\","
+      "\"output_index\":0,\"summary_index\":0,"
+      "\"delta\":\"**Thinking** I should greet.\"}",
+      "{\"type\":\"response.reasoning_text.delta\",\"output_index\":0,"
+      "\"delta\":\"step one\"}",
+      "{\"type\":\"response.audio.delta\",\"delta\":\"UklGRg==\"}",
+      "{\"type\":\"response.output_text.delta\",\"output_index\":1,"
+      "\"content_index\":0,\"delta\":\"Hello!\"}",
+      "{\"type\":\"response.refusal.delta\",\"output_index\":1,"
+      "\"content_index\":1,\"delta\":\" No.\"}",
+      "{\"type\":\"response.custom_tool_call_input.delta\","
+      "\"output_index\":2,\"delta\":\"ls -l\"}",
+      NULL },
+      "Hello! No.", "ls -l", "", "", -1, -1, -1, -1, -1, -1, NULL },
+
     { "anthropic events", SSE, {
       "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\","
       "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"
