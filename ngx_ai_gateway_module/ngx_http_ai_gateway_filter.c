@@ -72,6 +72,7 @@ static int ngx_http_ai_gateway_sse_event(void *data, const u_char *name,
     size_t name_len);
 static int ngx_http_ai_gateway_sse_chunk(void *data);
 static int ngx_http_ai_gateway_end_event(const u_char *name, size_t len);
+static int ngx_http_ai_gateway_sse_keepalive(void *data);
 static int ngx_http_ai_gateway_guard_sse_data(void *data, const u_char *p,
     size_t len);
 static int ngx_http_ai_gateway_guard_sse_event(void *data,
@@ -277,6 +278,16 @@ ngx_http_ai_gateway_header_filter(ngx_http_request_t *r)
         ngx_http_ai_gateway_sse_init(ctx->gsse,
                                      ngx_http_ai_gateway_guard_sse_data,
                                      ngx_http_ai_gateway_guard_sse_event, r);
+    }
+
+    if (ctx->gout && ctx->resp_sse) {
+        /* the guard writes the events: keepalives as comments of its own */
+        if (ctx->gsse) {
+            ctx->gsse->on_keepalive = ngx_http_ai_gateway_sse_keepalive;
+
+        } else {
+            ctx->sse->on_keepalive = ngx_http_ai_gateway_sse_keepalive;
+        }
     }
 
     if (rc == NGX_DONE) {
@@ -1056,6 +1067,18 @@ ngx_http_ai_gateway_sse_chunk(void *data)
     ngx_http_ai_gateway_walk_reset(ctx->walk);
 
     return 0;
+}
+
+
+static int
+ngx_http_ai_gateway_sse_keepalive(void *data)
+{
+    ngx_http_request_t         *r = data;
+    ngx_http_ai_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    return ngx_http_ai_gateway_guard_keepalive(r, ctx) == NGX_OK ? 0 : -1;
 }
 
 

@@ -2330,6 +2330,39 @@ ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,
 }
 
 
+/*
+ * A keepalive comment of the upstream's: the guard writes the stream's
+ * events itself, and passes this one on as a comment of its own, so that
+ * the client sees life while the model thinks.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_keepalive(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_gout_t  *go;
+
+    static const u_char  comment[] = ": keepalive\n\n";
+
+    go = ctx->gout;
+
+    if (go == NULL || !go->sse || go->blocked) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ai_gateway_translate_buf_room(&go->out, sizeof(comment) - 1)
+        != NGX_HTTP_AI_GATEWAY_TRANSLATE_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(go->out.p + go->out.len, comment, sizeof(comment) - 1);
+    go->out.len += sizeof(comment) - 1;
+
+    return NGX_OK;
+}
+
+
 /* an SSE event's data, in pieces: kept until the event ends */
 
 ngx_int_t

@@ -480,6 +480,8 @@ ngx_int_t ngx_http_ai_gateway_guard_body(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const u_char *name, size_t name_len,
     ngx_uint_t hide);
+ngx_int_t ngx_http_ai_gateway_guard_keepalive(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_guard_data(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, const u_char *p, size_t len);
 void ngx_http_ai_gateway_guard_update(ngx_http_request_t *r,

@@ -188,6 +188,7 @@ ngx_http_ai_gateway_sse_feed(ngx_http_ai_gateway_sse_t *sse,
             if (c == ':') {
                 p++;
                 sse->offset++;
+                sse->comment = 1;
                 sse->state = NGX_HTTP_AI_GATEWAY_SSE_SKIP;
                 continue;
             }
@@ -465,10 +466,20 @@ ngx_http_ai_gateway_sse_dispatch(ngx_http_ai_gateway_sse_t *sse)
 
     if (!sse->has_data) {
         sse->event_start = sse->offset;
+
+        if (sse->comment) {
+            sse->comment = 0;
+
+            if (sse->on_keepalive) {
+                return sse->on_keepalive(sse->data);
+            }
+        }
+
         return 0;
     }
 
     sse->has_data = 0;
+    sse->comment = 0;
 
     /*
      * The callback sees the event's bytes as [event_start, offset); the

@@ -41,9 +41,18 @@ typedef int (*ngx_http_ai_gateway_sse_event_pt)(void *data,
     const unsigned char *name, size_t name_len);
 
 
+/*
+ * Called (when set, after init) at the blank line that ends a block with a
+ * comment and no data: a keepalive, which a caller that writes its own
+ * events passes on as one of its own.
+ */
+typedef int (*ngx_http_ai_gateway_sse_keepalive_pt)(void *data);
+
+
 typedef struct {
     ngx_http_ai_gateway_sse_data_pt   on_data;
     ngx_http_ai_gateway_sse_event_pt  on_event;
+    ngx_http_ai_gateway_sse_keepalive_pt  on_keepalive;
     void                             *data;
 
     /* bytes consumed so far; during a callback, the current position */
@@ -59,6 +68,7 @@ typedef struct {
     size_t                            name_len;
     unsigned char                     name[NGX_HTTP_AI_GATEWAY_SSE_NAME_MAX];
     unsigned                          has_data:1;    /* event has data */
+    unsigned                          comment:1;     /* block has one */
     unsigned                          skip_space:1;  /* value's first byte */
     unsigned                          after_cr:1;    /* a '\n' here is
                                                         part of a "\r\n" */

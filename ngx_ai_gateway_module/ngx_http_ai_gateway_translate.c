@@ -3297,8 +3297,18 @@ ngx_http_ai_gateway_translate_stream_feed(
 
     switch (kind) {
 
-    case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_OTHER:
     case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_PING:
+        /*
+         * A comment in its place: OpenAI's clients skip comments, and the
+         * connection shows life while the model thinks (a client or a
+         * load balancer with an idle timeout would otherwise give up)
+         */
+        ngx_http_ai_gateway_jtree_arena_free(&a);
+        ngx_http_ai_gateway_translate_lit(out, ": ping\n\n");
+        return ngx_http_ai_gateway_translate_end(out, len0,
+                                           NGX_HTTP_AI_GATEWAY_TRANSLATE_OK);
+
+    case NGX_HTTP_AI_GATEWAY_TRANSLATE_EV_OTHER:
         ngx_http_ai_gateway_jtree_arena_free(&a);
         return NGX_HTTP_AI_GATEWAY_TRANSLATE_OK;
 

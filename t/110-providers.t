@@ -419,7 +419,7 @@ Authorization: Bearer client-own-key-777
 
 
 
-=== TEST 20: the Anthropic fallback streams OpenAI chunks; without include_usage, no usage chunk
+=== TEST 20: the Anthropic fallback streams OpenAI chunks; without include_usage, no usage chunk; Anthropic's ping is a comment where it came
 --- http_config
     ai_gateway_secret anthropic env=AIGW_TEST_ANTHROPIC_KEY;
 --- config
@@ -434,7 +434,7 @@ Authorization: Bearer client-own-key-777
 --- response_headers_like
 Content-Type: text/event-stream.*
 --- response_body_like eval
-qr/^data: \{"id":"chatcmpl-\w+","object":"chat\.completion\.chunk","created":\d+,"model":"gpt-4o","choices":\[\{"index":0,"delta":\{"role":"assistant","content":""\},"logprobs":null,"finish_reason":null\}\]\}\n\n(data: \{[^\n]*"delta":\{"content":"[^"]*"\}[^\n]*\n\n){11}data: \{[^\n]*"delta":\{\},"logprobs":null,"finish_reason":"stop"\}\]\}\n\ndata: \[DONE\]\n\n\z/
+qr/^data: \{"id":"chatcmpl-\w+","object":"chat\.completion\.chunk","created":\d+,"model":"gpt-4o","choices":\[\{"index":0,"delta":\{"role":"assistant","content":""\},"logprobs":null,"finish_reason":null\}\]\}\n\n: ping\n\n(data: \{[^\n]*"delta":\{"content":"[^"]*"\}[^\n]*\n\n){11}data: \{[^\n]*"delta":\{\},"logprobs":null,"finish_reason":"stop"\}\]\}\n\ndata: \[DONE\]\n\n\z/
 
 
 

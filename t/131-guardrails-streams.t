@@ -473,3 +473,44 @@ POST /v1/chat/completions
 sub { my $t = main::oa_text($_[0]); $t =~ s/\0/<NUL>/g; "$t\n" }
 --- response_body
 mail [REDACTED_EMAIL] <NUL> ok|0 bad|DONE
+
+
+
+=== TEST 16: a keepalive comment of the upstream reaches the client at once through the output guard (which writes the events itself)
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_buffering off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/chat/completions HTTP/1.0
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- more_headers
+X-Mock-Keepalive: 2
+X-Mock-Stall-After: 0
+--- timeout: 0.5
+--- abort
+--- error_code: 200
+--- response_body eval
+": keepalive\n\n: keepalive\n\n"
+
+
+
+=== TEST 17: through the Anthropic translation and the output guard, Anthropic's ping is a comment in the OpenAI stream
+--- config
+    location /v1/ {
+        ai_gateway_upstream_api anthropic_messages;
+        ai_gateway_guardrails output pii=mask;
+        proxy_buffering off;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- more_headers
+X-Mock-Text: mail john@example.com now
+--- error_code: 200
+--- response_body_like eval
+qr/^data: \{[^\n]*"role":"assistant"[^\n]*\n\n: keepalive\n\n(data: [^\n]*\n\n)+data: \[DONE\]\n\n\z/
+--- response_body_unlike: john

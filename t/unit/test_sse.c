@@ -901,9 +901,56 @@ test_null_callbacks(void)
 }
 
 
+/* on_keepalive: once a block with a comment and no data, at its end */
+
+static int
+count_keepalive(void *data)
+{
+    (*(int *) data)++;
+    return 0;
+}
+
+
+static void
+test_keepalive(void)
+{
+    int                        n, i;
+    size_t                     len;
+    ngx_http_ai_gateway_sse_t  sse;
+    const char                *s = ": a\n\n: b\r\n: c\r\n\r\nid: 1\n\n"
+                                   ": d\ndata: x\n\n\n\n: e\r\r: f";
+
+    /* whole, and a byte at a time: ": a", ": b/: c", ": e"; not the "id"
+     * block, the comment of an event, blank lines or the unfinished ": f" */
+    for (i = 0; i < 2; i++) {
+        n = 0;
+        ngx_http_ai_gateway_sse_init(&sse, NULL, NULL, &n);
+        sse.on_keepalive = count_keepalive;
+
+        len = strlen(s);
+
+        if (i == 0) {
+            (void) ngx_http_ai_gateway_sse_feed(&sse,
+                                                (const unsigned char *) s,
+                                                len);
+
+        } else {
+            for (size_t k = 0; k < len; k++) {
+                (void) ngx_http_ai_gateway_sse_feed(&sse,
+                                            (const unsigned char *) s + k, 1);
+            }
+        }
+
+        CHECK(n == 3, "keepalive %s: %d calls, expected 3",
+              i ? "byte by byte" : "whole", n);
+    }
+}
+
+
 int
 main(void)
 {
+    test_keepalive();
     check_pieces(openai_lf, "openai lf");
     check_pieces(openai_crlf, "openai crlf");
     check_pieces(anthropic, "anthropic");

@@ -1211,6 +1211,7 @@ typedef struct {
     char    *chunk[MAX_CHUNKS];     /* the data of each output event */
     size_t   n;
     int      well_formed;
+    size_t   pings;
 } chunks_t;
 
 
@@ -1229,6 +1230,13 @@ chunks_split(chunks_t *c, const unsigned char *p, size_t len)
     end = s + len;
 
     while (s < end) {
+        if (end - s >= 8 && memcmp(s, ": ping\n\n", 8) == 0) {
+            /* an Anthropic ping's comment: counted, not an event */
+            c->pings++;
+            s += 8;
+            continue;
+        }
+
         if (end - s < 6 || memcmp(s, "data: ", 6) != 0) {
             c->well_formed = 0;
             return;
@@ -1414,6 +1422,15 @@ test_stream_text(void)
 
     feed_all(__LINE__, &st, text_stream, NELTS(text_stream), &out);
     expect_chunks(__LINE__, out.p, out.len, text_expect, NELTS(text_expect));
+
+    /* each ping is a comment where it came: the client sees life */
+    {
+        chunks_t  c;
+
+        chunks_split(&c, out.p, out.len);
+        CHECK(c.pings == 2, "%zu pings, expected 2", c.pings);
+        chunks_free(&c);
+    }
 
     CHECK(st.done, "done");
 
