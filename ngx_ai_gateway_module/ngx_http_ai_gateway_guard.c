@@ -58,6 +58,7 @@ static size_t   ngx_http_ai_gateway_guard_scratch_size;
 #define NGX_HTTP_AI_GATEWAY_GUARD_KEY_OTHER  0
 #define NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT   1    /* the model reads it */
 #define NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP   2    /* a subtree it does not */
+#define NGX_HTTP_AI_GATEWAY_GUARD_KEY_JSON   3    /* JSON text: arguments */
 
 
 static ngx_conf_enum_t  ngx_http_ai_gateway_guard_pii_modes[] = {
@@ -783,11 +784,16 @@ static ngx_int_t ngx_http_ai_gateway_guard_value(
 static ngx_int_t ngx_http_ai_gateway_guard_string(
     ngx_http_ai_gateway_guard_walk_t *w, const u_char **start,
     const u_char **end, ngx_uint_t *escaped);
-static ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool,
-    const u_char *p, const u_char *end, ngx_str_t *out);
 static void ngx_http_ai_gateway_guard_record_masked(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_guard_t *guard);
 static ngx_uint_t ngx_http_ai_gateway_guard_key(const u_char *p, size_t len);
+static ngx_int_t ngx_http_ai_gateway_guard_walk(
+    ngx_http_ai_gateway_guard_scan_t *s, const u_char *p, size_t len,
+    ngx_uint_t text);
+static ngx_int_t ngx_http_ai_gateway_guard_json_text(
+    ngx_http_ai_gateway_guard_walk_t *w, ngx_str_t *str);
+static ngx_int_t ngx_http_ai_gateway_guard_edited(ngx_pool_t *pool,
+    const u_char *p, size_t len, ngx_array_t *edits, ngx_str_t *out);
 
 
 static void
@@ -858,12 +864,16 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
 
             key = ngx_http_ai_gateway_guard_key(a, b - a);
 
-            /* 3: in a skipped subtree, whatever the keys below say */
+            /* 3: in a skipped subtree, whatever the keys below say; 4: a
+             * string of JSON text (a tool's arguments) */
             if (text == 3 || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_SKIP) {
                 child = 3;
 
+            } else if (key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_JSON) {
+                child = 4;
+
             } else {
-                child = text || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+                child = (text != 0 || key == NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT);
             }
 
             ngx_http_ai_gateway_guard_ws(w);
@@ -912,7 +922,7 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
         }
 
         for ( ;; ) {
-            rc = ngx_http_ai_gateway_guard_value(w, text);
+            rc = ngx_http_ai_gateway_guard_value(w, text == 4 ? 1 : text);
             if (rc != NGX_OK) {
                 return rc;
             }
@@ -942,7 +952,7 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
         }
 
         /* 3: inside a skipped subtree */
-        if (text != 1 || a == b) {
+        if ((text != 1 && text != 4) || a == b) {
             return NGX_OK;
         }
 
@@ -958,7 +968,10 @@ ngx_http_ai_gateway_guard_value(ngx_http_ai_gateway_guard_walk_t *w,
             str.len = b - a;
         }
 
-        rc = ngx_http_ai_gateway_guard_text(w->s, str.data, str.len);
+        rc = (text == 4)
+             ? ngx_http_ai_gateway_guard_json_text(w, &str)
+             : ngx_http_ai_gateway_guard_text(w->s, str.data, str.len);
+
         if (rc != NGX_OK) {
             return rc;
         }
@@ -1066,7 +1079,7 @@ ngx_http_ai_gateway_guard_string(ngx_http_ai_gateway_guard_walk_t *w,
 
 /* JSON escapes to UTF-8, surrogate pairs joined */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
     const u_char *end, ngx_str_t *out)
 {
@@ -1162,6 +1175,98 @@ ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
 
 
 /*
+ * A string that holds JSON text, a tool's arguments ("{\"to\":\"...\"}"):
+ * keywords and patterns look at the text as it is (as before), PII at the
+ * strings in it, decoded, so that "\n" before an address is a line end
+ * and not an "n" of its local part, and a mask leaves the arguments JSON
+ * (the masked strings are encoded again).  Text that is not JSON (a piece
+ * of a stream) is a text as any other.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_json_text(ngx_http_ai_gateway_guard_walk_t *w,
+    ngx_str_t *str)
+{
+    ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_t        g, *guard;
+    ngx_http_ai_gateway_guard_scan_t   s;
+    ngx_http_ai_gateway_guard_walk_t   iw;
+
+    guard = w->s->guard;
+
+    if (guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_NONE) {
+        return ngx_http_ai_gateway_guard_text(w->s, str->data, str->len);
+    }
+
+    g = *guard;
+    g.pii = NGX_HTTP_AI_GATEWAY_GUARD_NONE;
+
+    w->s->guard = &g;
+    rc = ngx_http_ai_gateway_guard_text(w->s, str->data, str->len);
+    w->s->guard = guard;
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* PII only, on a copy of the scan: nothing of a failed walk is kept */
+
+    g = *guard;
+    g.keywords = NULL;
+    g.deny = NULL;
+    g.allow = NULL;
+
+    s = *w->s;
+    s.guard = &g;
+    s.texts = NULL;
+    s.category = NULL;
+
+    iw.s = &s;
+    iw.p = str->data;
+    iw.end = str->data + str->len;
+    iw.edits = NULL;
+    iw.depth = w->depth;
+
+    /* an object or an array (the walk does not check a bare word) */
+    ngx_http_ai_gateway_guard_ws(&iw);
+
+    rc = (iw.p < iw.end && (*iw.p == '{' || *iw.p == '['))
+         ? ngx_http_ai_gateway_guard_value(&iw, 1) : NGX_ERROR;
+
+    if (rc == NGX_OK) {
+        ngx_http_ai_gateway_guard_ws(&iw);
+
+        if (iw.p != iw.end) {
+            rc = NGX_ERROR;
+        }
+    }
+
+    if (rc == NGX_ERROR && s.category == NULL) {
+        /* not JSON: a text */
+        w->s->guard = &g;
+        rc = ngx_http_ai_gateway_guard_text(w->s, str->data, str->len);
+        w->s->guard = guard;
+
+        return rc;
+    }
+
+    w->s->category = s.category;
+    w->s->masks = s.masks;
+    w->s->mask_types = s.mask_types;
+    w->s->inspected = s.inspected;
+    w->s->masked.data = NULL;
+    w->s->masked.len = 0;
+
+    if (rc != NGX_OK || iw.edits == NULL) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_guard_edited(w->s->pool, str->data, str->len,
+                                            iw.edits, &w->s->masked);
+}
+
+
+/*
  * The keys whose string values the model reads, and those of subtrees it
  * does not; every key of a document is looked up, by its length first
  */
@@ -1211,7 +1316,7 @@ ngx_http_ai_gateway_guard_key(const u_char *p, size_t len)
 
     case 9:
         if (ngx_http_ai_gateway_guard_is("arguments")) {
-            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_JSON;
         }
 
         if (ngx_http_ai_gateway_guard_is("functions")) {
@@ -1226,10 +1331,12 @@ ngx_http_ai_gateway_guard_key(const u_char *p, size_t len)
         break;
 
     case 12:
-        if (ngx_http_ai_gateway_guard_is("instructions")
-            || ngx_http_ai_gateway_guard_is("partial_json"))
-        {
+        if (ngx_http_ai_gateway_guard_is("instructions")) {
             return NGX_HTTP_AI_GATEWAY_GUARD_KEY_TEXT;
+        }
+
+        if (ngx_http_ai_gateway_guard_is("partial_json")) {
+            return NGX_HTTP_AI_GATEWAY_GUARD_KEY_JSON;
         }
         break;
 
@@ -1262,13 +1369,41 @@ ngx_int_t
 ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len)
 {
-    u_char                            *d;
-    size_t                             size;
+    return ngx_http_ai_gateway_guard_walk(s, p, len, 0);
+}
+
+
+/*
+ * Every string of a JSON text is a text (a tool's arguments, whole): the
+ * masked text in s->document.  NGX_ERROR when it is no object or array.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_guard_json_all(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len)
+{
+    const u_char  *q;
+
+    for (q = p; q < p + len && (*q == ' ' || *q == '\n' || *q == '\r'
+                                || *q == '\t'); q++)
+    {
+        /* void */
+    }
+
+    if (q == p + len || (*q != '{' && *q != '[')) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ai_gateway_guard_walk(s, p, len, 1);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_walk(ngx_http_ai_gateway_guard_scan_t *s,
+    const u_char *p, size_t len, ngx_uint_t text)
+{
     ngx_int_t                          rc;
-    ngx_uint_t                         i;
-    const u_char                      *from;
     ngx_http_ai_gateway_guard_walk_t   w;
-    ngx_http_ai_gateway_guard_edit_t  *e;
 
     ngx_str_null(&s->document);
 
@@ -1278,7 +1413,7 @@ ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
     w.edits = NULL;
     w.depth = 0;
 
-    rc = ngx_http_ai_gateway_guard_value(&w, 0);
+    rc = ngx_http_ai_gateway_guard_value(&w, text);
 
     if (rc == NGX_OK) {
         ngx_http_ai_gateway_guard_ws(&w);
@@ -1301,30 +1436,47 @@ ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
         return rc;
     }
 
-    e = w.edits->elts;
+    return ngx_http_ai_gateway_guard_edited(s->pool, p, len, w.edits,
+                                            &s->document);
+}
+
+
+/* the document with its edited strings encoded again */
+
+static ngx_int_t
+ngx_http_ai_gateway_guard_edited(ngx_pool_t *pool, const u_char *p,
+    size_t len, ngx_array_t *edits, ngx_str_t *out)
+{
+    u_char                            *d;
+    size_t                             size;
+    ngx_uint_t                         i;
+    const u_char                      *from;
+    ngx_http_ai_gateway_guard_edit_t  *e;
+
+    e = edits->elts;
     size = len;
 
-    for (i = 0; i < w.edits->nelts; i++) {
+    for (i = 0; i < edits->nelts; i++) {
         size += ngx_escape_json(NULL, e[i].text.data, e[i].text.len)
                 + e[i].text.len;
     }
 
-    d = ngx_pnalloc(s->pool, size);
+    d = ngx_pnalloc(pool, size + 1);
     if (d == NULL) {
         return NGX_ERROR;
     }
 
-    s->document.data = d;
+    out->data = d;
     from = p;
 
-    for (i = 0; i < w.edits->nelts; i++) {
+    for (i = 0; i < edits->nelts; i++) {
         d = ngx_cpymem(d, from, e[i].start - from);
         d = (u_char *) ngx_escape_json(d, e[i].text.data, e[i].text.len);
         from = e[i].end;
     }
 
     d = ngx_cpymem(d, from, p + len - from);
-    s->document.len = d - s->document.data;
+    out->len = d - out->data;
 
     return NGX_OK;
 }

@@ -92,6 +92,11 @@ ngx_int_t ngx_http_ai_gateway_guard_text(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len);
 ngx_int_t ngx_http_ai_gateway_guard_json(ngx_http_ai_gateway_guard_scan_t *s,
     const u_char *p, size_t len);
+/* a JSON string's bytes (no quotes), decoded; NGX_ERROR for bad escapes */
+ngx_int_t ngx_http_ai_gateway_guard_decode(ngx_pool_t *pool, const u_char *p,
+    const u_char *end, ngx_str_t *out);
+ngx_int_t ngx_http_ai_gateway_guard_json_all(
+    ngx_http_ai_gateway_guard_scan_t *s, const u_char *p, size_t len);
 ngx_int_t ngx_http_ai_gateway_guard_match(
     ngx_http_ai_gateway_guard_list_t *list, const u_char *p, size_t len,
     ngx_uint_t *line);

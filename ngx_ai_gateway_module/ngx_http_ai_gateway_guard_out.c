@@ -80,7 +80,13 @@ static u_char  ngx_http_ai_gateway_gout_tag;
 #define NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION  1   /* choices[].text */
 #define NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC   2   /* content_block_delta */
 #define NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES   3   /* response.output_text.delta */
-#define NGX_HTTP_AI_GATEWAY_GOUT_TOOL        4   /* arguments: not held */
+/* a tool's arguments, JSON text: held while a string or a number of
+ * them is not whole (gout_args_cut()) */
+#define NGX_HTTP_AI_GATEWAY_GOUT_TOOL        4   /* tool_calls[].function */
+#define NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC  5   /* input_json_delta */
+#define NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES  6   /* function_call_... */
+/* gout_text(): find a text, make no place for it */
+#define NGX_HTTP_AI_GATEWAY_GOUT_FIND        7
 
 /* a secret being dropped: the rest of a PEM block, of a token (a JWT) */
 #define NGX_HTTP_AI_GATEWAY_GOUT_PEM         1
@@ -98,6 +104,8 @@ typedef struct {
     json_int_t                    index2;
     unsigned                      kind:3;
     unsigned                      secret:2;
+    unsigned                      in_str:1;     /* arguments: where held
+                                                   starts, in a string */
 } ngx_http_ai_gateway_guard_text_t;
 
 
@@ -194,6 +202,23 @@ static ngx_int_t ngx_http_ai_gateway_gout_detect(
 static ngx_int_t ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field);
+static ngx_uint_t ngx_http_ai_gateway_gout_kind(ngx_http_ai_gateway_gout_t *go,
+    const char *key);
+static ngx_int_t ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_int_t choice);
+static ngx_int_t ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, json_t *v, json_t *owner,
+    const char *field);
+static size_t ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
+    ngx_uint_t in_str, ngx_uint_t *cut_in_str);
+static ngx_int_t ngx_http_ai_gateway_gout_args_out(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const u_char *p, size_t len, ngx_uint_t in_str, ngx_str_t *out);
+static ngx_int_t ngx_http_ai_gateway_gout_mask_args(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field, const u_char *p, size_t len);
 static ngx_int_t ngx_http_ai_gateway_gout_mask_item(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *item);
@@ -777,6 +802,7 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     size_t                      len;
     ngx_int_t                   rc;
     ngx_str_t                   rest;
+    ngx_uint_t                  kind;
     json_int_t                  index, index2;
     const char                 *type;
     ngx_http_ai_gateway_gout_t  *go;
@@ -834,20 +860,21 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
         } else if (json_object_get(delta, "partial_json")) {
             rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, delta,
                                        "partial_json", key,
-                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL, index, 0);
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC,
+                                       index, 0);
         }
 
     } else if (type && ngx_strcmp(type, "content_block_stop") == 0) {
         index = json_integer_value(json_object_get(root, "index"));
         ngx_snprintf((u_char *) key, sizeof(key), "a%L%Z", (int64_t) index);
 
+        kind = ngx_http_ai_gateway_gout_kind(go, key);
         rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
         if (rc == NGX_OK && rest.len) {
             /* what was held back goes out before the block ends */
-            e = ngx_http_ai_gateway_gout_rest_event(go,
-                                       NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC,
-                                       index, 0, &rest);
+            e = ngx_http_ai_gateway_gout_rest_event(go, kind, index, 0,
+                                                    &rest);
             if (e == NULL) {
                 rc = NGX_ERROR;
 
@@ -940,9 +967,14 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
                 fn = json_object_get(tc, "function");
 
                 if (rc == NGX_OK && json_object_get(fn, "arguments")) {
+                    index2 = json_integer_value(json_object_get(tc, "index"));
+                    ngx_snprintf((u_char *) key, sizeof(key), "t%L.%L%Z",
+                                 (int64_t) index, (int64_t) index2);
+
                     rc = ngx_http_ai_gateway_gout_delta(r, ctx, go, fn,
-                                       "arguments", "tool",
-                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL, 0, 0);
+                                       "arguments", key,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL, index,
+                                       index2);
                 }
             }
 
@@ -952,6 +984,16 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
             {
                 continue;
             }
+
+            /* the tool calls' held arguments, in chunks before this one */
+            rc = ngx_http_ai_gateway_gout_flush_tools(r, ctx, go, index);
+
+            if (rc != NGX_OK) {
+                continue;
+            }
+
+            ngx_snprintf((u_char *) key, sizeof(key), "c%L%Z",
+                         (int64_t) index);
 
             /* the last chunk of this choice takes what was held back,
              * after its own text (a last chunk may carry text too) */
@@ -981,6 +1023,401 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
 }
 
 
+/* the kind of the text of key (NGX_HTTP_AI_GATEWAY_GOUT_FIND: none) */
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_kind(ngx_http_ai_gateway_gout_t *go, const char *key)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = ngx_strlen(key);
+
+    for (i = 0; go->texts && i < go->ntexts; i++) {
+        if (go->texts[i].key_len == len
+            && ngx_strncmp(go->texts[i].key, key, len) == 0)
+        {
+            return go->texts[i].kind;
+        }
+    }
+
+    return NGX_HTTP_AI_GATEWAY_GOUT_FIND;
+}
+
+
+/* a choice ends: its tool calls' held arguments go out, a chunk each */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_int_t choice)
+{
+    json_t                            *e;
+    ngx_int_t                          rc;
+    ngx_str_t                          rest;
+    ngx_uint_t                         i;
+    json_int_t                         index2;
+    ngx_http_ai_gateway_guard_text_t  *t;
+
+    for (i = 0; i < go->ntexts; i++) {
+        t = &go->texts[i];
+
+        if (t->key_len == 0 || t->kind != NGX_HTTP_AI_GATEWAY_GOUT_TOOL
+            || t->index != choice)
+        {
+            continue;
+        }
+
+        index2 = t->index2;
+
+        rc = ngx_http_ai_gateway_gout_flush(r, ctx, go, t, &rest);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (rest.len == 0) {
+            continue;
+        }
+
+        e = ngx_http_ai_gateway_gout_rest_event(go,
+                                                NGX_HTTP_AI_GATEWAY_GOUT_TOOL,
+                                                choice, index2, &rest);
+        if (e == NULL) {
+            return NGX_ERROR;
+        }
+
+        rc = ngx_http_ai_gateway_gout_emit(go, NULL, 0, e);
+        json_decref(e);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A piece of a tool's arguments, JSON text.  What goes out is cut where
+ * no string or number of the text is open (gout_args_cut()): a PII value
+ * is then whole in one piece, and its string is masked decoded and
+ * encoded again (gout_args_out()), so that the arguments stay JSON.  A
+ * string longer than NGX_HTTP_AI_GATEWAY_GUARD_HOLD goes out in parts, cut
+ * as a text would be.  Keywords and patterns are looked for in the text
+ * as it is, across pieces.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, json_t *v, json_t *owner,
+    const char *field)
+{
+    u_char                            *p, *all, *scan;
+    size_t                             len, held, cut, keep;
+    ngx_int_t                          rc;
+    ngx_str_t                          out;
+    ngx_uint_t                         in_str, cut_in_str;
+    ngx_http_ai_gateway_guard_scan_t   s;
+
+    held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
+    len = json_string_length(v);
+
+    all = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                           NGX_HTTP_AI_GATEWAY_GOUT_ALL,
+                                           held + len + 1);
+    scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                            NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
+                                            t->back_len + held + len);
+    if (all == NULL || scan == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = all;
+    if (held) {
+        p = ngx_cpymem(p, t->held->pos, held);
+        t->held->last = t->held->pos;
+    }
+    p = ngx_cpymem(p, json_string_value(v), len);
+    len = p - all;
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = go->guard;
+    s.pool = r->pool;
+
+    /* keywords and patterns (PII below, on what goes out) */
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, 2);
+
+    if (rc != NGX_OK) {
+        ctx->gout_category = s.category;
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                       rc == NGX_ERROR ? "error" : "block");
+        return NGX_DECLINED;
+    }
+
+    in_str = t->in_str;
+
+    cut = ngx_http_ai_gateway_gout_args_cut(all, len, in_str, &cut_in_str);
+    keep = len - cut;
+
+    if (keep
+        && ngx_http_ai_gateway_append(r, &t->held, all + cut, keep,
+                                      NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD
+                                      + NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    t->in_str = cut_in_str;
+
+    rc = ngx_http_ai_gateway_gout_args_out(r, ctx, go, all, cut, in_str,
+                                           &out);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* what was sent, for keywords and patterns across pieces */
+    if (out.len >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
+        ngx_memcpy(t->back, out.data + out.len
+                            - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
+                   NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
+        t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
+
+    } else {
+        keep = ngx_min(t->back_len,
+                       NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - out.len);
+        ngx_memmove(t->back, t->back + t->back_len - keep, keep);
+        ngx_memcpy(t->back + keep, out.data, out.len);
+        t->back_len = keep + out.len;
+    }
+
+    return json_object_set_new(owner, field,
+                               json_stringn_nocheck((char *) out.data,
+                                                    out.len)) == 0
+           ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * Where a piece of JSON text may be cut: after the last byte that ends a
+ * value or separates two (outside any string, number or word), so that
+ * what is held starts outside a string; when that would hold more than
+ * NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes (a long string), where a text would
+ * be cut, but never inside an escape.  *in_str: whether the cut is inside
+ * a string.
+ */
+
+static size_t
+ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
+    ngx_uint_t in_str, ngx_uint_t *cut_in_str)
+{
+    u_char      c;
+    size_t      i, n, cut, cut2;
+    ngx_uint_t  str, esc, cut_str;
+
+    str = in_str;
+    esc = 0;
+    cut = 0;
+    cut_str = in_str;
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        if (str) {
+            if (esc) {
+                esc = 0;
+
+            } else if (c == '\\') {
+                esc = 1;
+
+            } else if (c == '"') {
+                str = 0;
+                cut = i + 1;
+                cut_str = 0;
+            }
+
+            continue;
+        }
+
+        if (c == '"') {
+            /* before a string: the string is held whole */
+            cut = i;
+            cut_str = 0;
+            str = 1;
+            continue;
+        }
+
+        if (c == '{' || c == '}' || c == '[' || c == ']' || c == ','
+            || c == ':' || c == ' ' || c == '\n' || c == '\r' || c == '\t')
+        {
+            cut = i + 1;
+            cut_str = 0;
+        }
+    }
+
+    if (len - cut <= NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
+        *cut_in_str = cut_str;
+        return cut;
+    }
+
+    /* a long open string (or word): cut as a text, outside escapes */
+
+    cut2 = len - ngx_min(ngx_http_ai_gateway_gout_hold(p + cut, len - cut),
+                         NGX_HTTP_AI_GATEWAY_GUARD_HOLD);
+
+    str = cut_str;
+
+    for (i = cut; i < cut2; i++) {
+        c = p[i];
+
+        if (!str) {
+            str = (c == '"');
+            continue;
+        }
+
+        if (c == '\\') {
+            /* an escape is not cut: "\uXXXX" is 6 bytes, the others 2 */
+            n = (i + 1 < len && p[i + 1] == 'u') ? 6 : 2;
+
+            if (i + n > cut2) {
+                cut2 = i;
+                break;
+            }
+
+            i += n - 1;
+            continue;
+        }
+
+        if (c == '"') {
+            str = 0;
+        }
+    }
+
+    *cut_in_str = str;
+
+    return cut2;
+}
+
+
+/*
+ * A part of a tool's arguments that goes out: each string in it (whole,
+ * or the part of one at its start or end) decoded, its PII masked, and
+ * encoded again; the rest as it is.  With pii=block, PII in it blocks
+ * (NGX_DECLINED).
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_args_out(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    const u_char *p, size_t len, ngx_uint_t in_str, ngx_str_t *out)
+{
+    u_char        *d, *m;
+    size_t         i, j, n, count;
+    unsigned       types, all;
+    ngx_str_t      str;
+    const u_char  *q;
+
+    out->data = (u_char *) p;
+    out->len = len;
+
+    if (len == 0 || go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_NONE) {
+        goto done;
+    }
+
+    /* the strings decoded, masked and encoded again: at most each byte as
+     * a mask 5 times longer, each of those escaped as "\u00XX" */
+    d = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(len) * 6 + 1);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = d;
+    all = 0;
+
+    for (i = 0; i < len; /* void */) {
+
+        if (!in_str) {
+            q = memchr(p + i, '"', len - i);
+            n = (q ? (size_t) (q - p) + 1 : len) - i;
+            d = ngx_cpymem(d, p + i, n);
+            i += n;
+            in_str = (q != NULL);
+            continue;
+        }
+
+        /* a string's bytes up to its closing quote, or the end */
+
+        for (j = i; j < len && p[j] != '"'; j++) {
+            if (p[j] == '\\') {
+                j++;
+            }
+        }
+
+        j = ngx_min(j, len);
+
+        if (ngx_http_ai_gateway_guard_decode(r->pool, p + i, p + j, &str)
+            != NGX_OK)
+        {
+            /* not JSON: as it is */
+            d = ngx_cpymem(d, p + i, j - i);
+
+        } else {
+            types = ngx_http_ai_gateway_guard_mask_types(str.data, str.len,
+                                                  go->guard->pii_types);
+
+            if (types == 0) {
+                d = ngx_cpymem(d, p + i, j - i);
+
+            } else if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                                          ffs(types) - 1);
+                ngx_http_ai_gateway_guard_note(r, ctx, "output",
+                                               ctx->gout_category, "block");
+                return NGX_DECLINED;
+
+            } else {
+                all |= types;
+
+                m = ngx_pnalloc(r->pool,
+                                NGX_HTTP_AI_GATEWAY_PII_MASK_BOUND(str.len));
+                if (m == NULL) {
+                    return NGX_ERROR;
+                }
+
+                n = ngx_http_ai_gateway_pii_mask(str.data, str.len,
+                                                 go->guard->pii_types, m,
+                                                 &count);
+                d = (u_char *) ngx_escape_json(d, m, n);
+            }
+        }
+
+        i = j;
+
+        if (i < len) {
+            *d++ = '"';
+            i++;
+            in_str = 0;
+        }
+    }
+
+    out->len = d - out->data;
+
+    if (all) {
+        ngx_http_ai_gateway_guard_mask_note(r, ctx, "output", all);
+    }
+
+done:
+
+    ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture_args, out->data,
+                                     out->len);
+
+    return NGX_OK;
+}
+
+
 /*
  * The Responses API's other events repeat what the deltas streamed: the
  * whole text of a part ("response.content_part.done"), of an output item
@@ -996,8 +1433,9 @@ ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
 {
     char        key[24];
     size_t      i;
-    json_t     *v, *item;
+    json_t     *v, *item, *e;
     ngx_int_t   rc;
+    ngx_str_t   rest;
     json_int_t  index;
 
     if (ngx_strcmp(type, "response.function_call_arguments.delta") == 0) {
@@ -1005,11 +1443,42 @@ ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
         ngx_snprintf((u_char *) key, sizeof(key), "f%L%Z", (int64_t) index);
 
         return ngx_http_ai_gateway_gout_delta(r, ctx, go, root, "delta", key,
-                                              NGX_HTTP_AI_GATEWAY_GOUT_TOOL,
-                                              index, 0);
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES,
+                                       index, 0);
     }
 
     if (ngx_strcmp(type, "response.function_call_arguments.done") == 0) {
+        index = json_integer_value(json_object_get(root, "output_index"));
+        ngx_snprintf((u_char *) key, sizeof(key), "f%L%Z", (int64_t) index);
+
+        rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
+
+        if (rc == NGX_OK && rest.len) {
+            /* the held rest in a delta of its own, before the whole */
+            e = ngx_http_ai_gateway_gout_rest_event(go,
+                                       NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES,
+                                       index, 0, &rest);
+            if (e == NULL) {
+                return NGX_ERROR;
+            }
+
+            v = json_object_get(root, "item_id");
+
+            if (v != NULL) {
+                (void) json_object_set(e, "item_id", v);
+            }
+
+            rc = ngx_http_ai_gateway_gout_emit(go,
+                       (u_char *) "response.function_call_arguments.delta",
+                       sizeof("response.function_call_arguments.delta") - 1,
+                       e);
+            json_decref(e);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
         return ngx_http_ai_gateway_gout_mask_string(r, ctx, go, root,
                                                     "arguments");
     }
@@ -1064,6 +1533,54 @@ ngx_http_ai_gateway_gout_mask_item(ngx_http_request_t *r,
 }
 
 
+/*
+ * Whole arguments (JSON text): masked in their strings, or NGX_ABORT for a
+ * block; NGX_DECLINED when they are no JSON object (masked as a text).
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_mask_args(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    json_t *owner, const char *field, const u_char *p, size_t len)
+{
+    ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_t        g;
+    ngx_http_ai_gateway_guard_scan_t   s;
+
+    g = *go->guard;
+    g.keywords = NULL;
+    g.deny = NULL;
+    g.allow = NULL;
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = &g;
+    s.pool = r->pool;
+
+    rc = ngx_http_ai_gateway_guard_json_all(&s, p, len);
+
+    if (rc == NGX_ERROR) {
+        return NGX_DECLINED;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ctx->gout_category = s.category;
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category, "block");
+        return NGX_ABORT;
+    }
+
+    if (s.masks == 0) {
+        return NGX_OK;
+    }
+
+    ngx_http_ai_gateway_guard_mask_note(r, ctx, "output", s.mask_types);
+
+    return json_object_set_new(owner, field,
+                               json_stringn_nocheck((char *) s.document.data,
+                                                    s.document.len)) == 0
+           ? NGX_OK : NGX_ERROR;
+}
+
+
 /* owner[field], a whole text: PII masked, or NGX_DECLINED (pii=block) */
 
 static ngx_int_t
@@ -1075,6 +1592,7 @@ ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     size_t         len, count;
     json_t        *v;
     unsigned       types;
+    ngx_int_t      rc;
     const u_char  *p;
 
     v = json_object_get(owner, field);
@@ -1086,6 +1604,15 @@ ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
 
     p = (const u_char *) json_string_value(v);
     len = json_string_length(v);
+
+    if (ngx_strcmp(field, "arguments") == 0) {
+        /* JSON text: PII in its strings, so that a mask keeps it JSON */
+        rc = ngx_http_ai_gateway_gout_mask_args(r, ctx, go, owner, field, p,
+                                                len);
+        if (rc != NGX_DECLINED) {
+            return (rc == NGX_ABORT) ? NGX_DECLINED : rc;
+        }
+    }
 
     types = ngx_http_ai_gateway_guard_mask_types(p, len, go->guard->pii_types);
 
@@ -1188,7 +1715,11 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     t->index = index;
     t->index2 = index2;
 
-    hold = (kind != NGX_HTTP_AI_GATEWAY_GOUT_TOOL);
+    if (kind >= NGX_HTTP_AI_GATEWAY_GOUT_TOOL) {
+        return ngx_http_ai_gateway_gout_args(r, ctx, go, t, v, owner, field);
+    }
+
+    hold = 1;
     held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
     len = json_string_length(v);
 
@@ -1422,8 +1953,7 @@ ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
 
     ngx_str_null(text);
 
-    t = ngx_http_ai_gateway_gout_text(r, go, key, NGX_HTTP_AI_GATEWAY_GOUT_TOOL
-                                                  + 1);
+    t = ngx_http_ai_gateway_gout_text(r, go, key, NGX_HTTP_AI_GATEWAY_GOUT_FIND);
     if (t == NULL) {
         return NGX_OK;
     }
@@ -1454,13 +1984,19 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
         len = 0;
     }
 
-    /* free: the buffer stays for the next text in this place */
+    /* free: the buffer stays for the next text in this place (t->kind
+     * and t->in_str are read below) */
     t->key_len = 0;
     t->back_len = 0;
     t->secret = 0;
 
     if (len == 0) {
         return NGX_OK;
+    }
+
+    if (t->kind >= NGX_HTTP_AI_GATEWAY_GOUT_TOOL) {
+        return ngx_http_ai_gateway_gout_args_out(r, ctx, go, p, len,
+                                                 t->in_str, text);
     }
 
     if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
@@ -1561,9 +2097,17 @@ ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
         switch (kind) {
 
         case NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC:
+        case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC:
             rc = ngx_http_ai_gateway_gout_emit(go,
                                    (u_char *) "content_block_delta",
                                    sizeof("content_block_delta") - 1, e);
+            break;
+
+        case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES:
+            rc = ngx_http_ai_gateway_gout_emit(go,
+                       (u_char *) "response.function_call_arguments.delta",
+                       sizeof("response.function_call_arguments.delta") - 1,
+                       e);
             break;
 
         case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
@@ -1602,6 +2146,25 @@ ngx_http_ai_gateway_gout_rest_event(ngx_http_ai_gateway_gout_t *go,
         return json_pack("{s:s,s:I,s:{s:s,s:s%}}", "type",
                          "content_block_delta", "index", index, "delta",
                          "type", "text_delta", "text", rest->data, rest->len);
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC:
+        return json_pack("{s:s,s:I,s:{s:s,s:s%}}", "type",
+                         "content_block_delta", "index", index, "delta",
+                         "type", "input_json_delta", "partial_json",
+                         rest->data, rest->len);
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES:
+        return json_pack("{s:s,s:I,s:s%}", "type",
+                         "response.function_call_arguments.delta",
+                         "output_index", index, "delta", rest->data,
+                         rest->len);
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_TOOL:
+        choices = json_pack("[{s:I,s:{s:[{s:I,s:{s:s%}}]},s:n}]", "index",
+                            index, "delta", "tool_calls", "index", index2,
+                            "function", "arguments", rest->data, rest->len,
+                            "finish_reason");
+        break;
 
     case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
         return json_pack("{s:s,s:I,s:I,s:s%}", "type",
@@ -1680,7 +2243,7 @@ ngx_http_ai_gateway_gout_chunk_cleanup(void *data)
 
 /*
  * The text of key, or a place made for it when kind is a text's kind
- * (NGX_HTTP_AI_GATEWAY_GOUT_TOOL + 1: only found).  Places are reused once
+ * (NGX_HTTP_AI_GATEWAY_GOUT_FIND: only found).  Places are reused once
  * their text ended; up to NGX_HTTP_AI_GATEWAY_GUARD_TEXTS_MAX at once.
  */
 
@@ -1711,7 +2274,7 @@ ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
         }
     }
 
-    if (kind > NGX_HTTP_AI_GATEWAY_GOUT_TOOL || len > sizeof(t->key)) {
+    if (kind == NGX_HTTP_AI_GATEWAY_GOUT_FIND || len > sizeof(t->key)) {
         return NULL;
     }
 
@@ -1745,6 +2308,7 @@ ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
     t->key_len = len;
     t->back_len = 0;
     t->secret = 0;
+    t->in_str = 0;
     t->kind = kind;
     t->index = 0;
     t->index2 = 0;
@@ -2148,7 +2712,7 @@ ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
 
     s->guard->pii = pii;
 
-    if (rc != NGX_OK || pii != NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+    if (rc != NGX_OK || pii != NGX_HTTP_AI_GATEWAY_GUARD_BLOCK || hold == 2) {
         return rc;
     }
 

@@ -84,6 +84,21 @@ our @splits = (
 );
 our @split_files = map { ["s$_.sse", oa_stream(1, @{ $splits[$_][2] })] } 0 .. $#splits;
 
+# TEST 22: tool arguments with escapes and a long string, in pieces of 1 to
+# 13 bytes (OpenAI tool_calls deltas)
+our $args = '{"a":"q\\"x\\\\ \\u00e9 mail john@example.com\\n","long":"' . ('word ' x 70)
+    . 'reach me at jane@corp.example ok","n":[1,2.5e3,true,null]}';
+sub tool_stream {
+    my ($n) = @_;
+    my $s = '';
+    for my $p ($args =~ /(.{1,$n})/sg) {
+        $s .= 'data: ' . JSON::PP->new->canonical->encode({choices => [{index => 0, delta => {tool_calls =>
+                 [{index => 0, function => {arguments => $p}}]}}]}) . "\n\n";
+    }
+    return $s . qq|data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n|;
+}
+our @tool_files = map { ["t$_.sse", tool_stream($_)] } 1 .. 13;
+
 no_shuffle();
 run_tests();
 
@@ -514,3 +529,140 @@ X-Mock-Text: mail john@example.com now
 --- response_body_like eval
 qr/^data: \{[^\n]*"role":"assistant"[^\n]*\n\n: keepalive\n\n(data: [^\n]*\n\n)+data: \[DONE\]\n\n\z/
 --- response_body_unlike: john
+
+
+
+=== TEST 18: a JSON answer's tool arguments are masked inside their strings: escapes before an address, an escaped "@", a key block without its end; the arguments stay JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/a.json;
+    }
+    location = /a.json {
+        default_type application/json;
+        alias html/a.json;
+    }
+--- user_files eval
+[["a.json", JSON::PP->new->canonical->encode({id => 'x', object => 'chat.completion', model => 'm',
+    choices => [{index => 0, finish_reason => 'tool_calls', message => {role => 'assistant', content => undef,
+    tool_calls => [{id => 'c1', type => 'function', function => {name => 'send',
+        arguments => '{"body": "Contact:\njohn@example.com", "to": "caf\u00e9jane@corp.example", "cc": "x\u0040corp.example", "key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC"}'}}]}}]})]]
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+sub {
+    my $j = JSON::PP::decode_json($_[0]);
+    my $args = eval { JSON::PP->new->decode($j->{choices}[0]{message}{tool_calls}[0]{function}{arguments}) };
+    return "not JSON: $j->{choices}[0]{message}{tool_calls}[0]{function}{arguments}\n" unless $args;
+    JSON::PP->new->canonical->ascii->encode($args) . "\n";
+}
+--- response_body
+{"body":"Contact:\n[REDACTED_EMAIL]","cc":"[REDACTED_EMAIL]","key":"[REDACTED_SECRET]","to":"caf\u00e9[REDACTED_EMAIL]"}
+
+
+
+=== TEST 19: streamed tool arguments in 10-character pieces (OpenAI, Anthropic): an address and a phone split over pieces are masked, the arguments stay JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_buffering off;
+        proxy_set_header x-mock-tool-call send;
+        proxy_set_header x-mock-tool-args '{"to":"john.doe@example.com","body":"call +1 415 555 0134 today","n":4111111111111111}';
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+["POST /v1/chat/completions\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1/messages\n" . '{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}']
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $args = '';
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $args .= $_->{function}{arguments} // '' for @{ $j->{choices}[0]{delta}{tool_calls} // [] };
+        $args .= $j->{delta}{partial_json} // '' if ($j->{type} // '') eq 'content_block_delta';
+    }
+    my $a = eval { JSON::PP->new->decode($args) };
+    ($a ? JSON::PP->new->canonical->encode($a) : "not JSON: $args") . "\n";
+}
+--- response_body eval
+['{"body":"call [REDACTED_PHONE] today","n":4111111111111111,"to":"[REDACTED_EMAIL]"}' . "\n",
+ '{"body":"call [REDACTED_PHONE] today","n":4111111111111111,"to":"[REDACTED_EMAIL]"}' . "\n"]
+--- response_body_unlike eval
+[qr/john|doe|0134/, qr/john|doe|0134/]
+
+
+
+=== TEST 20: pii=block: an address in streamed tool arguments blocks the stream, whatever the pieces
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_buffering off;
+        proxy_set_header x-mock-tool-call send;
+        proxy_set_header x-mock-tool-args '{"to":"john.doe@example.com"}';
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_like: data: \{"error":\{"message":"The response was blocked by the output guardrail \(pii_email\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z
+--- response_body_unlike: john
+
+
+
+=== TEST 21: input: an earlier tool call's arguments in the history are masked inside their strings and stay JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails input pii=mask;
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+"POST /v1/chat/completions\n" . JSON::PP->new->canonical->encode({model => 'm', messages => [
+    {role => 'user', content => 'Hi'},
+    {role => 'assistant', content => undef, tool_calls => [{id => 'c1', type => 'function',
+        function => {name => 'send', arguments => '{"body": "Contact:\njohn@example.com"}'}}]},
+    {role => 'tool', tool_call_id => 'c1', content => 'sent'}]})
+--- response_body_filters eval
+sub {
+    my $echo = JSON::PP::decode_json($_[0]);
+    my $req = JSON::PP::decode_json($echo->{body});
+    my $args = eval { JSON::PP->new->decode($req->{messages}[1]{tool_calls}[0]{function}{arguments}) };
+    ($args ? JSON::PP->new->canonical->encode($args) : "not JSON") . "\n";
+}
+--- response_body
+{"body":"Contact:\n[REDACTED_EMAIL]"}
+
+
+
+=== TEST 22: tool arguments with escapes, numbers and a string longer than the hold, cut in pieces of 1 to 13 bytes: always JSON, always masked
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+\@::tool_files
+--- request eval
+[map { "POST /v1/chat/completions?f=t$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } 1 .. 13]
+--- response_body_filters eval
+sub {
+    my ($body) = @_;
+    my $args = '';
+    for my $l ($body =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $args .= $_->{function}{arguments} // '' for @{ $j->{choices}[0]{delta}{tool_calls} // [] };
+    }
+    my $a = eval { JSON::PP->new->decode($args) };
+    ($a ? JSON::PP->new->canonical->ascii->encode($a) : "not JSON: $args") . "\n";
+}
+--- response_body eval
+[map { '{"a":"q\\"x\\\\ \\u00e9 mail [REDACTED_EMAIL]\\n","long":"' . ('word ' x 70) . 'reach me at [REDACTED_EMAIL] ok","n":[1,2500,true,null]}' . "\n" } 1 .. 13]
