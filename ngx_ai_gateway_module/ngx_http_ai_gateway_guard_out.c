@@ -202,6 +202,8 @@ static ngx_int_t ngx_http_ai_gateway_gout_detect(
 static ngx_int_t ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field);
+static json_t *ngx_http_ai_gateway_gout_load_lone(ngx_http_request_t *r,
+    const u_char *p, size_t len);
 static ngx_uint_t ngx_http_ai_gateway_gout_kind(ngx_http_ai_gateway_gout_t *go,
     const char *key);
 static ngx_int_t ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
@@ -836,6 +838,12 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
     }
 
     root = json_loadb((const char *) p, len, JSON_ALLOW_NUL, NULL);
+
+    if (root == NULL) {
+        /* a lone surrogate ("\ud83d" cut from its pair) is the one thing
+         * jansson refuses that clients read: as U+FFFD, it is judged */
+        root = ngx_http_ai_gateway_gout_load_lone(r, p, len);
+    }
 
     if (root == NULL || !json_is_object(root)) {
         json_decref(root);
@@ -1641,6 +1649,71 @@ ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     return json_object_set_new(owner, field,
                                json_stringn_nocheck((char *) out, len)) == 0
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The event's JSON with each escaped surrogate that is not half of a pair
+ * written "\ufffd", loaded; NULL when that changes nothing or does not
+ * load either.
+ */
+
+static json_t *
+ngx_http_ai_gateway_gout_load_lone(ngx_http_request_t *r, const u_char *p,
+    size_t len)
+{
+    u_char      *d, *q;
+    size_t       i;
+    ngx_int_t    c, next;
+    ngx_uint_t   fixed;
+
+    d = ngx_pnalloc(r->pool, len);
+    if (d == NULL) {
+        return NULL;
+    }
+
+    q = d;
+    fixed = 0;
+
+    for (i = 0; i < len; /* void */) {
+        if (p[i] != '\\' || i + 1 == len) {
+            *q++ = p[i++];
+            continue;
+        }
+
+        if (p[i + 1] != 'u' || len - i < 6) {
+            *q++ = p[i++];
+            *q++ = p[i++];
+            continue;
+        }
+
+        c = ngx_hextoi((u_char *) p + i + 2, 4);
+        next = (len - i >= 12 && p[i + 6] == '\\' && p[i + 7] == 'u')
+               ? ngx_hextoi((u_char *) p + i + 8, 4) : -1;
+
+        if (c >= 0xd800 && c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
+            /* a pair */
+            q = ngx_cpymem(q, p + i, 12);
+            i += 12;
+            continue;
+        }
+
+        if (c >= 0xd800 && c <= 0xdfff) {
+            q = ngx_cpymem(q, "\\ufffd", 6);
+            fixed = 1;
+
+        } else {
+            q = ngx_cpymem(q, p + i, 6);
+        }
+
+        i += 6;
+    }
+
+    if (!fixed) {
+        return NULL;
+    }
+
+    return json_loadb((const char *) d, q - d, JSON_ALLOW_NUL, NULL);
 }
 
 

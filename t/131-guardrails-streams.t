@@ -666,3 +666,27 @@ sub {
 }
 --- response_body eval
 [map { '{"a":"q\\"x\\\\ \\u00e9 mail [REDACTED_EMAIL]\\n","long":"' . ('word ' x 70) . 'reach me at [REDACTED_EMAIL] ok","n":[1,2500,true,null]}' . "\n" } 1 .. 13]
+
+
+
+=== TEST 23: a delta with a lone surrogate (which jansson refuses) is still judged: its address is masked, the surrogate is U+FFFD
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", qq|data: {"choices":[{"index":0,"delta":{"content":"mail john\@example.com \\ud83d ok \\ud83d\\ude00 \\\\ud83d"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|]]
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+sub { my $t = main::oa_text($_[0]); utf8::encode($t); "$t\n" }
+--- response_body eval
+"mail [REDACTED_EMAIL] \xef\xbf\xbd ok \xf0\x9f\x98\x80 \\ud83d|0 bad|DONE\n"
