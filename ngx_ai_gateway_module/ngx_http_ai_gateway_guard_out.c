@@ -166,6 +166,11 @@ static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     json_int_t index, json_int_t index2);
 static ngx_int_t ngx_http_ai_gateway_gout_too_many(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_gout_join(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_http_ai_gateway_guard_text_t *t,
+    json_t *v, u_char **all, u_char **scan, size_t *len);
+static void ngx_http_ai_gateway_gout_remember(
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t n);
 static ngx_int_t ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     const char *key, ngx_str_t *text);
@@ -1123,33 +1128,18 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
     ngx_http_ai_gateway_guard_text_t *t, json_t *v, json_t *owner,
     const char *field)
 {
-    u_char                            *p, *all, *scan;
-    size_t                             len, held, cut, keep;
+    u_char                            *all, *scan;
+    size_t                             len, cut, keep;
     ngx_int_t                          rc;
     ngx_str_t                          out;
     ngx_uint_t                         in_str, cut_in_str;
     ngx_http_ai_gateway_guard_scan_t   s;
 
-    held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
-    len = json_string_length(v);
-
-    all = ngx_http_ai_gateway_gout_scratch(r->pool, go,
-                                           NGX_HTTP_AI_GATEWAY_GOUT_ALL,
-                                           held + len + 1);
-    scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
-                                            NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
-                                            t->back_len + held + len);
-    if (all == NULL || scan == NULL) {
+    if (ngx_http_ai_gateway_gout_join(r, go, t, v, &all, &scan, &len)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    p = all;
-    if (held) {
-        p = ngx_cpymem(p, t->held->pos, held);
-        t->held->last = t->held->pos;
-    }
-    p = ngx_cpymem(p, json_string_value(v), len);
-    len = p - all;
 
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
     s.guard = go->guard;
@@ -1187,20 +1177,7 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
         return rc;
     }
 
-    /* what was sent, for keywords and patterns across pieces */
-    if (out.len >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
-        ngx_memcpy(t->back, out.data + out.len
-                            - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
-                   NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
-        t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
-
-    } else {
-        keep = ngx_min(t->back_len,
-                       NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - out.len);
-        ngx_memmove(t->back, t->back + t->back_len - keep, keep);
-        ngx_memcpy(t->back + keep, out.data, out.len);
-        t->back_len = keep + out.len;
-    }
+    ngx_http_ai_gateway_gout_remember(t, out.data, out.len);
 
     return json_object_set_new(owner, field,
                                json_stringn_nocheck((char *) out.data,
@@ -1767,8 +1744,8 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     json_t *owner, const char *field, const char *key, ngx_uint_t kind,
     json_int_t index, json_int_t index2)
 {
-    u_char                            *p, *all, *scan, *out;
-    size_t                             len, held, keep, n, count, start, d;
+    u_char                            *all, *scan, *out;
+    size_t                             len, keep, n, count, start, d;
     json_t                            *v;
     ngx_int_t                          rc;
     ngx_uint_t                         hold, secret;
@@ -1793,28 +1770,11 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     }
 
     hold = 1;
-    held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
-    len = json_string_length(v);
 
-    all = ngx_http_ai_gateway_gout_scratch(r->pool, go,
-                                           NGX_HTTP_AI_GATEWAY_GOUT_ALL,
-                                           held + len + 1);
-    scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
-                                            NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
-                                            t->back_len + held + len);
-    if (all == NULL || scan == NULL) {
+    if (ngx_http_ai_gateway_gout_join(r, go, t, v, &all, &scan, &len)
+        != NGX_OK)
+    {
         return NGX_ERROR;
-    }
-
-    p = all;
-    if (held) {
-        p = ngx_cpymem(p, t->held->pos, held);
-    }
-    p = ngx_cpymem(p, json_string_value(v), len);
-    len = p - all;
-
-    if (t->held) {
-        t->held->last = t->held->pos;
     }
 
     if (t->secret) {
@@ -1929,18 +1889,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         }
     }
 
-    /* what was sent, for keywords and patterns across deltas */
-    if (n >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
-        ngx_memcpy(t->back, out + n - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
-                   NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
-        t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
-
-    } else {
-        keep = ngx_min(t->back_len, NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - n);
-        ngx_memmove(t->back, t->back + t->back_len - keep, keep);
-        ngx_memcpy(t->back + keep, out, n);
-        t->back_len = keep + n;
-    }
+    ngx_http_ai_gateway_gout_remember(t, out, n);
 
     if (hold) {
         ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, out, n);
@@ -1952,6 +1901,68 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     return json_object_set_new(owner, field,
                                json_stringn_nocheck((char *) out, n)) == 0
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * What was held of the text, then the delta's: in "all" (a working copy),
+ * with room for the look-back before it in "scan"; the held part is taken.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_join(ngx_http_request_t *r,
+    ngx_http_ai_gateway_gout_t *go, ngx_http_ai_gateway_guard_text_t *t,
+    json_t *v, u_char **all, u_char **scan, size_t *len)
+{
+    u_char  *p;
+    size_t   held, n;
+
+    held = t->held ? (size_t) (t->held->last - t->held->pos) : 0;
+    n = json_string_length(v);
+
+    *all = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                            NGX_HTTP_AI_GATEWAY_GOUT_ALL,
+                                            held + n + 1);
+    *scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                             NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
+                                             t->back_len + held + n);
+    if (*all == NULL || *scan == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = *all;
+
+    if (held) {
+        p = ngx_cpymem(p, t->held->pos, held);
+        t->held->last = t->held->pos;
+    }
+
+    p = ngx_cpymem(p, json_string_value(v), n);
+    *len = p - *all;
+
+    return NGX_OK;
+}
+
+
+/* what was sent, for keywords and patterns across deltas */
+
+static void
+ngx_http_ai_gateway_gout_remember(ngx_http_ai_gateway_guard_text_t *t,
+    const u_char *p, size_t n)
+{
+    size_t  keep;
+
+    if (n >= NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK) {
+        ngx_memcpy(t->back, p + n - NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK,
+                   NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK);
+        t->back_len = NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK;
+        return;
+    }
+
+    keep = ngx_min(t->back_len, NGX_HTTP_AI_GATEWAY_GUARD_LOOKBACK - n);
+    ngx_memmove(t->back, t->back + t->back_len - keep, keep);
+    ngx_memcpy(t->back + keep, p, n);
+    t->back_len = keep + n;
 }
 
 
