@@ -189,6 +189,14 @@ static ngx_http_ai_gateway_guard_text_t *ngx_http_ai_gateway_gout_text(
     ngx_http_request_t *r, ngx_http_ai_gateway_gout_t *go, const char *key,
     ngx_uint_t kind);
 static size_t ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len);
+static size_t ngx_http_ai_gateway_gout_jwt_in(const u_char *p, size_t len);
+static ngx_uint_t ngx_http_ai_gateway_gout_pem_closed(const u_char *p,
+    size_t len);
+static size_t ngx_http_ai_gateway_gout_end_start(const u_char *p, size_t len);
+static size_t ngx_http_ai_gateway_gout_settle(const u_char *p, size_t len,
+    size_t n, unsigned types);
+static int ngx_http_ai_gateway_gout_settle_match(void *data,
+    ngx_http_ai_gateway_pii_match_t *m);
 static ngx_uint_t ngx_http_ai_gateway_gout_sep(u_char c);
 static ngx_uint_t ngx_http_ai_gateway_gout_numberish(const u_char *p,
     size_t len);
@@ -925,6 +933,11 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
                 rc = NGX_ERROR;
 
             } else {
+                if (json_object_get(root, "item_id")) {
+                    (void) json_object_set(e, "item_id",
+                                           json_object_get(root, "item_id"));
+                }
+
                 rc = ngx_http_ai_gateway_gout_emit(go,
                                    (u_char *) "response.output_text.delta",
                                    sizeof("response.output_text.delta") - 1,
@@ -938,6 +951,10 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
             rc = ngx_http_ai_gateway_gout_mask_string(r, ctx, go, root,
                                                       "text");
         }
+
+    } else if (type && ngx_strcmp(type, "message_stop") == 0) {
+        /* an Anthropic stream whose blocks had no content_block_stop */
+        rc = ngx_http_ai_gateway_gout_flush_all(r, ctx, go);
 
     } else if (type && ngx_strncmp(type, "response.", 9) == 0) {
         rc = ngx_http_ai_gateway_gout_responses(r, ctx, go, type, root);
@@ -1117,8 +1134,8 @@ ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
  * no string or number of the text is open (gout_args_cut()): a PII value
  * is then whole in one piece, and its string is masked decoded and
  * encoded again (gout_args_out()), so that the arguments stay JSON.  A
- * string longer than NGX_HTTP_AI_GATEWAY_GUARD_HOLD goes out in parts, cut
- * as a text would be.  Keywords and patterns are looked for in the text
+ * string longer than NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD goes out in
+ * parts, cut as a text would be.  Keywords and patterns are looked for in the text
  * as it is, across pieces.
  */
 
@@ -1190,8 +1207,8 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
  * Where a piece of JSON text may be cut: after the last byte that ends a
  * value or separates two (outside any string, number or word), so that
  * what is held starts outside a string; when that would hold more than
- * NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes (a long string), where a text would
- * be cut, but never inside an escape.  *in_str: whether the cut is inside
+ * NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD bytes (a very long string), where
+ * a text would be cut, but never inside an escape or a surrogate pair.  *in_str: whether the cut is inside
  * a string.
  */
 
@@ -1243,7 +1260,9 @@ ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
         }
     }
 
-    if (len - cut <= NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
+    if (len - cut <= NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD) {
+        /* a string up to 16 KiB waits whole: a key or a token in it is
+         * masked whole */
         *cut_in_str = cut_str;
         return cut;
     }
@@ -1264,8 +1283,16 @@ ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
         }
 
         if (c == '\\') {
-            /* an escape is not cut: "\uXXXX" is 6 bytes, the others 2 */
+            /* an escape is not cut: "\uXXXX" is 6 bytes, the others 2, a
+             * surrogate pair 12 */
             n = (i + 1 < len && p[i + 1] == 'u') ? 6 : 2;
+
+            if (n == 6 && i + 12 <= len && (p[i + 2] == 'd' || p[i + 2] == 'D')
+                && ngx_strchr("89abAB", p[i + 3]) && p[i + 3] != '\0'
+                && p[i + 6] == '\\' && p[i + 7] == 'u')
+            {
+                n = 12;
+            }
 
             if (i + n > cut2) {
                 cut2 = i;
@@ -1747,6 +1774,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     u_char                            *all, *scan, *out;
     size_t                             len, keep, n, count, start, d;
     json_t                            *v;
+    unsigned                           types;
     ngx_int_t                          rc;
     ngx_uint_t                         hold, secret;
     ngx_http_ai_gateway_guard_scan_t   s;
@@ -1803,7 +1831,8 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     s.guard = go->guard;
     s.pool = r->pool;
 
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, hold);
+    /* keywords and patterns; PII below, on what goes out */
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, 2);
 
     if (rc != NGX_OK) {
         ctx->gout_category = s.category;
@@ -1837,6 +1866,25 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     }
 
     n = len - keep;
+
+    if (!secret && go->guard->pii != NGX_HTTP_AI_GATEWAY_GUARD_NONE) {
+        /* no match is cut: it goes out whole, or waits whole */
+        n = ngx_http_ai_gateway_gout_settle(all, len, n,
+                                            go->guard->pii_types);
+        keep = len - n;
+    }
+
+    if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK && n) {
+        types = ngx_http_ai_gateway_guard_mask_types(all, n,
+                                                     go->guard->pii_types);
+        if (types) {
+            ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                                              ffs(types) - 1);
+            ngx_http_ai_gateway_guard_note(r, ctx, "output",
+                                           ctx->gout_category, "block");
+            return NGX_DECLINED;
+        }
+    }
 
     if (keep && !secret
         && ngx_http_ai_gateway_append(r, &t->held, all + n, keep,
@@ -1885,6 +1933,18 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
                 n = ngx_cpymem(out + n, "[REDACTED_SECRET]",
                                sizeof("[REDACTED_SECRET]") - 1) - out;
                 t->secret = secret;
+
+                /* a start of the end line ("-----EN") waits for the rest */
+                d = ngx_http_ai_gateway_gout_end_start(all + len - keep, keep);
+
+                if (secret == NGX_HTTP_AI_GATEWAY_GOUT_PEM && d
+                    && ngx_http_ai_gateway_append(r, &t->held, all + len - d,
+                                                  d,
+                                                  NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+                       != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
             }
         }
     }
@@ -2416,7 +2476,7 @@ ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
 static size_t
 ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 {
-    size_t      i, j, k, e, from, pem, groups;
+    size_t      i, j, k, e, from, pem;
     ngx_uint_t  end_space;
 
     pem = ngx_http_ai_gateway_gout_pem_open(p, len);
@@ -2447,12 +2507,16 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
         return len - pem;
     }
 
-    if (!end_space && i - j > NGX_HTTP_AI_GATEWAY_GUARD_HOLD
-        && !(i - j <= NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD
-             && (j == 0 || ngx_http_ai_gateway_gout_sep(p[j - 1]))
-             && i - j >= 3 && p[j] == 'e' && p[j + 1] == 'y'
-             && p[j + 2] == 'J'))
-    {
+    if (!end_space && i - j > NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
+        /* a JWT in it (after a quote, "Bearer:", "x="): held from there */
+        k = ngx_http_ai_gateway_gout_jwt_in(p + j, i - j);
+
+        if (k != (size_t) -1) {
+            return len - ngx_min(j + k, pem);
+        }
+    }
+
+    if (!end_space && i - j > NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
         /*
          * A long run without white space (Chinese or Japanese text): its
          * last NGX_HTTP_AI_GATEWAY_GUARD_HOLD bytes, and where that cut a
@@ -2472,7 +2536,7 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 
     if (ngx_http_ai_gateway_gout_numberish(p + j, i - j)) {
 
-        for (groups = 1; groups < 12; groups++) {
+        for ( ;; ) {
 
             /* a single space, and a group before it: [k, e) */
 
@@ -2504,6 +2568,35 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 }
 
 
+/*
+ * Where a JWT may start in a long word ("eyJ" after no base64 byte), its
+ * last such place; (size_t) -1 when there is none
+ */
+
+static size_t
+ngx_http_ai_gateway_gout_jwt_in(const u_char *p, size_t len)
+{
+    size_t  k;
+    u_char  c;
+
+    for (k = len - 2; k-- > 0; /* void */) {
+        if (p[k] != 'e' || p[k + 1] != 'y' || p[k + 2] != 'J') {
+            continue;
+        }
+
+        c = k ? p[k - 1] : ' ';
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
+        {
+            return k;
+        }
+    }
+
+    return (size_t) -1;
+}
+
+
 static ngx_uint_t
 ngx_http_ai_gateway_gout_sep(u_char c)
 {
@@ -2513,8 +2606,8 @@ ngx_http_ai_gateway_gout_sep(u_char c)
 
 /*
  * A group that may be part of a phone number, a card or an IBAN: with a
- * digit, or 2 to 4 capitals and digits ("WEST", an IBAN's bank code), or
- * only "()+-./" (the "(" of "(415)")
+ * digit, or up to 4 capitals ("WEST", an IBAN's bank code, or its "W" that
+ * a delta ended with), or only "()+-./" (the "(" of "(415)")
  */
 
 static ngx_uint_t
@@ -2523,7 +2616,7 @@ ngx_http_ai_gateway_gout_numberish(const u_char *p, size_t len)
     size_t      i;
     ngx_uint_t  upper, punct;
 
-    upper = (len >= 2 && len <= 4);
+    upper = (len <= 4);
     punct = 1;
 
     for (i = 0; i < len; i++) {
@@ -2628,6 +2721,106 @@ ngx_http_ai_gateway_gout_secret_start(const u_char *p, size_t len,
 }
 
 
+/*
+ * n moved off any match it cuts: past a match that ended before len (it
+ * goes out whole), or back to the start of one that runs to len (it waits
+ * whole).  The hold's rules ("the last word") guess at matches; this knows
+ * them, where a long run without spaces was cut at a fixed length.
+ */
+
+typedef struct {
+    size_t  n;
+    size_t  len;
+} ngx_http_ai_gateway_gout_cut_t;
+
+
+static size_t
+ngx_http_ai_gateway_gout_settle(const u_char *p, size_t len, size_t n,
+    unsigned types)
+{
+    ngx_http_ai_gateway_gout_cut_t  c;
+
+    if (n == 0 || n == len) {
+        return n;
+    }
+
+    c.n = n;
+    c.len = len;
+
+    (void) ngx_http_ai_gateway_pii_scan(p, len, types,
+                                        ngx_http_ai_gateway_gout_settle_match,
+                                        &c);
+
+    return c.n;
+}
+
+
+static int
+ngx_http_ai_gateway_gout_settle_match(void *data,
+    ngx_http_ai_gateway_pii_match_t *m)
+{
+    ngx_http_ai_gateway_gout_cut_t  *c = data;
+
+    if (m->start >= c->n) {
+        /* left to right: none after this one cuts n */
+        return 1;
+    }
+
+    if (m->end <= c->n) {
+        return 0;
+    }
+
+    c->n = (m->end < c->len) ? m->end : m->start;
+
+    return 1;
+}
+
+
+/* the longest end of p that "-----END " starts with */
+
+static size_t
+ngx_http_ai_gateway_gout_end_start(const u_char *p, size_t len)
+{
+    size_t  k;
+
+    for (k = ngx_min(len, 8); k > 0; k--) {
+        if (ngx_strncmp(p + len - k, "-----END ", k) == 0) {
+            return k;
+        }
+    }
+
+    return 0;
+}
+
+
+/* a PEM block that ends with its "-----END ...-----" line */
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_pem_closed(const u_char *p, size_t len)
+{
+    size_t  k;
+
+    if (len < 11 + 9 + 5 + 5 || ngx_strncmp(p + len - 5, "-----", 5) != 0) {
+        return 0;
+    }
+
+    /* "-----END " before the label that ends the block */
+    for (k = len - 5; k > 9 + 11; k--) {
+        if (p[k - 1] == ' ' && ngx_strncmp(p + k - 9, "-----END ", 9) == 0) {
+            return 1;
+        }
+
+        if (!((p[k - 1] >= 'A' && p[k - 1] <= 'Z')
+              || (p[k - 1] >= '0' && p[k - 1] <= '9') || p[k - 1] == ' '))
+        {
+            return 0;
+        }
+    }
+
+    return 0;
+}
+
+
 static const u_char *
 ngx_http_ai_gateway_gout_find(const u_char *p, size_t len, const char *lit,
     size_t n)
@@ -2670,6 +2863,18 @@ ngx_http_ai_gateway_gout_open(void *data, ngx_http_ai_gateway_pii_match_t *m)
     if (o->len - m->start >= 11
         && ngx_strncmp(o->p + m->start, "-----BEGIN ", 11) == 0)
     {
+        if (ngx_http_ai_gateway_gout_pem_closed(o->p + m->start,
+                                                m->end - m->start)
+            || ngx_http_ai_gateway_gout_find(o->p + m->start + 11,
+                                             m->end - m->start - 11,
+                                             "-----END ", 9)
+               != NULL)
+        {
+            /* whole, or its end line has begun: masked as any match, and
+             * gout_settle() keeps it whole (it waits for the rest) */
+            return 0;
+        }
+
         o->secret = NGX_HTTP_AI_GATEWAY_GOUT_PEM;
 
     } else if (o->len - m->start >= 3

@@ -15,7 +15,7 @@ sub oa_stream {
     my ($finish, @deltas) = @_;
     my $s = '';
     for my $d (@deltas) {
-        $s .= 'data: ' . JSON::PP->new->canonical->encode({id => 'c1', object => 'chat.completion.chunk',
+        $s .= 'data: ' . JSON::PP->new->canonical->ascii->encode({id => 'c1', object => 'chat.completion.chunk',
                  model => 'm', choices => [{index => 0, delta => {content => $d}, finish_reason => undef}]}) . "\n\n";
     }
     $s .= qq|data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n| if $finish;
@@ -98,6 +98,32 @@ sub tool_stream {
     return $s . qq|data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n|;
 }
 our @tool_files = map { ["t$_.sse", tool_stream($_)] } 1 .. 13;
+
+# TEST 24-29 (a second review): texts, in pieces of the sizes given, and what
+# the client must get; one request each
+our @cases2 = (
+    (map { my $n = $_; map { ["t $n $_->[0]", $_->[1], $n, $_->[2]] }
+        (['quote', qq|here token "$jwt" after|, 'here token "[REDACTED_SECRET]" after'],
+         ['bearer', "auth Bearer:$jwt ok", 'auth Bearer:[REDACTED_SECRET] ok'],
+         ['x=', "x=$jwt&y=1 ok", 'x=[REDACTED_SECRET]&y=1 ok']) } (3, 16, 50, 300)),
+    (map { ["pem end $_", "here key:\n$pem\nafter text", $_, "here key:\n[REDACTED_SECRET]\nafter text"] } (5, 29, 64, 300, 2000)),
+    (map { ["pem end cut $_", "here key:\n$pem\nafter text", ["here key:\n" . substr($pem, 0, length($pem) - $_), substr($pem, -$_) . "\nafter text"],
+            "here key:\n[REDACTED_SECRET]\nafter text"] } (1, 3, 5, 12, 28)),
+    ['pem end whole', "here key:\n$pem\nafter text", ["here key:\n$pem", "\nafter text"], "here key:\n[REDACTED_SECRET]\nafter text"],
+    ['iban W', "IBAN GB82 WEST 1234 5698 7654 32 thanks", ['IBAN GB82 W', 'EST 1234 5698 7654 32 thanks'], 'IBAN [REDACTED_IBAN] thanks'],
+    ['iban A', "pay NL91 ABNA 0417 1643 00 now", ['pay NL91 A', 'BNA 0417 1643 00 now'], 'pay [REDACTED_IBAN] now'],
+    (map { ["phones $_", 'Phones: +49 30 1234 5678, +49 30 8765 4321, +49 30 1111 2222, +49 30 3333 4444 end', $_,
+            'Phones: [REDACTED_PHONE], [REDACTED_PHONE], [REDACTED_PHONE], [REDACTED_PHONE] end'] } (1, 2, 5, 11, 'words')),
+    (map { my $cjk = "\x{8054}\x{7cfb}" x 60; my $b = $cjk; utf8::encode($b);
+           ["cjk $_", "${cjk}john\@example.com$cjk ok", $_, "${b}[REDACTED_EMAIL]$b ok"] } (5, 7, 10, 13, 31, 44, 73)),
+);
+sub split_text {
+    my ($text, $n) = @_;
+    return @$n if ref $n;
+    return $text =~ /(\S+\s*)/g if $n eq 'words';
+    return $text =~ /(.{1,$n})/sg;
+}
+our @files2 = map { ["c$_.sse", oa_stream(1, split_text($cases2[$_][1], $cases2[$_][2]))] } 0 .. $#cases2;
 
 no_shuffle();
 run_tests();
@@ -690,3 +716,121 @@ POST /v1/chat/completions
 sub { my $t = main::oa_text($_[0]); utf8::encode($t); "$t\n" }
 --- response_body eval
 "mail [REDACTED_EMAIL] \xef\xbf\xbd ok \xf0\x9f\x98\x80 \\ud83d|0 bad|DONE\n"
+
+
+
+=== TEST 24: a second review's texts (JWTs after a quote, "Bearer:" or "x="; PEM blocks ended in one delta; IBANs cut after a capital; chains of phone numbers; addresses in long runs of Chinese), in many piece sizes: masked, nothing lost
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+\@::files2
+--- request eval
+[map { "POST /v1/chat/completions?f=c$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } 0 .. $#::cases2]
+--- response_body_filters eval
+sub { my $t = main::oa_text($_[0]); utf8::encode($t); "$t\n" }
+--- response_body eval
+[map { "$_->[3]|0 bad|DONE\n" } @::cases2]
+
+
+
+=== TEST 25: a private key and a JWT in streamed tool arguments (pieces of 20 to 300 bytes) are masked whole; the arguments stay JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+my $args = JSON::PP->new->canonical->encode({key => $::pem, token => $::jwt, after => 'ok'});
+[map { my $n = $_; ["a$n.sse", CORE::join('', map { 'data: ' . JSON::PP->new->encode({choices => [{index => 0, delta => {tool_calls =>
+    [{index => 0, function => {arguments => $_}}]}}]}) . "\n\n" } $args =~ /(.{1,$n})/sg)
+    . qq|data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n|] } (20, 50, 100, 300)]
+--- request eval
+[map { "POST /v1/chat/completions?f=a$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } (20, 50, 100, 300)]
+--- response_body_filters eval
+sub {
+    my $args = '';
+    for my $l ($_[0] =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $args .= $_->{function}{arguments} // '' for @{ $j->{choices}[0]{delta}{tool_calls} // [] };
+    }
+    my $a = eval { JSON::PP->new->decode($args) };
+    ($a ? JSON::PP->new->canonical->encode($a) : "not JSON: $args") . "\n";
+}
+--- response_body eval
+[map { '{"after":"ok","key":"[REDACTED_SECRET]","token":"[REDACTED_SECRET]"}' . "\n" } 1 .. 4]
+
+
+
+=== TEST 26: a tool argument string over 16 KiB with surrogate pairs is cut between escapes, never inside a pair: the reply is whole and JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+my $args = '{"b":"mail john@example.com ' . ('aaaaaaaaa\\ud83d\\ude00' x 1200) . ' end"}';
+[map { my $n = $_; ["a$n.sse", CORE::join('', map { 'data: ' . JSON::PP->new->encode({choices => [{index => 0, delta => {tool_calls =>
+    [{index => 0, function => {arguments => $_}}]}}]}) . "\n\n" } $args =~ /(.{1,$n})/sg)
+    . qq|data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n|] } (7, 300, 4000)]
+--- request eval
+[map { "POST /v1/chat/completions?f=a$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } (7, 300, 4000)]
+--- response_body_filters eval
+sub {
+    my $args = '';
+    for my $l ($_[0] =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $args .= $_->{function}{arguments} // '' for @{ $j->{choices}[0]{delta}{tool_calls} // [] };
+    }
+    my $a = eval { JSON::PP->new->decode($args) };
+    return "not JSON\n" unless $a;
+    my $b = $a->{b};
+    utf8::encode($b);
+    ($b eq 'mail [REDACTED_EMAIL] ' . ("aaaaaaaaa\xf0\x9f\x98\x80" x 1200) . ' end' ? 'whole' : 'changed') . "\n";
+}
+--- response_body eval
+["whole\n", "whole\n", "whole\n"]
+
+
+
+=== TEST 27: an Anthropic stream whose block has no content_block_stop: the held rest goes out before message_stop
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::an_stream(["mail ", "john\@example.com"]) =~ s/event: content_block_stop\n[^\n]*\n\n//r]]
+--- request
+POST /v1/messages
+{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+\&main::an_text
+--- response_body chomp
+mail [REDACTED_EMAIL]|message_stop
