@@ -193,12 +193,15 @@ static size_t ngx_http_ai_gateway_gout_jwt_in(const u_char *p, size_t len);
 static ngx_uint_t ngx_http_ai_gateway_gout_pem_closed(const u_char *p,
     size_t len);
 static size_t ngx_http_ai_gateway_gout_end_start(const u_char *p, size_t len);
+static ngx_uint_t ngx_http_ai_gateway_gout_b64url(u_char c);
 static size_t ngx_http_ai_gateway_gout_settle(const u_char *p, size_t len,
     size_t n, unsigned types);
 static int ngx_http_ai_gateway_gout_settle_match(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
 static ngx_uint_t ngx_http_ai_gateway_gout_sep(u_char c);
 static ngx_uint_t ngx_http_ai_gateway_gout_numberish(const u_char *p,
+    size_t len);
+static size_t ngx_http_ai_gateway_gout_number_tail(const u_char *p,
     size_t len);
 static size_t ngx_http_ai_gateway_gout_pem_open(const u_char *p, size_t len);
 static size_t ngx_http_ai_gateway_gout_secret_start(const u_char *p,
@@ -1026,14 +1029,30 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
                          (int64_t) index);
 
             /* the last chunk of this choice takes what was held back,
-             * after its own text (a last chunk may carry text too) */
+             * after its own text (a last chunk may carry text too): in
+             * its delta for chat (made when it has none, or null), in its
+             * "text" for completions */
+            kind = ngx_http_ai_gateway_gout_kind(go, key);
             rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
             if (rc == NGX_OK && rest.len) {
-                rc = ngx_http_ai_gateway_gout_append(r, delta ? delta : c,
-                                                     delta ? "content"
-                                                           : "text",
-                                                     &rest);
+                if (kind == NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION) {
+                    rc = ngx_http_ai_gateway_gout_append(r, c, "text", &rest);
+
+                } else {
+                    if (!json_is_object(delta)) {
+                        delta = json_object();
+
+                        if (delta == NULL
+                            || json_object_set_new(c, "delta", delta) != 0)
+                        {
+                            return NGX_ERROR;
+                        }
+                    }
+
+                    rc = ngx_http_ai_gateway_gout_append(r, delta, "content",
+                                                         &rest);
+                }
             }
         }
     }
@@ -1158,12 +1177,17 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    in_str = t->in_str;
+
+    cut = ngx_http_ai_gateway_gout_args_cut(all, len, in_str, &cut_in_str);
+    keep = len - cut;
+
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
     s.guard = go->guard;
     s.pool = r->pool;
 
-    /* keywords and patterns (PII below, on what goes out) */
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, 2);
+    /* keywords and patterns on what goes out (PII below, decoded) */
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, cut, scan, 2);
 
     if (rc != NGX_OK) {
         ctx->gout_category = s.category;
@@ -1171,11 +1195,6 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
                                        rc == NGX_ERROR ? "error" : "block");
         return NGX_DECLINED;
     }
-
-    in_str = t->in_str;
-
-    cut = ngx_http_ai_gateway_gout_args_cut(all, len, in_str, &cut_in_str);
-    keep = len - cut;
 
     if (keep
         && ngx_http_ai_gateway_append(r, &t->held, all + cut, keep,
@@ -1827,20 +1846,6 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         len -= d;
     }
 
-    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
-    s.guard = go->guard;
-    s.pool = r->pool;
-
-    /* keywords and patterns; PII below, on what goes out */
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, len, scan, 2);
-
-    if (rc != NGX_OK) {
-        ctx->gout_category = s.category;
-        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
-                                       rc == NGX_ERROR ? "error" : "block");
-        return NGX_DECLINED;
-    }
-
     keep = hold ? ngx_http_ai_gateway_gout_hold(all, len) : 0;
     secret = 0;
 
@@ -1872,6 +1877,40 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         n = ngx_http_ai_gateway_gout_settle(all, len, n,
                                             go->guard->pii_types);
         keep = len - n;
+
+        if (keep > NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD) {
+            /* a match longer than we hold is a key or a key block: masked
+             * now, its rest dropped as it comes */
+            secret = (keep > 11 && ngx_strncmp(all + n, "-----BEGIN ", 11) == 0)
+                     ? NGX_HTTP_AI_GATEWAY_GOUT_PEM
+                     : NGX_HTTP_AI_GATEWAY_GOUT_TOKEN;
+
+            if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
+                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                         NGX_HTTP_AI_GATEWAY_PII_SECRET);
+                ngx_http_ai_gateway_guard_note(r, ctx, "output",
+                                               ctx->gout_category, "block");
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = go->guard;
+    s.pool = r->pool;
+
+    /*
+     * Keywords and patterns, on what goes out (with what was sent before
+     * it): a held word may still grow ("exploit" of "exploits"), and is
+     * judged when it goes out, or at the text's end (gout_flush())
+     */
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, n, scan, 2);
+
+    if (rc != NGX_OK) {
+        ctx->gout_category = s.category;
+        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                       rc == NGX_ERROR ? "error" : "block");
+        return NGX_DECLINED;
     }
 
     if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK && n) {
@@ -2111,9 +2150,11 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_http_ai_gateway_guard_text_t *t, ngx_str_t *text)
 {
-    u_char    *p;
-    size_t     len, count;
-    unsigned   types;
+    u_char                            *p, *scan;
+    size_t                             len, count;
+    unsigned                           types;
+    ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_scan_t   s;
 
     ngx_str_null(text);
 
@@ -2126,6 +2167,31 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
 
     if (t->secret) {
         len = 0;
+    }
+
+    if (len && (go->guard->keywords || go->guard->deny)) {
+        /* the held end, with what was sent before it: keywords, patterns */
+        scan = ngx_http_ai_gateway_gout_scratch(r->pool, go,
+                                                NGX_HTTP_AI_GATEWAY_GOUT_SCAN,
+                                                t->back_len + len);
+        if (scan == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+        s.guard = go->guard;
+        s.pool = r->pool;
+
+        rc = ngx_http_ai_gateway_gout_detect(&s, t, p, len, scan, 2);
+
+        if (rc != NGX_OK) {
+            t->key_len = 0;
+            ctx->gout_category = s.category;
+            ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                           rc == NGX_ERROR ? "error"
+                                                           : "block");
+            return NGX_DECLINED;
+        }
     }
 
     /* free: the buffer stays for the next text in this place (t->kind
@@ -2554,9 +2620,17 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
                 /* void */
             }
 
-            if (e - k > 16 || !ngx_http_ai_gateway_gout_numberish(p + k, e - k)
-                || len - k > NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+            if (len - k > NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
+                break;
+            }
+
+            if (e - k > 16
+                || (k > 0 && !ngx_http_ai_gateway_gout_sep(p[k - 1]))
+                || !ngx_http_ai_gateway_gout_numberish(p + k, e - k))
             {
+                /* a label glued to a number ("Telefonnummer:+49",
+                 * "号码：4111"): its number-like end, and no further */
+                from = e - ngx_http_ai_gateway_gout_number_tail(p + k, e - k);
                 break;
             }
 
@@ -2634,6 +2708,28 @@ ngx_http_ai_gateway_gout_numberish(const u_char *p, size_t len)
     }
 
     return upper || punct;
+}
+
+
+/* the length of the number-like end of a group ("+49" of "Tel.:+49") */
+
+static size_t
+ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
+{
+    size_t  n;
+    u_char  c;
+
+    for (n = 0; n < len; n++) {
+        c = p[len - n - 1];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || c == '('
+              || c == ')' || c == '+' || c == '-' || c == '.' || c == '/'))
+        {
+            break;
+        }
+    }
+
+    return n;
 }
 
 
@@ -2740,7 +2836,7 @@ ngx_http_ai_gateway_gout_settle(const u_char *p, size_t len, size_t n,
 {
     ngx_http_ai_gateway_gout_cut_t  c;
 
-    if (n == 0 || n == len) {
+    if (n == 0) {
         return n;
     }
 
@@ -2766,13 +2862,27 @@ ngx_http_ai_gateway_gout_settle_match(void *data,
         return 1;
     }
 
+    if (m->end == c->len) {
+        /* it may go on ("-----END RSA PRIVATE " and a space): it waits */
+        c->n = m->start;
+        return 1;
+    }
+
     if (m->end <= c->n) {
         return 0;
     }
 
-    c->n = (m->end < c->len) ? m->end : m->start;
+    c->n = m->end;
 
     return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_b64url(u_char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+           || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
 
@@ -2909,15 +3019,26 @@ ngx_http_ai_gateway_gout_secret_drop(ngx_http_ai_gateway_guard_text_t *t,
     static const char  end[] = "-----END ";
 
     if (t->secret == NGX_HTTP_AI_GATEWAY_GOUT_TOKEN) {
+        /* the bytes a token has (JWT segments, keys): base64url, and a
+         * '.' between two segments ("jwt. Thanks" keeps its '.') */
         for (i = 0; i < len; i++) {
-            if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z')
-                  || (p[i] >= '0' && p[i] <= '9') || p[i] == '-'
-                  || p[i] == '_' || p[i] == '.' || p[i] == '=' || p[i] == '+'
-                  || p[i] == '/'))
-            {
-                t->secret = 0;
-                break;
+            if (ngx_http_ai_gateway_gout_b64url(p[i])) {
+                continue;
             }
+
+            if (p[i] == '.' && i + 1 < len
+                && ngx_http_ai_gateway_gout_b64url(p[i + 1]))
+            {
+                continue;
+            }
+
+            if (p[i] == '.' && i + 1 == len) {
+                /* the next delta tells: the '.' waits */
+                return i;
+            }
+
+            t->secret = 0;
+            break;
         }
 
         return i;

@@ -320,7 +320,7 @@ stop|IBAN [REDACTED_IBAN]
 "POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
 --- error_code: 200
 --- response_body_like eval
-qr/"content":"how "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
+qr/"content":"to "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword
@@ -855,7 +855,7 @@ chunks|Call [REDACTED_PHONE] or mail [REDACTED_EMAIL] now|stop|DONE
 "POST /v1/chat/completions\n" . '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
 --- error_code: 200
 --- response_body_like eval
-qr/"content":"how "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
+qr/"content":"to "[^\n]*\n\ndata: \{"error":\{"message":"The response was blocked by the output guardrail \(invalid_keyword\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z/
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword
@@ -1025,7 +1025,7 @@ upstream buffers kept busy until the client takes our copies
 "POST /v1/messages\n" . '{"model":"claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Hi"}]}'
 --- error_code: 200
 --- response_body_like eval
-qr/"text_delta","text":"how "[^\n]*\n\nevent: error\ndata: \{"type":"error","error":\{"type":"invalid_request_error","message":"The response was blocked by the output guardrail \(invalid_keyword\)\."\}\}\n\n\z/
+qr/"text_delta","text":"to "[^\n]*\n\nevent: error\ndata: \{"type":"error","error":\{"type":"invalid_request_error","message":"The response was blocked by the output guardrail \(invalid_keyword\)\."\}\}\n\n\z/
 --- response_body_unlike: exploit
 --- error_log
 ai_gateway: guardrail_blocked: output invalid_keyword

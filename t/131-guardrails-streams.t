@@ -117,6 +117,22 @@ our @cases2 = (
     (map { my $cjk = "\x{8054}\x{7cfb}" x 60; my $b = $cjk; utf8::encode($b);
            ["cjk $_", "${cjk}john\@example.com$cjk ok", $_, "${b}[REDACTED_EMAIL]$b ok"] } (5, 7, 10, 13, 31, 44, 73)),
 );
+# a third review's texts
+my $jwt3 = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijklmnop';
+push @cases2,
+    ['card label', "\x{4fe1}\x{7528}\x{5361}\x{53f7}\x{7801}\x{ff1a}4111 1111 1111 1111 ok",
+     ["\x{4fe1}\x{7528}\x{5361}\x{53f7}\x{7801}\x{ff1a}4111 ", '1111 ', '1111 ', '1111 ', 'ok'],
+     "\xe4\xbf\xa1\xe7\x94\xa8\xe5\x8d\xa1\xe5\x8f\xb7\xe7\xa0\x81\xef\xbc\x9a[REDACTED_CARD] ok"],
+    ['phone label', 'Telefonnummer:+49 30 1234 5678 ok', 'words', 'Telefonnummer:[REDACTED_PHONE] ok'],
+    ['phone label cjk', "\x{8bf7}\x{62e8}\x{6253}\x{ff1a}+1 415 555 0134 ok", 'words',
+     "\xe8\xaf\xb7\xe6\x8b\xa8\xe6\x89\x93\xef\xbc\x9a[REDACTED_PHONE] ok"],
+    ['long key', 'key sk-' . ('a' x 30000) . ' done', 100, 'key [REDACTED_SECRET] done'],
+    ['jwt dot', "Token: $jwt3. Thanks", ["Token: $jwt3", '. Thanks'], 'Token: [REDACTED_SECRET]. Thanks'],
+    ['jwt slash', "Token: $jwt3/path ok", ["Token: $jwt3", '/path ok'], 'Token: [REDACTED_SECRET]/path ok'],
+    (map { my $cut = $_; ["pem end space $cut", "k:\n$pem\nafter", ["k:\n" . substr($pem, 0, index($pem, $cut) + length($cut)),
+        substr($pem, index($pem, $cut) + length($cut)) . "\nafter"], "k:\n[REDACTED_SECRET]\nafter"] }
+        ('-----END ', '-----END RSA PRIVATE '));
+
 sub split_text {
     my ($text, $n) = @_;
     return @$n if ref $n;
@@ -193,7 +209,7 @@ could not inspect
 \&main::oa_text
 --- response_body eval
 ["contact me at |blocked (The response was blocked by the output guardrail (pii_email).)",
- "call |blocked (The response was blocked by the output guardrail (pii_phone).)",
+ "call|blocked (The response was blocked by the output guardrail (pii_phone).)",
  "contact me at |blocked (The response was blocked by the output guardrail (pii_email).)"]
 
 
@@ -834,3 +850,84 @@ POST /v1/messages
 \&main::an_text
 --- response_body chomp
 mail [REDACTED_EMAIL]|message_stop
+
+
+
+=== TEST 28: a finish chunk whose delta is null, or missing: the held rest goes out in a delta of its own making
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[map { my $d = $_; ["$_->[0].sse", qq|data: {"choices":[{"index":0,"delta":{"content":"Hello wor"}}]}\n\ndata: {"choices":[{"index":0,"delta":{"content":"ld x\@y.io"}}]}\n\n|
+    . qq|data: {"choices":[{"index":0,$d->[1]"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n|] } (['null', '"delta":null,'], ['none', ''])]
+--- request eval
+[map { "POST /v1/chat/completions?f=$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(null none)]
+--- response_body_filters eval
+sub {
+    # chat clients read delta.content only
+    my $text = '';
+    $text .= $_->{delta}{content} // '' for map { @{ JSON::PP::decode_json($_)->{choices} } } $_[0] =~ /^data: (\{.*\})$/mg;
+    $text . ($_[0] =~ /data: \[DONE\]\n\n\z/ ? '|DONE' : '|no end');
+}
+--- response_body eval
+["Hello world [REDACTED_EMAIL]|DONE", "Hello world [REDACTED_EMAIL]|DONE"]
+
+
+
+=== TEST 29: keywords are judged on whole words: a delta that ends inside a longer word does not block; the keyword itself, cut anywhere, does
+--- user_files eval
+[["kw.txt", "exploit\n"],
+ ["a.sse", main::oa_stream(1, 'the exploit', 's are fine')],
+ ["b.sse", main::oa_stream(1, 'the exp', 'loit is bad')],
+ ["c.sse", main::oa_stream(1, 'the exploit')]]
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output invalid_keywords=$TEST_NGINX_HTML_DIR/kw.txt;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- request eval
+[map { "POST /v1/chat/completions?f=$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(a b c)]
+--- response_body_filters eval
+\&main::oa_text
+--- response_body eval
+["the exploits are fine|0 bad|DONE",
+ "the |blocked (The response was blocked by the output guardrail (invalid_keyword).)",
+ "the |blocked (The response was blocked by the output guardrail (invalid_keyword).)"]
+
+
+
+=== TEST 30: pii=block: a card number with a label glued to it blocks the stream before any digit is sent
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", main::oa_stream(1, 'Kreditkartennummer:4111 ', '1111 ', '1111 ', '1111 ', 'ok')]]
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+--- response_body_filters eval
+\&main::oa_text
+--- response_body chomp
+Kreditkartennummer:|blocked (The response was blocked by the output guardrail (pii_card).)
