@@ -230,7 +230,7 @@ static ngx_int_t ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
     ngx_http_ai_gateway_guard_text_t *t, json_t *v, json_t *owner,
     const char *field);
 static size_t ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
-    ngx_uint_t in_str, ngx_uint_t *cut_in_str);
+    ngx_uint_t in_str, ngx_uint_t *cut_in_str, unsigned types);
 static ngx_int_t ngx_http_ai_gateway_gout_args_out(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     const u_char *p, size_t len, ngx_uint_t in_str, ngx_str_t *out);
@@ -1179,7 +1179,10 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
 
     in_str = t->in_str;
 
-    cut = ngx_http_ai_gateway_gout_args_cut(all, len, in_str, &cut_in_str);
+    cut = ngx_http_ai_gateway_gout_args_cut(all, len, in_str, &cut_in_str,
+                                            go->guard->pii
+                                            != NGX_HTTP_AI_GATEWAY_GUARD_NONE
+                                            ? go->guard->pii_types : 0);
     keep = len - cut;
 
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
@@ -1233,7 +1236,7 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
 
 static size_t
 ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
-    ngx_uint_t in_str, ngx_uint_t *cut_in_str)
+    ngx_uint_t in_str, ngx_uint_t *cut_in_str, unsigned types)
 {
     u_char      c;
     size_t      i, n, cut, cut2;
@@ -1288,8 +1291,17 @@ ngx_http_ai_gateway_gout_args_cut(const u_char *p, size_t len,
 
     /* a long open string (or word): cut as a text, outside escapes */
 
-    cut2 = len - ngx_min(ngx_http_ai_gateway_gout_hold(p + cut, len - cut),
-                         NGX_HTTP_AI_GATEWAY_GUARD_HOLD);
+    cut2 = len - ngx_http_ai_gateway_gout_hold(p + cut, len - cut);
+
+    if (types) {
+        /* no match is cut (a key block, a JWT in the string): it waits
+         * whole, up to what a text may hold */
+        cut2 = ngx_http_ai_gateway_gout_settle(p, len, cut2, types);
+    }
+
+    if (cut2 < cut || len - cut2 > NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD) {
+        cut2 = len - NGX_HTTP_AI_GATEWAY_GUARD_HOLD;
+    }
 
     str = cut_str;
 
@@ -2165,9 +2177,12 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
         t->held->last = t->held->pos;
     }
 
-    if (t->secret) {
+    if (t->secret == NGX_HTTP_AI_GATEWAY_GOUT_PEM) {
+        /* the unended rest of a key block */
         len = 0;
     }
+
+    /* (a token's secret holds at most the '.' after it: it goes out) */
 
     if (len && (go->guard->keywords || go->guard->deny)) {
         /* the held end, with what was sent before it: keywords, patterns */
@@ -2711,7 +2726,8 @@ ngx_http_ai_gateway_gout_numberish(const u_char *p, size_t len)
 }
 
 
-/* the length of the number-like end of a group ("+49" of "Tel.:+49") */
+/* the length of the number-like end of a group ("+49" of "Tel.:+49"), 0
+ * when it is glued to a letter or digit */
 
 static size_t
 ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
@@ -2727,6 +2743,17 @@ ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
         {
             break;
         }
+    }
+
+    /*
+     * Only after a label's end (':', '：', '='): a cut inside a word
+     * ("exploit|DB 2") would give keywords and patterns a word boundary
+     * that is not there
+     */
+    if (n < len && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                    || (c >= '0' && c <= '9')))
+    {
+        return 0;
     }
 
     return n;
@@ -2886,12 +2913,29 @@ ngx_http_ai_gateway_gout_b64url(u_char c)
 }
 
 
-/* the longest end of p that "-----END " starts with */
+/*
+ * The end of p that may be the start of a PEM end line: from the last
+ * "-----END " whose label is not closed yet, or the longest end of p that
+ * "-----END " starts with
+ */
 
 static size_t
 ngx_http_ai_gateway_gout_end_start(const u_char *p, size_t len)
 {
-    size_t  k;
+    size_t  k, from;
+
+    from = (len > 9 + 41 + 5) ? len - (9 + 41 + 5) : 0;
+
+    for (k = len; k > from; k--) {
+        if (len - (k - 1) >= 9
+            && ngx_strncmp(p + k - 1, "-----END ", 9) == 0)
+        {
+            return ngx_http_ai_gateway_gout_find(p + k - 1 + 9,
+                                                 len - (k - 1) - 9,
+                                                 "-----", 5)
+                   ? 0 : len - (k - 1);
+        }
+    }
 
     for (k = ngx_min(len, 8); k > 0; k--) {
         if (ngx_strncmp(p + len - k, "-----END ", k) == 0) {

@@ -133,6 +133,17 @@ push @cases2,
         substr($pem, index($pem, $cut) + length($cut)) . "\nafter"], "k:\n[REDACTED_SECRET]\nafter"] }
         ('-----END ', '-----END RSA PRIVATE '));
 
+# a fourth review's texts
+my $bigpem = "-----BEGIN RSA PRIVATE KEY-----\n" . CORE::join('', map { ('MIIEpAIBAAKCAQEA' x 4) . "\n" } 1 .. 300)
+    . "-----END RSA PRIVATE KEY-----";
+push @cases2,
+    (map { my $cut = $_; my $i = index($bigpem, '-----END ') + $cut;
+        ["big pem end cut $cut", "key:\n$bigpem\nafter the key, mail x\@y.io ok",
+         ["key:\n" . substr($bigpem, 0, $i), substr($bigpem, $i) . "\nafter the key, mail x\@y.io ok"],
+         "key:\n[REDACTED_SECRET]\nafter the key, mail [REDACTED_EMAIL] ok"] } (3, 9, 20, 28)),
+    ['jwt final dot', "Your token is $jwt3.", ["Your token is " . substr($jwt3, 0, -4), substr($jwt3, -4) . '.'],
+     'Your token is [REDACTED_SECRET].'];
+
 sub split_text {
     my ($text, $n) = @_;
     return @$n if ref $n;
@@ -885,6 +896,8 @@ sub {
 === TEST 29: keywords are judged on whole words: a delta that ends inside a longer word does not block; the keyword itself, cut anywhere, does
 --- user_files eval
 [["kw.txt", "exploit\n"],
+ ["d.sse", main::oa_stream(1, 'Search exploitDB 2', '024 entries today')],
+ ["e.sse", main::oa_stream(1, 'Search exploitDB 20', '24 entries today')],
  ["a.sse", main::oa_stream(1, 'the exploit', 's are fine')],
  ["b.sse", main::oa_stream(1, 'the exp', 'loit is bad')],
  ["c.sse", main::oa_stream(1, 'the exploit')]]
@@ -900,11 +913,12 @@ sub {
         alias html/;
     }
 --- request eval
-[map { "POST /v1/chat/completions?f=$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(a b c)]
+[map { "POST /v1/chat/completions?f=$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(d e a b c)]
 --- response_body_filters eval
 \&main::oa_text
 --- response_body eval
-["the exploits are fine|0 bad|DONE",
+["Search exploitDB 2024 entries today|0 bad|DONE", "Search exploitDB 2024 entries today|0 bad|DONE",
+ "the exploits are fine|0 bad|DONE",
  "the |blocked (The response was blocked by the output guardrail (invalid_keyword).)",
  "the |blocked (The response was blocked by the output guardrail (invalid_keyword).)"]
 
@@ -931,3 +945,42 @@ POST /v1/chat/completions
 \&main::oa_text
 --- response_body chomp
 Kreditkartennummer:|blocked (The response was blocked by the output guardrail (pii_card).)
+
+
+
+=== TEST 31: a tool argument string over 16 KiB with a private key in it: the key is masked whole, the arguments stay JSON
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+my $filler = CORE::join(' ', map { "word$_" } 0 .. 2700);
+my $key = "-----BEGIN RSA PRIVATE KEY-----\n" . CORE::join('', map { ('MIIEpAIBAAKCAQEA' x 4) . "\n" } 1 .. 40) . "-----END RSA PRIVATE KEY-----";
+my $args = JSON::PP->new->canonical->encode({path => '/etc/key', content => substr($filler, 0, 16300) . "\n$key\n" . substr($filler, 0, 3000)});
+[map { my $n = $_; ["a$n.sse", CORE::join('', map { 'data: ' . JSON::PP->new->encode({choices => [{index => 0, delta => {tool_calls =>
+    [{index => 0, function => {arguments => $_}}]}}]}) . "\n\n" } $args =~ /(.{1,$n})/sg)
+    . qq|data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n|] } (37, 100)]
+--- request eval
+[map { "POST /v1/chat/completions?f=a$_.sse\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } (37, 100)]
+--- response_body_filters eval
+sub {
+    my $args = '';
+    for my $l ($_[0] =~ /^data: (\{.*\})$/mg) {
+        my $j = JSON::PP::decode_json($l);
+        $args .= $_->{function}{arguments} // '' for @{ $j->{choices}[0]{delta}{tool_calls} // [] };
+    }
+    my $a = eval { JSON::PP->new->decode($args) };
+    return "not JSON\n" unless $a;
+    my $filler = CORE::join(' ', map { "word$_" } 0 .. 2700);
+    ($a->{content} eq substr($filler, 0, 16300) . "\n[REDACTED_SECRET]\n" . substr($filler, 0, 3000) ? 'masked whole' : 'changed: '
+        . ($a->{content} =~ /(MIIE|BEGIN|END)/ ? "key in it ($1)" : 'other')) . "\n";
+}
+--- response_body eval
+["masked whole\n", "masked whole\n"]
