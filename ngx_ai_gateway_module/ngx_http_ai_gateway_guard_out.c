@@ -106,6 +106,7 @@ typedef struct {
     unsigned                      secret:2;
     unsigned                      in_str:1;     /* arguments: where held
                                                    starts, in a string */
+    unsigned                      segs:3;       /* a token's segments */
 } ngx_http_ai_gateway_guard_text_t;
 
 
@@ -194,6 +195,9 @@ static ngx_uint_t ngx_http_ai_gateway_gout_pem_closed(const u_char *p,
     size_t len);
 static size_t ngx_http_ai_gateway_gout_end_start(const u_char *p, size_t len);
 static ngx_uint_t ngx_http_ai_gateway_gout_b64url(u_char c);
+static ngx_uint_t ngx_http_ai_gateway_gout_alnum(u_char c);
+static unsigned ngx_http_ai_gateway_gout_segments(const u_char *p,
+    size_t len);
 static size_t ngx_http_ai_gateway_gout_settle(const u_char *p, size_t len,
     size_t n, unsigned types);
 static int ngx_http_ai_gateway_gout_settle_match(void *data,
@@ -1984,6 +1988,8 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
                 n = ngx_cpymem(out + n, "[REDACTED_SECRET]",
                                sizeof("[REDACTED_SECRET]") - 1) - out;
                 t->secret = secret;
+                t->segs = ngx_http_ai_gateway_gout_segments(all + len - keep,
+                                                            keep);
 
                 /* a start of the end line ("-----EN") waits for the rest */
                 d = ngx_http_ai_gateway_gout_end_start(all + len - keep, keep);
@@ -2534,6 +2540,7 @@ ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
     t->back_len = 0;
     t->secret = 0;
     t->in_str = 0;
+    t->segs = 0;
     t->kind = kind;
     t->index = 0;
     t->index2 = 0;
@@ -2557,7 +2564,7 @@ ngx_http_ai_gateway_gout_text(ngx_http_request_t *r,
 static size_t
 ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
 {
-    size_t      i, j, k, e, from, pem;
+    size_t      i, j, k, e, n, from, pem;
     ngx_uint_t  end_space;
 
     pem = ngx_http_ai_gateway_gout_pem_open(p, len);
@@ -2606,6 +2613,19 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
          */
         from = len - NGX_HTTP_AI_GATEWAY_GUARD_HOLD;
 
+        /* not inside an ASCII word ("exploit|ation" of a URL): keywords
+         * would take the cut for a word's end; a run of nothing else is
+         * cut where it is */
+        for (k = from; k < len && ngx_http_ai_gateway_gout_alnum(p[k - 1])
+                       && ngx_http_ai_gateway_gout_alnum(p[k]); k++)
+        {
+            /* void */
+        }
+
+        if (k < len) {
+            from = k;
+        }
+
         while (from < len && (p[from] & 0xc0) == 0x80) {
             from++;
         }
@@ -2630,22 +2650,26 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
             e = from - 1;
 
             for (k = e; k > 0 && !ngx_http_ai_gateway_gout_sep(p[k - 1])
-                        && e - k <= 16; k--)
+                        && len - k <= NGX_HTTP_AI_GATEWAY_GUARD_HOLD; k--)
             {
                 /* void */
-            }
-
-            if (len - k > NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
-                break;
             }
 
             if (e - k > 16
                 || (k > 0 && !ngx_http_ai_gateway_gout_sep(p[k - 1]))
                 || !ngx_http_ai_gateway_gout_numberish(p + k, e - k))
             {
+                n = ngx_http_ai_gateway_gout_number_tail(p, e);
+
+                if (n == e - k && n && (k == 0 || p[k - 1] == ' ')) {
+                    /* a long group of digits: the number goes on */
+                    from = k;
+                    continue;
+                }
+
                 /* a label glued to a number ("Telefonnummer:+49",
                  * "号码：4111"): its number-like end, and no further */
-                from = e - ngx_http_ai_gateway_gout_number_tail(p + k, e - k);
+                from = e - n;
                 break;
             }
 
@@ -2735,7 +2759,12 @@ ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
     size_t  n;
     u_char  c;
 
-    for (n = 0; n < len; n++) {
+    /* p[0..len) is the text up to the group's end: the byte before the
+     * tail is looked at even when it is far back */
+
+    c = ' ';
+
+    for (n = 0; n < len && n <= NGX_HTTP_AI_GATEWAY_GUARD_HOLD; n++) {
         c = p[len - n - 1];
 
         if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || c == '('
@@ -2745,14 +2774,20 @@ ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
         }
     }
 
+    if (n > NGX_HTTP_AI_GATEWAY_GUARD_HOLD) {
+        return 0;
+    }
+
+    if (n == len) {
+        c = ' ';
+    }
+
     /*
      * Only after a label's end (':', '：', '='): a cut inside a word
      * ("exploit|DB 2") would give keywords and patterns a word boundary
      * that is not there
      */
-    if (n < len && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-                    || (c >= '0' && c <= '9')))
-    {
+    if (ngx_http_ai_gateway_gout_alnum(c)) {
         return 0;
     }
 
@@ -2902,6 +2937,32 @@ ngx_http_ai_gateway_gout_settle_match(void *data,
     c->n = m->end;
 
     return 1;
+}
+
+
+/* the segments of a token so far: its dots, and one */
+
+static unsigned
+ngx_http_ai_gateway_gout_segments(const u_char *p, size_t len)
+{
+    size_t    i;
+    unsigned  n;
+
+    for (n = 1, i = 0; i < len && n < 7; i++) {
+        if (p[i] == '.') {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_uint_t
+ngx_http_ai_gateway_gout_alnum(u_char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9');
 }
 
 
@@ -3070,13 +3131,15 @@ ngx_http_ai_gateway_gout_secret_drop(ngx_http_ai_gateway_guard_text_t *t,
                 continue;
             }
 
-            if (p[i] == '.' && i + 1 < len
+            if (p[i] == '.' && i + 1 < len && t->segs < 5
                 && ngx_http_ai_gateway_gout_b64url(p[i + 1]))
             {
+                /* a JWT has at most 5 segments, as the detector reads it */
+                t->segs++;
                 continue;
             }
 
-            if (p[i] == '.' && i + 1 == len) {
+            if (p[i] == '.' && i + 1 == len && t->segs < 5) {
                 /* the next delta tells: the '.' waits */
                 return i;
             }

@@ -144,6 +144,10 @@ push @cases2,
     ['jwt final dot', "Your token is $jwt3.", ["Your token is " . substr($jwt3, 0, -4), substr($jwt3, -4) . '.'],
      'Your token is [REDACTED_SECRET].'];
 
+# a fifth review's
+push @cases2,
+    ['jwt six segments', "see $jwt3.a.b.c.d end", ["see $jwt3", '.a.b.c.d end'], 'see [REDACTED_SECRET].c.d end'];
+
 sub split_text {
     my ($text, $n) = @_;
     return @$n if ref $n;
@@ -984,3 +988,37 @@ sub {
 }
 --- response_body eval
 ["masked whole\n", "masked whole\n"]
+
+
+
+=== TEST 32: no false block where a cut would fall inside a word: a long word after a number, a long URL cut at 256 bytes
+--- user_files eval
+[["kw.txt", "exploit\n"],
+ ["a.sse", main::oa_stream(1, 'see exploit12345678901234567', ' 5', ' ok')],
+ ["b.sse", main::oa_stream(1, 'tel +1 415 555 0134 12345678901234567', ' 5', ' ok')],
+ ["c.sse", main::oa_stream(1, main::pieces('See https://example.com/docs/xxx/exploitation-guide/' . ('chapter-one/' x 22) . 'index.html for more.', 4))]]
+--- config
+    location /kw/ {
+        ai_gateway_guardrails output invalid_keywords=$TEST_NGINX_HTML_DIR/kw.txt;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /block/ {
+        ai_gateway_guardrails output pii=block;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- request eval
+[map { "POST $_\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' }
+ '/kw/chat/completions?f=a.sse', '/block/chat/completions?f=b.sse', '/kw/chat/completions?f=c.sse']
+--- response_body_filters eval
+\&main::oa_text
+--- response_body eval
+["see exploit12345678901234567 5 ok|0 bad|DONE", "tel +1 415 555 0134 12345678901234567 5 ok|0 bad|DONE",
+ 'See https://example.com/docs/xxx/exploitation-guide/' . ('chapter-one/' x 22) . 'index.html for more.|0 bad|DONE']
