@@ -2613,16 +2613,22 @@ ngx_http_ai_gateway_gout_hold(const u_char *p, size_t len)
          */
         from = len - NGX_HTTP_AI_GATEWAY_GUARD_HOLD;
 
-        /* not inside an ASCII word ("exploit|ation" of a URL): keywords
-         * would take the cut for a word's end; a run of nothing else is
-         * cut where it is */
-        for (k = from; k < len && ngx_http_ai_gateway_gout_alnum(p[k - 1])
-                       && ngx_http_ai_gateway_gout_alnum(p[k]); k++)
+        /*
+         * Not inside an ASCII word ("exploit|ation" of a URL): keywords
+         * would take the cut for a word's end.  The cut moves back (more
+         * is held, never less), up to 64 bytes; a longer word is cut
+         * where it is
+         */
+        e = (from > 64) ? from - 64 : 0;
+
+        for (k = from; k > e && ngx_http_ai_gateway_gout_alnum(p[k - 1])
+                       && ngx_http_ai_gateway_gout_alnum(p[k]); k--)
         {
             /* void */
         }
 
-        if (k < len) {
+        if (k > e || k == 0) {
+            /* (at 0, all waits: the next delta cuts further on) */
             from = k;
         }
 
