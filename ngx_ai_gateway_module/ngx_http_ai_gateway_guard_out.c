@@ -2789,12 +2789,14 @@ ngx_http_ai_gateway_gout_number_tail(const u_char *p, size_t len)
     }
 
     /*
-     * Only after a label's end (':', '：', '='): a cut inside a word
-     * ("exploit|DB 2") would give keywords and patterns a word boundary
-     * that is not there
+     * Only after a label's end (':', '：', '='), or a punctuation in the
+     * tail itself ("example.com/4111", "co.uk.GB82": the detectors see a
+     * boundary there): a cut inside a word ("exploit|DB 2") would give
+     * keywords and patterns a word boundary that is not there
      */
-    if (ngx_http_ai_gateway_gout_alnum(c)) {
-        return 0;
+    while (n && ngx_http_ai_gateway_gout_alnum(c)) {
+        c = p[len - n];
+        n--;
     }
 
     return n;

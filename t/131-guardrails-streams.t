@@ -148,6 +148,17 @@ push @cases2,
 push @cases2,
     ['jwt six segments', "see $jwt3.a.b.c.d end", ["see $jwt3", '.a.b.c.d end'], 'see [REDACTED_SECRET].c.d end'];
 
+# a sixth review's: numbers glued by punctuation to a long word
+push @cases2,
+    ['url card', 'see https://example.com/4111 1111 1111 1111 ok', ['see https://example.com/4111 1111 1111 ', '1111 ok'],
+     'see https://example.com/[REDACTED_CARD] ok'],
+    ['path card', 'path /usr/local/bin/4111 1111 1111 1111 ok', ['path /usr/local/bin/4111 1111 1111 ', '1111 ok'],
+     'path /usr/local/bin/[REDACTED_CARD] ok'],
+    ['domain iban', 'b@c.d.e.co.uk.GB82 WEST 1234 5698 7654 32 ok', ['b@c.d.e.co.uk.GB82 WEST 1234 ', '5698 7654 32 ok'],
+     '[REDACTED_EMAIL].[REDACTED_IBAN] ok'],
+    ['domain phone', 'ask john.doe@example.com/+1 415 555 0134 ok', ['ask john.doe@example.com/+1 415 555 ', '0134 ok'],
+     'ask [REDACTED_EMAIL]/[REDACTED_PHONE] ok'];
+
 sub split_text {
     my ($text, $n) = @_;
     return @$n if ref $n;
@@ -933,7 +944,7 @@ sub {
     location /v1/ {
         ai_gateway_guardrails output pii=block;
         proxy_method GET;
-        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_pass http://127.0.0.1:$server_port/s/$arg_f;
         proxy_buffering off;
     }
     location /s/ {
@@ -941,14 +952,15 @@ sub {
         alias html/;
     }
 --- user_files eval
-[["a.sse", main::oa_stream(1, 'Kreditkartennummer:4111 ', '1111 ', '1111 ', '1111 ', 'ok')]]
---- request
-POST /v1/chat/completions
-{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}
+[["a.sse", main::oa_stream(1, 'Kreditkartennummer:4111 ', '1111 ', '1111 ', '1111 ', 'ok')],
+ ["b.sse", main::oa_stream(1, 'see https://example.com/4111 1111 1111 ', '1111 ok')]]
+--- request eval
+[map { "POST /v1/chat/completions?f=$_\n" . '{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}' } qw(a.sse b.sse)]
 --- response_body_filters eval
 \&main::oa_text
---- response_body chomp
-Kreditkartennummer:|blocked (The response was blocked by the output guardrail (pii_card).)
+--- response_body eval
+["Kreditkartennummer:|blocked (The response was blocked by the output guardrail (pii_card).)",
+ "see https://example.com/|blocked (The response was blocked by the output guardrail (pii_card).)"]
 
 
 
