@@ -167,6 +167,10 @@ static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     json_int_t index, json_int_t index2);
 static ngx_int_t ngx_http_ai_gateway_gout_too_many(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
+    u_char *scan);
 static ngx_int_t ngx_http_ai_gateway_gout_join(ngx_http_request_t *r,
     ngx_http_ai_gateway_gout_t *go, ngx_http_ai_gateway_guard_text_t *t,
     json_t *v, u_char **all, u_char **scan, size_t *len);
@@ -1173,7 +1177,6 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
     ngx_int_t                          rc;
     ngx_str_t                          out;
     ngx_uint_t                         in_str, cut_in_str;
-    ngx_http_ai_gateway_guard_scan_t   s;
 
     if (ngx_http_ai_gateway_gout_join(r, go, t, v, &all, &scan, &len)
         != NGX_OK)
@@ -1189,17 +1192,10 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
                                             ? go->guard->pii_types : 0);
     keep = len - cut;
 
-    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
-    s.guard = go->guard;
-    s.pool = r->pool;
-
     /* keywords and patterns on what goes out (PII below, decoded) */
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, cut, scan, 2);
-
-    if (rc != NGX_OK) {
-        ctx->gout_category = s.category;
-        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
-                                       rc == NGX_ERROR ? "error" : "block");
+    if (ngx_http_ai_gateway_gout_judge(r, ctx, go, t, all, cut, scan)
+        != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -1810,9 +1806,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     size_t                             len, keep, n, count, start, d;
     json_t                            *v;
     unsigned                           types;
-    ngx_int_t                          rc;
     ngx_uint_t                         hold, secret;
-    ngx_http_ai_gateway_guard_scan_t   s;
     ngx_http_ai_gateway_guard_text_t  *t;
 
     v = json_object_get(owner, field);
@@ -1911,21 +1905,14 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         }
     }
 
-    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
-    s.guard = go->guard;
-    s.pool = r->pool;
-
     /*
      * Keywords and patterns, on what goes out (with what was sent before
      * it): a held word may still grow ("exploit" of "exploits"), and is
      * judged when it goes out, or at the text's end (gout_flush())
      */
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, all, n, scan, 2);
-
-    if (rc != NGX_OK) {
-        ctx->gout_category = s.category;
-        ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
-                                       rc == NGX_ERROR ? "error" : "block");
+    if (ngx_http_ai_gateway_gout_judge(r, ctx, go, t, all, n, scan)
+        != NGX_OK)
+    {
         return NGX_DECLINED;
     }
 
@@ -2083,6 +2070,35 @@ ngx_http_ai_gateway_gout_remember(ngx_http_ai_gateway_guard_text_t *t,
 }
 
 
+/* keywords and patterns on p, after what was sent: NGX_DECLINED blocks */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
+    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
+    u_char *scan)
+{
+    ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_scan_t   s;
+
+    ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
+    s.guard = go->guard;
+    s.pool = r->pool;
+
+    rc = ngx_http_ai_gateway_gout_detect(&s, t, p, len, scan, 2);
+
+    if (rc == NGX_OK) {
+        return NGX_OK;
+    }
+
+    ctx->gout_category = s.category;
+    ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
+                                   rc == NGX_ERROR ? "error" : "block");
+
+    return NGX_DECLINED;
+}
+
+
 /* more texts at once than we follow: the stream ends, as for a block */
 
 static ngx_int_t
@@ -2171,8 +2187,6 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
     u_char                            *p, *scan;
     size_t                             len, count;
     unsigned                           types;
-    ngx_int_t                          rc;
-    ngx_http_ai_gateway_guard_scan_t   s;
 
     ngx_str_null(text);
 
@@ -2199,18 +2213,10 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
-        s.guard = go->guard;
-        s.pool = r->pool;
-
-        rc = ngx_http_ai_gateway_gout_detect(&s, t, p, len, scan, 2);
-
-        if (rc != NGX_OK) {
+        if (ngx_http_ai_gateway_gout_judge(r, ctx, go, t, p, len, scan)
+            != NGX_OK)
+        {
             t->key_len = 0;
-            ctx->gout_category = s.category;
-            ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
-                                           rc == NGX_ERROR ? "error"
-                                                           : "block");
             return NGX_DECLINED;
         }
     }
