@@ -79,7 +79,7 @@ static u_char  ngx_http_ai_gateway_gout_tag;
 #define NGX_HTTP_AI_GATEWAY_GOUT_CHAT        0   /* choices[].delta.content */
 #define NGX_HTTP_AI_GATEWAY_GOUT_COMPLETION  1   /* choices[].text */
 #define NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC   2   /* content_block_delta */
-#define NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES   3   /* response.output_text.delta */
+#define NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES   3   /* output_text.delta */
 /* a tool's arguments, JSON text: held while a string or a number of
  * them is not whole (gout_args_cut()) */
 #define NGX_HTTP_AI_GATEWAY_GOUT_TOOL        4   /* tool_calls[].function */
@@ -87,6 +87,9 @@ static u_char  ngx_http_ai_gateway_gout_tag;
 #define NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES  6   /* function_call_... */
 /* gout_text(): find a text, make no place for it */
 #define NGX_HTTP_AI_GATEWAY_GOUT_FIND        7
+
+#define NGX_HTTP_AI_GATEWAY_GOUT_SECRETS                                      \
+    NGX_HTTP_AI_GATEWAY_PII_BIT(NGX_HTTP_AI_GATEWAY_PII_SECRET)
 
 /* a secret being dropped: the rest of a PEM block, of a token (a JWT) */
 #define NGX_HTTP_AI_GATEWAY_GOUT_PEM         1
@@ -167,6 +170,8 @@ static ngx_int_t ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     json_int_t index, json_int_t index2);
 static ngx_int_t ngx_http_ai_gateway_gout_too_many(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_gout_pii_block(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, unsigned types);
 static ngx_int_t ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
@@ -184,6 +189,9 @@ static ngx_int_t ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
     ngx_http_ai_gateway_guard_text_t *t, ngx_str_t *text);
 static ngx_int_t ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go);
+static ngx_int_t ngx_http_ai_gateway_gout_emit_rest(
+    ngx_http_ai_gateway_gout_t *go, ngx_uint_t kind, json_int_t index,
+    json_int_t index2, ngx_str_t *rest, json_t *item_id);
 static json_t *ngx_http_ai_gateway_gout_rest_event(
     ngx_http_ai_gateway_gout_t *go, ngx_uint_t kind, json_int_t index,
     json_int_t index2, ngx_str_t *rest);
@@ -220,9 +228,6 @@ static int ngx_http_ai_gateway_gout_open(void *data,
     ngx_http_ai_gateway_pii_match_t *m);
 static size_t ngx_http_ai_gateway_gout_secret_drop(
     ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len);
-static ngx_int_t ngx_http_ai_gateway_gout_detect(
-    ngx_http_ai_gateway_guard_scan_t *s, ngx_http_ai_gateway_guard_text_t *t,
-    const u_char *p, size_t len, u_char *all, ngx_uint_t hold);
 static ngx_int_t ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_t *owner, const char *field);
@@ -823,7 +828,7 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
 {
     char                        key[24];
     size_t                      i, n;
-    json_t                     *root, *choices, *c, *delta, *tc, *fn, *e;
+    json_t                     *root, *choices, *c, *delta, *tc, *fn;
     u_char                     *p;
     size_t                      len;
     ngx_int_t                   rc;
@@ -905,17 +910,8 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
 
         if (rc == NGX_OK && rest.len) {
             /* what was held back goes out before the block ends */
-            e = ngx_http_ai_gateway_gout_rest_event(go, kind, index, 0,
-                                                    &rest);
-            if (e == NULL) {
-                rc = NGX_ERROR;
-
-            } else {
-                rc = ngx_http_ai_gateway_gout_emit(go,
-                                   (u_char *) "content_block_delta",
-                                   sizeof("content_block_delta") - 1, e);
-                json_decref(e);
-            }
+            rc = ngx_http_ai_gateway_gout_emit_rest(go, kind, index, 0,
+                                                    &rest, NULL);
         }
 
     } else if (type && ngx_strcmp(type, "response.output_text.delta") == 0) {
@@ -937,24 +933,10 @@ ngx_http_ai_gateway_guard_event(ngx_http_request_t *r,
         rc = ngx_http_ai_gateway_gout_flush_text(r, ctx, go, key, &rest);
 
         if (rc == NGX_OK && rest.len) {
-            e = ngx_http_ai_gateway_gout_rest_event(go,
+            rc = ngx_http_ai_gateway_gout_emit_rest(go,
                                        NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES,
-                                       index, index2, &rest);
-            if (e == NULL) {
-                rc = NGX_ERROR;
-
-            } else {
-                if (json_object_get(root, "item_id")) {
-                    (void) json_object_set(e, "item_id",
-                                           json_object_get(root, "item_id"));
-                }
-
-                rc = ngx_http_ai_gateway_gout_emit(go,
-                                   (u_char *) "response.output_text.delta",
-                                   sizeof("response.output_text.delta") - 1,
-                                   e);
-                json_decref(e);
-            }
+                                       index, index2, &rest,
+                                       json_object_get(root, "item_id"));
         }
 
         /* the whole text again: masked as the deltas were */
@@ -1109,7 +1091,6 @@ ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go,
     json_int_t choice)
 {
-    json_t                            *e;
     ngx_int_t                          rc;
     ngx_str_t                          rest;
     ngx_uint_t                         i;
@@ -1137,16 +1118,9 @@ ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
             continue;
         }
 
-        e = ngx_http_ai_gateway_gout_rest_event(go,
+        rc = ngx_http_ai_gateway_gout_emit_rest(go,
                                                 NGX_HTTP_AI_GATEWAY_GOUT_TOOL,
-                                                choice, index2, &rest);
-        if (e == NULL) {
-            return NGX_ERROR;
-        }
-
-        rc = ngx_http_ai_gateway_gout_emit(go, NULL, 0, e);
-        json_decref(e);
-
+                                                choice, index2, &rest, NULL);
         if (rc != NGX_OK) {
             return rc;
         }
@@ -1162,8 +1136,8 @@ ngx_http_ai_gateway_gout_flush_tools(ngx_http_request_t *r,
  * is then whole in one piece, and its string is masked decoded and
  * encoded again (gout_args_out()), so that the arguments stay JSON.  A
  * string longer than NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD goes out in
- * parts, cut as a text would be.  Keywords and patterns are looked for in the text
- * as it is, across pieces.
+ * parts, cut as a text would be.  Keywords and patterns are looked for in
+ * the text as it is, across pieces.
  */
 
 static ngx_int_t
@@ -1230,8 +1204,8 @@ ngx_http_ai_gateway_gout_args(ngx_http_request_t *r,
  * value or separates two (outside any string, number or word), so that
  * what is held starts outside a string; when that would hold more than
  * NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD bytes (a very long string), where
- * a text would be cut, but never inside an escape or a surrogate pair.  *in_str: whether the cut is inside
- * a string.
+ * a text would be cut, but never inside an escape or a surrogate pair.
+ * *cut_in_str: whether the cut is inside a string.
  */
 
 static size_t
@@ -1415,11 +1389,7 @@ ngx_http_ai_gateway_gout_args_out(ngx_http_request_t *r,
                 d = ngx_cpymem(d, p + i, j - i);
 
             } else if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
-                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                                          ffs(types) - 1);
-                ngx_http_ai_gateway_guard_note(r, ctx, "output",
-                                               ctx->gout_category, "block");
-                return NGX_DECLINED;
+                return ngx_http_ai_gateway_gout_pii_block(r, ctx, types);
 
             } else {
                 all |= types;
@@ -1476,7 +1446,7 @@ ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
 {
     char        key[24];
     size_t      i;
-    json_t     *v, *item, *e;
+    json_t     *v, *item;
     ngx_int_t   rc;
     ngx_str_t   rest;
     json_int_t  index;
@@ -1498,24 +1468,10 @@ ngx_http_ai_gateway_gout_responses(ngx_http_request_t *r,
 
         if (rc == NGX_OK && rest.len) {
             /* the held rest in a delta of its own, before the whole */
-            e = ngx_http_ai_gateway_gout_rest_event(go,
+            rc = ngx_http_ai_gateway_gout_emit_rest(go,
                                        NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES,
-                                       index, 0, &rest);
-            if (e == NULL) {
-                return NGX_ERROR;
-            }
-
-            v = json_object_get(root, "item_id");
-
-            if (v != NULL) {
-                (void) json_object_set(e, "item_id", v);
-            }
-
-            rc = ngx_http_ai_gateway_gout_emit(go,
-                       (u_char *) "response.function_call_arguments.delta",
-                       sizeof("response.function_call_arguments.delta") - 1,
-                       e);
-            json_decref(e);
+                                       index, 0, &rest,
+                                       json_object_get(root, "item_id"));
         }
 
         if (rc != NGX_OK) {
@@ -1664,11 +1620,7 @@ ngx_http_ai_gateway_gout_mask_string(ngx_http_request_t *r,
     }
 
     if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
-        ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                                              ffs(types) - 1);
-        ngx_http_ai_gateway_guard_note(r, ctx, "output", ctx->gout_category,
-                                       "block");
-        return NGX_DECLINED;
+        return ngx_http_ai_gateway_gout_pii_block(r, ctx, types);
     }
 
     ngx_http_ai_gateway_guard_mask_note(r, ctx, "output", types);
@@ -1806,7 +1758,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     size_t                             len, keep, n, count, start, d;
     json_t                            *v;
     unsigned                           types;
-    ngx_uint_t                         hold, secret;
+    ngx_uint_t                         secret;
     ngx_http_ai_gateway_guard_text_t  *t;
 
     v = json_object_get(owner, field);
@@ -1825,8 +1777,6 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
     if (kind >= NGX_HTTP_AI_GATEWAY_GOUT_TOOL) {
         return ngx_http_ai_gateway_gout_args(r, ctx, go, t, v, owner, field);
     }
-
-    hold = 1;
 
     if (ngx_http_ai_gateway_gout_join(r, go, t, v, &all, &scan, &len)
         != NGX_OK)
@@ -1856,22 +1806,18 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         len -= d;
     }
 
-    keep = hold ? ngx_http_ai_gateway_gout_hold(all, len) : 0;
+    keep = ngx_http_ai_gateway_gout_hold(all, len);
     secret = 0;
 
-    if (hold && (go->guard->pii_types
-                 & NGX_HTTP_AI_GATEWAY_PII_BIT(NGX_HTTP_AI_GATEWAY_PII_SECRET))
+    if ((go->guard->pii_types & NGX_HTTP_AI_GATEWAY_GOUT_SECRETS)
         && go->guard->pii != NGX_HTTP_AI_GATEWAY_GUARD_NONE)
     {
         start = ngx_http_ai_gateway_gout_secret_start(all, len, &secret);
 
         if (secret) {
             if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
-                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                         NGX_HTTP_AI_GATEWAY_PII_SECRET);
-                ngx_http_ai_gateway_guard_note(r, ctx, "output",
-                                               ctx->gout_category, "block");
-                return NGX_DECLINED;
+                return ngx_http_ai_gateway_gout_pii_block(r, ctx,
+                                          NGX_HTTP_AI_GATEWAY_GOUT_SECRETS);
             }
 
             /* the secret from start on is masked now, what follows it is
@@ -1891,16 +1837,14 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         if (keep > NGX_HTTP_AI_GATEWAY_GUARD_SECRET_HOLD) {
             /* a match longer than we hold is a key or a key block: masked
              * now, its rest dropped as it comes */
-            secret = (keep > 11 && ngx_strncmp(all + n, "-----BEGIN ", 11) == 0)
+            secret = (keep > 11
+                      && ngx_strncmp(all + n, "-----BEGIN ", 11) == 0)
                      ? NGX_HTTP_AI_GATEWAY_GOUT_PEM
                      : NGX_HTTP_AI_GATEWAY_GOUT_TOKEN;
 
             if (go->guard->pii == NGX_HTTP_AI_GATEWAY_GUARD_BLOCK) {
-                ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                         NGX_HTTP_AI_GATEWAY_PII_SECRET);
-                ngx_http_ai_gateway_guard_note(r, ctx, "output",
-                                               ctx->gout_category, "block");
-                return NGX_DECLINED;
+                return ngx_http_ai_gateway_gout_pii_block(r, ctx,
+                                          NGX_HTTP_AI_GATEWAY_GOUT_SECRETS);
             }
         }
     }
@@ -1920,11 +1864,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
         types = ngx_http_ai_gateway_guard_mask_types(all, n,
                                                      go->guard->pii_types);
         if (types) {
-            ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                                              ffs(types) - 1);
-            ngx_http_ai_gateway_guard_note(r, ctx, "output",
-                                           ctx->gout_category, "block");
-            return NGX_DECLINED;
+            return ngx_http_ai_gateway_gout_pii_block(r, ctx, types);
         }
     }
 
@@ -1954,9 +1894,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
                           (n ? ngx_http_ai_gateway_guard_mask_types(all, n,
                                                      go->guard->pii_types)
                              : 0)
-                          | (secret ? NGX_HTTP_AI_GATEWAY_PII_BIT(
-                                          NGX_HTTP_AI_GATEWAY_PII_SECRET)
-                                    : 0));
+                          | (secret ? NGX_HTTP_AI_GATEWAY_GOUT_SECRETS : 0));
 
             out = ngx_http_ai_gateway_gout_scratch(r->pool, go,
                                          NGX_HTTP_AI_GATEWAY_GOUT_MASKED,
@@ -1979,13 +1917,15 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
                                                             keep);
 
                 /* a start of the end line ("-----EN") waits for the rest */
-                d = ngx_http_ai_gateway_gout_end_start(all + len - keep, keep);
+                d = (secret == NGX_HTTP_AI_GATEWAY_GOUT_PEM)
+                    ? ngx_http_ai_gateway_gout_end_start(all + len - keep,
+                                                         keep)
+                    : 0;
 
-                if (secret == NGX_HTTP_AI_GATEWAY_GOUT_PEM && d
-                    && ngx_http_ai_gateway_append(r, &t->held, all + len - d,
-                                                  d,
-                                                  NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
-                       != NGX_OK)
+                if (d && ngx_http_ai_gateway_append(r, &t->held,
+                                            all + len - d, d,
+                                            NGX_HTTP_AI_GATEWAY_GUARD_HOLD)
+                         != NGX_OK)
                 {
                     return NGX_ERROR;
                 }
@@ -1995,12 +1935,7 @@ ngx_http_ai_gateway_gout_delta(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_gout_remember(t, out, n);
 
-    if (hold) {
-        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, out, n);
-
-    } else {
-        ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture_args, out, n);
-    }
+    ngx_http_ai_gateway_gout_capture(r, ctx, &ctx->capture, out, n);
 
     return json_object_set_new(owner, field,
                                json_stringn_nocheck((char *) out, n)) == 0
@@ -2070,7 +2005,11 @@ ngx_http_ai_gateway_gout_remember(ngx_http_ai_gateway_guard_text_t *t,
 }
 
 
-/* keywords and patterns on p, after what was sent: NGX_DECLINED blocks */
+/*
+ * Keywords and patterns on p, after what was sent (so that a word split
+ * over deltas is seen; scan has room for both): NGX_DECLINED blocks.  PII
+ * is judged apart, on what goes out only: what was sent was masked.
+ */
 
 static ngx_int_t
 ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
@@ -2078,14 +2017,22 @@ ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
     ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
     u_char *scan)
 {
+    u_char                            *q;
     ngx_int_t                          rc;
+    ngx_http_ai_gateway_guard_t        g;
     ngx_http_ai_gateway_guard_scan_t   s;
 
+    g = *go->guard;
+    g.pii = NGX_HTTP_AI_GATEWAY_GUARD_NONE;
+
     ngx_memzero(&s, sizeof(ngx_http_ai_gateway_guard_scan_t));
-    s.guard = go->guard;
+    s.guard = &g;
     s.pool = r->pool;
 
-    rc = ngx_http_ai_gateway_gout_detect(&s, t, p, len, scan, 2);
+    q = ngx_cpymem(scan, t->back, t->back_len);
+    ngx_memcpy(q, p, len);
+
+    rc = ngx_http_ai_gateway_guard_text(&s, scan, t->back_len + len);
 
     if (rc == NGX_OK) {
         return NGX_OK;
@@ -2094,6 +2041,21 @@ ngx_http_ai_gateway_gout_judge(ngx_http_request_t *r,
     ctx->gout_category = s.category;
     ngx_http_ai_gateway_guard_note(r, ctx, "output", s.category,
                                    rc == NGX_ERROR ? "error" : "block");
+
+    return NGX_DECLINED;
+}
+
+
+/* PII of these types blocks the stream: the first type names it */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_pii_block(ngx_http_request_t *r,
+    ngx_http_ai_gateway_ctx_t *ctx, unsigned types)
+{
+    ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
+                                                          ffs(types) - 1);
+    ngx_http_ai_gateway_guard_note(r, ctx, "output", ctx->gout_category,
+                                   "block");
 
     return NGX_DECLINED;
 }
@@ -2170,7 +2132,8 @@ ngx_http_ai_gateway_gout_flush_text(ngx_http_request_t *r,
 
     ngx_str_null(text);
 
-    t = ngx_http_ai_gateway_gout_text(r, go, key, NGX_HTTP_AI_GATEWAY_GOUT_FIND);
+    t = ngx_http_ai_gateway_gout_text(r, go, key,
+                                      NGX_HTTP_AI_GATEWAY_GOUT_FIND);
     if (t == NULL) {
         return NGX_OK;
     }
@@ -2240,11 +2203,7 @@ ngx_http_ai_gateway_gout_flush(ngx_http_request_t *r,
         types = ngx_http_ai_gateway_guard_mask_types(p, len,
                                                      go->guard->pii_types);
         if (types) {
-            ctx->gout_category = ngx_http_ai_gateway_guard_pii_category(
-                                                              ffs(types) - 1);
-            ngx_http_ai_gateway_guard_note(r, ctx, "output",
-                                           ctx->gout_category, "block");
-            return NGX_DECLINED;
+            return ngx_http_ai_gateway_gout_pii_block(r, ctx, types);
         }
     }
 
@@ -2297,7 +2256,6 @@ static ngx_int_t
 ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
     ngx_http_ai_gateway_ctx_t *ctx, ngx_http_ai_gateway_gout_t *go)
 {
-    json_t                            *e;
     ngx_int_t                          rc;
     ngx_str_t                          rest;
     ngx_uint_t                         i, kind;
@@ -2325,47 +2283,64 @@ ngx_http_ai_gateway_gout_flush_all(ngx_http_request_t *r,
             continue;
         }
 
-        e = ngx_http_ai_gateway_gout_rest_event(go, kind, index, index2,
-                                                &rest);
-        if (e == NULL) {
-            return NGX_ERROR;
-        }
-
-        switch (kind) {
-
-        case NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC:
-        case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC:
-            rc = ngx_http_ai_gateway_gout_emit(go,
-                                   (u_char *) "content_block_delta",
-                                   sizeof("content_block_delta") - 1, e);
-            break;
-
-        case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES:
-            rc = ngx_http_ai_gateway_gout_emit(go,
-                       (u_char *) "response.function_call_arguments.delta",
-                       sizeof("response.function_call_arguments.delta") - 1,
-                       e);
-            break;
-
-        case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
-            rc = ngx_http_ai_gateway_gout_emit(go,
-                                   (u_char *) "response.output_text.delta",
-                                   sizeof("response.output_text.delta") - 1,
-                                   e);
-            break;
-
-        default:
-            rc = ngx_http_ai_gateway_gout_emit(go, NULL, 0, e);
-        }
-
-        json_decref(e);
-
+        rc = ngx_http_ai_gateway_gout_emit_rest(go, kind, index, index2,
+                                                &rest, NULL);
         if (rc != NGX_OK) {
             return rc;
         }
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The event that carries the rest of a text, written under its kind's
+ * event name (none for OpenAI chunks); item_id, when the event that ends
+ * the text has one, is copied into it
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_gout_emit_rest(ngx_http_ai_gateway_gout_t *go,
+    ngx_uint_t kind, json_int_t index, json_int_t index2, ngx_str_t *rest,
+    json_t *item_id)
+{
+    json_t     *e;
+    ngx_str_t   name;
+    ngx_int_t   rc;
+
+    e = ngx_http_ai_gateway_gout_rest_event(go, kind, index, index2, rest);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (item_id != NULL) {
+        (void) json_object_set(e, "item_id", item_id);
+    }
+
+    switch (kind) {
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_ANTHROPIC:
+    case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_ANTHROPIC:
+        ngx_str_set(&name, "content_block_delta");
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_RESPONSES:
+        ngx_str_set(&name, "response.output_text.delta");
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_GOUT_TOOL_RESPONSES:
+        ngx_str_set(&name, "response.function_call_arguments.delta");
+        break;
+
+    default:
+        ngx_str_null(&name);
+    }
+
+    rc = ngx_http_ai_gateway_gout_emit(go, name.data, name.len, e);
+    json_decref(e);
+
+    return rc;
 }
 
 
@@ -3218,51 +3193,6 @@ ngx_http_ai_gateway_gout_secret_drop(ngx_http_ai_gateway_guard_text_t *t,
     }
 
     return len;
-}
-
-
-static ngx_int_t
-ngx_http_ai_gateway_gout_detect(ngx_http_ai_gateway_guard_scan_t *s,
-    ngx_http_ai_gateway_guard_text_t *t, const u_char *p, size_t len,
-    u_char *all, ngx_uint_t hold)
-{
-    u_char      *q;
-    ngx_int_t    rc;
-    unsigned     pii;
-
-    /* across deltas: with what was sent, so that a split word is seen
-     * (all has room for back_len + len) */
-    q = ngx_cpymem(all, t->back, t->back_len);
-    ngx_memcpy(q, p, len);
-
-    /* PII is judged on the new text only: what was sent was masked */
-    pii = s->guard->pii;
-    s->guard->pii = NGX_HTTP_AI_GATEWAY_GUARD_NONE;
-
-    rc = ngx_http_ai_gateway_guard_text(s, all, t->back_len + len);
-
-    s->guard->pii = pii;
-
-    if (rc != NGX_OK || pii != NGX_HTTP_AI_GATEWAY_GUARD_BLOCK || hold == 2) {
-        return rc;
-    }
-
-    /* a match that may still grow is judged when it is whole */
-    if (hold) {
-        len -= ngx_http_ai_gateway_gout_hold(p, len);
-    }
-
-    s->guard->pii = NGX_HTTP_AI_GATEWAY_GUARD_BLOCK;
-    rc = (len && ngx_http_ai_gateway_guard_mask_types(p, len, s->guard->pii_types))
-         ? NGX_DECLINED : NGX_OK;
-
-    if (rc == NGX_DECLINED) {
-        s->category = ngx_http_ai_gateway_guard_pii_category(
-                          ffs(ngx_http_ai_gateway_guard_mask_types(p, len,
-                                                 s->guard->pii_types)) - 1);
-    }
-
-    return rc;
 }
 
 
