@@ -1034,3 +1034,27 @@ sub {
 --- response_body eval
 ["see exploit12345678901234567 5 ok|0 bad|DONE", "tel +1 415 555 0134 12345678901234567 5 ok|0 bad|DONE",
  'See https://example.com/docs/xxx/exploitation-guide/' . ('chapter-one/' x 22) . 'index.html for more.|0 bad|DONE']
+
+
+
+=== TEST 33: more texts at once than the guard follows (257 choices): the stream ends with the error event and [DONE], and a warning names the limit
+--- config
+    location /v1/ {
+        ai_gateway_guardrails output pii=mask;
+        proxy_method GET;
+        proxy_pass http://127.0.0.1:$server_port/s/a.sse;
+        proxy_buffering off;
+    }
+    location /s/ {
+        default_type text/event-stream;
+        alias html/;
+    }
+--- user_files eval
+[["a.sse", CORE::join('', map { qq|data: {"choices":[{"index":$_,"delta":{"content":"c$_"}}]}\n\n| } 0 .. 256) . "data: [DONE]\n\n"]]
+--- request
+POST /v1/chat/completions
+{"model":"m","stream":true,"n":257,"messages":[{"role":"user","content":"Hi"}]}
+--- error_code: 200
+--- response_body_like: data: \{"error":\{"message":"The response was blocked by the output guardrail \(too_many_texts\)\.","type":"invalid_request_error","code":"guardrail_blocked"\}\}\n\ndata: \[DONE\]\n\n\z
+--- error_log
+ai_gateway: the output guardrail follows at most 256 texts of a stream at once: the stream is ended
